@@ -1,0 +1,47 @@
+# pgrid — set-up and everyday commands. On a fresh machine (Python 3.10+, pip, g++):
+#   make demo   create .venv, build + install pgrid, run the main job on sample_data/
+#   make test   same install, then the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.pgrid-installed
+# Re-install when the build or the native sources change (Python files are editable).
+NATIVE := pyproject.toml CMakeLists.txt $(wildcard native/include/pgrid/*.hpp native/src/*)
+
+.PHONY: help install demo test lint format bench clean
+
+help:
+	@echo "make demo    install and run the main job on sample_data/"
+	@echo "make test    install and run every test"
+	@echo "make lint    ruff + clang-format checks"
+	@echo "make bench   the kernel benchmark (docs/benchmarks.md)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) $(NATIVE)
+	$(PIP) install --quiet -e ".[test,dev]"
+	@touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(PY) examples/quickstart.py sample_data
+
+test: install
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check pgrid_cli tests tools examples benchmarks
+	$(VENV)/bin/clang-format --dry-run --Werror native/include/pgrid/*.hpp native/src/*.cpp native/src/*.hpp
+
+format: install
+	$(VENV)/bin/ruff check --fix pgrid_cli tests tools examples benchmarks
+	$(VENV)/bin/clang-format -i native/include/pgrid/*.hpp native/src/*.cpp native/src/*.hpp
+
+bench: install
+	$(PY) benchmarks/bench_kernel.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,92 @@
+// pgrid: exact Gaussian density grids of atoms (SPEC §1-§3).
+//
+// A pure C++17 core: no Python, no file I/O. Callers pass atoms in a CSR layout
+// (structure s owns atoms [offsets[s], offsets[s+1])), one box per structure, and a
+// caller-sized float32 output of shape (B, C, nx, ny, nz); the kernel fills it.
+//
+// value[c,i,j,k] = sum over atoms a in channel c of w_a * integral over voxel (i,j,k)
+// of N(r; mu_a, sigma_a^2 I) dr, plus every lattice image for periodic boxes.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pgrid {
+
+/// Instruction-set paths compiled into the library. One build carries all three; the
+/// best one the CPU (and OS) supports is chosen at run time.
+enum class Isa : int { scalar = 0, avx2 = 1, avx512 = 2 };
+
+/// Truncation radius in units of sigma. Each atom is evaluated on the voxels whose
+/// extent along an axis comes within kTruncSigmas*sigma of the atom; the density left
+/// out beyond that is 0.5*erfc(6/sqrt 2) = 9.9e-10 per half-axis, so a voxel's error
+/// from truncation is <= 1e-9 per atom, well inside the SPEC's 1e-6 budget.
+inline constexpr double kTruncSigmas = 6.0;
+
+/// Periodic images considered per axis are bounded: a cell much smaller than the
+/// Gaussian (kTruncSigmas*sigma spans more than this many cells) is rejected.
+inline constexpr int kMaxImageSpan = 64;
+
+/// Atoms and boxes of a batch of structures. All pointers are borrowed.
+struct BatchInput {
+    const double* positions = nullptr;  ///< (M, 3) Cartesian, Angstrom
+    const std::int64_t* offsets = nullptr;  ///< (B + 1), offsets[0] = 0, offsets[B] = M
+    const std::int32_t* channels = nullptr;  ///< (M) channel index in [0, n_channels)
+    const double* sigmas = nullptr;  ///< (M) Gaussian standard deviation, Angstrom, > 0
+    const double* weights = nullptr;  ///< (M) weight of each atom (finite)
+    const double* origins = nullptr;  ///< (B, 3) corner of voxel (0,0,0), Angstrom
+    const double* axes = nullptr;  ///< (B, 3, 3) rows a, b, c: box edge vectors, Angstrom
+    const std::uint8_t* periodic = nullptr;  ///< (B) 1 for a periodic cell
+    std::int64_t n_structures = 0;  ///< B
+    std::int64_t n_atoms = 0;  ///< M (must equal offsets[B])
+    int n_channels = 1;  ///< C
+    int shape[3] = {1, 1, 1};  ///< nx, ny, nz
+};
+
+struct Options {
+    int threads = 0;  ///< worker threads; <= 0 means all hardware threads
+    Isa isa = Isa::scalar;  ///< path to use (must be supported; see best_isa())
+    /// Non-temporal (streaming) stores for the output: -1 automatic (used when the
+    /// output is larger than the last-level cache), 0 never, 1 always.
+    int streaming = -1;
+};
+
+/// Fill out[B, C, nx, ny, nz] (float32, C-contiguous) with the densities.
+/// Throws std::invalid_argument (with a message naming the structure/atom) on bad
+/// input; out is then left unspecified. Output is identical for every thread count.
+void grid_batch(const BatchInput& in, float* out, const Options& opt);
+
+/// Gradient of L = sum(dgrid * grid) with respect to positions and weights.
+/// dgrid has the output's shape; dpositions is (M, 3), dweights is (M) (may be null).
+void grid_gradient_batch(const BatchInput& in, const float* dgrid, double* dpositions,
+                         double* dweights, const Options& opt);
+
+/// Check a batch; throws std::invalid_argument with a specific message.
+void validate(const BatchInput& in);
+
+/// Zero `count` floats with the same threading as grid_batch: the memory-bound floor
+/// the benchmarks compare against.
+void zero_fill(float* out, std::size_t count, int threads);
+
+/// Standard normal cdf (and pdf, if non-null) exactly as the kernel evaluates them.
+void normal_cdf(const double* t, std::size_t n, double* cdf, double* pdf, Isa isa);
+
+/// Instruction sets this CPU and OS can run, best last.
+std::vector<Isa> supported_isas();
+/// The best supported instruction set.
+Isa best_isa();
+/// "scalar", "avx2" or "avx512".
+const char* isa_name(Isa isa);
+/// Parse an ISA name; throws std::invalid_argument for unknown names.
+Isa parse_isa(const std::string& name);
+
+/// Number of hardware threads (at least 1).
+int hardware_threads();
+
+/// Gauss-Legendre order used for the two quadrature directions of a triclinic voxel
+/// whose largest edge is `h_over_sigma` sigmas long.
+int triclinic_quadrature_order(double h_over_sigma);
+
+}  // namespace pgrid

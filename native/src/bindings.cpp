@@ -1,0 +1,216 @@
+// pgrid_cli._core: the thin pybind11 layer over the C++ core. It checks every array at
+// the boundary (dtype, shape, contiguity, writability) and raises ValueError instead of
+// ever touching memory it was not given; the computation runs without the GIL.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <sstream>
+#include <string>
+
+#include "build_info.hpp"
+#include "pgrid/grid.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+template <class... Args>
+[[noreturn]] void value_error(Args&&... parts) {
+    std::ostringstream os;
+    (os << ... << parts);
+    throw py::value_error(os.str());
+}
+
+std::string shape_str(const py::array& a) {
+    std::ostringstream os;
+    os << "(";
+    for (py::ssize_t d = 0; d < a.ndim(); ++d) os << (d ? ", " : "") << a.shape(d);
+    os << (a.ndim() == 1 ? ",)" : ")");
+    return os.str();
+}
+
+/// Require dtype T, C-contiguous, aligned, and the given shape (-1 = any extent).
+template <class T>
+void require(const py::array& a, const char* name, std::initializer_list<py::ssize_t> shape,
+             bool writeable = false) {
+    if (!py::dtype::of<T>().is(a.dtype()))
+        value_error(name, " must have dtype ", std::string(py::str(py::dtype::of<T>())), ", got ",
+                    std::string(py::str(a.dtype())));
+    if (a.ndim() != static_cast<py::ssize_t>(shape.size()))
+        value_error(name, " must have ", shape.size(), " dimensions, got shape ", shape_str(a));
+    py::ssize_t d = 0;
+    for (py::ssize_t want : shape) {
+        if (want >= 0 && a.shape(d) != want)
+            value_error(name, " has shape ", shape_str(a), ": dimension ", d, " must be ", want);
+        ++d;
+    }
+    const int flags = a.flags();
+    if (!(flags & py::array::c_style)) value_error(name, " must be C-contiguous");
+    if (!(flags & py::detail::npy_api::NPY_ARRAY_ALIGNED_)) value_error(name, " must be aligned");
+    if (writeable && !(flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_))
+        value_error(name, " must be writeable");
+}
+
+pgrid::Isa isa_from(const std::string& isa) {
+    pgrid::Isa chosen = isa.empty() ? pgrid::best_isa() : pgrid::parse_isa(isa);
+    for (pgrid::Isa s : pgrid::supported_isas())
+        if (s == chosen) return chosen;
+    value_error("instruction set '", isa, "' is not supported by this CPU (supported: ",
+                [] {
+                    std::string out;
+                    for (pgrid::Isa s : pgrid::supported_isas())
+                        out += std::string(out.empty() ? "" : ", ") + pgrid::isa_name(s);
+                    return out;
+                }(),
+                ")");
+}
+
+/// Check the atom and box arrays against each other and describe them for the core.
+pgrid::BatchInput batch_input(const py::array& positions, const py::array& offsets,
+                              const py::array& channels, const py::array& sigmas,
+                              const py::array& weights, const py::array& origins,
+                              const py::array& axes, const py::array& periodic,
+                              const py::array& grid, const char* grid_name) {
+    require<double>(positions, "positions", {-1, 3});
+    const py::ssize_t m = positions.shape(0);
+    require<std::int64_t>(offsets, "offsets", {-1});
+    if (offsets.shape(0) < 1) value_error("offsets must have at least one entry");
+    const py::ssize_t b = offsets.shape(0) - 1;
+    require<std::int32_t>(channels, "channels", {m});
+    require<double>(sigmas, "sigmas", {m});
+    require<double>(weights, "weights", {m});
+    require<double>(origins, "origins", {b, 3});
+    require<double>(axes, "axes", {b, 3, 3});
+    require<bool>(periodic, "periodic", {b});
+    if (grid.ndim() != 5)
+        value_error(grid_name, " must have shape (B, C, nx, ny, nz), got ", shape_str(grid));
+    if (grid.shape(0) != b)
+        value_error(grid_name, " holds ", grid.shape(0), " structures but offsets describe ", b);
+    for (int d = 1; d < 5; ++d)
+        if (grid.shape(d) < 1 || grid.shape(d) > (1 << 30))
+            value_error(grid_name, " has an invalid shape ", shape_str(grid));
+    pgrid::BatchInput in;
+    in.positions = static_cast<const double*>(positions.data());
+    in.offsets = static_cast<const std::int64_t*>(offsets.data());
+    in.channels = static_cast<const std::int32_t*>(channels.data());
+    in.sigmas = static_cast<const double*>(sigmas.data());
+    in.weights = static_cast<const double*>(weights.data());
+    in.origins = static_cast<const double*>(origins.data());
+    in.axes = static_cast<const double*>(axes.data());
+    in.periodic = static_cast<const std::uint8_t*>(periodic.data());
+    in.n_structures = b;
+    in.n_atoms = m;
+    in.n_channels = static_cast<int>(grid.shape(1));
+    for (int d = 0; d < 3; ++d) in.shape[d] = static_cast<int>(grid.shape(2 + d));
+    return in;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "pgrid native kernel (private; use the pgrid_cli package API)";
+
+    m.def(
+        "grid_batch",
+        [](const py::array& positions, const py::array& offsets, const py::array& channels,
+           const py::array& sigmas, const py::array& weights, const py::array& origins,
+           const py::array& axes, const py::array& periodic, py::array out, int threads,
+           const std::string& isa, int streaming) {
+            require<float>(out, "out", {-1, -1, -1, -1, -1}, true);
+            pgrid::BatchInput in = batch_input(positions, offsets, channels, sigmas, weights,
+                                               origins, axes, periodic, out, "out");
+            pgrid::Options opt;
+            opt.threads = threads;
+            opt.isa = isa_from(isa);
+            opt.streaming = streaming;
+            float* dst = static_cast<float*>(out.mutable_data());
+            py::gil_scoped_release release;
+            pgrid::grid_batch(in, dst, opt);
+        },
+        py::arg("positions"), py::arg("offsets"), py::arg("channels"), py::arg("sigmas"),
+        py::arg("weights"), py::arg("origins"), py::arg("axes"), py::arg("periodic"),
+        py::arg("out"), py::arg("threads") = 0, py::arg("isa") = "", py::arg("streaming") = -1,
+        "Fill out (B, C, nx, ny, nz) float32 with the densities of a batch (see grid.hpp).");
+
+    m.def(
+        "grid_gradient_batch",
+        [](const py::array& positions, const py::array& offsets, const py::array& channels,
+           const py::array& sigmas, const py::array& weights, const py::array& origins,
+           const py::array& axes, const py::array& periodic, const py::array& dgrid,
+           int threads, const std::string& isa) {
+            require<float>(dgrid, "dgrid", {-1, -1, -1, -1, -1});
+            pgrid::BatchInput in = batch_input(positions, offsets, channels, sigmas, weights,
+                                               origins, axes, periodic, dgrid, "dgrid");
+            pgrid::Options opt;
+            opt.threads = threads;
+            opt.isa = isa_from(isa);
+            py::array_t<double> dpos({static_cast<py::ssize_t>(in.n_atoms), py::ssize_t(3)});
+            py::array_t<double> dw({static_cast<py::ssize_t>(in.n_atoms)});
+            double* dpos_p = dpos.mutable_data();
+            double* dw_p = dw.mutable_data();
+            const float* g = static_cast<const float*>(dgrid.data());
+            {
+                py::gil_scoped_release release;
+                pgrid::grid_gradient_batch(in, g, dpos_p, dw_p, opt);
+            }
+            return py::make_tuple(dpos, dw);
+        },
+        py::arg("positions"), py::arg("offsets"), py::arg("channels"), py::arg("sigmas"),
+        py::arg("weights"), py::arg("origins"), py::arg("axes"), py::arg("periodic"),
+        py::arg("dgrid"), py::arg("threads") = 0, py::arg("isa") = "",
+        "Gradient of sum(dgrid * grid): returns (dpositions (M, 3), dweights (M,)) float64.");
+
+    m.def(
+        "zero_fill",
+        [](py::array out, int threads) {
+            require<float>(out, "out", {-1, -1, -1, -1, -1}, true);
+            float* dst = static_cast<float*>(out.mutable_data());
+            const auto n = static_cast<std::size_t>(out.size());
+            py::gil_scoped_release release;
+            pgrid::zero_fill(dst, n, threads);
+        },
+        py::arg("out"), py::arg("threads") = 0,
+        "memset a (B, C, nx, ny, nz) float32 array to zero: the benchmarks' memory floor.");
+
+    m.def(
+        "normal_cdf",
+        [](const py::array& t, const std::string& isa) {
+            require<double>(t, "t", {-1});
+            const pgrid::Isa chosen = isa_from(isa);
+            py::array_t<double> cdf(t.shape(0)), pdf(t.shape(0));
+            pgrid::normal_cdf(static_cast<const double*>(t.data()),
+                              static_cast<std::size_t>(t.shape(0)), cdf.mutable_data(),
+                              pdf.mutable_data(), chosen);
+            return py::make_tuple(cdf, pdf);
+        },
+        py::arg("t"), py::arg("isa") = "",
+        "Standard normal cdf and pdf as the kernel evaluates them (for tests).");
+
+    m.def("supported_isas", [] {
+        std::vector<std::string> out;
+        for (pgrid::Isa s : pgrid::supported_isas()) out.emplace_back(pgrid::isa_name(s));
+        return out;
+    });
+    m.def("best_isa", [] { return std::string(pgrid::isa_name(pgrid::best_isa())); });
+    m.def("hardware_threads", &pgrid::hardware_threads);
+    m.def("triclinic_quadrature_order", &pgrid::triclinic_quadrature_order,
+          py::arg("h_over_sigma"));
+    m.def("build_info", [] {
+        py::dict d;
+        d["version"] = PGRID_VERSION;
+#if defined(__clang__)
+        d["compiler"] = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+        d["compiler"] = std::string("gcc ") + __VERSION__;
+#else
+        d["compiler"] = "unknown";
+#endif
+        d["flags"] = PGRID_CXX_FLAGS;
+        d["trunc_sigmas"] = pgrid::kTruncSigmas;
+        return d;
+    });
+    m.attr("TRUNC_SIGMAS") = pgrid::kTruncSigmas;
+    m.attr("__version__") = PGRID_VERSION;
+}

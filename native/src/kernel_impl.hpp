@@ -1,0 +1,401 @@
+// The numeric kernels, written once against VF / VD (simd_*.hpp) and compiled per ISA.
+// Included inside `namespace pgrid::<isa>` within a target region; the including TU has
+// already included <immintrin.h>, <cmath>, <cstring>, <cstdint>, plan.hpp, kernels.hpp
+// and erfc_coeffs.hpp.
+
+using detail::OrthoAtom;
+using detail::OrthoPlan;
+using detail::TricAtom;
+using detail::TricPlan;
+using detail::ZSeg;
+
+constexpr double kInvSqrt2 = 0.70710678118654752440;
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;
+
+// ------------------------------------------------------------------ special functions
+/// exp(x) to ~1 ulp for x in [-708, 709] (clamped outside).
+PGRID_INLINE VD vexp(VD x) {
+    x = vmax(x, VD::set1(-708.0));
+    x = vmin(x, VD::set1(709.0));
+    const VD n = vround(x * VD::set1(1.4426950408889634));
+    // Cody-Waite: ln2 split so that n*ln2_hi is exact.
+    VD r = fnmadd(n, VD::set1(6.93147180369123816490e-01), x);
+    r = fnmadd(n, VD::set1(1.90821492927058770002e-10), r);
+    // Taylor series to r^12: truncation error < 2e-16 for |r| <= ln2/2.
+    VD p = VD::set1(1.0 / 479001600.0);
+    p = fmadd(p, r, VD::set1(1.0 / 39916800.0));
+    p = fmadd(p, r, VD::set1(1.0 / 3628800.0));
+    p = fmadd(p, r, VD::set1(1.0 / 362880.0));
+    p = fmadd(p, r, VD::set1(1.0 / 40320.0));
+    p = fmadd(p, r, VD::set1(1.0 / 5040.0));
+    p = fmadd(p, r, VD::set1(1.0 / 720.0));
+    p = fmadd(p, r, VD::set1(1.0 / 120.0));
+    p = fmadd(p, r, VD::set1(1.0 / 24.0));
+    p = fmadd(p, r, VD::set1(1.0 / 6.0));
+    p = fmadd(p, r, VD::set1(0.5));
+    p = fmadd(p, r, VD::set1(1.0));
+    p = fmadd(p, r, VD::set1(1.0));
+    return vldexp(p, n);
+}
+
+/// Standard normal cdf and pdf at t (absolute error of the cdf ~1e-16).
+PGRID_INLINE void vnormal(VD t, VD& cdf, VD& pdf) {
+    namespace ef = ::pgrid::erfc_fit;
+    const VD z = vabs(t) * VD::set1(kInvSqrt2);
+    const VD zc = vmin(z, VD::set1(ef::ZMAX));
+    const VD q = VD::set1(1.0) / (zc + VD::set1(ef::K));
+    const VD u = fmadd(VD::set1(ef::A), (zc - VD::set1(ef::K)) * q, VD::set1(ef::B));
+    VD poly = VD::set1(ef::C[ef::TERMS - 1]);
+    for (int n = ef::TERMS - 2; n >= 0; --n) poly = fmadd(poly, u, VD::set1(ef::C[n]));
+    const VD e = vexp(VD::set1(0.0) - z * z);  // exp(-t^2/2)
+    VD half_erfc = e * poly * (q * VD::set1(0.5 * ef::K));
+    half_erfc = select_gt(z, VD::set1(ef::ZMAX), VD::set1(0.0), half_erfc);
+    cdf = select_gt(t, VD::set1(0.0), VD::set1(1.0) - half_erfc, half_erfc);
+    pdf = e * VD::set1(kInvSqrt2Pi);
+}
+
+void normal_cdf(const double* t, std::size_t n, double* cdf, double* pdf) {
+    constexpr int W = VD::W;
+    std::size_t m = 0;
+    VD c, p;
+    for (; m + W <= n; m += W) {
+        vnormal(VD::load(t + m), c, p);
+        c.store(cdf + m);
+        if (pdf) p.store(pdf + m);
+    }
+    if (m < n) {
+        double tb[W] = {}, cb[W], pb[W];
+        for (std::size_t r = m; r < n; ++r) tb[r - m] = t[r];
+        vnormal(VD::load(tb), c, p);
+        c.store(cb);
+        p.store(pb);
+        for (std::size_t r = m; r < n; ++r) {
+            cdf[r] = cb[r - m];
+            if (pdf) pdf[r] = pb[r - m];
+        }
+    }
+}
+
+// ------------------------------------------------------------------ output helpers
+/// Copy n floats to dst; with stream, whole aligned vectors use non-temporal stores so
+/// the output is written once without being read (the memset floor's behaviour).
+PGRID_INLINE void copy_out(float* dst, const float* src, std::size_t n, bool stream) {
+    if (!stream || VF::W == 1) {
+        std::memcpy(dst, src, n * sizeof(float));
+        return;
+    }
+    std::size_t i = 0;
+    const auto mis = reinterpret_cast<std::uintptr_t>(dst) % kStreamAlign;
+    std::size_t head = mis ? (kStreamAlign - mis) / sizeof(float) : 0;
+    if (head > n) head = n;
+    for (; i < head; ++i) dst[i] = src[i];
+    for (; i + VF::W <= n; i += VF::W) VF::load(src + i).stream(dst + i);
+    for (; i < n; ++i) dst[i] = src[i];
+}
+
+void zero(float* dst, std::size_t n, bool stream) {
+    if (!stream || VF::W == 1) {
+        std::memset(dst, 0, n * sizeof(float));
+        return;
+    }
+    std::size_t i = 0;
+    const auto mis = reinterpret_cast<std::uintptr_t>(dst) % kStreamAlign;
+    std::size_t head = mis ? (kStreamAlign - mis) / sizeof(float) : 0;
+    if (head > n) head = n;
+    for (; i < head; ++i) dst[i] = 0.0f;
+    const VF z = VF::zero();
+    for (; i + VF::W <= n; i += VF::W) z.stream(dst + i);
+    for (; i < n; ++i) dst[i] = 0.0f;
+    store_fence();
+}
+
+/// Move a finished plane to the output and leave rows [jlo, jhi] of the scratch zeroed.
+PGRID_INLINE void flush_plane(float* dst, float* plane, int jlo, int jhi, int nz,
+                              std::size_t plane_n, bool stream) {
+    if (jhi < jlo) {
+        zero(dst, plane_n, stream);
+        return;
+    }
+    copy_out(dst, plane, plane_n, stream);
+    std::memset(plane + static_cast<std::size_t>(jlo) * nz, 0,
+                static_cast<std::size_t>(jhi - jlo + 1) * nz * sizeof(float));
+}
+
+// ------------------------------------------------------------------ orthogonal boxes
+void render_ortho(const OrthoPlan& P, int c, int i_begin, int i_end, float* out_c,
+                  float* plane, bool stream) {
+    constexpr int W = VF::W;
+    const int nx = P.n[0], ny = P.n[1], nz = P.n[2];
+    const std::size_t plane_n = static_cast<std::size_t>(ny) * nz;
+    const OrthoAtom* a_begin = P.atoms + P.chan_begin[c];
+    const OrthoAtom* a_end = P.atoms + P.chan_begin[c + 1];
+    for (int i = i_begin; i < i_end; ++i) {
+        int jlo = ny, jhi = -1;
+        for (const OrthoAtom* a = a_begin; a != a_end; ++a) {
+            int di = i - a->xs;
+            if (di < 0) di += nx;
+            if (di >= a->xl) continue;
+            const double gxi = P.dbuf[a->xoff + di];
+            const double cx = a->w * gxi;
+            const double* gy = P.dbuf + a->yoff;
+            int j = a->ys;
+            for (int dj = 0; dj < a->yl; ++dj, ++j) {
+                if (j == ny) j = 0;
+                if (gxi * gy[dj] < detail::kRowSkip) continue;
+                const VF coef = VF::set1(static_cast<float>(cx * gy[dj]));
+                float* row = plane + static_cast<std::size_t>(j) * nz;
+                for (int s = 0; s < a->nseg; ++s) {
+                    const ZSeg& sg = a->seg[s];
+                    const float* gz = P.fbuf + sg.off;
+                    float* r = row + sg.k0;
+                    // Whole vectors: lanes past the run add coef*0 to the next voxels.
+                    for (int v = 0; v < sg.nvec; ++v)
+                        fmadd(coef, VF::load(gz + v * W), VF::load(r + v * W)).store(r + v * W);
+                }
+                if (j < jlo) jlo = j;
+                if (j > jhi) jhi = j;
+            }
+        }
+        flush_plane(out_c + static_cast<std::size_t>(i) * plane_n, plane, jlo, jhi, nz,
+                    plane_n, stream);
+    }
+    if (stream) store_fence();
+}
+
+void grad_ortho(const OrthoPlan& P, int a_begin, int a_end, const float* dgrid,
+                double* dlocal) {
+    constexpr int W = VF::W;
+    const int nx = P.n[0], ny = P.n[1], nz = P.n[2];
+    const std::size_t plane_n = static_cast<std::size_t>(ny) * nz;
+    const std::size_t chan_n = plane_n * nx;
+    for (int ai = a_begin; ai < a_end; ++ai) {
+        const OrthoAtom& a = P.atoms[ai];
+        double gpx = 0, gpy = 0, gpz = 0, gw = 0;
+        if (a.xl > 0 && a.yl > 0 && a.nseg > 0) {
+            const float* G = dgrid + a.channel * chan_n;
+            const double* gx = P.dbuf + a.xoff;
+            const double* dgx = gx + a.xl;
+            const double* gy = P.dbuf + a.yoff;
+            const double* dgy = gy + a.yl;
+            int i = a.xs;
+            for (int di = 0; di < a.xl; ++di, ++i) {
+                if (i == nx) i = 0;
+                double sx_t = 0, sx_dt = 0, s_u = 0;
+                int j = a.ys;
+                for (int dj = 0; dj < a.yl; ++dj, ++j) {
+                    if (j == ny) j = 0;
+                    const float* row = G + i * plane_n + static_cast<std::size_t>(j) * nz;
+                    // T = sum_k dgrid*gz, U = sum_k dgrid*dgz over the atom's z runs.
+                    VF t = VF::zero(), u = VF::zero();
+                    float tail_t = 0.0f, tail_u = 0.0f;
+                    for (int s = 0; s < a.nseg; ++s) {
+                        const ZSeg& sg = a.seg[s];
+                        const float* gz = P.fbuf + sg.off;
+                        const float* dgz = gz + static_cast<std::size_t>(sg.nvec) * W;
+                        const float* g = row + sg.k0;
+                        // Stay inside the row: the padded lanes of gz are zero, but the
+                        // upstream gradient past the row end must not be read.
+                        const int len = std::min(nz - sg.k0, sg.nvec * W);
+                        int k = 0;
+                        for (; k + W <= len; k += W) {
+                            const VF gv = VF::load(g + k);
+                            t = fmadd(gv, VF::load(gz + k), t);
+                            u = fmadd(gv, VF::load(dgz + k), u);
+                        }
+                        for (; k < len; ++k) {
+                            tail_t += g[k] * gz[k];
+                            tail_u += g[k] * dgz[k];
+                        }
+                    }
+                    const double T = static_cast<double>(t.sum()) + tail_t;
+                    const double U = static_cast<double>(u.sum()) + tail_u;
+                    sx_t += gy[dj] * T;
+                    sx_dt += dgy[dj] * T;
+                    s_u += gy[dj] * U;
+                }
+                gpx += dgx[di] * sx_t;
+                gpy += gx[di] * sx_dt;
+                gpz += gx[di] * s_u;
+                gw += gx[di] * sx_t;
+            }
+        }
+        dlocal[4 * ai + 0] = a.w * gpx;
+        dlocal[4 * ai + 1] = a.w * gpy;
+        dlocal[4 * ai + 2] = a.w * gpz;
+        dlocal[4 * ai + 3] = gw;
+    }
+}
+
+// ------------------------------------------------------------------ triclinic boxes
+/// Calls fn(i_unwrapped, j_unwrapped, klo, len, acc) for every row of voxels that atom a
+/// reaches in the unwrapped slab i, where acc[m] (m < len) holds the row's values for
+/// k = klo + m. The exact integral along c (erf differences) is combined with
+/// Gauss-Legendre quadrature over the u (a) and v (b) directions of each voxel.
+/// work: 4*(max_row + 8) doubles.
+template <class RowFn>
+PGRID_INLINE void tric_slab(const TricPlan& P, const TricAtom& a, int i, double* work,
+                            bool want_grad, RowFn&& fn) {
+    const int nx = P.n[0], ny = P.n[1], nz = P.n[2];
+    const double sigma = a.sigma, inv_s = 1.0 / sigma, rho = P.rho * sigma;
+    const double p1 = a.p[0], p2 = a.p[1], p3 = a.p[2];
+    const double u0 = static_cast<double>(i) / nx, u1 = static_cast<double>(i + 1) / nx;
+    // Distance of the slab from the atom along e3 (x3 = u*a3 - p3, a3 > 0).
+    const double x3lo = u0 * P.a3 - p3, x3hi = u1 * P.a3 - p3;
+    const double d3 = x3lo > 0 ? x3lo : (x3hi < 0 ? -x3hi : 0.0);
+    if (d3 > rho) return;
+    const double rho2 = std::sqrt(rho * rho - d3 * d3);
+    const double ua2lo = std::fmin(u0 * P.a2, u1 * P.a2), ua2hi = std::fmax(u0 * P.a2, u1 * P.a2);
+    int jlo = static_cast<int>(std::floor(ny * (p2 - rho2 - ua2hi) / P.b2));
+    int jhi = static_cast<int>(std::floor(ny * (p2 + rho2 - ua2lo) / P.b2));
+    if (!P.periodic) {
+        if (jlo < 0) jlo = 0;
+        if (jhi > ny - 1) jhi = ny - 1;
+    }
+    const int q = P.q;
+    double n3[16], ua1[16], ua2[16], x3v[16];
+    for (int qu = 0; qu < q; ++qu) {
+        const double u = (i + P.gl_x[qu]) / nx;
+        const double x3 = u * P.a3 - p3;
+        x3v[qu] = x3;
+        n3[qu] = P.gl_w[qu] * std::exp(-0.5 * x3 * x3 * inv_s * inv_s);
+        ua1[qu] = u * P.a1;
+        ua2[qu] = u * P.a2;
+    }
+    // Unweighted: a3*b2/(nx*ny) (Jacobian over c1) times the two Gaussian normalisations.
+    const double pref = P.a3 * P.b2 / (nx * static_cast<double>(ny)) * inv_s * inv_s *
+                        (kInvSqrt2Pi * kInvSqrt2Pi);
+    double* targ = work;
+    double* cdf = work + (P.max_row + 8);
+    double* pdf = work + 2 * (P.max_row + 8);
+    double* acc = work + 3 * (P.max_row + 8);
+    const double dk = P.c1 / nz * inv_s;
+    for (int j = jlo; j <= jhi; ++j) {
+        const double v0 = static_cast<double>(j) / ny, v1 = static_cast<double>(j + 1) / ny;
+        // x2 = u*a2 + v*b2 - p2 is linear: its range over the voxel comes from the corners.
+        const double x2lo = ua2lo + v0 * P.b2 - p2, x2hi = ua2hi + v1 * P.b2 - p2;
+        const double d2 = x2lo > 0 ? x2lo : (x2hi < 0 ? -x2hi : 0.0);
+        if (d2 > rho2) continue;
+        const double rho1 = std::sqrt(rho2 * rho2 - d2 * d2);
+        const double s_lo = std::fmin(u0 * P.a1, u1 * P.a1) + std::fmin(v0 * P.b1, v1 * P.b1);
+        const double s_hi = std::fmax(u0 * P.a1, u1 * P.a1) + std::fmax(v0 * P.b1, v1 * P.b1);
+        int klo = static_cast<int>(std::floor(nz * (p1 - rho1 - s_hi) / P.c1));
+        int khi = static_cast<int>(std::floor(nz * (p1 + rho1 - s_lo) / P.c1));
+        if (!P.periodic) {
+            if (klo < 0) klo = 0;
+            if (khi > nz - 1) khi = nz - 1;
+        }
+        if (khi < klo) continue;
+        const int len = khi - klo + 1;
+        fn(i, j, klo, len, [&](auto&& node) {
+            for (int qu = 0; qu < q; ++qu) {
+                for (int qv = 0; qv < q; ++qv) {
+                    const double v = (j + P.gl_x[qv]) / ny;
+                    const double x2 = ua2[qu] + v * P.b2 - p2;
+                    const double wgt = pref * n3[qu] * P.gl_w[qv] *
+                                       std::exp(-0.5 * x2 * x2 * inv_s * inv_s);
+                    const double t0 = (ua1[qu] + v * P.b1 - p1) * inv_s + klo * dk;
+                    for (int m = 0; m <= len; ++m) targ[m] = t0 + m * dk;
+                    normal_cdf(targ, static_cast<std::size_t>(len) + 1, cdf,
+                               want_grad ? pdf : nullptr);
+                    node(wgt, x2, x3v[qu], cdf, pdf, acc);
+                }
+            }
+        });
+    }
+}
+
+void render_tric(const TricPlan& P, int c, int i_begin, int i_end, float* out_c, float* plane,
+                 double* work, bool stream) {
+    const int nx = P.n[0], ny = P.n[1], nz = P.n[2];
+    const std::size_t plane_n = static_cast<std::size_t>(ny) * nz;
+    const TricAtom* a_begin = P.atoms + P.chan_begin[c];
+    const TricAtom* a_end = P.atoms + P.chan_begin[c + 1];
+    double* acc = work + 3 * (P.max_row + 8);
+    for (int i = i_begin; i < i_end; ++i) {
+        int jlo = ny, jhi = -1;
+        for (const TricAtom* a = a_begin; a != a_end; ++a) {
+            // Every unwrapped slab congruent to plane i (all images for periodic cells).
+            int first = i;
+            if (P.periodic) {
+                const int d = a->i0 - i;
+                first = i + (d > 0 ? (d + nx - 1) / nx : -((-d) / nx)) * nx;
+            }
+            for (int iu = first; iu <= a->i1; iu += nx) {
+                if (iu < a->i0) continue;
+                tric_slab(P, *a, iu, work, false,
+                          [&](int, int ju, int klo, int len, auto&& each_node) {
+                              for (int m = 0; m < len; ++m) acc[m] = 0.0;
+                              each_node([&](double wgt, double, double, const double* cdf,
+                                            const double*, double*) {
+                                  const double ww = wgt * a->w;
+                                  for (int m = 0; m < len; ++m)
+                                      acc[m] += ww * (cdf[m + 1] - cdf[m]);
+                              });
+                              int j = ju % ny;
+                              if (j < 0) j += ny;
+                              float* row = plane + static_cast<std::size_t>(j) * nz;
+                              int k = klo % nz;
+                              if (k < 0) k += nz;
+                              for (int m = 0; m < len; ++m) {
+                                  row[k] += static_cast<float>(acc[m]);
+                                  if (++k == nz) k = 0;
+                              }
+                              if (j < jlo) jlo = j;
+                              if (j > jhi) jhi = j;
+                          });
+                if (!P.periodic) break;
+            }
+        }
+        flush_plane(out_c + static_cast<std::size_t>(i) * plane_n, plane, jlo, jhi, nz,
+                    plane_n, stream);
+    }
+    if (stream) store_fence();
+}
+
+void grad_tric(const TricPlan& P, int a_begin, int a_end, const float* dgrid, double* dlocal,
+               double* work) {
+    const int nx = P.n[0], ny = P.n[1], nz = P.n[2];
+    const std::size_t plane_n = static_cast<std::size_t>(ny) * nz;
+    const std::size_t chan_n = plane_n * nx;
+    for (int ai = a_begin; ai < a_end; ++ai) {
+        const TricAtom& a = P.atoms[ai];
+        const float* G = dgrid + a.channel * chan_n;
+        const double inv_s = 1.0 / a.sigma;
+        const double inv_s2 = inv_s * inv_s;
+        double g1 = 0, g2 = 0, g3 = 0, gw = 0;
+        for (int iu = a.i0; iu <= a.i1; ++iu) {
+            int i = iu % nx;
+            if (i < 0) i += nx;
+            tric_slab(P, a, iu, work, true,
+                      [&](int, int ju, int klo, int len, auto&& each_node) {
+                          int j = ju % ny;
+                          if (j < 0) j += ny;
+                          const float* row = G + i * plane_n + static_cast<std::size_t>(j) * nz;
+                          int k0 = klo % nz;
+                          if (k0 < 0) k0 += nz;
+                          each_node([&](double wgt, double x2, double x3, const double* cdf,
+                                        const double* pdf, double*) {
+                              double sv = 0, sd = 0;
+                              int k = k0;
+                              for (int m = 0; m < len; ++m) {
+                                  const double g = row[k];
+                                  sv += g * (cdf[m + 1] - cdf[m]);
+                                  sd += g * (pdf[m + 1] - pdf[m]);
+                                  if (++k == nz) k = 0;
+                              }
+                              // d/dp1 of the erf difference; d/dp2, d/dp3 of the Gaussians.
+                              g1 -= wgt * sd * inv_s;
+                              g2 += wgt * sv * x2 * inv_s2;
+                              g3 += wgt * sv * x3 * inv_s2;
+                              gw += wgt * sv;
+                          });
+                      });
+        }
+        dlocal[4 * ai + 0] = a.w * g1;
+        dlocal[4 * ai + 1] = a.w * g2;
+        dlocal[4 * ai + 2] = a.w * g3;
+        dlocal[4 * ai + 3] = gw;
+    }
+}
+
+constexpr int kFloatWidth = VF::W;

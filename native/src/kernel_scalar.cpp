@@ -1,0 +1,16 @@
+// The scalar path: baseline x86-64 (or any architecture), one lane. CMake builds this
+// file without auto-vectorisation so that "vs scalar" speed-ups are honest.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "erfc_coeffs.hpp"
+#include "kernels.hpp"
+
+namespace pgrid::scalar {
+#include "simd_scalar.hpp"
+#include "kernel_impl.hpp"
+}  // namespace pgrid::scalar
+
+PGRID_KERNEL_TABLE(scalar)

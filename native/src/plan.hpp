@@ -1,0 +1,71 @@
+// Plain-data plans shared by the common code (which builds them) and the per-ISA
+// kernels (which only read them through raw pointers). Nothing here allocates, so no
+// library template is ever instantiated inside an ISA-specific target region.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pgrid::detail {
+
+/// Skip a (i, j) row of an atom when the product of its two unweighted 1D factors is
+/// below this: the voxels skipped then hold < 1e-10 * w each.
+inline constexpr double kRowSkip = 1e-10;
+
+// ------------------------------------------------------------------ orthogonal boxes
+/// A contiguous run of z factors along a row, zero-padded to whole vectors.
+struct ZSeg {
+    std::int32_t k0;  ///< first k of the run
+    std::int32_t nvec;  ///< number of float vectors (nvec * width floats stored)
+    std::int64_t off;  ///< fbuf offset of gz[nvec*width]; dgz follows when gradients
+};
+
+/// One atom in an orthogonal box: exact separable factors over cyclic windows.
+struct OrthoAtom {
+    std::int64_t atom;  ///< index of the atom in the batch arrays
+    std::int32_t channel;
+    std::int32_t xs, xl, ys, yl;  ///< window starts (in [0, n)) and lengths (<= n)
+    std::int64_t xoff, yoff;  ///< dbuf offsets: g[len] then dg[len] when gradients
+    double w;  ///< weight
+    std::int32_t nseg;  ///< 0, 1 or 2 runs along z (2 when a periodic window wraps)
+    ZSeg seg[2];
+};
+
+struct OrthoPlan {
+    std::int32_t n[3];
+    std::int32_t n_channels;
+    const OrthoAtom* atoms;  ///< sorted by channel, input order within a channel
+    const std::int32_t* chan_begin;  ///< n_channels + 1 offsets into atoms
+    std::int32_t n_atoms;
+    const double* dbuf;
+    const float* fbuf;
+};
+
+// ------------------------------------------------------------------ triclinic boxes
+/// One atom in a non-orthogonal box. Coordinates are in the frame e1 || c,
+/// e2 in the (b, c) plane, e3 completing it, in which c = (c1,0,0), b = (b1,b2,0),
+/// a = (a1,a2,a3) with a3, b2, c1 > 0.
+struct TricAtom {
+    std::int64_t atom;
+    std::int32_t channel;
+    std::int32_t i0, i1;  ///< unwrapped range of i touched (inclusive)
+    double p[3];  ///< position in the frame, relative to the origin
+    double sigma, w;
+};
+
+struct TricPlan {
+    std::int32_t n[3];
+    std::int32_t n_channels;
+    bool periodic;
+    double a1, a2, a3, b1, b2, c1;
+    double rho;  ///< truncation radius in units of sigma
+    std::int32_t q;  ///< Gauss-Legendre nodes per direction (u and v)
+    const double* gl_x;  ///< q nodes in [0, 1]
+    const double* gl_w;  ///< q weights, summing to 1
+    const TricAtom* atoms;
+    const std::int32_t* chan_begin;
+    std::int32_t n_atoms;
+    std::int32_t max_row;  ///< longest k run of any row (scratch sizing)
+};
+
+}  // namespace pgrid::detail
