@@ -1,0 +1,119 @@
+"""Shard files (SPEC §6): round trips, atomic completion, format checks."""
+
+from __future__ import annotations
+
+import pickle
+
+import h5py
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from pgrid_cli import Box, grid
+from pgrid_cli.shards import Shard, ShardMeta, ShardSet, ShardWriter, shard_name
+
+
+def _structures(rng, n):
+    out = []
+    for s in range(n):
+        m = 3 + s
+        pos = rng.normal(size=(m, 3)) * 1.5
+        z = rng.choice([1, 6, 7, 8], size=m)
+        out.append((z, pos, Box.fit(pos, shape=12)))
+    return out
+
+
+def _write(path, structs, dtype="float32", compression="gzip"):
+    meta = ShardMeta(sigma=0.5, channels=["all"], grid_shape=(12, 12, 12), command="test")
+    grids = np.stack([grid(p, b, 0.5) for _, p, b in structs])
+    with ShardWriter(path, meta, dtype=dtype, compression=compression) as w:
+        w.append(
+            grids[:2],
+            [b for *_, b in structs[:2]],
+            [z for z, *_ in structs[:2]],
+            [p for _, p, _ in structs[:2]],
+            ["a", "b"],
+            ["in.xyz"] * 2,
+            [0, 1],
+        )
+        w.append(
+            grids[2:],
+            [b for *_, b in structs[2:]],
+            [z for z, *_ in structs[2:]],
+            [p for _, p, _ in structs[2:]],
+            ["c", "d"],
+            ["in.xyz"] * 2,
+            [2, 3],
+        )
+    return grids
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lzf", "none"])
+def test_round_trip(tmp_path, compression):
+    rng = np.random.default_rng(1)
+    structs = _structures(rng, 4)
+    path = tmp_path / shard_name(0)
+    grids = _write(path, structs, compression=compression)
+    shard = Shard(path)
+    assert len(shard) == 4
+    assert shard.sigma == 0.5
+    assert shard.channels.names == ("all",)
+    for i, (z, pos, box) in enumerate(structs):
+        rec = shard[i]
+        assert_array_equal(rec.grid, grids[i])
+        assert rec.box == box
+        assert_array_equal(rec.numbers, z)
+        assert_allclose(rec.positions, pos, rtol=0, atol=0)
+        assert rec.name == "abcd"[i] and rec.record == i and rec.source == "in.xyz"
+    with h5py.File(path) as f:
+        assert f["grids"].chunks == (1, 1, 12, 12, 12)
+        assert f.attrs["format"] == "pgrid-shard" and f.attrs["format_version"] == 1
+        assert_array_equal(f["atom_offset"][:], np.cumsum([0] + [len(s[0]) for s in structs]))
+
+
+def test_float16_storage(tmp_path):
+    structs = _structures(np.random.default_rng(2), 4)
+    path = tmp_path / shard_name(0)
+    grids = _write(path, structs, dtype="float16")
+    rec = Shard(path)[1]
+    assert rec.grid.dtype == np.float16
+    assert_allclose(rec.grid.astype(np.float32), grids[1], atol=1e-3 * grids[1].max())
+
+
+def test_partial_file_never_has_final_name(tmp_path):
+    path = tmp_path / shard_name(0)
+    meta = ShardMeta(sigma=0.5, channels=["all"], grid_shape=(4, 4, 4))
+    with pytest.raises(RuntimeError), ShardWriter(path, meta) as w:
+        assert w.partial.exists() and not path.exists()
+        raise RuntimeError("interrupted")
+    assert not path.exists()
+    assert not list(tmp_path.iterdir())
+
+
+def test_shard_set_and_pickling(tmp_path):
+    rng = np.random.default_rng(3)
+    _write(tmp_path / shard_name(0), _structures(rng, 4))
+    _write(tmp_path / shard_name(1), _structures(rng, 4))
+    ss = ShardSet(tmp_path)
+    assert len(ss) == 8
+    shard, j = ss.locate(5)
+    assert shard.path.name == shard_name(1) and j == 1
+    assert ss[5].name == "b"
+    clone = pickle.loads(pickle.dumps(ss.shards[0]))
+    assert clone[3].name == "d"
+
+
+def test_not_a_shard(tmp_path):
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f["x"] = 1
+    with pytest.raises(ValueError, match="not a pgrid shard"):
+        Shard(path)
+    (tmp_path / "junk.h5").write_text("hello")
+    with pytest.raises(OSError, match="not a readable HDF5 file"):
+        Shard(tmp_path / "junk.h5")
+    with pytest.raises(ValueError, match="no such shard file or directory"):
+        ShardSet(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no shard-"):
+        ShardSet(tmp_path / "empty")
