@@ -186,10 +186,11 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]], recursive: bool = Tr
     """The input files named by ``inputs``, in a deterministic order.
 
     Each input is a file (kept whatever its extension), a directory (its files with a
-    known extension, sorted by path; subdirectories too when ``recursive``; hidden files
-    and directories skipped) or a glob pattern (its matches, sorted). Inputs keep the
-    order given; a file reached twice is listed once. Raises ValueError for a path that
-    does not exist, a pattern that matches nothing, or when no input file is found.
+    known extension, sorted by their path below it; subdirectories too when
+    ``recursive``; hidden files and directories skipped) or a glob pattern (its matches,
+    sorted). Inputs keep the order given; a file reached twice is listed once. Raises
+    ValueError for a path that does not exist, a pattern that matches nothing, or when no
+    input file is found.
     """
     out: list[Path] = []
     seen: set[Path] = set()
@@ -230,11 +231,11 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]], recursive: bool = Tr
 def _walk(root: Path, recursive: bool) -> list[Path]:
     files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
-        for name in sorted(filenames):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
+        for name in filenames:
             if not name.startswith(".") and _format_from_name(Path(name)) is not None:
                 files.append(Path(dirpath) / name)
-    return files
+    return sorted(files, key=lambda f: f.relative_to(root).parts)
 
 
 # ---------------------------------------------------------------------- reading records
