@@ -287,14 +287,14 @@ def iter_raw_records(path: str | os.PathLike[str], format: str) -> Iterator[RawR
             except (OSError, EOFError, gzip.BadGzipFile) as exc:
                 # The stream itself broke (corrupt gzip, I/O error): the record being
                 # read is lost and nothing after it can be found.
-                where = f"line {lines.lineno}" if lines.lineno else "the start"
-                yield Rejection(
-                    source,
-                    count if count else -1,
-                    "",
-                    f"read error at {where}, the rest of the file is unreadable: {_os_reason(exc)}",
-                    UNREADABLE,
-                )
+                if count == 0 and lines.lineno == 0:
+                    reason = f"cannot read the file: {_os_reason(exc)}"
+                else:
+                    reason = (
+                        f"read error at line {lines.lineno + 1}, the rest of the file is "
+                        f"unreadable: {_os_reason(exc)}"
+                    )
+                yield Rejection(source, count if count else -1, "", reason, UNREADABLE)
                 return
             count += 1
             yield item
@@ -550,6 +550,8 @@ def _parse_xyz(raw: RawRecord, disorder: str) -> Structure | Rejection:
         warnings.simplefilter("always")
         try:
             atoms = ase.io.read(io.StringIO(raw.text), format="extxyz")
+        except KeyError as exc:  # ASE's lookup of an element symbol
+            return _reject(raw, f"unknown element symbol {exc}", PARSE_ERROR)
         except Exception as exc:
             return _reject(raw, f"ASE cannot read the frame: {_one_line(str(exc))}", PARSE_ERROR)
     pbc = np.asarray(atoms.pbc, dtype=bool)
