@@ -422,8 +422,8 @@ def run_task(task: _Task, settings: Settings) -> _TaskResult:
         grids = render_batch(batch, threads=settings.threads)
         t2 = time.perf_counter()
         codec = settings.codec
-        codec.round(grids)
         for (idx, s, _, box), g in zip(ready, grids, strict=True):
+            codec.round(g)  # one structure at a time: its temporaries stay in cache
             notes = [str(n) for n in s.info.get("warnings", [])]  # type: ignore[attr-defined]
             if "disorder" in s.info:
                 notes.append(f"partial occupancy handled with --disorder {settings.disorder}")
