@@ -191,7 +191,7 @@ struct PlanBuffers {
     std::vector<double> targs, cdf, pdf;
     std::vector<std::int64_t> arg_off;
     std::vector<std::int32_t> lo, len;  // per atom per axis: unwrapped window start, voxels
-    std::vector<double> fac[3], dfac[3];  // one atom's folded factors and derivatives
+    std::vector<double> fac[3], dfac[3], dist2[3];  // one atom's folded factors etc.
 };
 
 struct Plan {
@@ -274,6 +274,7 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
     plan.fbuf.clear();
     auto& fac = buf.fac;
     auto& dfac = buf.dfac;
+    auto& dist2 = buf.dist2;
     for (std::int64_t a = 0; a < na; ++a) {
         OrthoAtom rec{};
         rec.atom = a0 + a;
@@ -289,23 +290,24 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
                 empty = true;
                 break;
             }
+            const double* t = buf.targs.data() + buf.arg_off[k];
             const double* c = buf.cdf.data() + buf.arg_off[k];
             const double* pd = gradient ? buf.pdf.data() + buf.arg_off[k] : nullptr;
             const int lo = buf.lo[k];
-            if (box.periodic && L >= n) {
-                start[d] = 0;
-                length[d] = n;
-            } else {
-                start[d] = box.periodic ? ((lo % n) + n) % n : lo;
-                length[d] = L;
-            }
+            // A window longer than a periodic axis folds every image onto it.
+            const bool folded = box.periodic && L >= n;
+            start[d] = folded ? 0 : (box.periodic ? ((lo % n) + n) % n : lo);
+            length[d] = folded ? n : L;
             fac[d].assign(length[d], 0.0);
+            dist2[d].assign(length[d], 0.0);
             if (gradient) dfac[d].assign(length[d], 0.0);
             for (int m = 0; m < L; ++m) {
-                int idx = m;
-                if (length[d] == n && box.periodic) idx = (((lo + m) % n) + n) % n;
+                const int idx = folded ? (((lo + m) % n) + n) % n : m;
                 fac[d][idx] += c[m + 1] - c[m];
                 if (gradient) dfac[d][idx] -= (pd[m + 1] - pd[m]) / sigma;
+                // Distance (in sigmas) from the atom to slab m: 0 if the atom is inside.
+                const double gap = t[m] > 0 ? t[m] : (t[m + 1] < 0 ? -t[m + 1] : 0.0);
+                if (!folded) dist2[d][idx] = gap * gap;
             }
         }
         if (empty) {
@@ -317,12 +319,12 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
         rec.xl = length[0];
         rec.ys = start[1];
         rec.yl = length[1];
-        rec.xoff = static_cast<std::int64_t>(plan.dbuf.size());
-        plan.dbuf.insert(plan.dbuf.end(), fac[0].begin(), fac[0].end());
-        if (gradient) plan.dbuf.insert(plan.dbuf.end(), dfac[0].begin(), dfac[0].end());
-        rec.yoff = static_cast<std::int64_t>(plan.dbuf.size());
-        plan.dbuf.insert(plan.dbuf.end(), fac[1].begin(), fac[1].end());
-        if (gradient) plan.dbuf.insert(plan.dbuf.end(), dfac[1].begin(), dfac[1].end());
+        for (int d = 0; d < 2; ++d) {
+            (d == 0 ? rec.xoff : rec.yoff) = static_cast<std::int64_t>(plan.dbuf.size());
+            plan.dbuf.insert(plan.dbuf.end(), fac[d].begin(), fac[d].end());
+            plan.dbuf.insert(plan.dbuf.end(), dist2[d].begin(), dist2[d].end());
+            if (gradient) plan.dbuf.insert(plan.dbuf.end(), dfac[d].begin(), dfac[d].end());
+        }
         // z: one run, or two when the cyclic window wraps past the end of the row.
         const int nz = in.shape[2];
         const int zs = start[2], zl = length[2];
@@ -334,6 +336,7 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
             if (run[1] <= 0) continue;
             ZSeg& sg = rec.seg[rec.nseg++];
             sg.k0 = run[0];
+            sg.len = run[1];
             sg.nvec = (run[1] + W - 1) / W;
             sg.off = static_cast<std::int64_t>(plan.fbuf.size());
             const std::size_t padded = static_cast<std::size_t>(sg.nvec) * W;
@@ -349,6 +352,7 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
     sort_by_channel(plan.oatoms, in.n_channels, plan.chan_begin);
     OrthoPlan& op = plan.op;
     for (int d = 0; d < 3; ++d) op.n[d] = in.shape[d];
+    op.reach2 = kTruncSigmas * kTruncSigmas;
     op.n_channels = in.n_channels;
     op.atoms = plan.oatoms.data();
     op.chan_begin = plan.chan_begin.data();
@@ -453,13 +457,19 @@ struct RenderScratch {
     std::vector<double> work;
 };
 
+/// Scratch for streaming output: slabs of planes of about this many bytes (fits L2).
+constexpr std::size_t kSlabBytes = std::size_t(1) << 19;
+
 void render_planes(const Plan& plan, const IsaKernels& K, int c, int i_begin, int i_end,
                    float* out_c, const BatchInput& in, RenderScratch& scratch, bool stream) {
     const std::size_t plane_n = static_cast<std::size_t>(in.shape[1]) * in.shape[2];
-    scratch.plane.ensure(plane_n + 2 * static_cast<std::size_t>(K.float_width) + 64);
     if (plan.ortho) {
-        K.render_ortho(plan.op, c, i_begin, i_end, out_c, scratch.plane.ptr, stream);
+        const int slab = static_cast<int>(std::clamp<std::size_t>(
+            kSlabBytes / (plane_n * sizeof(float)), 1, static_cast<std::size_t>(in.shape[0])));
+        if (stream) scratch.plane.ensure(slab * plane_n);
+        K.render_ortho(plan.op, c, i_begin, i_end, out_c, scratch.plane.ptr, slab, stream);
     } else {
+        scratch.plane.ensure(plane_n + 64);
         scratch.work.resize(4 * (static_cast<std::size_t>(plan.tp.max_row) + 8));
         K.render_tric(plan.tp, c, i_begin, i_end, out_c, scratch.plane.ptr,
                       scratch.work.data(), stream);

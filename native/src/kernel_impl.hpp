@@ -109,57 +109,126 @@ void zero(float* dst, std::size_t n, bool stream) {
     store_fence();
 }
 
-/// Move a finished plane to the output and leave rows [jlo, jhi] of the scratch zeroed.
-PGRID_INLINE void flush_plane(float* dst, float* plane, int jlo, int jhi, int nz,
-                              std::size_t plane_n, bool stream) {
-    if (jhi < jlo) {
-        zero(dst, plane_n, stream);
-        return;
+/// row[r*stride + (0..NV*W)] += coef[r] * gz for r < nrows, with gz (NV vectors) held in
+/// registers. NV = 0 means "nvec vectors, in a loop".
+template <int NV>
+PGRID_INLINE void rows_fma(float* row, std::size_t stride, const float* coef, int nrows,
+                           const float* gz, int nvec) {
+    constexpr int W = VF::W;
+    if constexpr (NV > 0) {
+        VF g[NV];
+        for (int v = 0; v < NV; ++v) g[v] = VF::load(gz + v * W);
+        for (int r = 0; r < nrows; ++r, row += stride) {
+            const VF c = VF::set1(coef[r]);
+            for (int v = 0; v < NV; ++v) fmadd(c, g[v], VF::load(row + v * W)).store(row + v * W);
+        }
+    } else {
+        for (int r = 0; r < nrows; ++r, row += stride) {
+            const VF c = VF::set1(coef[r]);
+            for (int v = 0; v < nvec; ++v)
+                fmadd(c, VF::load(gz + v * W), VF::load(row + v * W)).store(row + v * W);
+        }
     }
-    copy_out(dst, plane, plane_n, stream);
-    std::memset(plane + static_cast<std::size_t>(jlo) * nz, 0,
-                static_cast<std::size_t>(jhi - jlo + 1) * nz * sizeof(float));
+}
+
+PGRID_INLINE void rows_fma_any(float* row, std::size_t stride, const float* coef, int nrows,
+                               const float* gz, int nvec) {
+    switch (nvec) {
+        case 1: rows_fma<1>(row, stride, coef, nrows, gz, 1); break;
+        case 2: rows_fma<2>(row, stride, coef, nrows, gz, 2); break;
+        case 3: rows_fma<3>(row, stride, coef, nrows, gz, 3); break;
+        case 4: rows_fma<4>(row, stride, coef, nrows, gz, 4); break;
+        default: rows_fma<0>(row, stride, coef, nrows, gz, nvec); break;
+    }
+}
+
+/// Add the part of atom a in x-slab di to one plane (ny, nz): every row whose (x, y)
+/// distance from the atom is within the truncation radius. Whole vectors are used
+/// (lanes past the run add exact zeros, as gz is zero-padded, to the next row of the same
+/// plane); only the plane's last row, if a vector would run past it, gets a masked tail,
+/// so nothing outside the plane is ever touched.
+PGRID_INLINE void add_atom_plane(const OrthoPlan& P, const OrthoAtom& a, int di, float* plane) {
+    constexpr int W = VF::W;
+    constexpr int kBlock = 64;  // rows per block of coefficients
+    const int ny = P.n[1], nz = P.n[2];
+    const double* gx = P.dbuf + a.xoff;
+    const double lim = P.reach2 - gx[a.xl + di];  // squared reach left for y
+    if (lim < 0) return;
+    const double* gy = P.dbuf + a.yoff;
+    const double* dy2 = gy + a.yl;
+    int lo = 0, hi = a.yl - 1;
+    while (lo <= hi && dy2[lo] > lim) ++lo;
+    while (hi >= lo && dy2[hi] > lim) --hi;
+    if (lo > hi) return;
+    const double cx = a.w * gx[di];
+    alignas(64) float coef[kBlock];
+    for (int b0 = lo; b0 <= hi; b0 += kBlock) {
+        const int nb = std::min(kBlock, hi - b0 + 1);
+        for (int r = 0; r < nb; ++r) coef[r] = static_cast<float>(cx * gy[b0 + r]);
+        // Rows b0.. in at most two linear runs (a periodic window may wrap).
+        int j0 = a.ys + b0;
+        if (j0 >= ny) j0 -= ny;
+        const int first = std::min(nb, ny - j0);
+        const int runs[2][3] = {{j0, 0, first}, {0, first, nb - first}};  // {j, coef offset, rows}
+        for (const auto& run : runs) {
+            if (run[2] <= 0) continue;
+            const bool has_last = run[0] + run[2] == ny;  // the run ends at the plane's last row
+            for (int s = 0; s < a.nseg; ++s) {
+                const ZSeg& sg = a.seg[s];
+                const float* gz = P.fbuf + sg.off;
+                float* row = plane + static_cast<std::size_t>(run[0]) * nz + sg.k0;
+                const bool mask_last = has_last && sg.k0 + sg.nvec * W > nz;
+                const int nrows = run[2] - (mask_last ? 1 : 0);
+                rows_fma_any(row, nz, coef + run[1], nrows, gz, sg.nvec);
+                if (mask_last) {
+                    float* last = row + static_cast<std::size_t>(nrows) * nz;
+                    const VF c = VF::set1(coef[run[1] + nrows]);
+                    const int nfull = sg.len / W, tail = sg.len - nfull * W;
+                    int v = 0;
+                    for (; v < nfull; ++v)
+                        fmadd(c, VF::load(gz + v * W), VF::load(last + v * W)).store(last + v * W);
+                    if (tail)
+                        fmadd(c, VF::load(gz + v * W), VF::load_n(last + v * W, tail))
+                            .store_n(last + v * W, tail);
+                }
+            }
+        }
+    }
+}
+
+/// Zero planes [i0, i1) at `slab` (plane i0 first) and add every atom of channel c.
+PGRID_INLINE void scatter_slab(const OrthoPlan& P, int c, int i0, int i1, float* slab) {
+    const int nx = P.n[0];
+    const std::size_t plane_n = static_cast<std::size_t>(P.n[1]) * P.n[2];
+    std::memset(slab, 0, static_cast<std::size_t>(i1 - i0) * plane_n * sizeof(float));
+    const OrthoAtom* a_end = P.atoms + P.chan_begin[c + 1];
+    for (const OrthoAtom* a = P.atoms + P.chan_begin[c]; a != a_end; ++a) {
+        if (a->nseg == 0) continue;
+        int i = a->xs;
+        for (int di = 0; di < a->xl; ++di, ++i) {
+            if (i == nx) i = 0;
+            if (i >= i0 && i < i1)
+                add_atom_plane(P, *a, di, slab + static_cast<std::size_t>(i - i0) * plane_n);
+        }
+    }
 }
 
 // ------------------------------------------------------------------ orthogonal boxes
 void render_ortho(const OrthoPlan& P, int c, int i_begin, int i_end, float* out_c,
-                  float* plane, bool stream) {
-    constexpr int W = VF::W;
-    const int nx = P.n[0], ny = P.n[1], nz = P.n[2];
-    const std::size_t plane_n = static_cast<std::size_t>(ny) * nz;
-    const OrthoAtom* a_begin = P.atoms + P.chan_begin[c];
-    const OrthoAtom* a_end = P.atoms + P.chan_begin[c + 1];
-    for (int i = i_begin; i < i_end; ++i) {
-        int jlo = ny, jhi = -1;
-        for (const OrthoAtom* a = a_begin; a != a_end; ++a) {
-            int di = i - a->xs;
-            if (di < 0) di += nx;
-            if (di >= a->xl) continue;
-            const double gxi = P.dbuf[a->xoff + di];
-            const double cx = a->w * gxi;
-            const double* gy = P.dbuf + a->yoff;
-            int j = a->ys;
-            for (int dj = 0; dj < a->yl; ++dj, ++j) {
-                if (j == ny) j = 0;
-                if (gxi * gy[dj] < detail::kRowSkip) continue;
-                const VF coef = VF::set1(static_cast<float>(cx * gy[dj]));
-                float* row = plane + static_cast<std::size_t>(j) * nz;
-                for (int s = 0; s < a->nseg; ++s) {
-                    const ZSeg& sg = a->seg[s];
-                    const float* gz = P.fbuf + sg.off;
-                    float* r = row + sg.k0;
-                    // Whole vectors: lanes past the run add coef*0 to the next voxels.
-                    for (int v = 0; v < sg.nvec; ++v)
-                        fmadd(coef, VF::load(gz + v * W), VF::load(r + v * W)).store(r + v * W);
-                }
-                if (j < jlo) jlo = j;
-                if (j > jhi) jhi = j;
-            }
-        }
-        flush_plane(out_c + static_cast<std::size_t>(i) * plane_n, plane, jlo, jhi, nz,
-                    plane_n, stream);
+                  float* scratch, int scratch_planes, bool stream) {
+    const std::size_t plane_n = static_cast<std::size_t>(P.n[1]) * P.n[2];
+    if (!stream) {
+        scatter_slab(P, c, i_begin, i_end, out_c + static_cast<std::size_t>(i_begin) * plane_n);
+        return;
     }
-    if (stream) store_fence();
+    // Large outputs: build cache-sized slabs in scratch, then write each output byte once.
+    for (int i0 = i_begin; i0 < i_end; i0 += scratch_planes) {
+        const int i1 = std::min(i_end, i0 + scratch_planes);
+        scatter_slab(P, c, i0, i1, scratch);
+        copy_out(out_c + static_cast<std::size_t>(i0) * plane_n, scratch,
+                 static_cast<std::size_t>(i1 - i0) * plane_n, true);
+    }
+    store_fence();
 }
 
 void grad_ortho(const OrthoPlan& P, int a_begin, int a_end, const float* dgrid,
@@ -171,44 +240,47 @@ void grad_ortho(const OrthoPlan& P, int a_begin, int a_end, const float* dgrid,
     for (int ai = a_begin; ai < a_end; ++ai) {
         const OrthoAtom& a = P.atoms[ai];
         double gpx = 0, gpy = 0, gpz = 0, gw = 0;
-        if (a.xl > 0 && a.yl > 0 && a.nseg > 0) {
+        if (a.nseg > 0) {
             const float* G = dgrid + a.channel * chan_n;
             const double* gx = P.dbuf + a.xoff;
-            const double* dgx = gx + a.xl;
+            const double* dx2 = gx + a.xl;
+            const double* dgx = gx + 2 * a.xl;
             const double* gy = P.dbuf + a.yoff;
-            const double* dgy = gy + a.yl;
+            const double* dy2 = gy + a.yl;
+            const double* dgy = gy + 2 * a.yl;
             int i = a.xs;
             for (int di = 0; di < a.xl; ++di, ++i) {
                 if (i == nx) i = 0;
+                // The same rows as the forward pass, so this is its exact derivative.
+                const double lim = P.reach2 - dx2[di];
+                if (lim < 0) continue;
                 double sx_t = 0, sx_dt = 0, s_u = 0;
                 int j = a.ys;
                 for (int dj = 0; dj < a.yl; ++dj, ++j) {
                     if (j == ny) j = 0;
+                    if (dy2[dj] > lim) continue;
                     const float* row = G + i * plane_n + static_cast<std::size_t>(j) * nz;
                     // T = sum_k dgrid*gz, U = sum_k dgrid*dgz over the atom's z runs.
                     VF t = VF::zero(), u = VF::zero();
-                    float tail_t = 0.0f, tail_u = 0.0f;
                     for (int s = 0; s < a.nseg; ++s) {
                         const ZSeg& sg = a.seg[s];
                         const float* gz = P.fbuf + sg.off;
                         const float* dgz = gz + static_cast<std::size_t>(sg.nvec) * W;
                         const float* g = row + sg.k0;
-                        // Stay inside the row: the padded lanes of gz are zero, but the
-                        // upstream gradient past the row end must not be read.
-                        const int len = std::min(nz - sg.k0, sg.nvec * W);
-                        int k = 0;
-                        for (; k + W <= len; k += W) {
-                            const VF gv = VF::load(g + k);
-                            t = fmadd(gv, VF::load(gz + k), t);
-                            u = fmadd(gv, VF::load(dgz + k), u);
+                        const int nfull = sg.len / W, tail = sg.len - nfull * W;
+                        int v = 0;
+                        for (; v < nfull; ++v) {
+                            const VF gv = VF::load(g + v * W);
+                            t = fmadd(gv, VF::load(gz + v * W), t);
+                            u = fmadd(gv, VF::load(dgz + v * W), u);
                         }
-                        for (; k < len; ++k) {
-                            tail_t += g[k] * gz[k];
-                            tail_u += g[k] * dgz[k];
+                        if (tail) {  // never read past the row
+                            const VF gv = VF::load_n(g + v * W, tail);
+                            t = fmadd(gv, VF::load(gz + v * W), t);
+                            u = fmadd(gv, VF::load(dgz + v * W), u);
                         }
                     }
-                    const double T = static_cast<double>(t.sum()) + tail_t;
-                    const double U = static_cast<double>(u.sum()) + tail_u;
+                    const double T = t.sum(), U = u.sum();
                     sx_t += gy[dj] * T;
                     sx_dt += dgy[dj] * T;
                     s_u += gy[dj] * U;
@@ -224,6 +296,18 @@ void grad_ortho(const OrthoPlan& P, int a_begin, int a_end, const float* dgrid,
         dlocal[4 * ai + 2] = a.w * gpz;
         dlocal[4 * ai + 3] = gw;
     }
+}
+
+/// Move a finished plane to the output and leave rows [jlo, jhi] of the scratch zeroed.
+PGRID_INLINE void flush_plane(float* dst, float* plane, int jlo, int jhi, int nz,
+                              std::size_t plane_n, bool stream) {
+    if (jhi < jlo) {
+        zero(dst, plane_n, stream);
+        return;
+    }
+    copy_out(dst, plane, plane_n, stream);
+    std::memset(plane + static_cast<std::size_t>(jlo) * nz, 0,
+                static_cast<std::size_t>(jhi - jlo + 1) * nz * sizeof(float));
 }
 
 // ------------------------------------------------------------------ triclinic boxes

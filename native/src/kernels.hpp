@@ -17,9 +17,11 @@ struct IsaKernels {
     void (*normal_cdf)(const double* t, std::size_t n, double* cdf, double* pdf);
 
     /// Write planes i in [i_begin, i_end) of channel c into out_c (nx, ny, nz).
-    /// plane: zeroed scratch of ny*nz + 2*float_width floats, returned zeroed.
+    /// Without stream the atoms are added straight into the zeroed output; with stream
+    /// they go into `scratch` (room for scratch_planes planes, 64-byte aligned), slab by
+    /// slab, which is then copied out with non-temporal stores.
     void (*render_ortho)(const OrthoPlan& p, int c, int i_begin, int i_end, float* out_c,
-                         float* plane, bool stream);
+                         float* scratch, int scratch_planes, bool stream);
 
     /// dlocal[4*a + d] = dL/dp_d (frame axis d), dlocal[4*a + 3] = dL/dw for plan atoms
     /// a in [a_begin, a_end); dgrid is the structure's (C, nx, ny, nz) upstream gradient.

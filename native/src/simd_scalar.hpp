@@ -15,6 +15,8 @@ struct VF {
     PGRID_INLINE void store(float* p) const { *p = v; }
     PGRID_INLINE void stream(float* p) const { *p = v; }
     PGRID_INLINE float sum() const { return v; }
+    static PGRID_INLINE VF load_n(const float* p, int) { return {*p}; }  // W = 1: never partial
+    PGRID_INLINE void store_n(float* p, int) const { *p = v; }
 };
 PGRID_INLINE VF operator+(VF a, VF b) { return {a.v + b.v}; }
 PGRID_INLINE VF operator*(VF a, VF b) { return {a.v * b.v}; }
