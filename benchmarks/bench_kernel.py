@@ -109,8 +109,15 @@ def main() -> None:
             per, zper = t_grid / len(mols) * 1e6, t_zero / len(mols) * 1e6
             print(f"{n:>4}^3 {label:>4} {per:9.1f} {zper:14.1f} {ratio:6.2f}  <= {target} {flag}")
             results["floor"].append(  # type: ignore[union-attr]
-                {"n": n, "channels": int(label), "us_per_mol": per, "memset_us_per_mol": zper,
-                 "ratio": ratio, "target": target})
+                {
+                    "n": n,
+                    "channels": int(label),
+                    "us_per_mol": per,
+                    "memset_us_per_mol": zper,
+                    "ratio": ratio,
+                    "target": target,
+                }
+            )
 
     # 2. Threads: two vs one on the 64³ 8-channel batch.
     batch = molecule_batch(mols, 64, EIGHT, args.sigma)
@@ -119,15 +126,19 @@ def main() -> None:
     t2 = timeit(lambda: render_batch(batch, out, threads=2), args.repeat)
     z1 = timeit(lambda: _core.zero_fill(out, 1), args.repeat)
     z2 = timeit(lambda: _core.zero_fill(out, 2), args.repeat)
-    print(f"\nthreads (64^3, 8 channels): 1 -> {t1 * 1e3:.1f} ms, 2 -> {t2 * 1e3:.1f} ms, "
-          f"speed-up {t1 / t2:.2f} (memset: {z1 / z2:.2f}; target >= 1.8)")
+    print(
+        f"\nthreads (64^3, 8 channels): 1 -> {t1 * 1e3:.1f} ms, 2 -> {t2 * 1e3:.1f} ms, "
+        f"speed-up {t1 / t2:.2f} (memset: {z1 / z2:.2f}; target >= 1.8)"
+    )
     batch32 = molecule_batch(mols, 32, None, args.sigma)
     out32 = np.empty(batch32.grid_shape, dtype=np.float32)
     s1 = timeit(lambda: render_batch(batch32, out32, threads=1), args.repeat)
     s2 = timeit(lambda: render_batch(batch32, out32, threads=2), args.repeat)
     print(f"threads (32^3, 1 channel): speed-up {s1 / s2:.2f}")
-    results["threads"] = [{"n": 64, "channels": 8, "speedup": t1 / t2, "memset_speedup": z1 / z2},
-                          {"n": 32, "channels": 1, "speedup": s1 / s2}]
+    results["threads"] = [
+        {"n": 64, "channels": 8, "speedup": t1 / t2, "memset_speedup": z1 / z2},
+        {"n": 32, "channels": 1, "speedup": s1 / s2},
+    ]
 
     # 3. ISA paths vs scalar, and vs the NumPy reference (first 5 molecules).
     print(f"\n{'grid':>6} {'isa':>7} {'us/mol':>9} {'vs scalar':>10}")
@@ -136,28 +147,53 @@ def main() -> None:
         out = np.empty(batch.grid_shape, dtype=np.float32)
         base = None
         for isa in info["available_isas"]:
-            t = timeit(lambda b=batch, o=out, i=isa: render_batch(b, o, threads=1, isa=i),
-                       max(3, args.repeat // 2))
+            t = timeit(
+                lambda b=batch, o=out, i=isa: render_batch(b, o, threads=1, isa=i),
+                max(3, args.repeat // 2),
+            )
             base = base or t
             print(f"{n:>4}^3 {isa:>7} {t / len(mols) * 1e6:9.1f} {base / t:10.1f}")
-            results["isa"].append({"n": n, "isa": isa, "us_per_mol": t / len(mols) * 1e6,  # type: ignore[union-attr]
-                                   "speedup_vs_scalar": base / t})
+            results["isa"].append(
+                {
+                    "n": n,
+                    "isa": isa,
+                    "us_per_mol": t / len(mols) * 1e6,  # type: ignore[union-attr]
+                    "speedup_vs_scalar": base / t,
+                }
+            )
         k = 5
         few = molecule_batch(mols[:k], n, None, args.sigma)
-        t_ref = timeit(lambda f=few: [reference_grid(f.positions[f.offsets[s]:f.offsets[s + 1]],
-                                                     f.box(s), args.sigma) for s in range(k)], 1)
+        t_ref = timeit(
+            lambda f=few, k=k: [
+                reference_grid(f.positions[f.offsets[s] : f.offsets[s + 1]], f.box(s), args.sigma)
+                for s in range(k)
+            ],
+            1,
+        )
         t_nat = timeit(lambda f=few: render_batch(f, threads=1), 5)
-        print(f"{n:>4}^3 NumPy reference: {t_ref / k * 1e3:.1f} ms/mol, native {t_ref / t_nat:.0f}x faster")
-        results["isa"].append({"n": n, "isa": "numpy-reference", "us_per_mol": t_ref / k * 1e6,  # type: ignore[union-attr]
-                               "native_speedup": t_ref / t_nat})
+        ref_ms = t_ref / k * 1e3
+        print(f"{n:>4}^3 NumPy reference: {ref_ms:.1f} ms/mol, native {t_ref / t_nat:.0f}x faster")
+        results["isa"].append(
+            {
+                "n": n,
+                "isa": "numpy-reference",
+                "us_per_mol": t_ref / k * 1e6,  # type: ignore[union-attr]
+                "native_speedup": t_ref / t_nat,
+            }
+        )
 
     # 4. Periodic cells: 200 atoms, 64³, sigma 0.5 Å (about 0.1 atoms/Å³).
     ortho = np.diag([12.0, 13.0, 14.0])
     a, b, c, al, be, ga = 12.0, 13.0, 14.0, np.radians(75), np.radians(80), np.radians(65)
     cx = c * np.cos(be)
     cy = c * (np.cos(al) - np.cos(be) * np.cos(ga)) / np.sin(ga)
-    tric = np.array([[a, 0, 0], [b * np.cos(ga), b * np.sin(ga), 0],
-                     [cx, cy, np.sqrt(c * c - cx * cx - cy * cy)]])
+    tric = np.array(
+        [
+            [a, 0, 0],
+            [b * np.cos(ga), b * np.sin(ga), 0],
+            [cx, cy, np.sqrt(c * c - cx * cx - cy * cy)],
+        ]
+    )
     print()
     times = {}
     for label, lat in (("orthorhombic", ortho), ("triclinic", tric)):
@@ -166,12 +202,17 @@ def main() -> None:
         bt = Batch.from_structures([pos], [box], args.sigma)
         out = np.empty(bt.grid_shape, dtype=np.float32)
         for threads in (1, 2):
-            t = timeit(lambda bt=bt, o=out, th=threads: render_batch(bt, o, threads=th), args.repeat)
+            t = timeit(
+                lambda bt=bt, o=out, th=threads: render_batch(bt, o, threads=th), args.repeat
+            )
             times[(label, threads)] = t
             print(f"200-atom {label} cell, 64^3, {threads} thread(s): {t * 1e3:.2f} ms")
         results["periodic"][label] = {str(k[1]): v * 1e3 for k, v in times.items() if k[0] == label}  # type: ignore[index]
     r = times[("triclinic", 1)] / times[("orthorhombic", 1)]
-    print(f"triclinic / orthorhombic (1 thread): {r:.1f}x (target: ortho < 10 ms, triclinic within 5x)")
+    print(
+        f"triclinic / orthorhombic (1 thread): {r:.1f}x "
+        "(target: ortho < 10 ms, triclinic within 5x)"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

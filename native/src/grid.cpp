@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <limits>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
@@ -221,6 +222,41 @@ void sort_by_channel(std::vector<AtomT>& atoms, int n_channels, std::vector<std:
     atoms.swap(sorted);
 }
 
+/// Render layout of one atom: gy and dy2 by absolute row (zero / +inf outside the
+/// window, kPadJ padding each side), gz by absolute voxel along a row (zero outside,
+/// kPadV spare vectors), and the rows and row vectors the atom reaches.
+void add_render_rows(OrthoAtom& rec, const int* start, const int* length,
+                     const std::vector<double>* fac, const std::vector<double>* dist2,
+                     const int* shape, int W, Plan& plan) {
+    using detail::kPadJ;
+    using detail::kPadV;
+    const int ny = shape[1], nz = shape[2];
+    const int row_vecs = (nz + W - 1) / W;
+    // y: the window's rows (all rows if it wraps) with kPadJ padding on each side.
+    const bool ywrap = start[1] + length[1] > ny;
+    rec.jlo = ywrap ? 0 : start[1];
+    rec.jhi = ywrap ? ny - 1 : start[1] + length[1] - 1;
+    rec.jfirst = rec.jlo - kPadJ;
+    rec.ylen = rec.jhi - rec.jlo + 1 + 2 * kPadJ;
+    rec.yfoff = static_cast<std::int64_t>(plan.fbuf.size());
+    plan.fbuf.resize(plan.fbuf.size() + 2 * static_cast<std::size_t>(rec.ylen), 0.0f);
+    float* gy = plan.fbuf.data() + rec.yfoff;
+    float* dy2 = gy + rec.ylen;
+    std::fill(dy2, dy2 + rec.ylen, std::numeric_limits<float>::infinity());
+    for (int m = 0; m < length[1]; ++m) {
+        const int j = (start[1] + m) % ny - rec.jfirst;
+        gy[j] = static_cast<float>(fac[1][m]);
+        dy2[j] = static_cast<float>(dist2[1][m]);
+    }
+    rec.zfoff = static_cast<std::int64_t>(plan.fbuf.size());
+    plan.fbuf.resize(plan.fbuf.size() + static_cast<std::size_t>(row_vecs + kPadV) * W, 0.0f);
+    float* gz = plan.fbuf.data() + rec.zfoff;
+    for (int m = 0; m < length[2]; ++m) gz[(start[2] + m) % nz] = static_cast<float>(fac[2][m]);
+    const bool zwrap = start[2] + length[2] > nz;
+    rec.kv0 = zwrap ? 0 : start[2] / W;
+    rec.kv1 = zwrap ? row_vecs : (start[2] + length[2] - 1) / W + 1;
+}
+
 void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const IsaKernels& K,
                  bool gradient, PlanBuffers& buf, Plan& plan) {
     const std::int64_t a0 = in.offsets[s], a1 = in.offsets[s + 1];
@@ -325,7 +361,13 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
             plan.dbuf.insert(plan.dbuf.end(), dist2[d].begin(), dist2[d].end());
             if (gradient) plan.dbuf.insert(plan.dbuf.end(), dfac[d].begin(), dfac[d].end());
         }
-        // z: one run, or two when the cyclic window wraps past the end of the row.
+        if (!gradient) {
+            rec.nseg = 1;  // render plans only need to know the atom is not empty
+            add_render_rows(rec, start, length, fac, dist2, in.shape, W, plan);
+            plan.oatoms.push_back(rec);
+            continue;
+        }
+        // z for gradients: one run, or two when the cyclic window wraps past the row end.
         const int nz = in.shape[2];
         const int zs = start[2], zl = length[2];
         const int first = std::min(zl, nz - zs);
@@ -359,6 +401,7 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
     op.n_atoms = static_cast<std::int32_t>(plan.oatoms.size());
     op.dbuf = plan.dbuf.data();
     op.fbuf = plan.fbuf.data();
+    op.row_vecs = (in.shape[2] + W - 1) / W;
 }
 
 void build_tric(const BatchInput& in, std::int64_t s, const BoxGeom& box, Plan& plan) {
@@ -455,21 +498,19 @@ void build_plan(const BatchInput& in, std::int64_t s, const IsaKernels& K, bool 
 struct RenderScratch {
     AlignedFloats plane;
     std::vector<double> work;
+    std::vector<detail::ActiveAtom> active;
 };
-
-/// Scratch for streaming output: slabs of planes of about this many bytes (fits L2).
-constexpr std::size_t kSlabBytes = std::size_t(1) << 19;
 
 void render_planes(const Plan& plan, const IsaKernels& K, int c, int i_begin, int i_end,
                    float* out_c, const BatchInput& in, RenderScratch& scratch, bool stream) {
     const std::size_t plane_n = static_cast<std::size_t>(in.shape[1]) * in.shape[2];
+    scratch.plane.ensure(plane_n + 64);
     if (plan.ortho) {
-        const int slab = static_cast<int>(std::clamp<std::size_t>(
-            kSlabBytes / (plane_n * sizeof(float)), 1, static_cast<std::size_t>(in.shape[0])));
-        if (stream) scratch.plane.ensure(slab * plane_n);
-        K.render_ortho(plan.op, c, i_begin, i_end, out_c, scratch.plane.ptr, slab, stream);
+        const std::size_t atoms = static_cast<std::size_t>(plan.chan_begin[c + 1] - plan.chan_begin[c]);
+        if (scratch.active.size() < atoms) scratch.active.resize(atoms);
+        K.render_ortho(plan.op, c, i_begin, i_end, out_c, scratch.plane.ptr,
+                       scratch.active.data(), stream);
     } else {
-        scratch.plane.ensure(plane_n + 64);
         scratch.work.resize(4 * (static_cast<std::size_t>(plan.tp.max_row) + 8));
         K.render_tric(plan.tp, c, i_begin, i_end, out_c, scratch.plane.ptr,
                       scratch.work.data(), stream);

@@ -13,9 +13,9 @@ constexpr double kInvSqrt2 = 0.70710678118654752440;
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;
 
 // ------------------------------------------------------------------ special functions
-/// exp(x) to ~1 ulp for x in [-708, 709] (clamped outside).
-PGRID_INLINE VD vexp(VD x) {
-    x = vmax(x, VD::set1(-708.0));
+/// exp(x) to ~1 ulp for x in [-708, 709]; 0 below (where exp underflows), clamped above.
+PGRID_INLINE VD vexp(VD x0) {
+    VD x = vmax(x0, VD::set1(-708.0));
     x = vmin(x, VD::set1(709.0));
     const VD n = vround(x * VD::set1(1.4426950408889634));
     // Cody-Waite: ln2 split so that n*ln2_hi is exact.
@@ -35,7 +35,7 @@ PGRID_INLINE VD vexp(VD x) {
     p = fmadd(p, r, VD::set1(0.5));
     p = fmadd(p, r, VD::set1(1.0));
     p = fmadd(p, r, VD::set1(1.0));
-    return vldexp(p, n);
+    return select_gt(VD::set1(-708.0), x0, VD::set1(0.0), vldexp(p, n));
 }
 
 /// Standard normal cdf and pdf at t (absolute error of the cdf ~1e-16).
@@ -109,126 +109,97 @@ void zero(float* dst, std::size_t n, bool stream) {
     store_fence();
 }
 
-/// row[r*stride + (0..NV*W)] += coef[r] * gz for r < nrows, with gz (NV vectors) held in
-/// registers. NV = 0 means "nvec vectors, in a loop".
-template <int NV>
-PGRID_INLINE void rows_fma(float* row, std::size_t stride, const float* coef, int nrows,
-                           const float* gz, int nvec) {
+/// One tile of a plane: rows [j0, j0 + RB) x row vectors [t0, t0 + NT), accumulated in
+/// registers over the atoms that reach it, then stored once (masked past the row end).
+template <int RB, int NT>
+PGRID_INLINE void ortho_tile(float* dst, int ny, int nz, int row_vecs, int j0, int t0,
+                             const detail::ActiveAtom* act, int n_act) {
     constexpr int W = VF::W;
-    if constexpr (NV > 0) {
-        VF g[NV];
-        for (int v = 0; v < NV; ++v) g[v] = VF::load(gz + v * W);
-        for (int r = 0; r < nrows; ++r, row += stride) {
-            const VF c = VF::set1(coef[r]);
-            for (int v = 0; v < NV; ++v) fmadd(c, g[v], VF::load(row + v * W)).store(row + v * W);
-        }
-    } else {
-        for (int r = 0; r < nrows; ++r, row += stride) {
-            const VF c = VF::set1(coef[r]);
-            for (int v = 0; v < nvec; ++v)
-                fmadd(c, VF::load(gz + v * W), VF::load(row + v * W)).store(row + v * W);
+    VF acc[RB][NT];
+    for (int r = 0; r < RB; ++r)
+        for (int v = 0; v < NT; ++v) acc[r][v] = VF::zero();
+    for (int k = 0; k < n_act; ++k) {
+        const detail::ActiveAtom& a = act[k];
+        if (a.jhi < j0 || a.jlo >= j0 + RB || a.kv1 <= t0 || a.kv0 >= t0 + NT) continue;
+        // Coefficients of the RB rows, whole vectors at a time; rows outside the
+        // truncation cylinder get 0 (the stored rows are padded to allow this).
+        constexpr int kC = RB > W ? RB : W;
+        alignas(64) float c[kC];
+        const float* gy = a.gy + (j0 - a.jfirst);
+        const float* dy2 = a.dy2 + (j0 - a.jfirst);
+        const VF cx = VF::set1(a.cx), lim = VF::set1(a.lim);
+        for (int r = 0; r < RB; r += W)
+            select_le(VF::load(dy2 + r), lim, cx * VF::load(gy + r)).store(c + r);
+        const float* gz = a.gz + t0 * W;
+        for (int v = 0; v < NT; ++v) {
+            const VF g = VF::load(gz + v * W);
+            for (int r = 0; r < RB; ++r) acc[r][v] = fmadd(VF::set1(c[r]), g, acc[r][v]);
         }
     }
-}
-
-PGRID_INLINE void rows_fma_any(float* row, std::size_t stride, const float* coef, int nrows,
-                               const float* gz, int nvec) {
-    switch (nvec) {
-        case 1: rows_fma<1>(row, stride, coef, nrows, gz, 1); break;
-        case 2: rows_fma<2>(row, stride, coef, nrows, gz, 2); break;
-        case 3: rows_fma<3>(row, stride, coef, nrows, gz, 3); break;
-        case 4: rows_fma<4>(row, stride, coef, nrows, gz, 4); break;
-        default: rows_fma<0>(row, stride, coef, nrows, gz, nvec); break;
-    }
-}
-
-/// Add the part of atom a in x-slab di to one plane (ny, nz): every row whose (x, y)
-/// distance from the atom is within the truncation radius. Whole vectors are used
-/// (lanes past the run add exact zeros, as gz is zero-padded, to the next row of the same
-/// plane); only the plane's last row, if a vector would run past it, gets a masked tail,
-/// so nothing outside the plane is ever touched.
-PGRID_INLINE void add_atom_plane(const OrthoPlan& P, const OrthoAtom& a, int di, float* plane) {
-    constexpr int W = VF::W;
-    constexpr int kBlock = 64;  // rows per block of coefficients
-    const int ny = P.n[1], nz = P.n[2];
-    const double* gx = P.dbuf + a.xoff;
-    const double lim = P.reach2 - gx[a.xl + di];  // squared reach left for y
-    if (lim < 0) return;
-    const double* gy = P.dbuf + a.yoff;
-    const double* dy2 = gy + a.yl;
-    int lo = 0, hi = a.yl - 1;
-    while (lo <= hi && dy2[lo] > lim) ++lo;
-    while (hi >= lo && dy2[hi] > lim) --hi;
-    if (lo > hi) return;
-    const double cx = a.w * gx[di];
-    alignas(64) float coef[kBlock];
-    for (int b0 = lo; b0 <= hi; b0 += kBlock) {
-        const int nb = std::min(kBlock, hi - b0 + 1);
-        for (int r = 0; r < nb; ++r) coef[r] = static_cast<float>(cx * gy[b0 + r]);
-        // Rows b0.. in at most two linear runs (a periodic window may wrap).
-        int j0 = a.ys + b0;
-        if (j0 >= ny) j0 -= ny;
-        const int first = std::min(nb, ny - j0);
-        const int runs[2][3] = {{j0, 0, first}, {0, first, nb - first}};  // {j, coef offset, rows}
-        for (const auto& run : runs) {
-            if (run[2] <= 0) continue;
-            const bool has_last = run[0] + run[2] == ny;  // the run ends at the plane's last row
-            for (int s = 0; s < a.nseg; ++s) {
-                const ZSeg& sg = a.seg[s];
-                const float* gz = P.fbuf + sg.off;
-                float* row = plane + static_cast<std::size_t>(run[0]) * nz + sg.k0;
-                const bool mask_last = has_last && sg.k0 + sg.nvec * W > nz;
-                const int nrows = run[2] - (mask_last ? 1 : 0);
-                rows_fma_any(row, nz, coef + run[1], nrows, gz, sg.nvec);
-                if (mask_last) {
-                    float* last = row + static_cast<std::size_t>(nrows) * nz;
-                    const VF c = VF::set1(coef[run[1] + nrows]);
-                    const int nfull = sg.len / W, tail = sg.len - nfull * W;
-                    int v = 0;
-                    for (; v < nfull; ++v)
-                        fmadd(c, VF::load(gz + v * W), VF::load(last + v * W)).store(last + v * W);
-                    if (tail)
-                        fmadd(c, VF::load(gz + v * W), VF::load_n(last + v * W, tail))
-                            .store_n(last + v * W, tail);
-                }
-            }
+    const int tail = nz - (row_vecs - 1) * W;  // lanes of the row's last vector
+    for (int r = 0; r < RB && j0 + r < ny; ++r) {
+        float* row = dst + static_cast<std::size_t>(j0 + r) * nz;
+        for (int v = 0; v < NT && t0 + v < row_vecs; ++v) {
+            if (t0 + v == row_vecs - 1 && tail < W)
+                acc[r][v].store_n(row + (t0 + v) * W, tail);
+            else
+                acc[r][v].store(row + (t0 + v) * W);
         }
     }
 }
 
-/// Zero planes [i0, i1) at `slab` (plane i0 first) and add every atom of channel c.
-PGRID_INLINE void scatter_slab(const OrthoPlan& P, int c, int i0, int i1, float* slab) {
-    const int nx = P.n[0];
-    const std::size_t plane_n = static_cast<std::size_t>(P.n[1]) * P.n[2];
-    std::memset(slab, 0, static_cast<std::size_t>(i1 - i0) * plane_n * sizeof(float));
-    const OrthoAtom* a_end = P.atoms + P.chan_begin[c + 1];
-    for (const OrthoAtom* a = P.atoms + P.chan_begin[c]; a != a_end; ++a) {
-        if (a->nseg == 0) continue;
-        int i = a->xs;
-        for (int di = 0; di < a->xl; ++di, ++i) {
-            if (i == nx) i = 0;
-            if (i >= i0 && i < i1)
-                add_atom_plane(P, *a, di, slab + static_cast<std::size_t>(i - i0) * plane_n);
-        }
-    }
+template <int RB, int NT>
+PGRID_INLINE void ortho_plane_tiles(float* dst, int ny, int nz, int row_vecs,
+                                    const detail::ActiveAtom* act, int n_act) {
+    for (int t0 = 0; t0 < row_vecs; t0 += NT)
+        for (int j0 = 0; j0 < ny; j0 += RB) ortho_tile<RB, NT>(dst, ny, nz, row_vecs, j0, t0, act, n_act);
 }
 
 // ------------------------------------------------------------------ orthogonal boxes
 void render_ortho(const OrthoPlan& P, int c, int i_begin, int i_end, float* out_c,
-                  float* scratch, int scratch_planes, bool stream) {
-    const std::size_t plane_n = static_cast<std::size_t>(P.n[1]) * P.n[2];
-    if (!stream) {
-        scatter_slab(P, c, i_begin, i_end, out_c + static_cast<std::size_t>(i_begin) * plane_n);
-        return;
+                  float* plane, detail::ActiveAtom* active, bool stream) {
+    // Accumulators per tile: all 32 vector registers of AVX-512 leave room for 16; AVX2
+    // and scalar code have 16 registers, so 8.
+    constexpr int kAcc = VF::W == 16 ? 16 : 8;
+    const int nx = P.n[0], ny = P.n[1], nz = P.n[2];
+    const std::size_t plane_n = static_cast<std::size_t>(ny) * nz;
+    const OrthoAtom* a_begin = P.atoms + P.chan_begin[c];
+    const OrthoAtom* a_end = P.atoms + P.chan_begin[c + 1];
+    for (int i = i_begin; i < i_end; ++i) {
+        // The atoms reaching plane i, with their x factor and remaining reach.
+        int n_act = 0;
+        for (const OrthoAtom* a = a_begin; a != a_end; ++a) {
+            if (a->nseg == 0) continue;
+            int di = i - a->xs;
+            if (di < 0) di += nx;
+            if (di >= a->xl) continue;
+            const double* gx = P.dbuf + a->xoff;
+            const double lim = P.reach2 - gx[a->xl + di];
+            if (lim < 0) continue;
+            detail::ActiveAtom& t = active[n_act++];
+            t.gy = P.fbuf + a->yfoff;
+            t.dy2 = t.gy + a->ylen;
+            t.jfirst = a->jfirst;
+            t.gz = P.fbuf + a->zfoff;
+            t.cx = static_cast<float>(a->w * gx[di]);
+            t.lim = static_cast<float>(lim);
+            t.jlo = a->jlo;
+            t.jhi = a->jhi;
+            t.kv0 = a->kv0;
+            t.kv1 = a->kv1;
+        }
+        float* dst_plane = out_c + static_cast<std::size_t>(i) * plane_n;
+        float* dst = stream ? plane : dst_plane;
+        const int rv = P.row_vecs;
+        if (rv == 1)
+            ortho_plane_tiles<kAcc, 1>(dst, ny, nz, rv, active, n_act);
+        else if (rv == 2)
+            ortho_plane_tiles<kAcc / 2, 2>(dst, ny, nz, rv, active, n_act);
+        else
+            ortho_plane_tiles<kAcc / 4, 4>(dst, ny, nz, rv, active, n_act);
+        if (stream) copy_out(dst_plane, plane, plane_n, true);
     }
-    // Large outputs: build cache-sized slabs in scratch, then write each output byte once.
-    for (int i0 = i_begin; i0 < i_end; i0 += scratch_planes) {
-        const int i1 = std::min(i_end, i0 + scratch_planes);
-        scatter_slab(P, c, i0, i1, scratch);
-        copy_out(out_c + static_cast<std::size_t>(i0) * plane_n, scratch,
-                 static_cast<std::size_t>(i1 - i0) * plane_n, true);
-    }
-    store_fence();
+    if (stream) store_fence();
 }
 
 void grad_ortho(const OrthoPlan& P, int a_begin, int a_end, const float* dgrid,

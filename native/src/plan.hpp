@@ -29,7 +29,29 @@ struct OrthoAtom {
     std::int64_t xoff, yoff;
     double w;  ///< weight
     std::int32_t nseg;  ///< 0, 1 or 2 runs along z (2 when a periodic window wraps)
-    ZSeg seg[2];
+    ZSeg seg[2];  ///< (gradient plans)
+    // Render plans: factors laid out by absolute voxel index, so a tile of the output can
+    // take them without any window arithmetic.
+    std::int64_t yfoff;  ///< fbuf: gy[ylen] then dy2[ylen]; row j at index j - jfirst
+    std::int32_t jfirst, ylen;  ///< first stored row (window start - kPadJ), rows stored
+    std::int64_t zfoff;  ///< fbuf: gz[(row_vecs + kPadV) * width], zero outside the window
+    std::int32_t kv0, kv1;  ///< row vectors [kv0, kv1) the z window touches
+    std::int32_t jlo, jhi;  ///< rows (absolute) of the y window, inclusive; all rows if wrapped
+};
+
+/// Padding (zero gy, infinite dy2) around the stored y window: at least the tallest tile
+/// plus a vector, so a tile may read whole vectors of coefficients past either end.
+inline constexpr int kPadJ = 32;
+inline constexpr int kPadV = 4;
+
+/// An atom taking part in one plane of the output (render scratch, one per atom).
+struct ActiveAtom {
+    const float* gy;  ///< gy of the stored rows (row j at index j - jfirst)
+    const float* dy2;  ///< squared y distance in sigmas, same indexing
+    const float* gz;  ///< gz by absolute voxel along the row
+    float cx;  ///< w * gx[i]
+    float lim;  ///< squared reach left for y in this plane
+    std::int32_t jfirst, jlo, jhi, kv0, kv1;
 };
 
 struct OrthoPlan {
@@ -41,6 +63,7 @@ struct OrthoPlan {
     std::int32_t n_atoms;
     const double* dbuf;
     const float* fbuf;
+    std::int32_t row_vecs;  ///< vectors per output row: ceil(nz / width)
 };
 
 // ------------------------------------------------------------------ triclinic boxes

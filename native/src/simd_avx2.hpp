@@ -33,6 +33,10 @@ struct VF {  // 8 floats
 PGRID_INLINE VF operator+(VF a, VF b) { return {_mm256_add_ps(a.v, b.v)}; }
 PGRID_INLINE VF operator*(VF a, VF b) { return {_mm256_mul_ps(a.v, b.v)}; }
 PGRID_INLINE VF fmadd(VF a, VF b, VF c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+/// a <= b ? x : 0, lane by lane
+PGRID_INLINE VF select_le(VF a, VF b, VF x) {
+    return {_mm256_and_ps(_mm256_cmp_ps(a.v, b.v, _CMP_LE_OQ), x.v)};
+}
 
 struct VD {  // 4 doubles
     static constexpr int W = 4;

@@ -27,6 +27,10 @@ struct VF {  // 16 floats
 PGRID_INLINE VF operator+(VF a, VF b) { return {_mm512_add_ps(a.v, b.v)}; }
 PGRID_INLINE VF operator*(VF a, VF b) { return {_mm512_mul_ps(a.v, b.v)}; }
 PGRID_INLINE VF fmadd(VF a, VF b, VF c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+/// a <= b ? x : 0, lane by lane
+PGRID_INLINE VF select_le(VF a, VF b, VF x) {
+    return {_mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a.v, b.v, _CMP_LE_OQ), x.v)};
+}
 
 struct VD {  // 8 doubles
     static constexpr int W = 8;

@@ -21,6 +21,7 @@ struct VF {
 PGRID_INLINE VF operator+(VF a, VF b) { return {a.v + b.v}; }
 PGRID_INLINE VF operator*(VF a, VF b) { return {a.v * b.v}; }
 PGRID_INLINE VF fmadd(VF a, VF b, VF c) { return {a.v * b.v + c.v}; }
+PGRID_INLINE VF select_le(VF a, VF b, VF x) { return {a.v <= b.v ? x.v : 0.0f}; }
 
 struct VD {
     static constexpr int W = 1;
