@@ -715,3 +715,15 @@ def _warning_texts(caught: list[warnings.WarningMessage]) -> list[str]:
 
 
 _PARSERS = {"xyz": _parse_xyz, "sdf": _parse_sdf, "cif": _parse_cif}
+
+
+def preload_readers(formats: Sequence[str]) -> None:
+    """Import the libraries that read ``formats`` now (they take about a second to import;
+    worker processes forked afterwards then share them instead of importing each)."""
+    for fmt in set(formats):
+        if fmt == "xyz":
+            import ase.io  # noqa: F401
+        elif fmt == "sdf":
+            from rdkit import Chem  # noqa: F401
+        elif fmt == "cif":
+            from pymatgen.io.cif import CifParser  # noqa: F401

@@ -52,6 +52,7 @@ from .io import (
     expand_inputs,
     iter_raw_records,
     parse_record,
+    preload_readers,
 )
 from .shards import (
     ERRORS,
@@ -356,6 +357,20 @@ def _channel_spec(names: tuple[str, ...]) -> ChannelSpec:
     return ChannelSpec(list(names))
 
 
+_buffers: dict[tuple[int, ...], np.ndarray] = {}
+
+
+def _buffer(shape: tuple[int, ...]) -> np.ndarray:
+    """A reused float32 output array of ``shape`` (B, C, nx, ny, nz) for this process:
+    allocating a fresh one per task costs a page fault per 4 KiB, more than gridding."""
+    key = shape[1:]
+    buf = _buffers.get(key)
+    if buf is None or len(buf) < shape[0]:
+        _buffers.clear()
+        buf = _buffers[key] = np.empty((max(shape[0], 1), *key), dtype=np.float32)
+    return buf[: shape[0]]
+
+
 def prepare_structure(s: Structure, settings: Settings) -> tuple[np.ndarray, Box] | Rejection:
     """(channel of each atom, box) of a parsed structure, or why it cannot be gridded."""
     spec = _channel_spec(settings.channels)
@@ -419,7 +434,7 @@ def run_task(task: _Task, settings: Settings) -> _TaskResult:
             if weighted
             else None,
         )
-        grids = render_batch(batch, threads=settings.threads)
+        grids = render_batch(batch, _buffer(batch.grid_shape), threads=settings.threads)
         t2 = time.perf_counter()
         codec = settings.codec
         for (idx, s, _, box), g in zip(ready, grids, strict=True):
@@ -632,6 +647,7 @@ def grid_files(
     max_pending = 2 * n_workers + 1
     total_items = 0
     try:
+        preload_readers(formats)
         if n_workers:
             pool = _start_pool(n_workers)
         task: _Task | None = None

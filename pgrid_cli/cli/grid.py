@@ -230,7 +230,7 @@ def print_summary(s: RunSummary, console: Console) -> None:
     table = Table(title=f"pgrid grid → {s.out_dir}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(justify="right")
-    table.add_column()
+    table.add_column(overflow="fold")
     if s.num_slices > 1:
         table.add_row("slice", f"{s.slice_index} of {s.num_slices}", "")
     table.add_row("input files", f"{s.files:,}", "")
