@@ -111,9 +111,7 @@ def main() -> None:
         sample = render_batch(batches[0], threads=1)[: min(64, n)]
         grids = sample.copy()
         round_s = best_of(1, lambda: [codec.round(g) for g in grids]) / len(grids)
-        enc_s = best_of(3, lambda: [deflate(shuffle(g), codec.level) for g in grids]) / len(
-            grids
-        )
+        enc_s = best_of(3, lambda: [deflate(shuffle(g), codec.level) for g in grids]) / len(grids)
 
         # The whole pipeline at its defaults.
         opts = GridOptions(grid_size=args.grid_size, compression=args.compression)
