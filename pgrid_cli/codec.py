@@ -159,10 +159,11 @@ class GridCodec:
         rows = grids.reshape(-1, voxels)  # one row per channel
         size = self.step_for(float(grids.max()) if grids.size else 0.0)
         inv, step = np.float32(1.0 / size), np.float32(size)
+        rounded = _work("rounded", voxels, np.float32)
         for r in np.flatnonzero(rows.any(axis=1)):  # all-zero channels stay as they are
             row = rows[r]
             np.multiply(row, inv, out=row)  # in units of the step (exact: a power of two)
-            rounded = np.rint(row)
+            np.rint(row, out=rounded)
             np.subtract(row, rounded, out=row)  # the residuals, in [-0.5, 0.5]
             # Σ values − Σ rounded = Σ residuals: restore the channel's total.
             deficit = int(np.rint(row.sum(dtype=np.float64)))
@@ -184,11 +185,24 @@ class GridCodec:
         arr = np.ascontiguousarray(grid, dtype=self.np_dtype)
         if self.compression == "none":
             return arr.tobytes(), 0
-        shuffled = shuffle(arr)
+        shuffled = shuffle(arr, out=_work("shuffled", arr.nbytes, np.uint8))
         packed = deflate(shuffled, self.level)
         if len(packed) >= shuffled.nbytes:
             return shuffled.tobytes(), 0b10  # bit 1: the deflate filter (after shuffle)
         return packed, 0
+
+
+_scratch: dict[tuple[str, str], np.ndarray] = {}
+
+
+def _work(name: str, n: int, dtype: Any) -> np.ndarray:
+    """A reused scratch array of ``n`` elements (per process and name): allocating large
+    temporaries anew each time costs page faults that outweigh the arithmetic."""
+    key = (name, np.dtype(dtype).str)
+    buf = _scratch.get(key)
+    if buf is None or buf.size < n:
+        buf = _scratch[key] = np.empty(n, dtype=dtype)
+    return buf[:n]
 
 
 def _restore_total(residual: np.ndarray, rounded: np.ndarray, deficit: int) -> None:
@@ -197,28 +211,35 @@ def _restore_total(residual: np.ndarray, rounded: np.ndarray, deficit: int) -> N
 
     ``residual`` is value − rounded value, in units of the step.
     """
-    key = residual if deficit > 0 else -residual
     count = abs(deficit)
     # The deficit is at most about half the number of values with a residual of that
     # sign, so look among the strongest candidates first (cheap), everywhere if need be.
-    candidates = np.flatnonzero(key > 0.25)
+    candidates = np.flatnonzero(residual > 0.25 if deficit > 0 else residual < -0.25)
     if len(candidates) < count:
-        candidates = np.arange(len(key))
-    pick = candidates[np.argpartition(key[candidates], -count)[-count:]]
+        candidates = np.arange(len(residual))
+    key = residual[candidates] if deficit > 0 else -residual[candidates]
+    pick = candidates[np.argpartition(key, -count)[-count:]]
     rounded[pick] += 1.0 if deficit > 0 else -1.0
 
 
-def shuffle(arr: np.ndarray) -> np.ndarray:
-    """HDF5's shuffle filter: byte k of every element, for k = 0 … itemsize-1 (1-D uint8)."""
+def shuffle(arr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """HDF5's shuffle filter: byte k of every element, for k = 0 … itemsize-1 (1-D uint8,
+    written into ``out`` when given)."""
     size = arr.dtype.itemsize
     flat = arr.reshape(-1)
+    if out is None:
+        out = np.empty(flat.size * size, dtype=np.uint8)
     if size == 1:
-        return flat.view(np.uint8).copy()
-    out = np.empty((size, flat.size), dtype=np.uint8)
+        out[:] = flat.view(np.uint8)
+        return out
+    planes = out.reshape(size, flat.size)
     words = flat.view(np.uint32 if size == 4 else np.uint16)
-    for k in range(size):
-        out[k] = words >> (8 * k) if k else words  # assignment keeps the low byte
-    return out.reshape(-1)
+    shifted = _work("shifted", flat.size, words.dtype)
+    planes[0] = words  # assignment keeps the low byte
+    for k in range(1, size):
+        np.right_shift(words, 8 * k, out=shifted)
+        planes[k] = shifted
+    return out
 
 
 def unshuffle(data: bytes | np.ndarray, dtype: Any) -> np.ndarray:
