@@ -628,7 +628,9 @@ def _parse_sdf(raw: RawRecord, disorder: str) -> Structure | Rejection:
         return _reject(raw, "no 3D coordinates (a 2D record; embed it in 3D first)", NO_3D, name)
     positions = np.array(mol.GetConformer().GetPositions(), dtype=np.float64)
     numbers = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int64)
-    return Structure(numbers, positions, name=name, source=raw.source, record=raw.record)
+    notes = [_TIMESTAMP.sub("", m).strip() for m in capture.messages if m.strip()]
+    info: dict[str, object] = {"warnings": notes} if notes else {}
+    return Structure(numbers, positions, name=name, source=raw.source, record=raw.record, info=info)
 
 
 def _parse_cif(raw: RawRecord, disorder: str) -> Structure | Rejection:

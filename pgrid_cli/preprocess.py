@@ -282,8 +282,8 @@ class RunSummary:
     bytes_written: int = 0  #: size of the shards written by this run
     gridded: int = 0  #: structures gridded by this run (not counting kept shards)
     seconds: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
-    notes: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  #: CPU seconds by stage
+    notes: dict[str, int] = field(default_factory=dict)  #: reader warnings, counted
     manifest: bool = False  #: True when manifest.json and errors.jsonl were written
     files: int = 0
 
@@ -402,8 +402,11 @@ def prepare_structure(s: Structure, settings: Settings) -> tuple[np.ndarray, Box
 
 
 def run_task(task: _Task, settings: Settings) -> _TaskResult:
-    """Parse, check, grid, round and encode the records of one task (in a worker)."""
-    t0 = time.perf_counter()
+    """Parse, check, grid, round and encode the records of one task (in a worker).
+
+    The stage timings are CPU seconds of this process (kernel threads included).
+    """
+    t0 = time.process_time()
     entries: list[_Gridded | Rejection | None] = []
     ready: list[tuple[int, Structure, np.ndarray, Box]] = []
     for item in task.items:
@@ -417,7 +420,7 @@ def run_task(task: _Task, settings: Settings) -> _TaskResult:
             continue
         ready.append((len(entries), s, *prepared))
         entries.append(None)
-    t1 = time.perf_counter()
+    t1 = time.process_time()
     result = _TaskResult(task.shard, [], task.bytes_end, parse_s=t1 - t0)
     if ready:
         spec = _channel_spec(settings.channels)
@@ -435,7 +438,7 @@ def run_task(task: _Task, settings: Settings) -> _TaskResult:
             else None,
         )
         grids = render_batch(batch, _buffer(batch.grid_shape), threads=settings.threads)
-        t2 = time.perf_counter()
+        t2 = time.process_time()
         codec = settings.codec
         for (idx, s, _, box), g in zip(ready, grids, strict=True):
             codec.round(g)  # one structure at a time: its temporaries stay in cache
@@ -455,7 +458,7 @@ def run_task(task: _Task, settings: Settings) -> _TaskResult:
                 notes=notes,
             )
         result.grid_s = t2 - t1
-        result.encode_s = time.perf_counter() - t2
+        result.encode_s = time.process_time() - t2
     result.entries = [e for e in entries if e is not None]
     return result
 
@@ -603,7 +606,7 @@ def grid_files(
 
     def consume(res: _TaskResult) -> None:
         nonlocal writer, writer_shard
-        t = time.perf_counter()
+        t = time.thread_time()
         if writer is not None and res.shard != writer_shard:
             finish(writer)  # tasks arrive in order: that shard has all its items
             writer = None
@@ -639,7 +642,7 @@ def grid_files(
         timings["parse"] += res.parse_s
         timings["grid"] += res.grid_s
         timings["encode"] += res.encode_s
-        timings["write"] += time.perf_counter() - t
+        timings["write"] += time.thread_time() - t
         report(res.bytes_end)
 
     pool: Executor | None = None
@@ -663,9 +666,9 @@ def grid_files(
         items = _numbered_items(files, formats, inputs_meta)
         skipped = 0
         while True:
-            t = time.perf_counter()
+            t = time.thread_time()
             nxt = next(items, None)
-            timings["read"] += time.perf_counter() - t
+            timings["read"] += time.thread_time() - t
             if nxt is None:
                 break
             number, item, position = nxt
