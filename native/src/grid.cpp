@@ -283,6 +283,7 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
     }
     // 1. Windows and the boundary arguments (b - p)/sigma of every atom and axis.
     buf.targs.clear();
+    buf.targs.reserve(static_cast<std::size_t>(na) * 3 * 32);
     buf.arg_off.assign(3 * na, 0);
     buf.lo.assign(3 * na, 0);
     buf.len.assign(3 * na, 0);
@@ -307,8 +308,12 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
             if (fhi < flo) continue;  // outside an open box along this axis
             buf.lo[k] = static_cast<std::int32_t>(flo);
             buf.len[k] = static_cast<std::int32_t>(fhi - flo + 1);
-            for (int m = 0; m <= buf.len[k]; ++m)
-                buf.targs.push_back(((flo + m) * h[d] - p) / sigma);
+            // Boundary arguments (b - p)/sigma, stepping by h/sigma.
+            const std::size_t at = buf.targs.size();
+            buf.targs.resize(at + buf.len[k] + 1);
+            const double inv_s = 1.0 / sigma, t0 = (flo * h[d] - p) * inv_s, dt = h[d] * inv_s;
+            double* t = buf.targs.data() + at;
+            for (int m = 0; m <= buf.len[k]; ++m) t[m] = t0 + m * dt;
         }
     }
     // 2. Normal cdf (and pdf) at every boundary, vectorised over the whole structure.
