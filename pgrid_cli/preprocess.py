@@ -557,8 +557,9 @@ def grid_files(
     for check in kept.values():
         summary.read += check.n_structures + check.n_rejected
         summary.written += check.n_structures
-        for r in Shard(check.path).rejections():
-            kinds[r.kind] += 1
+        shard = Shard(check.path)
+        kinds.update(r.kind for r in shard.rejections())
+        shard.close()
     per_worker = max(1, n_threads // max(1, n_workers))
     work = Settings(**{**settings.__dict__, "threads": per_worker if n_workers else n_threads})
     raw_bytes = len(settings.channels) * int(np.prod(settings.shape)) * 4
