@@ -289,12 +289,14 @@ def iter_raw_records(path: str | os.PathLike[str], format: str) -> Iterator[RawR
                 # read is lost and nothing after it can be found.
                 if count == 0 and lines.lineno == 0:
                     reason = f"cannot read the file: {_os_reason(exc)}"
+                    record = -1
                 else:
                     reason = (
                         f"read error at line {lines.lineno + 1}, the rest of the file is "
                         f"unreadable: {_os_reason(exc)}"
                     )
-                yield Rejection(source, count if count else -1, "", reason, UNREADABLE)
+                    record = count
+                yield Rejection(source, record, "", reason, UNREADABLE)
                 return
             count += 1
             yield item

@@ -290,6 +290,17 @@ def test_truncated_gzip_rejects_where_it_breaks(tmp_path):
     assert 20 < len(items) < 126
 
 
+def test_read_error_inside_the_first_record(tmp_path):
+    path = tmp_path / "cut.xyz.gz"
+    xyz = np.random.default_rng(0).normal(size=(500, 3))
+    frame = "500\ncloud\n" + "".join(f"He {x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in xyz)
+    data = gzip.compress(frame.encode())
+    path.write_bytes(data[: len(data) // 2])  # the stream breaks inside the first frame
+    (item,) = list(iter_records(path))
+    assert (item.record, item.kind) == (0, pio.UNREADABLE)
+    assert "read error at line" in item.reason
+
+
 def test_unopenable_file_is_one_rejection(tmp_path):
     (tmp_path / "dir.xyz").mkdir()
     (item,) = list(iter_raw_records(tmp_path / "dir.xyz", "xyz"))
