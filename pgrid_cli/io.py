@@ -494,6 +494,8 @@ _FRAMERS = {"xyz": _frame_xyz, "sdf": _frame_sdf, "cif": _frame_cif}
 def parse_record(raw: RawRecord, *, disorder: str = "error") -> Structure | Rejection:
     """Parse one record's text with the field's library and check it (see iter_records)."""
     parse = _PARSERS[raw.format]
+    if "\x00" in raw.text:
+        return _reject(raw, "the record holds binary data (NUL bytes), not text", MALFORMED)
     try:
         item = parse(raw, disorder)
     except Exception as exc:  # a library failing on odd input must not stop the run

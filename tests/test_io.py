@@ -301,6 +301,16 @@ def test_read_error_inside_the_first_record(tmp_path):
     assert "read error at line" in item.reason
 
 
+def test_binary_junk_is_rejected_not_fatal(tmp_path):
+    junk = np.random.default_rng(4).integers(0, 256, 20_000, dtype=np.uint8).tobytes()
+    for ext in ("xyz", "sdf", "cif"):
+        path = tmp_path / f"junk.{ext}"
+        path.write_bytes(junk)
+        items = list(iter_records(path))
+        assert items and all(isinstance(i, Rejection) for i in items)
+        assert all(i.kind == pio.MALFORMED for i in items), [i.reason for i in items]
+
+
 def test_unopenable_file_is_one_rejection(tmp_path):
     (tmp_path / "dir.xyz").mkdir()
     (item,) = list(iter_raw_records(tmp_path / "dir.xyz", "xyz"))
