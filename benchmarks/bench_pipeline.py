@@ -10,7 +10,8 @@ temporary directory, then measures, in one run:
 2. the whole pipeline: :func:`pgrid_cli.preprocess.grid_files` at its defaults (32³,
    element channels, σ = 0.5 Å, fit box, rounding + gzip level 1 + shuffle), workers =
    cores — reading, parsing, gridding, rounding, compressing and writing the shards;
-3. each stage alone on one core (parse, grid, round, shuffle + deflate), to show where
+3. each stage alone on one core (parse, grid, round, shuffle + deflate as the pipeline
+   encodes a chunk), to show where
    the time goes;
 
 and prints the rates, their ratio, the bytes per structure against raw float32, and the
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from pgrid_cli import Batch, ChannelSpec, kernel_info, render_batch
-from pgrid_cli.codec import GridCodec, deflate, shuffle
+from pgrid_cli.codec import GridCodec
 from pgrid_cli.io import iter_records
 from pgrid_cli.preprocess import GridOptions, available_cores, grid_files
 
@@ -111,7 +112,7 @@ def main() -> None:
         sample = render_batch(batches[0], threads=1)[: min(64, n)]
         grids = sample.copy()
         round_s = best_of(1, lambda: [codec.round(g) for g in grids]) / len(grids)
-        enc_s = best_of(3, lambda: [deflate(shuffle(g), codec.level) for g in grids]) / len(grids)
+        enc_s = best_of(3, lambda: [codec.encode(g) for g in grids]) / len(grids)
 
         # The whole pipeline at its defaults.
         opts = GridOptions(grid_size=args.grid_size, compression=args.compression)
@@ -139,7 +140,7 @@ def main() -> None:
             "parse": 1e3 * parse_s / n,
             "grid": 1e3 * kernel1_s / n,
             "round": 1e3 * round_s,
-            "shuffle+deflate": 1e3 * enc_s if codec.encodes_chunks else None,
+            "shuffle+deflate": 1e3 * enc_s if codec.encodes_chunks else None,  # codec.encode
         },
         "pipeline_cpu_seconds": {k: round(v, 2) for k, v in summary.timings.items()},
         "bytes_per_structure": summary.bytes_per_structure,

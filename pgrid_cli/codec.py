@@ -7,8 +7,9 @@ multiples of a power-of-two step before storing them:
 * the step of a grid is the largest power of two ≤ min(2⁻²¹, 5e-5 × the grid's maximum)
   — 2⁻²¹ ≈ 4.8e-7 for ordinary grids, finer for grids of tiny values (small cells, fine
   voxels), so that both SPEC bounds hold: |error| ≤ 1e-6 and ≤ 1e-4 × max(value);
-* values go to the nearest multiple, then each channel's total is restored by
-  largest-remainder rounding, so every value changes by less than one step and every
+* values go to the nearest multiple, then each channel's total is restored: as many
+  values as needed, among those whose rounding residual points the right way (strongest
+  first), move one more step, so every value changes by less than one step and every
   channel's sum by at most half a step (a grid still sums to its atoms);
 * values below about half a step become exactly 0 — which is what makes grids compress.
 
@@ -33,6 +34,13 @@ from typing import Any
 
 import numpy as np
 
+from . import _core
+
+try:  # ISA-L writes the same zlib/deflate format, several times faster than zlib
+    from isal import isal_zlib as _fast_zlib
+except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
+    _fast_zlib = zlib
+
 #: Compression choices for ``--compression``.
 COMPRESSIONS = ("gzip", "lzf", "none")
 #: Default (largest) rounding step: a power of two, so that rounding is exact in float32.
@@ -40,15 +48,19 @@ DEFAULT_STEP = 2.0**-21
 #: A grid's step is also at most this fraction of its largest value.
 RELATIVE_STEP = 5e-5
 ROUNDING = (
-    "per grid, largest-remainder rounding to multiples of the largest power of two <= "
-    "min(rounding_step, rounding_relative * max of the grid): each value changes by less "
-    "than one step, each channel's sum by at most half a step"
+    "per grid, rounding to multiples of the largest power of two <= "
+    "min(rounding_step, rounding_relative * max of the grid), each channel's total restored "
+    "by moving the values with the strongest residuals one more step: each value changes "
+    "by less than one step, each channel's sum by at most half a step"
 )
 #: Default deflate level (1 = fastest; the rounding, not the level, does most of the work).
 DEFAULT_LEVEL = 1
 
 _BLOCK = 4096  # bytes; zero runs are found at this granularity
 _MIN_ZERO_RUN = 2 * _BLOCK  # shorter runs are cheaper to let zlib handle
+#: Zero runs of whole channels at least this long are spliced in as cached fragments: a
+#: full flush costs about as much as ISA-L compressing ~50 KiB of zeros.
+_MIN_SPLICE = 128 * 1024
 _ADLER_MOD = 65521
 
 
@@ -145,7 +157,8 @@ class GridCodec:
         """Round float32 ``grids`` in place as the module docstring says; returns them.
 
         ``grids`` is one (C, nx, ny, nz) grid or a (B, C, nx, ny, nz) batch (each grid
-        gets its own step, :meth:`step_for` its maximum). Negative zeros become +0.
+        gets its own step, :meth:`step_for` its maximum). Negative zeros become +0. The
+        passes run in the native kernel (``pgrid/codec.hpp``).
         """
         if not self.step:
             return grids
@@ -155,22 +168,8 @@ class GridCodec:
             for g in grids:
                 self.round(g)
             return grids
-        voxels = int(np.prod(grids.shape[-3:]))
-        rows = grids.reshape(-1, voxels)  # one row per channel
-        size = self.step_for(float(grids.max()) if grids.size else 0.0)
-        inv, step = np.float32(1.0 / size), np.float32(size)
-        rounded = _work("rounded", voxels, np.float32)
-        for r in np.flatnonzero(rows.any(axis=1)):  # all-zero channels stay as they are
-            row = rows[r]
-            np.multiply(row, inv, out=row)  # in units of the step (exact: a power of two)
-            np.rint(row, out=rounded)
-            np.subtract(row, rounded, out=row)  # the residuals, in [-0.5, 0.5]
-            # Σ values − Σ rounded = Σ residuals: restore the channel's total.
-            deficit = int(np.rint(row.sum(dtype=np.float64)))
-            if deficit:
-                _restore_total(row, rounded, deficit)
-            np.multiply(rounded, step, out=row)
-            np.add(row, np.float32(0.0), out=row)  # -0.0 → +0.0: all-zero bytes
+        if grids.size:
+            _core.round_grid(grids.reshape(grids.shape[0], -1), self.step, RELATIVE_STEP)
         return grids
 
     def encode(self, grid: np.ndarray) -> tuple[bytes, int]:
@@ -185,10 +184,12 @@ class GridCodec:
         arr = np.ascontiguousarray(grid, dtype=self.np_dtype)
         if self.compression == "none":
             return arr.tobytes(), 0
-        shuffled = shuffle(arr, out=_work("shuffled", arr.nbytes, np.uint8))
-        packed = deflate(shuffled, self.level)
-        if len(packed) >= shuffled.nbytes:
-            return shuffled.tobytes(), 0b10  # bit 1: the deflate filter (after shuffle)
+        if arr.dtype == np.float32 and arr.ndim >= 2:
+            packed = deflate_shuffled_channels(arr.reshape(arr.shape[0], -1), self.level)
+        else:
+            packed = deflate(shuffle(arr, out=_work("shuffled", arr.nbytes, np.uint8)), self.level)
+        if len(packed) >= arr.nbytes:
+            return shuffle(arr).tobytes(), 0b10  # bit 1: the deflate filter (after shuffle)
         return packed, 0
 
 
@@ -205,23 +206,6 @@ def _work(name: str, n: int, dtype: Any) -> np.ndarray:
     return buf[:n]
 
 
-def _restore_total(residual: np.ndarray, rounded: np.ndarray, deficit: int) -> None:
-    """Round ``|deficit|`` more values up (or down) — those with the largest residual
-    towards it — so that ``rounded`` has the total of the unrounded values.
-
-    ``residual`` is value − rounded value, in units of the step.
-    """
-    count = abs(deficit)
-    # The deficit is at most about half the number of values with a residual of that
-    # sign, so look among the strongest candidates first (cheap), everywhere if need be.
-    candidates = np.flatnonzero(residual > 0.25 if deficit > 0 else residual < -0.25)
-    if len(candidates) < count:
-        candidates = np.arange(len(residual))
-    key = residual[candidates] if deficit > 0 else -residual[candidates]
-    pick = candidates[np.argpartition(key, -count)[-count:]]
-    rounded[pick] += 1.0 if deficit > 0 else -1.0
-
-
 def shuffle(arr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """HDF5's shuffle filter: byte k of every element, for k = 0 … itemsize-1 (1-D uint8,
     written into ``out`` when given)."""
@@ -232,13 +216,13 @@ def shuffle(arr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     if size == 1:
         out[:] = flat.view(np.uint8)
         return out
+    if size == 4:
+        _core.shuffle4(np.ascontiguousarray(flat).view(np.float32), out)
+        return out
     planes = out.reshape(size, flat.size)
-    words = flat.view(np.uint32 if size == 4 else np.uint16)
-    shifted = _work("shifted", flat.size, words.dtype)
+    words = flat.view(np.uint16)
     planes[0] = words  # assignment keeps the low byte
-    for k in range(1, size):
-        np.right_shift(words, 8 * k, out=shifted)
-        planes[k] = shifted
+    planes[1] = words >> 8
     return out
 
 
@@ -270,6 +254,70 @@ def _adler_zeros(adler: int, length: int) -> int:
     return (b << 16) | a
 
 
+def _fast_level(level: int) -> int:
+    """ISA-L has levels 0-3: gzip levels 1-3 map to its 1, higher ones to its 3."""
+    if _fast_zlib is zlib:
+        return level
+    return 1 if level <= 3 else 3
+
+
+def deflate_shuffled_channels(rows: np.ndarray, level: int = DEFAULT_LEVEL) -> bytes:
+    """zlib stream of ``shuffle(rows)`` for a (C, V) float32 grid, without building it.
+
+    The shuffled bytes are plane k (byte k of every value) of channel 0, 1, …, C-1, for
+    k = 0 … 3. All-zero channels (most element channels of a molecule) are emitted as
+    cached zero fragments and only the others are shuffled and compressed; the Adler-32
+    checksum is carried across the zero runs arithmetically.
+    """
+    n_chan, voxels = rows.shape
+    planes = _work("planes", 4 * voxels * n_chan, np.uint8).reshape(n_chan, 4, voxels)
+    dense = _core.nonzero_rows(rows)
+    for c in np.flatnonzero(dense):
+        _core.shuffle4(rows[c], planes[c].reshape(-1))
+    # The stream is a sequence of regions: a channel's plane, or zeros. Zero runs long
+    # enough to repay ending a deflate block (a full flush) are spliced in as cached
+    # fragments; shorter ones go through the compressor, which is fast on zeros too.
+    regions: list[np.ndarray | int] = []
+    for k in range(4):
+        for c in range(n_chan):
+            if not dense[c]:
+                if regions and isinstance(regions[-1], int):
+                    regions[-1] += voxels
+                else:
+                    regions.append(voxels)
+            else:
+                regions.append(planes[c, k])
+    zero_bytes = _zero_bytes(voxels)
+    header = zlib.compress(b"", level)[:2]
+    comp = _fast_zlib.compressobj(_fast_level(level), zlib.DEFLATED, -15)
+    parts = [header]
+    adler = 1
+    for region in regions:
+        if isinstance(region, int) and region >= _MIN_SPLICE:
+            parts.append(comp.flush(zlib.Z_FULL_FLUSH))
+            parts.append(_zero_fragment(region))
+            adler = _adler_zeros(adler, region)
+            continue
+        if isinstance(region, int):
+            for start in range(0, region, voxels):  # short runs: whole zero channels
+                data = zero_bytes[: min(voxels, region - start)]
+                parts.append(comp.compress(data))
+                adler = _fast_zlib.adler32(data, adler)
+            continue
+        parts.append(comp.compress(region))
+        adler = _fast_zlib.adler32(region, adler)
+    parts.append(comp.flush(zlib.Z_FINISH))
+    parts.append(adler.to_bytes(4, "big"))
+    return b"".join(parts)
+
+
+def _zero_bytes(n: int) -> np.ndarray:
+    buf = _work("zero_bytes", n, np.uint8)
+    if buf.any():
+        buf[:] = 0
+    return buf
+
+
 def deflate(data: np.ndarray, level: int = DEFAULT_LEVEL) -> bytes:
     """zlib stream (RFC 1950, as HDF5's deflate filter writes) of 1-D uint8 ``data``.
 
@@ -282,13 +330,13 @@ def deflate(data: np.ndarray, level: int = DEFAULT_LEVEL) -> bytes:
     nblocks = n // _BLOCK
     header = zlib.compress(b"", level)[:2]
     if nblocks < _MIN_ZERO_RUN // _BLOCK:
-        return zlib.compress(buf.tobytes(), level)
+        return _fast_zlib.compress(buf.tobytes(), _fast_level(level))
     dense = buf[: nblocks * _BLOCK].view(np.uint64).reshape(nblocks, -1).any(axis=1)
     # Run boundaries, in blocks: where the dense/zero flag changes.
     edges = np.flatnonzero(dense[1:] != dense[:-1]) + 1
     starts = np.concatenate(([0], edges))
     ends = np.concatenate((edges, [nblocks]))
-    comp = zlib.compressobj(level, zlib.DEFLATED, -15)
+    comp = _fast_zlib.compressobj(_fast_level(level), zlib.DEFLATED, -15)
     parts = [header]
     adler = 1
     pending = 0  # start (bytes) of data not yet handed to zlib

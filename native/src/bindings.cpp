@@ -10,6 +10,7 @@
 #include <string>
 
 #include "build_info.hpp"
+#include "pgrid/codec.hpp"
 #include "pgrid/grid.hpp"
 
 namespace py = pybind11;
@@ -187,6 +188,54 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("t"), py::arg("isa") = "",
         "Standard normal cdf and pdf as the kernel evaluates them (for tests).");
+
+    m.def(
+        "round_grid",
+        [](py::array grid, double max_step, double relative, const std::string& isa) {
+            if (!py::dtype::of<float>().is(grid.dtype()) || grid.ndim() < 1)
+                value_error("grid must be a float32 array of at least one dimension");
+            const int flags = grid.flags();
+            if (!(flags & py::array::c_style) ||
+                !(flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_))
+                value_error("grid must be C-contiguous and writeable");
+            if (!(max_step > 0) || !(relative > 0))
+                value_error("max_step and relative must be positive");
+            const pgrid::Isa chosen = isa_from(isa);
+            const std::int64_t rows = grid.ndim() == 1 ? 1 : grid.shape(0);
+            const std::int64_t voxels = rows ? grid.size() / rows : 0;
+            float* data = static_cast<float*>(grid.mutable_data());
+            py::gil_scoped_release release;
+            return pgrid::round_grid(data, rows, voxels, max_step, relative, chosen);
+        },
+        py::arg("grid"), py::arg("max_step"), py::arg("relative"), py::arg("isa") = "",
+        "Round a (C, ...) float32 grid in place per pgrid/codec.hpp; returns the step used.");
+
+    m.def(
+        "nonzero_rows",
+        [](const py::array& rows) {
+            require<float>(rows, "rows", {-1, -1});
+            const std::int64_t n = rows.shape(0), v = rows.shape(1);
+            py::array_t<bool> out(n);
+            pgrid::nonzero_rows(static_cast<const float*>(rows.data()), n, v, out.mutable_data(),
+                                pgrid::best_isa());
+            return out;
+        },
+        py::arg("rows"), "(n,) bool: which rows of an (n, v) float32 array hold a non-zero.");
+
+    m.def(
+        "shuffle4",
+        [](const py::array& data, py::array out, const std::string& isa) {
+            require<float>(data, "data", {-1});
+            require<std::uint8_t>(out, "out", {4 * data.shape(0)}, true);
+            const pgrid::Isa chosen = isa_from(isa);
+            const float* in = static_cast<const float*>(data.data());
+            auto* dst = static_cast<std::uint8_t*>(out.mutable_data());
+            const std::int64_t n = data.shape(0);
+            py::gil_scoped_release release;
+            pgrid::shuffle4(in, n, dst, chosen);
+        },
+        py::arg("data"), py::arg("out"), py::arg("isa") = "",
+        "HDF5's byte shuffle of float32 data (n,) into out (4n,) uint8.");
 
     m.def("supported_isas", [] {
         std::vector<std::string> out;

@@ -109,6 +109,14 @@ const IsaKernels& kernels_for(Isa isa) {
     return detail::kernels_scalar();
 }
 
+}  // namespace
+
+namespace detail {
+const IsaKernels& kernels_checked(Isa isa) { return kernels_for(isa); }
+}  // namespace detail
+
+namespace {
+
 int resolve_threads(int threads) { return threads > 0 ? threads : hardware_threads(); }
 
 // ------------------------------------------------------------------ threading

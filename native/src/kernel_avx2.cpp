@@ -16,6 +16,7 @@
 namespace pgrid::avx2 {
 #include "simd_avx2.hpp"
 #include "kernel_impl.hpp"
+#include "codec_impl.hpp"
 }  // namespace pgrid::avx2
 #pragma GCC pop_options
 

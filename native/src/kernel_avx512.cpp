@@ -16,6 +16,7 @@
 namespace pgrid::avx512 {
 #include "simd_avx512.hpp"
 #include "kernel_impl.hpp"
+#include "codec_impl.hpp"
 }  // namespace pgrid::avx512
 #pragma GCC pop_options
 

@@ -11,6 +11,7 @@
 namespace pgrid::scalar {
 #include "simd_scalar.hpp"
 #include "kernel_impl.hpp"
+#include "codec_impl.hpp"
 }  // namespace pgrid::scalar
 
 PGRID_KERNEL_TABLE(scalar)

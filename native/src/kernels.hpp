@@ -39,6 +39,14 @@ struct IsaKernels {
 
     /// Zero n floats (streaming stores when asked).
     void (*zero)(float* dst, std::size_t n, bool stream);
+
+    // Shard codec passes (codec_impl.hpp; see pgrid/codec.hpp).
+    double (*round_row)(float* row, std::int64_t n, float inv_step, float* residual);
+    void (*scale_row)(float* row, std::int64_t n, float step);
+    void (*row_extent)(const float* row, std::int64_t n, float* max_abs, float* max_val);
+    void (*shuffle4)(const float* in, std::int64_t n, std::uint8_t* out);
+    std::int64_t (*pick_in_tier)(const float* residual, std::int64_t n, float sign, float lo,
+                                 float hi, std::int64_t need, std::int64_t* out);
 };
 
 const IsaKernels& kernels_scalar();
@@ -55,7 +63,10 @@ const IsaKernels& kernels_avx512();
         static const IsaKernels k{#ns,          ::pgrid::ns::kFloatWidth,               \
                                   ::pgrid::ns::normal_cdf,  ::pgrid::ns::render_ortho, \
                                   ::pgrid::ns::grad_ortho,  ::pgrid::ns::render_tric,  \
-                                  ::pgrid::ns::grad_tric,   ::pgrid::ns::zero};        \
+                                  ::pgrid::ns::grad_tric,   ::pgrid::ns::zero,         \
+                                  ::pgrid::ns::round_row,   ::pgrid::ns::scale_row,    \
+                                  ::pgrid::ns::row_extent,  ::pgrid::ns::shuffle4,     \
+                                  ::pgrid::ns::pick_in_tier};                          \
         return k;                                                                       \
     }                                                                                   \
     }

@@ -1,0 +1,82 @@
+// Common part of the codec helpers: the step and the restoring of channel totals; the
+// per-value passes are per-ISA (codec_impl.hpp).
+#include "pgrid/codec.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels.hpp"
+
+namespace pgrid {
+
+namespace detail {
+const IsaKernels& kernels_checked(Isa isa);  // grid.cpp
+}
+
+/// Move |deficit| values of a rounded row one step towards the deficit, choosing values
+/// whose residual points that way: the strongest tier first (residual beyond 0.45, then
+/// 0.40, ... down to 0), lowest index first within a tier. Every moved value then changes
+/// by at most 1 - residual < 1 step in all, as the rounding promises.
+void move_toward(const detail::IsaKernels& K, float* row, const float* residual,
+                 std::int64_t n, long deficit, std::vector<std::int64_t>& pick) {
+    const std::int64_t count = std::labs(deficit);
+    const float sign = deficit > 0 ? 1.0f : -1.0f;
+    pick.resize(static_cast<std::size_t>(count));
+    static const float tiers[] = {0.5f, 0.45f, 0.4f, 0.35f, 0.3f, 0.25f, 0.15f, 0.0f};
+    std::int64_t got = 0;
+    for (int t = 0; t + 1 < 8 && got < count; ++t)
+        got += K.pick_in_tier(residual, n, sign, tiers[t + 1], tiers[t], count - got,
+                              pick.data() + got);
+    // Residual sums are below n/2, so there are always enough values pointing the way.
+    for (std::int64_t k = 0; k < got; ++k) row[pick[k]] += sign;
+}
+
+double round_grid(float* grid, std::int64_t rows, std::int64_t voxels, double max_step,
+                  double relative, Isa isa) {
+    const detail::IsaKernels& K = detail::kernels_checked(isa);
+    std::vector<char> nonzero(static_cast<std::size_t>(rows), 0);
+    float peak = 0.0f;
+    for (std::int64_t r = 0; r < rows; ++r) {
+        float max_abs = 0.0f, max_val = 0.0f;
+        K.row_extent(grid + r * voxels, voxels, &max_abs, &max_val);
+        nonzero[r] = max_abs > 0.0f;
+        peak = std::max(peak, max_val);
+    }
+    double step = max_step;
+    if (peak > 0.0f)
+        step = std::min(max_step, std::exp2(std::max(-100.0, std::floor(std::log2(relative * peak)))));
+    const float inv = static_cast<float>(1.0 / step), fstep = static_cast<float>(step);
+    // Per-thread scratch, reused across calls; bound once (a thread_local of a shared
+    // library costs a function call per access).
+    static thread_local std::vector<float> residual_tls;
+    static thread_local std::vector<std::int64_t> candidates_tls;
+    std::vector<float>& residual = residual_tls;
+    std::vector<std::int64_t>& candidates = candidates_tls;
+    residual.resize(static_cast<std::size_t>(voxels));
+    for (std::int64_t r = 0; r < rows; ++r) {
+        if (!nonzero[r]) continue;
+        float* row = grid + r * voxels;
+        const double total = K.round_row(row, voxels, inv, residual.data());
+        const long deficit = std::lround(total);
+        if (deficit != 0) move_toward(K, row, residual.data(), voxels, deficit, candidates);
+        K.scale_row(row, voxels, fstep);
+    }
+    return step;
+}
+
+void nonzero_rows(const float* data, std::int64_t rows, std::int64_t voxels, bool* nonzero,
+                  Isa isa) {
+    const detail::IsaKernels& K = detail::kernels_checked(isa);
+    for (std::int64_t r = 0; r < rows; ++r) {
+        float max_abs = 0.0f, max_val = 0.0f;
+        K.row_extent(data + r * voxels, voxels, &max_abs, &max_val);
+        nonzero[r] = max_abs > 0.0f;
+    }
+}
+
+void shuffle4(const float* in, std::int64_t n, std::uint8_t* out, Isa isa) {
+    detail::kernels_checked(isa).shuffle4(in, n, out);
+}
+
+}  // namespace pgrid
