@@ -357,7 +357,7 @@ class StructureDataset(Dataset):
             record=int(t.records[i]),
         )
         if t.targets is not None:
-            item["target"] = torch.from_numpy(t.targets[i].copy())
+            item["target"] = torch.from_numpy(np.array(t.targets[i], dtype=np.float32))
         return item
 
     def __repr__(self) -> str:
