@@ -13,9 +13,9 @@ constexpr double kInvSqrt2 = 0.70710678118654752440;
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;
 
 // ------------------------------------------------------------------ special functions
-/// exp(x) to ~1 ulp for x in [-708, 709] (clamped outside).
-PGRID_INLINE VD vexp(VD x) {
-    x = vmax(x, VD::set1(-708.0));
+/// exp(x) to ~1 ulp for x in [-708, 709]; 0 below (where exp underflows), clamped above.
+PGRID_INLINE VD vexp(VD x0) {
+    VD x = vmax(x0, VD::set1(-708.0));
     x = vmin(x, VD::set1(709.0));
     const VD n = vround(x * VD::set1(1.4426950408889634));
     // Cody-Waite: ln2 split so that n*ln2_hi is exact.
@@ -35,7 +35,7 @@ PGRID_INLINE VD vexp(VD x) {
     p = fmadd(p, r, VD::set1(0.5));
     p = fmadd(p, r, VD::set1(1.0));
     p = fmadd(p, r, VD::set1(1.0));
-    return vldexp(p, n);
+    return select_gt(VD::set1(-708.0), x0, VD::set1(0.0), vldexp(p, n));
 }
 
 /// Standard normal cdf and pdf at t (absolute error of the cdf ~1e-16).
@@ -109,55 +109,95 @@ void zero(float* dst, std::size_t n, bool stream) {
     store_fence();
 }
 
-/// Move a finished plane to the output and leave rows [jlo, jhi] of the scratch zeroed.
-PGRID_INLINE void flush_plane(float* dst, float* plane, int jlo, int jhi, int nz,
-                              std::size_t plane_n, bool stream) {
-    if (jhi < jlo) {
-        zero(dst, plane_n, stream);
-        return;
+/// One tile of a plane: rows [j0, j0 + RB) x row vectors [t0, t0 + NT), accumulated in
+/// registers over the atoms that reach it, then stored once (masked past the row end).
+template <int RB, int NT>
+PGRID_INLINE void ortho_tile(float* dst, int ny, int nz, int row_vecs, int j0, int t0,
+                             const detail::ActiveAtom* act, int n_act) {
+    constexpr int W = VF::W;
+    VF acc[RB][NT];
+    for (int r = 0; r < RB; ++r)
+        for (int v = 0; v < NT; ++v) acc[r][v] = VF::zero();
+    for (int k = 0; k < n_act; ++k) {
+        const detail::ActiveAtom& a = act[k];
+        if (a.jhi < j0 || a.jlo >= j0 + RB || a.kv1 <= t0 || a.kv0 >= t0 + NT) continue;
+        // Coefficients of the RB rows, whole vectors at a time; rows outside the
+        // truncation cylinder get 0 (the stored rows are padded to allow this).
+        constexpr int kC = RB > W ? RB : W;
+        alignas(64) float c[kC];
+        const float* gy = a.gy + (j0 - a.jfirst);
+        const float* dy2 = a.dy2 + (j0 - a.jfirst);
+        const VF cx = VF::set1(a.cx), lim = VF::set1(a.lim);
+        for (int r = 0; r < RB; r += W)
+            select_le(VF::load(dy2 + r), lim, cx * VF::load(gy + r)).store(c + r);
+        const float* gz = a.gz + t0 * W;
+        for (int v = 0; v < NT; ++v) {
+            const VF g = VF::load(gz + v * W);
+            for (int r = 0; r < RB; ++r) acc[r][v] = fmadd(VF::set1(c[r]), g, acc[r][v]);
+        }
     }
-    copy_out(dst, plane, plane_n, stream);
-    std::memset(plane + static_cast<std::size_t>(jlo) * nz, 0,
-                static_cast<std::size_t>(jhi - jlo + 1) * nz * sizeof(float));
+    const int tail = nz - (row_vecs - 1) * W;  // lanes of the row's last vector
+    for (int r = 0; r < RB && j0 + r < ny; ++r) {
+        float* row = dst + static_cast<std::size_t>(j0 + r) * nz;
+        for (int v = 0; v < NT && t0 + v < row_vecs; ++v) {
+            if (t0 + v == row_vecs - 1 && tail < W)
+                acc[r][v].store_n(row + (t0 + v) * W, tail);
+            else
+                acc[r][v].store(row + (t0 + v) * W);
+        }
+    }
+}
+
+template <int RB, int NT>
+PGRID_INLINE void ortho_plane_tiles(float* dst, int ny, int nz, int row_vecs,
+                                    const detail::ActiveAtom* act, int n_act) {
+    for (int t0 = 0; t0 < row_vecs; t0 += NT)
+        for (int j0 = 0; j0 < ny; j0 += RB) ortho_tile<RB, NT>(dst, ny, nz, row_vecs, j0, t0, act, n_act);
 }
 
 // ------------------------------------------------------------------ orthogonal boxes
 void render_ortho(const OrthoPlan& P, int c, int i_begin, int i_end, float* out_c,
-                  float* plane, bool stream) {
-    constexpr int W = VF::W;
+                  float* plane, detail::ActiveAtom* active, bool stream) {
+    // Accumulators per tile: all 32 vector registers of AVX-512 leave room for 16; AVX2
+    // and scalar code have 16 registers, so 8.
+    constexpr int kAcc = VF::W == 16 ? 16 : 8;
     const int nx = P.n[0], ny = P.n[1], nz = P.n[2];
     const std::size_t plane_n = static_cast<std::size_t>(ny) * nz;
     const OrthoAtom* a_begin = P.atoms + P.chan_begin[c];
     const OrthoAtom* a_end = P.atoms + P.chan_begin[c + 1];
     for (int i = i_begin; i < i_end; ++i) {
-        int jlo = ny, jhi = -1;
+        // The atoms reaching plane i, with their x factor and remaining reach.
+        int n_act = 0;
         for (const OrthoAtom* a = a_begin; a != a_end; ++a) {
+            if (a->nseg == 0) continue;
             int di = i - a->xs;
             if (di < 0) di += nx;
             if (di >= a->xl) continue;
-            const double gxi = P.dbuf[a->xoff + di];
-            const double cx = a->w * gxi;
-            const double* gy = P.dbuf + a->yoff;
-            int j = a->ys;
-            for (int dj = 0; dj < a->yl; ++dj, ++j) {
-                if (j == ny) j = 0;
-                if (gxi * gy[dj] < detail::kRowSkip) continue;
-                const VF coef = VF::set1(static_cast<float>(cx * gy[dj]));
-                float* row = plane + static_cast<std::size_t>(j) * nz;
-                for (int s = 0; s < a->nseg; ++s) {
-                    const ZSeg& sg = a->seg[s];
-                    const float* gz = P.fbuf + sg.off;
-                    float* r = row + sg.k0;
-                    // Whole vectors: lanes past the run add coef*0 to the next voxels.
-                    for (int v = 0; v < sg.nvec; ++v)
-                        fmadd(coef, VF::load(gz + v * W), VF::load(r + v * W)).store(r + v * W);
-                }
-                if (j < jlo) jlo = j;
-                if (j > jhi) jhi = j;
-            }
+            const double* gx = P.dbuf + a->xoff;
+            const double lim = P.reach2 - gx[a->xl + di];
+            if (lim < 0) continue;
+            detail::ActiveAtom& t = active[n_act++];
+            t.gy = P.fbuf + a->yfoff;
+            t.dy2 = t.gy + a->ylen;
+            t.jfirst = a->jfirst;
+            t.gz = P.fbuf + a->zfoff;
+            t.cx = static_cast<float>(a->w * gx[di]);
+            t.lim = static_cast<float>(lim);
+            t.jlo = a->jlo;
+            t.jhi = a->jhi;
+            t.kv0 = a->kv0;
+            t.kv1 = a->kv1;
         }
-        flush_plane(out_c + static_cast<std::size_t>(i) * plane_n, plane, jlo, jhi, nz,
-                    plane_n, stream);
+        float* dst_plane = out_c + static_cast<std::size_t>(i) * plane_n;
+        float* dst = stream ? plane : dst_plane;
+        const int rv = P.row_vecs;
+        if (rv == 1)
+            ortho_plane_tiles<kAcc, 1>(dst, ny, nz, rv, active, n_act);
+        else if (rv == 2)
+            ortho_plane_tiles<kAcc / 2, 2>(dst, ny, nz, rv, active, n_act);
+        else
+            ortho_plane_tiles<kAcc / 4, 4>(dst, ny, nz, rv, active, n_act);
+        if (stream) copy_out(dst_plane, plane, plane_n, true);
     }
     if (stream) store_fence();
 }
@@ -171,44 +211,47 @@ void grad_ortho(const OrthoPlan& P, int a_begin, int a_end, const float* dgrid,
     for (int ai = a_begin; ai < a_end; ++ai) {
         const OrthoAtom& a = P.atoms[ai];
         double gpx = 0, gpy = 0, gpz = 0, gw = 0;
-        if (a.xl > 0 && a.yl > 0 && a.nseg > 0) {
+        if (a.nseg > 0) {
             const float* G = dgrid + a.channel * chan_n;
             const double* gx = P.dbuf + a.xoff;
-            const double* dgx = gx + a.xl;
+            const double* dx2 = gx + a.xl;
+            const double* dgx = gx + 2 * a.xl;
             const double* gy = P.dbuf + a.yoff;
-            const double* dgy = gy + a.yl;
+            const double* dy2 = gy + a.yl;
+            const double* dgy = gy + 2 * a.yl;
             int i = a.xs;
             for (int di = 0; di < a.xl; ++di, ++i) {
                 if (i == nx) i = 0;
+                // The same rows as the forward pass, so this is its exact derivative.
+                const double lim = P.reach2 - dx2[di];
+                if (lim < 0) continue;
                 double sx_t = 0, sx_dt = 0, s_u = 0;
                 int j = a.ys;
                 for (int dj = 0; dj < a.yl; ++dj, ++j) {
                     if (j == ny) j = 0;
+                    if (dy2[dj] > lim) continue;
                     const float* row = G + i * plane_n + static_cast<std::size_t>(j) * nz;
                     // T = sum_k dgrid*gz, U = sum_k dgrid*dgz over the atom's z runs.
                     VF t = VF::zero(), u = VF::zero();
-                    float tail_t = 0.0f, tail_u = 0.0f;
                     for (int s = 0; s < a.nseg; ++s) {
                         const ZSeg& sg = a.seg[s];
                         const float* gz = P.fbuf + sg.off;
                         const float* dgz = gz + static_cast<std::size_t>(sg.nvec) * W;
                         const float* g = row + sg.k0;
-                        // Stay inside the row: the padded lanes of gz are zero, but the
-                        // upstream gradient past the row end must not be read.
-                        const int len = std::min(nz - sg.k0, sg.nvec * W);
-                        int k = 0;
-                        for (; k + W <= len; k += W) {
-                            const VF gv = VF::load(g + k);
-                            t = fmadd(gv, VF::load(gz + k), t);
-                            u = fmadd(gv, VF::load(dgz + k), u);
+                        const int nfull = sg.len / W, tail = sg.len - nfull * W;
+                        int v = 0;
+                        for (; v < nfull; ++v) {
+                            const VF gv = VF::load(g + v * W);
+                            t = fmadd(gv, VF::load(gz + v * W), t);
+                            u = fmadd(gv, VF::load(dgz + v * W), u);
                         }
-                        for (; k < len; ++k) {
-                            tail_t += g[k] * gz[k];
-                            tail_u += g[k] * dgz[k];
+                        if (tail) {  // never read past the row
+                            const VF gv = VF::load_n(g + v * W, tail);
+                            t = fmadd(gv, VF::load(gz + v * W), t);
+                            u = fmadd(gv, VF::load(dgz + v * W), u);
                         }
                     }
-                    const double T = static_cast<double>(t.sum()) + tail_t;
-                    const double U = static_cast<double>(u.sum()) + tail_u;
+                    const double T = t.sum(), U = u.sum();
                     sx_t += gy[dj] * T;
                     sx_dt += dgy[dj] * T;
                     s_u += gy[dj] * U;
@@ -224,6 +267,18 @@ void grad_ortho(const OrthoPlan& P, int a_begin, int a_end, const float* dgrid,
         dlocal[4 * ai + 2] = a.w * gpz;
         dlocal[4 * ai + 3] = gw;
     }
+}
+
+/// Move a finished plane to the output and leave rows [jlo, jhi] of the scratch zeroed.
+PGRID_INLINE void flush_plane(float* dst, float* plane, int jlo, int jhi, int nz,
+                              std::size_t plane_n, bool stream) {
+    if (jhi < jlo) {
+        zero(dst, plane_n, stream);
+        return;
+    }
+    copy_out(dst, plane, plane_n, stream);
+    std::memset(plane + static_cast<std::size_t>(jlo) * nz, 0,
+                static_cast<std::size_t>(jhi - jlo + 1) * nz * sizeof(float));
 }
 
 // ------------------------------------------------------------------ triclinic boxes

@@ -20,10 +20,23 @@ struct VF {  // 8 floats
         s = _mm_add_ss(s, _mm_movehdup_ps(s));
         return _mm_cvtss_f32(s);
     }
+    static PGRID_INLINE __m256i lanes_below(int n) {
+        return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    }
+    /// First n lanes (0 < n < W) from p, the rest zero; never touches p[n..].
+    static PGRID_INLINE VF load_n(const float* p, int n) {
+        return {_mm256_maskload_ps(p, lanes_below(n))};
+    }
+    /// Store the first n lanes (0 < n < W).
+    PGRID_INLINE void store_n(float* p, int n) const { _mm256_maskstore_ps(p, lanes_below(n), v); }
 };
 PGRID_INLINE VF operator+(VF a, VF b) { return {_mm256_add_ps(a.v, b.v)}; }
 PGRID_INLINE VF operator*(VF a, VF b) { return {_mm256_mul_ps(a.v, b.v)}; }
 PGRID_INLINE VF fmadd(VF a, VF b, VF c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+/// a <= b ? x : 0, lane by lane
+PGRID_INLINE VF select_le(VF a, VF b, VF x) {
+    return {_mm256_and_ps(_mm256_cmp_ps(a.v, b.v, _CMP_LE_OQ), x.v)};
+}
 
 struct VD {  // 4 doubles
     static constexpr int W = 4;

@@ -15,10 +15,22 @@ struct VF {  // 16 floats
     PGRID_INLINE void store(float* p) const { _mm512_storeu_ps(p, v); }
     PGRID_INLINE void stream(float* p) const { _mm512_stream_ps(p, v); }  // p 64-byte aligned
     PGRID_INLINE float sum() const { return _mm512_reduce_add_ps(v); }
+    /// First n lanes (0 < n < W) from p, the rest zero; never touches p[n..].
+    static PGRID_INLINE VF load_n(const float* p, int n) {
+        return {_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p)};
+    }
+    /// Store the first n lanes (0 < n < W).
+    PGRID_INLINE void store_n(float* p, int n) const {
+        _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), v);
+    }
 };
 PGRID_INLINE VF operator+(VF a, VF b) { return {_mm512_add_ps(a.v, b.v)}; }
 PGRID_INLINE VF operator*(VF a, VF b) { return {_mm512_mul_ps(a.v, b.v)}; }
 PGRID_INLINE VF fmadd(VF a, VF b, VF c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+/// a <= b ? x : 0, lane by lane
+PGRID_INLINE VF select_le(VF a, VF b, VF x) {
+    return {_mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a.v, b.v, _CMP_LE_OQ), x.v)};
+}
 
 struct VD {  // 8 doubles
     static constexpr int W = 8;

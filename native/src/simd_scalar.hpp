@@ -15,10 +15,13 @@ struct VF {
     PGRID_INLINE void store(float* p) const { *p = v; }
     PGRID_INLINE void stream(float* p) const { *p = v; }
     PGRID_INLINE float sum() const { return v; }
+    static PGRID_INLINE VF load_n(const float* p, int) { return {*p}; }  // W = 1: never partial
+    PGRID_INLINE void store_n(float* p, int) const { *p = v; }
 };
 PGRID_INLINE VF operator+(VF a, VF b) { return {a.v + b.v}; }
 PGRID_INLINE VF operator*(VF a, VF b) { return {a.v * b.v}; }
 PGRID_INLINE VF fmadd(VF a, VF b, VF c) { return {a.v * b.v + c.v}; }
+PGRID_INLINE VF select_le(VF a, VF b, VF x) { return {a.v <= b.v ? x.v : 0.0f}; }
 
 struct VD {
     static constexpr int W = 1;
