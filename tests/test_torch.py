@@ -26,7 +26,8 @@ from rdkit import Chem, RDLogger  # noqa: E402
 from torch.utils.data import DataLoader, get_worker_info  # noqa: E402
 
 from pgrid_cli import Box, ChannelSpec, grid  # noqa: E402
-from pgrid_cli.io import Rejection, Structure  # noqa: E402
+from pgrid_cli.io import Rejection, Structure, iter_records  # noqa: E402
+from pgrid_cli.preprocess import grid_files  # noqa: E402
 from pgrid_cli.reference import reference_gradient, reference_grid  # noqa: E402
 from pgrid_cli.shards import ShardMeta, ShardWriter, shard_name  # noqa: E402
 from pgrid_cli.torch import (  # noqa: E402
@@ -80,7 +81,7 @@ def crystals() -> list[Structure]:
     ]
 
 
-OPTS = GridOptions(sigma=0.5, shape=16, box="cube:20", channels="elements")
+OPTS = GridOptions(sigma=0.5, grid_size=16, box="cube:20", channels="elements")
 
 
 def _dataset(structures, options=OPTS, **kw) -> StructureDataset:
@@ -226,7 +227,7 @@ def test_rotation_preserves_mass_and_moves_moments_as_expected(drugs):
     """Fine voxels (h = 0.5 Å, h/σ = 1) make voxel-centre moments exact to ~1e-9: the
     grid's centroid must be the gridded atoms' centroid, its second moment the atoms'
     plus (σ² + h²/12)·I (Gaussian width plus Sheppard's correction)."""
-    opts = GridOptions(sigma=0.5, shape=48, box="cube:24", channels="single")
+    opts = GridOptions(sigma=0.5, grid_size=48, box="cube:24", channels="single")
     plain = _dataset(drugs[:3], opts)
     moved = _dataset(drugs[:3], opts, rotate=True, translate=1.5, seed=1)
     rotated_only = _dataset(drugs[:3], opts, rotate=True, seed=1)
@@ -272,7 +273,7 @@ def test_rotations_are_uniform_over_so3():
 
 
 def test_crystals_are_translated_but_not_rotated(crystals):
-    opts = GridOptions(sigma=0.4, shape=16, channels="single")
+    opts = GridOptions(sigma=0.4, grid_size=16, channels="single")
     ds = _dataset(crystals, opts, rotate=True, translate=0.7, seed=4)
     plain = _dataset(crystals, opts)
     for i, s in enumerate(crystals):
@@ -295,16 +296,16 @@ def test_bad_augmentation_options():
     with pytest.raises(ValueError, match="seed"):
         Augmentation(seed=-3)
     with pytest.raises(ValueError, match="sigma"):
-        GridOptions(sigma=0)
+        StructureDataset.from_structures([], GridOptions(sigma=0))
     with pytest.raises(ValueError, match="unknown box"):
-        GridOptions(box="sphere")
+        GridLayer(box="sphere")
     with pytest.raises(ValueError, match="render"):
         StructureDataset.from_structures([], render="lazy")
 
 
 # ------------------------------------------------------------------------ bad records
 def test_unusable_records_are_kept_as_rejections(drugs):
-    opts = GridOptions(shape=8, channels="C,H,N,O")  # no channel for S, Cl, ...
+    opts = GridOptions(grid_size=8, channels="C,H,N,O")  # no channel for S, Cl, ...
     records = [*drugs[:10], Rejection("x.sdf", 3, "broken", "cannot parse line 7")]
     with pytest.warns(UserWarning, match=r"record\(s\) skipped"):
         ds = StructureDataset.from_structures(records, opts)
@@ -335,12 +336,61 @@ def test_targets_are_stacked_and_failures_rejected(drugs):
     assert_array_equal(batch["target"].numpy(), expected)
 
 
+# ------------------------------------------------------------------------ files
+def test_from_files_reads_what_pgrid_grid_reads(drugs):
+    ds = StructureDataset.from_files(SAMPLE / "drugs.sdf", OPTS)
+    assert len(ds) == 126 and ds.rejections == []
+    for i in (0, 57, 125):
+        item = ds[i]
+        assert item["name"] == drugs[i].name and item["record"] == i
+        assert_array_equal(item["numbers"].numpy(), drugs[i].numbers)
+        assert_allclose(item["positions"].numpy(), drugs[i].positions, rtol=0, atol=1e-12)
+    # A directory: every CIF block and extended-XYZ frame, as periodic cells.
+    crystals = StructureDataset.from_files(
+        [SAMPLE / "crystals"], GridOptions(grid_size=8, channels="single")
+    )
+    assert len(crystals) == 9
+    assert all(crystals[i]["periodic"] for i in range(9))
+    for i in range(9):
+        n = len(crystals[i]["numbers"])
+        assert crystals[i]["grid"].sum().item() == pytest.approx(n, rel=1e-5)
+
+
+def test_from_files_accounts_for_every_record():
+    path = Path(__file__).parent / "data" / "malformed" / "records.sdf"
+    records = list(iter_records(path))
+    bad = [r for r in records if isinstance(r, Rejection)]
+    assert bad, "the malformed corpus should hold rejected records"
+    with pytest.warns(UserWarning, match=r"record\(s\) skipped"):
+        ds = StructureDataset.from_files(path, GridOptions(grid_size=8))
+    assert len(ds) + len(ds.rejections) == len(records)
+    assert [r.record for r in ds.rejections] == [r.record for r in bad]
+    assert [ds[i]["record"] for i in range(len(ds))] == [
+        r.record for r in records if not isinstance(r, Rejection)
+    ]
+
+
+def test_grids_match_the_shards_of_pgrid_grid(tmp_path, drugs):
+    """The same GridOptions give the same grids on the fly as ``pgrid grid`` stores
+    (its default lossy rounding changes values by at most 2.4e-7)."""
+    opts = GridOptions(grid_size=16, box="cube:20", sigma=0.5, channels="elements")
+    summary = grid_files([SAMPLE / "drugs.sdf"], tmp_path / "out", opts, workers=0)
+    assert summary.written == 126
+    shards = ShardDataset(tmp_path / "out")
+    fly = StructureDataset.from_files(SAMPLE / "drugs.sdf", opts)
+    assert len(shards) == len(fly) == 126
+    for i in (0, 40, 125):
+        a, b = shards[i], fly[i]
+        assert a["name"] == b["name"]
+        assert_allclose(a["grid"].numpy(), b["grid"].numpy(), rtol=0, atol=3e-7)
+        assert_allclose(a["origin"].numpy(), b["origin"].numpy(), rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------------ shards
 def _write_shards(root: Path, structures, dtype="float32") -> np.ndarray:
     """Two shards of grids made by the kernel; returns every grid written."""
-    opts = GridOptions(sigma=0.5, shape=12, box="fit", channels="elements")
-    boxes = [opts.make_box(s.positions) for s in structures]
-    spec = opts.channel_spec
+    boxes = [Box.fit(s.positions, 12) for s in structures]
+    spec = ChannelSpec.parse("elements")
     grids = np.stack(
         [
             grid(s.positions, b, 0.5, channels=spec.assign(s.numbers), n_channels=11)
@@ -377,7 +427,8 @@ def test_shards_load_with_multiple_workers(tmp_path, drugs, context):
     grids = _write_shards(tmp_path, structures)
     ds = ShardDataset(tmp_path)
     assert len(ds) == 30 and ds.grid_shape == (11, 12, 12, 12) and ds.sigma == 0.5
-    assert ds.options.channel_spec == ChannelSpec.parse("elements")
+    assert ds.options.resolve().channels == ChannelSpec.parse("elements").names
+    assert ds.rejections == []
     ds[3]  # opens a handle in this process: it must not reach the workers
     loader = DataLoader(
         ds,
@@ -566,7 +617,7 @@ def test_grid_layer_regrids_a_batch_differentiably(drugs):
     assert pos.grad.shape == pos.shape
     assert np.abs(pos.grad.numpy()).max() < 1e-2
     # Boxes built by the layer itself (cube:20 around each structure) match too.
-    fresh = GridLayer(sigma=0.5, shape=16, box="cube:20")(
+    fresh = GridLayer(sigma=0.5, grid_size=16, box="cube:20")(
         batch["positions"], batch["numbers"], batch["offsets"]
     )
     assert_allclose(fresh.numpy(), batch["grid"].numpy(), rtol=0, atol=1e-7)

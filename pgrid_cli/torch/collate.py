@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import get_worker_info
 
 from ..grid import Batch, render_batch
-from .options import GridOptions
+from .options import GridOptions, Settings, channel_spec, resolve
 
 #: Per-atom keys: concatenated along the atoms, with ``offsets`` added.
 ATOM_KEYS = ("positions", "numbers", "weights")
@@ -146,16 +146,17 @@ class GridCollate:
 
     Parameters
     ----------
-    options : GridOptions
-        σ, grid shape and channels (boxes come with the items).
+    options : GridOptions or Settings
+        σ, grid size and channels (the boxes come with the items).
     threads : int, optional
         Kernel threads; default one inside a worker, every core in the main process.
     """
 
-    def __init__(self, options: GridOptions, threads: int | None = None) -> None:
+    def __init__(self, options: GridOptions | Settings, threads: int | None = None) -> None:
         if threads is not None and int(threads) < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
-        self.options = options
+        self.settings = resolve(options)
+        self.channels = channel_spec(self.settings)
         self.threads = threads
 
     def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -165,22 +166,22 @@ class GridCollate:
         missing = [k for k in RENDER_KEYS if k not in out]
         if missing:
             raise ValueError(f"cannot grid items without {', '.join(missing)}")
-        opts = self.options
+        opts = self.settings
         batch = flat_batch(
             out["positions"].numpy(),
             out["offsets"].numpy(),
-            opts.channel_spec.assign(out["numbers"].numpy()),
+            self.channels.assign(out["numbers"].numpy()),
             opts.sigma,
             out["weights"].numpy() if "weights" in out else None,
             out["origin"].numpy(),
             out["axes"].numpy(),
             out["periodic"].numpy(),
-            opts.shape,  # type: ignore[arg-type]
-            opts.n_channels,
+            opts.shape,
+            self.channels.n_channels,
         )
         grids = empty_shared(batch.grid_shape)
         render_batch(batch, grids.numpy(), threads=default_threads(self.threads))
         return {"grid": grids, **out}
 
     def __repr__(self) -> str:
-        return f"GridCollate({self.options!r}, threads={self.threads})"
+        return f"GridCollate({self.settings!r}, threads={self.threads})"

@@ -22,7 +22,7 @@ import torch
 from ..box import Box
 from ..grid import Batch, gradient_batch, render_batch
 from .collate import flat_batch
-from .options import GridOptions
+from .options import GridOptions, Settings, channel_spec, make_box, resolve
 
 BoxesLike = Box | Sequence[Box] | Mapping[str, Any]
 
@@ -208,19 +208,24 @@ class GridLayer(torch.nn.Module):
     Parameters
     ----------
     options : GridOptions, optional
-        σ, shape, box, padding and channels (default ``GridOptions()``); or give them
-        as keywords.
+        σ, grid size, box, padding and channels, as ``pgrid grid`` (default
+        ``GridOptions()``); or give them as keywords (``sigma=0.5, grid_size=32, ...``).
     threads : int, optional
         Kernel threads (default every core).
     """
 
     def __init__(
-        self, options: GridOptions | None = None, *, threads: int | None = None, **kwargs: Any
+        self,
+        options: GridOptions | Settings | None = None,
+        *,
+        threads: int | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__()
         if options is not None and kwargs:
             raise ValueError("give either options or option keywords, not both")
-        self.options = options if options is not None else GridOptions(**kwargs)
+        self.settings = resolve(options if options is not None else GridOptions(**kwargs))
+        self.channels = channel_spec(self.settings)
         self.threads = threads
 
     def forward(
@@ -232,12 +237,12 @@ class GridLayer(torch.nn.Module):
         weights: torch.Tensor | None = None,
         boxes: Sequence[Box] | Mapping[str, Any] | None = None,
     ) -> torch.Tensor:
-        opts = self.options
+        opts = self.settings
         m = positions.shape[0]
         offs = np.array([0, m]) if offsets is None else _numpy(offsets, np.int64).reshape(-1)
         if boxes is None:
             pos = _numpy(positions, np.float64)
-            box_list = [opts.make_box(pos[a:b]) for a, b in pairwise(offs)]
+            box_list = [make_box(opts, pos[a:b]) for a, b in pairwise(offs)]
         elif isinstance(boxes, Mapping):
             origin = _numpy(boxes["origin"], np.float64).reshape(-1, 3)
             axes = _numpy(boxes["axes"], np.float64).reshape(-1, 3, 3)
@@ -253,14 +258,18 @@ class GridLayer(torch.nn.Module):
             box_list,
             opts.sigma,
             offsets=offs,
-            channels=opts.channel_spec.assign(_numpy(numbers, np.int64)),
-            n_channels=opts.n_channels,
+            channels=self.channels.assign(_numpy(numbers, np.int64)),
+            n_channels=self.channels.n_channels,
             weights=weights,
             threads=self.threads,
         )
 
     def extra_repr(self) -> str:
-        return repr(self.options)
+        o = self.settings
+        return (
+            f"sigma={o.sigma}, grid_size={o.shape}, box={o.box!r}, padding={o.padding}, "
+            f"channels={','.join(o.channels)!r}"
+        )
 
 
 def _numpy(t: Any, dtype: Any) -> np.ndarray:

@@ -1,79 +1,38 @@
-"""What a grid looks like: σ, voxel counts, box choice and channels (the CLI's options)."""
+"""The grid options are ``pgrid grid``'s own (:class:`pgrid_cli.preprocess.GridOptions`):
+σ, grid size, box, padding and channels mean the same in a dataset as on the command line.
+Only those five matter here; the storage options (dtype, compression, ...) are ignored."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from ..box import Box, ShapeLike, _check_padding, normalize_shape, parse_cube_side
+from ..box import Box
 from ..channels import ChannelSpec
+from ..preprocess import GridOptions, Settings
+
+__all__ = ["GridOptions", "Settings", "channel_spec", "make_box", "resolve"]
 
 
-@dataclass(frozen=True)
-class GridOptions:
-    """The gridding options shared by a dataset, its collate function and ``pgrid grid``.
+def resolve(options: GridOptions | Settings | None) -> Settings:
+    """Validated settings (ValueError with a specific message for a bad option)."""
+    if options is None:
+        options = GridOptions()
+    if isinstance(options, Settings):
+        return options
+    if not isinstance(options, GridOptions):
+        raise TypeError(
+            f"options must be a pgrid_cli.torch.GridOptions, got {type(options).__name__}"
+        )
+    return options.resolve()
 
-    Parameters
-    ----------
-    sigma : float
-        Gaussian standard deviation of every atom, Å (SPEC §1).
-    shape : int or (int, int, int)
-        Voxels along the box axes (nx, ny, nz).
-    box : str
-        Molecule box (SPEC §4): ``fit`` (cube around the atoms, side = extent + 2·padding),
-        ``tight`` (per-axis bounding box ± padding) or ``cube:L`` (fixed side L Å).
-        Crystals always use their periodic unit cell.
-    padding : float
-        Å around the atoms for ``fit`` and ``tight``.
-    channels : str or ChannelSpec
-        ``single``, ``elements`` or a list like ``C,H,N,O,*`` (SPEC §5).
-    """
 
-    sigma: float = 0.5
-    shape: ShapeLike = 32
-    box: str = "fit"
-    padding: float = 2.0
-    channels: str | ChannelSpec = "elements"
+def channel_spec(settings: Settings) -> ChannelSpec:
+    return ChannelSpec(list(settings.channels))
 
-    def __post_init__(self) -> None:
-        sigma = float(self.sigma)
-        if not np.isfinite(sigma) or sigma <= 0:
-            raise ValueError(f"sigma must be a positive width in Å, got {self.sigma!r}")
-        _check_padding(self.padding)
-        box = str(self.box).strip().lower()
-        if box.startswith("cube:"):
-            parse_cube_side(box)
-        elif box not in ("fit", "tight"):
-            raise ValueError(f"unknown box {self.box!r}: use fit, tight or cube:L (L in Å)")
-        spec = self.channels
-        if not isinstance(spec, ChannelSpec):
-            spec = ChannelSpec.parse(str(spec))
-        object.__setattr__(self, "sigma", sigma)
-        object.__setattr__(self, "shape", normalize_shape(self.shape))
-        object.__setattr__(self, "box", box)
-        object.__setattr__(self, "padding", float(self.padding))
-        object.__setattr__(self, "channels", spec)
 
-    @property
-    def channel_spec(self) -> ChannelSpec:
-        """The channels as a :class:`ChannelSpec`."""
-        assert isinstance(self.channels, ChannelSpec)
-        return self.channels
-
-    @property
-    def n_channels(self) -> int:
-        return self.channel_spec.n_channels
-
-    @property
-    def grid_shape(self) -> tuple[int, int, int, int]:
-        """(C, nx, ny, nz) of one structure's grid."""
-        return (self.n_channels, *self.shape)  # type: ignore[misc]
-
-    def make_box(self, positions: Any, lattice: Any = None) -> Box:
-        """The grid box of a structure: its unit cell if ``lattice`` (3, 3) Å is given,
-        else the molecule box of :attr:`box` around ``positions`` (M, 3) Å."""
-        if lattice is not None:
-            return Box.from_lattice(lattice, self.shape)
-        return Box.for_molecule(self.box, positions, self.shape, self.padding)
+def make_box(settings: Settings, positions: Any, lattice: Any = None) -> Box:
+    """The grid box of a structure: its unit cell if ``lattice`` (3, 3) Å is given, else
+    the molecule box of ``settings.box`` around ``positions`` (M, 3) Å."""
+    if lattice is not None:
+        return Box.from_lattice(lattice, settings.shape)
+    return Box.for_molecule(settings.box, positions, settings.shape, settings.padding)

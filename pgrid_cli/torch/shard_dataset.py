@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..io import Rejection
 from ..shards import ShardSet
 from .collate import collate
 from .options import GridOptions
@@ -40,6 +41,7 @@ class ShardDataset(Dataset):
 
     - ``grid`` (C, nx, ny, nz) tensor, float32 (or the stored dtype with ``dtype=None``);
     - ``positions`` (M, 3) float64, Å, in the input frame; ``numbers`` (M,) int64;
+      ``weights`` (M,) float64 if the shards store per-atom weights;
     - ``origin`` (3,), ``axes`` (3, 3) float64, Å, and ``periodic``: the grid box;
     - ``index`` (position in the dataset), ``name``, ``source``, ``record``.
 
@@ -66,6 +68,9 @@ class ShardDataset(Dataset):
         try:
             first = self.shards.shards[0]
             self.attrs: dict[str, Any] = first.attrs
+            # Items of one dataset must have the same keys (for collate): weights for all
+            # or for none.
+            self.has_weights = any("weights" in s.file for s in self.shards.shards)
             for shard in self.shards.shards[1:]:
                 for key in ("sigma", "channels", "grid_shape"):
                     if shard.attrs[key] != self.attrs[key]:
@@ -97,7 +102,7 @@ class ShardDataset(Dataset):
         """The options the grids were made with (to grid more structures the same way)."""
         return GridOptions(
             sigma=self.sigma,
-            shape=self.grid_shape[1:],
+            grid_size=self.grid_shape[1:],
             box=str(self.attrs.get("box", "fit")),
             padding=float(self.attrs.get("padding", 2.0)),
             channels=",".join(self.channels),
@@ -111,18 +116,32 @@ class ShardDataset(Dataset):
         shard, j = self.shards.locate(i)
         rec = shard[j]
         g = torch.from_numpy(rec.grid)
-        return {
+        item = {
             "grid": g if self.dtype is None else g.to(self.dtype),
             "positions": torch.from_numpy(np.asarray(rec.positions, dtype=np.float64)),
             "numbers": torch.from_numpy(rec.numbers.astype(np.int64)),
-            "origin": torch.from_numpy(rec.box.origin.copy()),
-            "axes": torch.from_numpy(rec.box.axes.copy()),
-            "periodic": rec.box.periodic,
-            "index": i % len(self),
-            "name": rec.name,
-            "source": rec.source,
-            "record": rec.record,
         }
+        if self.has_weights:
+            w = np.ones(len(rec.numbers)) if rec.weights is None else rec.weights
+            item["weights"] = torch.from_numpy(np.asarray(w, dtype=np.float64))
+        item.update(
+            origin=torch.from_numpy(rec.box.origin.copy()),
+            axes=torch.from_numpy(rec.box.axes.copy()),
+            periodic=rec.box.periodic,
+            index=i % len(self),
+            name=rec.name,
+            source=rec.source,
+            record=rec.record,
+        )
+        return item
+
+    @property
+    def rejections(self) -> list[Rejection]:
+        """The input records the run rejected (kept in the shards by ``pgrid grid``)."""
+        try:
+            return [r for shard in self.shards.shards for r in shard.rejections()]
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Close the open HDF5 handles of this process (they reopen when needed)."""

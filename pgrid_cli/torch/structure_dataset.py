@@ -18,13 +18,16 @@ import torch
 from torch.utils.data import Dataset
 
 from ..grid import grid
-from ..io import Rejection, Structure
+from ..io import Rejection, Structure, expand_inputs, iter_records
+from ..preprocess import prepare_structure
 from .augment import Augmentation, Transform
 from .collate import GridCollate, default_threads
-from .options import GridOptions
+from .options import GridOptions, Settings, channel_spec, make_box, resolve
 
 Errors = Literal["warn", "raise", "ignore"]
 Render = Literal["item", "batch"]
+#: Rejection kind of a record whose target could not be computed.
+TARGET = "no target"
 
 
 class StructureTable:
@@ -175,7 +178,7 @@ class StructureDataset(Dataset):
     ----------
     table : StructureTable
     options : GridOptions
-        σ, grid shape, box and channels, as ``pgrid grid``.
+        σ, grid size, box, padding and channels, exactly as ``pgrid grid`` takes them.
     rotate, translate, seed
         Augmentation (see :class:`Augmentation`): item ``i`` of epoch ``e`` is transformed
         by a generator seeded with (seed, e, i), the same in every worker.
@@ -189,7 +192,7 @@ class StructureDataset(Dataset):
     def __init__(
         self,
         table: StructureTable,
-        options: GridOptions | None = None,
+        options: GridOptions | Settings | None = None,
         *,
         rotate: bool = False,
         translate: float = 0.0,
@@ -200,7 +203,8 @@ class StructureDataset(Dataset):
         if render not in ("item", "batch"):
             raise ValueError(f"render must be 'item' or 'batch', got {render!r}")
         self.table = table
-        self.options = options if options is not None else GridOptions()
+        self.settings = resolve(options)
+        self.channels = channel_spec(self.settings)
         self.augmentation = Augmentation(rotate, translate, seed)
         self.render = render
         self.threads = threads
@@ -213,7 +217,7 @@ class StructureDataset(Dataset):
     def from_structures(
         cls,
         structures: Iterable[Structure | Rejection],
-        options: GridOptions | None = None,
+        options: GridOptions | Settings | None = None,
         *,
         target: Callable[[Structure], Any] | None = None,
         errors: Errors = "warn",
@@ -221,35 +225,38 @@ class StructureDataset(Dataset):
     ) -> StructureDataset:
         """A dataset of ``structures``; records it cannot grid become :attr:`rejections`.
 
-        A record is rejected when it is a :class:`Rejection` already, has an element with
-        no channel, cannot have a box, or ``target`` raises ValueError/KeyError on it.
+        A record is rejected when it is a :class:`Rejection` already, fails the checks of
+        ``pgrid grid`` (an element with no channel, no possible box, atoms far outside a
+        ``cube:L``), or ``target`` raises ValueError/KeyError/TypeError on it.
         ``errors``: ``warn`` (skip them, one warning), ``ignore`` (skip them silently) or
         ``raise`` (ValueError at the first). Other keywords go to the constructor.
         """
         if errors not in ("warn", "raise", "ignore"):
             raise ValueError(f"errors must be 'warn', 'raise' or 'ignore', got {errors!r}")
-        options = options if options is not None else GridOptions()
+        settings = resolve(options)
         kept: list[Structure] = []
         rejected: list[Rejection] = []
         values: list[Any] = []
         for s in structures:
-            reason = s.reason if isinstance(s, Rejection) else _unusable(s, options)
+            rej = s if isinstance(s, Rejection) else None
+            if rej is None:
+                prepared = prepare_structure(s, settings)
+                rej = prepared if isinstance(prepared, Rejection) else None
             value = None
-            if reason is None and target is not None:
+            if rej is None and target is not None:
                 try:
                     value = np.asarray(target(s), dtype=np.float32)
                 except (ValueError, KeyError, TypeError) as exc:
-                    reason = f"target: {exc}"
-            if reason is None:
+                    rej = Rejection(s.source, s.record, s.name, f"target: {exc}", TARGET)
+            if rej is None:
                 kept.append(s)
                 values.append(value)
                 continue
-            rej = s if isinstance(s, Rejection) else Rejection(s.source, s.record, s.name, reason)
             if errors == "raise":
                 raise ValueError(f"{rej.source} record {rej.record} ({rej.name}): {rej.reason}")
             rejected.append(rej)
         table = StructureTable.from_structures(kept, None if target is None else values)
-        ds = cls(table, options, **kwargs)
+        ds = cls(table, settings, **kwargs)
         ds.rejections = rejected
         if rejected and errors == "warn":
             first = rejected[0]
@@ -268,20 +275,24 @@ class StructureDataset(Dataset):
         *,
         target: Callable[[Structure], Any] | None = None,
         errors: Errors = "warn",
-        disorder: str = "error",
+        recursive: bool = True,
         **kwargs: Any,
     ) -> StructureDataset:
-        """Read every structure of ``inputs`` (files, directories or globs, in any format
-        ``pgrid grid`` reads) into memory; see :meth:`from_structures` for the rest."""
-        from ..io import expand_inputs, iter_records
-
-        paths = expand_inputs([inputs] if isinstance(inputs, (str, Path)) else list(inputs))
+        """Read every structure of ``inputs`` into memory: files, directories (searched
+        recursively) or glob patterns of anything ``pgrid grid`` reads (.xyz/.extxyz with
+        ASE, .sdf/.mol with RDKit, .cif with pymatgen, optionally gzipped), with the same
+        readers, ``options.format`` and ``options.disorder``. See :meth:`from_structures`
+        for ``target``, ``errors`` and the other keywords."""
+        settings = resolve(options)
+        if isinstance(inputs, (str, Path)):
+            inputs = [inputs]
+        paths = expand_inputs(list(inputs), recursive=recursive)
 
         def records() -> Iterable[Structure | Rejection]:
             for path in paths:
-                yield from iter_records(path, disorder=disorder)
+                yield from iter_records(path, settings.format, disorder=settings.disorder)
 
-        return cls.from_structures(records(), options, target=target, errors=errors, **kwargs)
+        return cls.from_structures(records(), settings, target=target, errors=errors, **kwargs)
 
     # ------------------------------------------------------------------ epochs
     @property
@@ -299,7 +310,7 @@ class StructureDataset(Dataset):
     def collate(self) -> GridCollate:
         """The collate function for a DataLoader over this dataset (grids the batch when
         ``render="batch"``, else stacks the items' grids)."""
-        return GridCollate(self.options, self.threads)
+        return GridCollate(self.settings, self.threads)
 
     # ------------------------------------------------------------------ items
     def __len__(self) -> int:
@@ -326,7 +337,7 @@ class StructureDataset(Dataset):
         numbers = t.numbers[a0:a1]
         xf = self.transform(i)
         rotated = xf.rotate(t.positions[a0:a1])
-        box = self.options.make_box(rotated, t.lattices[i] if t.periodic[i] else None)
+        box = make_box(self.settings, rotated, t.lattices[i] if t.periodic[i] else None)
         positions = rotated + xf.translation
         weights = None if t.weights is None else t.weights[a0:a1].copy()
         item: dict[str, Any] = {}
@@ -334,9 +345,9 @@ class StructureDataset(Dataset):
             g = grid(
                 positions,
                 box,
-                self.options.sigma,
-                channels=self.options.channel_spec.assign(numbers),
-                n_channels=self.options.n_channels,
+                self.settings.sigma,
+                channels=self.channels.assign(numbers),
+                n_channels=self.channels.n_channels,
                 weights=weights,
                 threads=default_threads(self.threads),
             )
@@ -362,16 +373,8 @@ class StructureDataset(Dataset):
 
     def __repr__(self) -> str:
         return (
-            f"StructureDataset({len(self)} structures, {self.options!r}, "
+            f"StructureDataset({len(self)} structures, {self.settings.shape} voxels, "
+            f"σ = {self.settings.sigma} Å, box {self.settings.box}, channels "
+            f"{','.join(self.settings.channels)}, "
             f"{self.augmentation!r}, render={self.render!r})"
         )
-
-
-def _unusable(s: Structure, options: GridOptions) -> str | None:
-    """Why ``s`` cannot be gridded with ``options`` (None if it can)."""
-    try:
-        options.channel_spec.assign(s.numbers)
-        options.make_box(np.asarray(s.positions, np.float64).reshape(-1, 3), s.lattice)
-    except ValueError as exc:
-        return str(exc)
-    return None
