@@ -54,6 +54,24 @@ def empty_shared(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> to
     return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
 
 
+def stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack`` into :func:`empty_shared` memory.
+
+    CPU tensors are copied with NumPy: a plain single-threaded memcpy. ``torch.stack`` on
+    a busy machine can be 20× slower, its OpenMP threads spinning while they wait for
+    cores (measured: 46 MB in 500 ms vs 9 ms under a load of 4 on 2 cores).
+    """
+    first = tensors[0]
+    out = empty_shared((len(tensors), *first.shape), first.dtype)
+    if first.device.type == "cpu" and not any(t.requires_grad for t in tensors):
+        try:
+            np.stack([t.numpy() for t in tensors], out=out.numpy())
+            return out
+        except TypeError:  # a dtype NumPy does not have (bfloat16, ...)
+            pass
+    return torch.stack(list(tensors), out=out)
+
+
 def default_threads(threads: int | None) -> int | None:
     """Kernel threads for work done while loading: one per DataLoader worker (the workers
     are the parallelism), every core in the main process."""
@@ -118,8 +136,7 @@ def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             shapes = {tuple(v.shape) for v in values}
             if len(shapes) > 1:
                 raise ValueError(f"{key!r} has different shapes in one batch: {sorted(shapes)}")
-            target = empty_shared((len(values), *first.shape), first.dtype)
-            out[key] = torch.stack(values, out=target)
+            out[key] = stack(values)
         elif isinstance(first, (bool, np.bool_)):
             out[key] = torch.tensor(values, dtype=torch.bool)
         elif isinstance(first, (int, np.integer)):

@@ -21,7 +21,7 @@ from ..grid import grid
 from ..io import Rejection, Structure, expand_inputs, iter_records
 from ..preprocess import prepare_structure
 from .augment import Augmentation, Transform
-from .collate import GridCollate, default_threads
+from .collate import GridCollate
 from .options import GridOptions, Settings, channel_spec, make_box, resolve
 
 Errors = Literal["warn", "raise", "ignore"]
@@ -186,7 +186,9 @@ class StructureDataset(Dataset):
         Grid in ``__getitem__`` (works with any collate function), or leave it to
         :attr:`collate` (one multi-threaded kernel call per batch).
     threads : int, optional
-        Kernel threads; default 1 inside a DataLoader worker, every core otherwise.
+        Kernel threads. Default: 1 per item (one structure is too little work to share)
+        and per batch inside a DataLoader worker (the workers are the parallelism); every
+        core for a batch gridded in the main process.
     """
 
     def __init__(
@@ -349,7 +351,7 @@ class StructureDataset(Dataset):
                 channels=self.channels.assign(numbers),
                 n_channels=self.channels.n_channels,
                 weights=weights,
-                threads=default_threads(self.threads),
+                threads=self.threads or 1,  # one structure is too little work to split
             )
             item["grid"] = torch.from_numpy(g)
         item["positions"] = torch.from_numpy(positions)
