@@ -639,3 +639,15 @@ def test_grid_tensor_input_errors():
         grid_tensor(np.zeros((2, 3)), box)
     assert grid_tensor(p, box).shape == (1, 4, 4, 4)
     assert grid_tensor(p, [box], offsets=[0, 2]).shape == (1, 1, 4, 4, 4)
+
+
+def test_training_example_runs():
+    example = Path(__file__).resolve().parents[1] / "examples" / "train_3dcnn.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "--epochs", "2", "--workers", "1", "--seconds", "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("epoch")]
+    assert len(lines) == 1 and "train loss" in lines[0] and "validation MAE" in lines[0]
