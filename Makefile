@@ -9,13 +9,14 @@ STAMP := $(VENV)/.pgrid-installed
 # Re-install when the build or the native sources change (Python files are editable).
 NATIVE := pyproject.toml CMakeLists.txt $(wildcard native/include/pgrid/*.hpp native/src/*)
 
-.PHONY: help install demo test lint format bench clean
+.PHONY: help install demo test lint format bench bench-pipeline clean
 
 help:
 	@echo "make demo    install and run the main job on sample_data/"
 	@echo "make test    install and run every test"
 	@echo "make lint    ruff + clang-format checks"
 	@echo "make bench   the kernel benchmark (docs/benchmarks.md)"
+	@echo "make bench-pipeline   SDF -> shards throughput against the kernel alone"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +29,8 @@ $(STAMP): $(PY) $(NATIVE)
 install: $(STAMP)
 
 demo: install
-	$(PY) examples/quickstart.py sample_data
+	$(VENV)/bin/pgrid grid sample_data -o demo_out --overwrite
+	$(VENV)/bin/pgrid info demo_out
 
 test: install
 	$(VENV)/bin/pytest
@@ -43,6 +45,9 @@ format: install
 
 bench: install
 	$(PY) benchmarks/bench_kernel.py
+
+bench-pipeline: install
+	$(PY) benchmarks/bench_pipeline.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -1,11 +1,20 @@
 """How grids are stored in shards: a controlled rounding, then HDF5 chunks encoded here.
 
-Density grids are mostly near-zero, and the low mantissa bits of a float32 carry noise far
-below SPEC §3's accuracy (|error| ≤ 1e-6). :class:`GridCodec` therefore rounds every value
-to a multiple of a fixed absolute step (default 2⁻²¹ ≈ 4.8e-7, so the rounding changes a
-value by at most 2⁻²² ≈ 2.4e-7 and values below that become exactly 0) before storing.
-The shard says so in its attributes (``rounding_step``, ``max_rounding_error``);
-``lossless=True`` keeps the kernel's float32 bits unchanged.
+Density grids are mostly near-zero, and the low mantissa bits of a float32 carry detail far
+below SPEC §3's accuracy. :class:`GridCodec` therefore rounds the values of each grid to
+multiples of a power-of-two step before storing them:
+
+* the step of a grid is the largest power of two ≤ min(2⁻²¹, 5e-5 × the grid's maximum)
+  — 2⁻²¹ ≈ 4.8e-7 for ordinary grids, finer for grids of tiny values (small cells, fine
+  voxels), so that both SPEC bounds hold: |error| ≤ 1e-6 and ≤ 1e-4 × max(value);
+* values go to the nearest multiple, then each channel's total is restored by
+  largest-remainder rounding, so every value changes by less than one step and every
+  channel's sum by at most half a step (a grid still sums to its atoms);
+* values below about half a step become exactly 0 — which is what makes grids compress.
+
+The shard records this in its attributes (``rounding``, ``rounding_step``,
+``rounding_relative``, ``max_rounding_error``); ``lossless=True`` keeps the kernel's float32
+bits unchanged.
 
 The grid chunks (one structure each) are then encoded *outside* HDF5 into exactly what its
 ``shuffle`` + ``deflate`` (gzip) filter pipeline would produce, so that worker processes
@@ -26,8 +35,15 @@ import numpy as np
 
 #: Compression choices for ``--compression``.
 COMPRESSIONS = ("gzip", "lzf", "none")
-#: Default rounding step: a power of two, so that rounding is exact in float32.
+#: Default (largest) rounding step: a power of two, so that rounding is exact in float32.
 DEFAULT_STEP = 2.0**-21
+#: A grid's step is also at most this fraction of its largest value.
+RELATIVE_STEP = 5e-5
+ROUNDING = (
+    "per grid, largest-remainder rounding to multiples of the largest power of two <= "
+    "min(rounding_step, rounding_relative * max of the grid): each value changes by less "
+    "than one step, each channel's sum by at most half a step"
+)
 #: Default deflate level (1 = fastest; the rounding, not the level, does most of the work).
 DEFAULT_LEVEL = 1
 
@@ -46,8 +62,8 @@ class GridCodec:
     compression : ``gzip`` (with shuffle; encoded by :meth:`encode`), ``lzf`` (h5py's own
         filter, applied by h5py when writing) or ``none``
     level : deflate level 1-9 for gzip
-    step : rounding step (absolute, in the grid's units: the fraction of an atom in a
-        voxel); 0 keeps values unchanged
+    step : largest rounding step (absolute, in the grid's units: the fraction of an atom
+        in a voxel); 0 keeps values unchanged
     """
 
     dtype: str = "float32"
@@ -87,8 +103,18 @@ class GridCodec:
 
     @property
     def max_rounding_error(self) -> float:
-        """Largest change the rounding makes to a value (before any float16 cast)."""
-        return self.step / 2.0
+        """Bound on the change the rounding makes to a value (before any float16 cast);
+        a channel's sum changes by at most half of it."""
+        return self.step
+
+    def step_for(self, peak: float) -> float:
+        """The rounding step of a grid whose largest value is ``peak``."""
+        if not self.step:
+            return 0.0
+        if not peak > 0:
+            return self.step
+        exponent = max(-100.0, float(np.floor(np.log2(RELATIVE_STEP * peak))))
+        return float(min(self.step, 2.0**exponent))
 
     @property
     def encodes_chunks(self) -> bool:
@@ -109,23 +135,42 @@ class GridCodec:
             "compression": self.compression,
             "compression_level": int(self.level) if self.compression == "gzip" else 0,
             "shuffle": self.compression != "none",
+            "rounding": ROUNDING if self.step else "none (lossless)",
             "rounding_step": float(self.step),
+            "rounding_relative": RELATIVE_STEP if self.step else 0.0,
             "max_rounding_error": float(self.max_rounding_error),
         }
 
     def round(self, grids: np.ndarray) -> np.ndarray:
-        """Round float32 ``grids`` in place to multiples of :attr:`step`; returns them.
+        """Round float32 ``grids`` in place as the module docstring says; returns them.
 
-        The step is a power of two, so scaling is exact and the only change is the
-        rounding itself: |change| ≤ step/2. Negative zeros become +0.
+        ``grids`` is one (C, nx, ny, nz) grid or a (B, C, nx, ny, nz) batch (each grid
+        gets its own step, :meth:`step_for` its maximum). Negative zeros become +0.
         """
-        if self.step:
-            if grids.dtype != np.float32:
-                raise ValueError("round() works on float32 grids")
-            np.multiply(grids, np.float32(1.0 / self.step), out=grids)
-            np.rint(grids, out=grids)
-            np.multiply(grids, np.float32(self.step), out=grids)
-            np.add(grids, np.float32(0.0), out=grids)  # -0.0 → +0.0: all-zero bytes
+        if not self.step:
+            return grids
+        if grids.dtype != np.float32 or not grids.flags.c_contiguous:
+            raise ValueError("round() works on C-contiguous float32 grids")
+        if grids.ndim == 5:
+            for g in grids:
+                self.round(g)
+            return grids
+        voxels = int(np.prod(grids.shape[-3:]))
+        rows = grids.reshape(-1, voxels)  # one row per channel
+        size = self.step_for(float(grids.max()) if grids.size else 0.0)
+        inv, step = np.float32(1.0 / size), np.float32(size)
+        rounded = _work("rounded", voxels, np.float32)
+        for r in np.flatnonzero(rows.any(axis=1)):  # all-zero channels stay as they are
+            row = rows[r]
+            np.multiply(row, inv, out=row)  # in units of the step (exact: a power of two)
+            np.rint(row, out=rounded)
+            np.subtract(row, rounded, out=row)  # the residuals, in [-0.5, 0.5]
+            # Σ values − Σ rounded = Σ residuals: restore the channel's total.
+            deficit = int(np.rint(row.sum(dtype=np.float64)))
+            if deficit:
+                _restore_total(row, rounded, deficit)
+            np.multiply(rounded, step, out=row)
+            np.add(row, np.float32(0.0), out=row)  # -0.0 → +0.0: all-zero bytes
         return grids
 
     def encode(self, grid: np.ndarray) -> tuple[bytes, int]:
@@ -140,24 +185,61 @@ class GridCodec:
         arr = np.ascontiguousarray(grid, dtype=self.np_dtype)
         if self.compression == "none":
             return arr.tobytes(), 0
-        shuffled = shuffle(arr)
+        shuffled = shuffle(arr, out=_work("shuffled", arr.nbytes, np.uint8))
         packed = deflate(shuffled, self.level)
         if len(packed) >= shuffled.nbytes:
             return shuffled.tobytes(), 0b10  # bit 1: the deflate filter (after shuffle)
         return packed, 0
 
 
-def shuffle(arr: np.ndarray) -> np.ndarray:
-    """HDF5's shuffle filter: byte k of every element, for k = 0 … itemsize-1 (1-D uint8)."""
+_scratch: dict[tuple[str, str], np.ndarray] = {}
+
+
+def _work(name: str, n: int, dtype: Any) -> np.ndarray:
+    """A reused scratch array of ``n`` elements (per process and name): allocating large
+    temporaries anew each time costs page faults that outweigh the arithmetic."""
+    key = (name, np.dtype(dtype).str)
+    buf = _scratch.get(key)
+    if buf is None or buf.size < n:
+        buf = _scratch[key] = np.empty(n, dtype=dtype)
+    return buf[:n]
+
+
+def _restore_total(residual: np.ndarray, rounded: np.ndarray, deficit: int) -> None:
+    """Round ``|deficit|`` more values up (or down) — those with the largest residual
+    towards it — so that ``rounded`` has the total of the unrounded values.
+
+    ``residual`` is value − rounded value, in units of the step.
+    """
+    count = abs(deficit)
+    # The deficit is at most about half the number of values with a residual of that
+    # sign, so look among the strongest candidates first (cheap), everywhere if need be.
+    candidates = np.flatnonzero(residual > 0.25 if deficit > 0 else residual < -0.25)
+    if len(candidates) < count:
+        candidates = np.arange(len(residual))
+    key = residual[candidates] if deficit > 0 else -residual[candidates]
+    pick = candidates[np.argpartition(key, -count)[-count:]]
+    rounded[pick] += 1.0 if deficit > 0 else -1.0
+
+
+def shuffle(arr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """HDF5's shuffle filter: byte k of every element, for k = 0 … itemsize-1 (1-D uint8,
+    written into ``out`` when given)."""
     size = arr.dtype.itemsize
     flat = arr.reshape(-1)
+    if out is None:
+        out = np.empty(flat.size * size, dtype=np.uint8)
     if size == 1:
-        return flat.view(np.uint8).copy()
-    out = np.empty((size, flat.size), dtype=np.uint8)
+        out[:] = flat.view(np.uint8)
+        return out
+    planes = out.reshape(size, flat.size)
     words = flat.view(np.uint32 if size == 4 else np.uint16)
-    for k in range(size):
-        out[k] = words >> (8 * k) if k else words  # assignment keeps the low byte
-    return out.reshape(-1)
+    shifted = _work("shifted", flat.size, words.dtype)
+    planes[0] = words  # assignment keeps the low byte
+    for k in range(1, size):
+        np.right_shift(words, 8 * k, out=shifted)
+        planes[k] = shifted
+    return out
 
 
 def unshuffle(data: bytes | np.ndarray, dtype: Any) -> np.ndarray:

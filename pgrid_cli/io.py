@@ -289,12 +289,14 @@ def iter_raw_records(path: str | os.PathLike[str], format: str) -> Iterator[RawR
                 # read is lost and nothing after it can be found.
                 if count == 0 and lines.lineno == 0:
                     reason = f"cannot read the file: {_os_reason(exc)}"
+                    record = -1
                 else:
                     reason = (
                         f"read error at line {lines.lineno + 1}, the rest of the file is "
                         f"unreadable: {_os_reason(exc)}"
                     )
-                yield Rejection(source, count if count else -1, "", reason, UNREADABLE)
+                    record = count
+                yield Rejection(source, record, "", reason, UNREADABLE)
                 return
             count += 1
             yield item
@@ -492,6 +494,8 @@ _FRAMERS = {"xyz": _frame_xyz, "sdf": _frame_sdf, "cif": _frame_cif}
 def parse_record(raw: RawRecord, *, disorder: str = "error") -> Structure | Rejection:
     """Parse one record's text with the field's library and check it (see iter_records)."""
     parse = _PARSERS[raw.format]
+    if "\x00" in raw.text:
+        return _reject(raw, "the record holds binary data (NUL bytes), not text", MALFORMED)
     try:
         item = parse(raw, disorder)
     except Exception as exc:  # a library failing on odd input must not stop the run
@@ -628,7 +632,9 @@ def _parse_sdf(raw: RawRecord, disorder: str) -> Structure | Rejection:
         return _reject(raw, "no 3D coordinates (a 2D record; embed it in 3D first)", NO_3D, name)
     positions = np.array(mol.GetConformer().GetPositions(), dtype=np.float64)
     numbers = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int64)
-    return Structure(numbers, positions, name=name, source=raw.source, record=raw.record)
+    notes = [_TIMESTAMP.sub("", m).strip() for m in capture.messages if m.strip()]
+    info: dict[str, object] = {"warnings": notes} if notes else {}
+    return Structure(numbers, positions, name=name, source=raw.source, record=raw.record, info=info)
 
 
 def _parse_cif(raw: RawRecord, disorder: str) -> Structure | Rejection:
@@ -715,3 +721,15 @@ def _warning_texts(caught: list[warnings.WarningMessage]) -> list[str]:
 
 
 _PARSERS = {"xyz": _parse_xyz, "sdf": _parse_sdf, "cif": _parse_cif}
+
+
+def preload_readers(formats: Sequence[str]) -> None:
+    """Import the libraries that read ``formats`` now (they take about a second to import;
+    worker processes forked afterwards then share them instead of importing each)."""
+    for fmt in set(formats):
+        if fmt == "xyz":
+            import ase.io  # noqa: F401
+        elif fmt == "sdf":
+            from rdkit import Chem  # noqa: F401
+        elif fmt == "cif":
+            from pymatgen.io.cif import CifParser  # noqa: F401

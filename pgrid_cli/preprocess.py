@@ -52,6 +52,7 @@ from .io import (
     expand_inputs,
     iter_raw_records,
     parse_record,
+    preload_readers,
 )
 from .shards import (
     ERRORS,
@@ -281,8 +282,8 @@ class RunSummary:
     bytes_written: int = 0  #: size of the shards written by this run
     gridded: int = 0  #: structures gridded by this run (not counting kept shards)
     seconds: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
-    notes: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  #: CPU seconds by stage
+    notes: dict[str, int] = field(default_factory=dict)  #: reader warnings, counted
     manifest: bool = False  #: True when manifest.json and errors.jsonl were written
     files: int = 0
 
@@ -356,6 +357,20 @@ def _channel_spec(names: tuple[str, ...]) -> ChannelSpec:
     return ChannelSpec(list(names))
 
 
+_buffers: dict[tuple[int, ...], np.ndarray] = {}
+
+
+def _buffer(shape: tuple[int, ...]) -> np.ndarray:
+    """A reused float32 output array of ``shape`` (B, C, nx, ny, nz) for this process:
+    allocating a fresh one per task costs a page fault per 4 KiB, more than gridding."""
+    key = shape[1:]
+    buf = _buffers.get(key)
+    if buf is None or len(buf) < shape[0]:
+        _buffers.clear()
+        buf = _buffers[key] = np.empty((max(shape[0], 1), *key), dtype=np.float32)
+    return buf[: shape[0]]
+
+
 def prepare_structure(s: Structure, settings: Settings) -> tuple[np.ndarray, Box] | Rejection:
     """(channel of each atom, box) of a parsed structure, or why it cannot be gridded."""
     spec = _channel_spec(settings.channels)
@@ -387,8 +402,11 @@ def prepare_structure(s: Structure, settings: Settings) -> tuple[np.ndarray, Box
 
 
 def run_task(task: _Task, settings: Settings) -> _TaskResult:
-    """Parse, check, grid, round and encode the records of one task (in a worker)."""
-    t0 = time.perf_counter()
+    """Parse, check, grid, round and encode the records of one task (in a worker).
+
+    The stage timings are CPU seconds of this process (kernel threads included).
+    """
+    t0 = time.process_time()
     entries: list[_Gridded | Rejection | None] = []
     ready: list[tuple[int, Structure, np.ndarray, Box]] = []
     for item in task.items:
@@ -402,7 +420,7 @@ def run_task(task: _Task, settings: Settings) -> _TaskResult:
             continue
         ready.append((len(entries), s, *prepared))
         entries.append(None)
-    t1 = time.perf_counter()
+    t1 = time.process_time()
     result = _TaskResult(task.shard, [], task.bytes_end, parse_s=t1 - t0)
     if ready:
         spec = _channel_spec(settings.channels)
@@ -419,11 +437,11 @@ def run_task(task: _Task, settings: Settings) -> _TaskResult:
             if weighted
             else None,
         )
-        grids = render_batch(batch, threads=settings.threads)
-        t2 = time.perf_counter()
+        grids = render_batch(batch, _buffer(batch.grid_shape), threads=settings.threads)
+        t2 = time.process_time()
         codec = settings.codec
-        codec.round(grids)
         for (idx, s, _, box), g in zip(ready, grids, strict=True):
+            codec.round(g)  # one structure at a time: its temporaries stay in cache
             notes = [str(n) for n in s.info.get("warnings", [])]  # type: ignore[attr-defined]
             if "disorder" in s.info:
                 notes.append(f"partial occupancy handled with --disorder {settings.disorder}")
@@ -440,7 +458,7 @@ def run_task(task: _Task, settings: Settings) -> _TaskResult:
                 notes=notes,
             )
         result.grid_s = t2 - t1
-        result.encode_s = time.perf_counter() - t2
+        result.encode_s = time.process_time() - t2
     result.entries = [e for e in entries if e is not None]
     return result
 
@@ -539,8 +557,9 @@ def grid_files(
     for check in kept.values():
         summary.read += check.n_structures + check.n_rejected
         summary.written += check.n_structures
-        for r in Shard(check.path).rejections():
-            kinds[r.kind] += 1
+        shard = Shard(check.path)
+        kinds.update(r.kind for r in shard.rejections())
+        shard.close()
     per_worker = max(1, n_threads // max(1, n_workers))
     work = Settings(**{**settings.__dict__, "threads": per_worker if n_workers else n_threads})
     raw_bytes = len(settings.channels) * int(np.prod(settings.shape)) * 4
@@ -588,7 +607,7 @@ def grid_files(
 
     def consume(res: _TaskResult) -> None:
         nonlocal writer, writer_shard
-        t = time.perf_counter()
+        t = time.thread_time()
         if writer is not None and res.shard != writer_shard:
             finish(writer)  # tasks arrive in order: that shard has all its items
             writer = None
@@ -624,7 +643,7 @@ def grid_files(
         timings["parse"] += res.parse_s
         timings["grid"] += res.grid_s
         timings["encode"] += res.encode_s
-        timings["write"] += time.perf_counter() - t
+        timings["write"] += time.thread_time() - t
         report(res.bytes_end)
 
     pool: Executor | None = None
@@ -632,6 +651,7 @@ def grid_files(
     max_pending = 2 * n_workers + 1
     total_items = 0
     try:
+        preload_readers(formats)
         if n_workers:
             pool = _start_pool(n_workers)
         task: _Task | None = None
@@ -647,9 +667,9 @@ def grid_files(
         items = _numbered_items(files, formats, inputs_meta)
         skipped = 0
         while True:
-            t = time.perf_counter()
+            t = time.thread_time()
             nxt = next(items, None)
-            timings["read"] += time.perf_counter() - t
+            timings["read"] += time.thread_time() - t
             if nxt is None:
                 break
             number, item, position = nxt

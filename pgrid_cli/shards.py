@@ -143,7 +143,15 @@ class ShardWriter:
         else:
             self._filters = compression_options(compression)
         self._n = 0
-        self._m = 0
+        # Everything but the grids is small: kept here and written once by close(), which
+        # is much cheaper than growing ten datasets on every append.
+        self._boxes: list[Box] = []
+        self._numbers: list[np.ndarray] = []
+        self._positions: list[np.ndarray] = []
+        self._weights: list[np.ndarray] = []
+        self._names: list[str] = []
+        self._sources: list[str] = []
+        self._records: list[int] = []
         self._rejected: list[str] = []
         self._file: h5py.File | None = h5py.File(self.partial, "w")
         for k, v in meta.attrs().items():
@@ -166,16 +174,6 @@ class ShardWriter:
             chunks=(1, *gshape),
             **self._filters,
         )
-        f.create_dataset("origin", shape=(0, 3), maxshape=(None, 3), dtype=np.float64)
-        f.create_dataset("axes", shape=(0, 3, 3), maxshape=(None, 3, 3), dtype=np.float64)
-        f.create_dataset("periodic", shape=(0,), maxshape=(None,), dtype=bool)
-        f.create_dataset("atom_offset", data=np.zeros(1, np.int64), maxshape=(None,))
-        f.create_dataset("atomic_numbers", shape=(0,), maxshape=(None,), dtype=np.int16)
-        f.create_dataset("positions", shape=(0, 3), maxshape=(None, 3), dtype=np.float64)
-        f.create_dataset("weights", shape=(0,), maxshape=(None,), dtype=np.float64)
-        f.create_dataset("name", shape=(0,), maxshape=(None,), dtype=_STR)
-        f.create_dataset("source", shape=(0,), maxshape=(None,), dtype=_STR)
-        f.create_dataset("record", shape=(0,), maxshape=(None,), dtype=np.int64)
 
     def __len__(self) -> int:
         return self._n
@@ -222,33 +220,19 @@ class ShardWriter:
             if self.codec is not None and self.codec.step:
                 grid = self.codec.round(np.array(grid, dtype=np.float32))
             g[self._n + i] = np.asarray(grid, dtype=self._dtype)
-        n0, n1 = self._n, self._n + k
-        counts = np.array([len(z) for z in numbers], dtype=np.int64)
-        m0, m1 = self._m, self._m + int(counts.sum())
-
-        def grow(name: str, size: int) -> h5py.Dataset:
-            ds = f[name]
-            ds.resize(size, axis=0)
-            return ds
-
-        grow("origin", n1)[n0:n1] = np.stack([b.origin for b in boxes])
-        grow("axes", n1)[n0:n1] = np.stack([b.axes for b in boxes])
-        grow("periodic", n1)[n0:n1] = np.array([b.periodic for b in boxes], dtype=bool)
-        grow("atom_offset", n1 + 1)[n0 + 1 : n1 + 1] = m0 + np.cumsum(counts)
-        if m1 > m0:
-            grow("atomic_numbers", m1)[m0:m1] = np.concatenate(numbers).astype(np.int16)
-            grow("positions", m1)[m0:m1] = np.concatenate(
-                [np.reshape(p, (-1, 3)) for p in positions]
+        for i in range(k):
+            z = np.asarray(numbers[i]).reshape(-1)
+            self._boxes.append(boxes[i])
+            self._numbers.append(z.astype(np.int16))
+            self._positions.append(np.asarray(positions[i], dtype=np.float64).reshape(-1, 3))
+            w = None if weights is None else weights[i]
+            self._weights.append(
+                np.ones(len(z)) if w is None else np.asarray(w, dtype=np.float64).reshape(-1)
             )
-            w = [
-                np.ones(c) if weights is None or weights[i] is None else weights[i]
-                for i, c in enumerate(counts)
-            ]
-            grow("weights", m1)[m0:m1] = np.concatenate(w).astype(np.float64)
-        grow("name", n1)[n0:n1] = [str(s) for s in names]
-        grow("source", n1)[n0:n1] = [str(s) for s in sources]
-        grow("record", n1)[n0:n1] = np.asarray(records, dtype=np.int64)
-        self._n, self._m = n1, m1
+            self._names.append(str(names[i]))
+            self._sources.append(str(sources[i]))
+            self._records.append(int(records[i]))
+        self._n += k
 
     def add_rejections(self, rejections: Sequence[Rejection]) -> None:
         """Keep the rejected input records of this shard's range (in input order)."""
@@ -268,6 +252,25 @@ class ShardWriter:
         """Finish the file (adding ``attrs``) and move it to its final name; returns it."""
         if self._file is not None:
             f = self._file
+            n = self._n
+            boxes = self._boxes
+            counts = np.array([len(z) for z in self._numbers], dtype=np.int64)
+            offsets = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(counts, out=offsets[1:])
+
+            def stack(parts: list[np.ndarray], tail: tuple[int, ...], dtype: Any) -> np.ndarray:
+                return np.concatenate(parts).astype(dtype) if parts else np.zeros((0, *tail), dtype)
+
+            f.create_dataset("origin", data=np.array([b.origin for b in boxes]).reshape(n, 3))
+            f.create_dataset("axes", data=np.array([b.axes for b in boxes]).reshape(n, 3, 3))
+            f.create_dataset("periodic", data=np.array([b.periodic for b in boxes], dtype=bool))
+            f.create_dataset("atom_offset", data=offsets)
+            f.create_dataset("atomic_numbers", data=stack(self._numbers, (), np.int16))
+            f.create_dataset("positions", data=stack(self._positions, (3,), np.float64))
+            f.create_dataset("weights", data=stack(self._weights, (), np.float64))
+            f.create_dataset("name", data=np.array(self._names, dtype=object), dtype=_STR)
+            f.create_dataset("source", data=np.array(self._sources, dtype=object), dtype=_STR)
+            f.create_dataset("record", data=np.array(self._records, dtype=np.int64))
             f.create_dataset(REJECTED, data=np.array(self._rejected, dtype=_STR), dtype=_STR)
             f.attrs["n_structures"] = self._n
             f.attrs["n_rejected"] = len(self._rejected)

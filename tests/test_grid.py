@@ -129,6 +129,24 @@ def test_triclinic_sums_to_atoms_per_cell(isa, sigma):
     assert_allclose(g.sum(dtype=np.float64), 5.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize("h_over_sigma", [2.0, 9.0, 20.0])  # one rule / 16 nodes / composite
+def test_triclinic_coarse_voxels(isa, h_over_sigma):
+    lat = triclinic_lattice(3.0, 3.2, 3.4)
+    box = Box.from_lattice(lat, shape=(5, 5, 5))
+    sigma = float(box.lengths.max() / 5 / h_over_sigma)
+    pos = np.array([[0.37, 0.41, 0.52], [0.8, 0.15, 0.33]]) @ lat
+    ref = reference_grid(pos, box, sigma)
+    got = grid(pos, box, sigma, isa=isa)
+    assert_allclose(got, ref, atol=TRIC_REL * ref.max(), rtol=0)
+    assert_allclose(got.sum(dtype=np.float64), 2.0, rtol=1e-5)
+
+
+def test_triclinic_sigma_too_narrow_for_voxels():
+    lat = triclinic_lattice(30.0, 32.0, 34.0)
+    with pytest.raises(ValueError, match="sigma is too narrow for these triclinic voxels"):
+        grid(np.zeros((1, 3)), Box.from_lattice(lat, 4), 0.05)
+
+
 @pytest.mark.parametrize("lattice", ["ortho", "tric"])
 def test_periodic_roll_invariance(isa, lattice):
     lat = np.diag([6.0, 7.0, 8.0]) if lattice == "ortho" else triclinic_lattice()

@@ -290,6 +290,27 @@ def test_truncated_gzip_rejects_where_it_breaks(tmp_path):
     assert 20 < len(items) < 126
 
 
+def test_read_error_inside_the_first_record(tmp_path):
+    path = tmp_path / "cut.xyz.gz"
+    xyz = np.random.default_rng(0).normal(size=(500, 3))
+    frame = "500\ncloud\n" + "".join(f"He {x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in xyz)
+    data = gzip.compress(frame.encode())
+    path.write_bytes(data[: len(data) // 2])  # the stream breaks inside the first frame
+    (item,) = list(iter_records(path))
+    assert (item.record, item.kind) == (0, pio.UNREADABLE)
+    assert "read error at line" in item.reason
+
+
+def test_binary_junk_is_rejected_not_fatal(tmp_path):
+    junk = np.random.default_rng(4).integers(0, 256, 20_000, dtype=np.uint8).tobytes()
+    for ext in ("xyz", "sdf", "cif"):
+        path = tmp_path / f"junk.{ext}"
+        path.write_bytes(junk)
+        items = list(iter_records(path))
+        assert items and all(isinstance(i, Rejection) for i in items)
+        assert all(i.kind == pio.MALFORMED for i in items), [i.reason for i in items]
+
+
 def test_unopenable_file_is_one_rejection(tmp_path):
     (tmp_path / "dir.xyz").mkdir()
     (item,) = list(iter_raw_records(tmp_path / "dir.xyz", "xyz"))

@@ -28,13 +28,14 @@ struct IsaKernels {
     void (*grad_ortho)(const OrthoPlan& p, int a_begin, int a_end, const float* dgrid,
                        double* dlocal);
 
-    /// As render_ortho for triclinic boxes. work: scratch of 4*(max_row + 8) doubles.
+    /// As render_ortho for triclinic boxes. plane: zeroed scratch of ny*nz floats,
+    /// returned zeroed; work: 2*(max_row + 2*width) + 4*(q*q + width) floats.
     void (*render_tric)(const TricPlan& p, int c, int i_begin, int i_end, float* out_c,
-                        float* plane, double* work, bool stream);
+                        float* plane, float* work, bool stream);
 
-    /// As grad_ortho for triclinic boxes (frame axes e1, e2, e3).
+    /// As grad_ortho for triclinic boxes (frame axes e1, e2, e3); work as render_tric.
     void (*grad_tric)(const TricPlan& p, int a_begin, int a_end, const float* dgrid,
-                      double* dlocal, double* work);
+                      double* dlocal, float* work);
 
     /// Zero n floats (streaming stores when asked).
     void (*zero)(float* dst, std::size_t n, bool stream);

@@ -67,6 +67,9 @@ struct OrthoPlan {
 };
 
 // ------------------------------------------------------------------ triclinic boxes
+/// Most Gauss-Legendre nodes per direction (pgrid::kMaxQuadratureNodes).
+inline constexpr int kMaxNodes = 128;
+
 /// One atom in a non-orthogonal box. Coordinates are in the frame e1 || c,
 /// e2 in the (b, c) plane, e3 completing it, in which c = (c1,0,0), b = (b1,b2,0),
 /// a = (a1,a2,a3) with a3, b2, c1 > 0.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,12 +23,13 @@ from rich.table import Table
 
 from ..preprocess import GridOptions, RunSummary, grid_files
 from ..preprocess import Progress as RunProgress
-from ._app import EXIT_NOTHING, EXIT_OK, EXIT_REJECTED, app, err_console, user_errors
+from ._app import EXIT_NOTHING, EXIT_OK, EXIT_REJECTED, app, err_console, fail, user_errors
 
 EPILOG = (
     "Exit status: 0 on success (some records may have been rejected: see OUT/errors.jsonl); "
-    "1 with --strict when any record was rejected; 2 for bad options or an unusable output "
-    "directory; 3 when no record could be written at all."
+    "1 with --strict when any record was rejected; 2 for bad options, an unusable output "
+    "directory or a crashed worker; 3 when no record could be written at all; 130 when "
+    "interrupted (continue with --resume)."
 )
 
 
@@ -164,6 +166,15 @@ def grid_cli(
                 command=shlex.join(["pgrid", *sys.argv[1:]]),
                 progress=bar.update,
             )
+        except KeyboardInterrupt:
+            bar.stop()
+            fail(f"interrupted: finished shards are kept; continue with --resume -o {out}", 130)
+        except BrokenProcessPool as exc:
+            bar.stop()
+            fail(
+                f"a worker process died ({exc}); finished shards are kept: rerun with --resume "
+                f"(--workers 0 runs everything in one process, to find the record)"
+            )
         finally:
             bar.stop()
     if json_out:
@@ -230,7 +241,7 @@ def print_summary(s: RunSummary, console: Console) -> None:
     table = Table(title=f"pgrid grid → {s.out_dir}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column(justify="right")
-    table.add_column()
+    table.add_column(overflow="fold")
     if s.num_slices > 1:
         table.add_row("slice", f"{s.slice_index} of {s.num_slices}", "")
     table.add_row("input files", f"{s.files:,}", "")

@@ -42,7 +42,7 @@ def info_cli(
 def print_description(d: dict[str, Any], console: Console) -> None:
     table = Table(title=f"{d['kind']} {d['path']}", show_header=False, title_justify="left")
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")
     if d["kind"] == "directory":
         table.add_row("shards", f"{d['n_shards']:,}")
         table.add_row("structures", f"{d['n_structures']:,}")
@@ -74,7 +74,9 @@ def print_description(d: dict[str, Any], console: Console) -> None:
         storage.append(f"{params['compression']}" + (f" level {level}" if level else ""))
     step = params.get("rounding_step")
     if step:
-        storage.append(f"rounded to multiples of {step:.3g} (|change| ≤ {step / 2:.2g})")
+        storage.append(
+            f"rounded to a step ≤ {step:.3g} and ≤ 5e-5 × each grid's max (channel sums kept)"
+        )
     elif "rounding_step" in params:
         storage.append("lossless")
     table.add_row("storage", ", ".join(s for s in storage if s))
