@@ -103,6 +103,23 @@ def _moments(g: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray, float]:
 def test_torch_is_optional_for_pgrid_cli():
     code = "import sys, pgrid_cli, pgrid_cli.cli; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+    # Without torch, pgrid_cli.torch says what to install (sys.modules[name] = None makes
+    # "import torch" fail as if it were not installed).
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "try:\n    import pgrid_cli.torch\n"
+        "except ImportError as e:\n    print(e)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "pip install 'pgrid-cli[torch]'" in done.stdout
+
+
+def test_second_derivatives_are_refused_clearly():
+    box = Box.cube(np.zeros((1, 3)), 6.0, 4)
+    p = torch.zeros(1, 3, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(grid_tensor(p, box).square().sum(), p, create_graph=True)
+    with pytest.raises(RuntimeError, match=r"once_differentiable|twice"):
+        g.sum().backward()
 
 
 def test_lengths_shapes_and_values(drugs):

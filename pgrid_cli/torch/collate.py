@@ -50,7 +50,10 @@ def empty_shared(shape: Sequence[int], dtype: torch.dtype = torch.float32) -> to
     if get_worker_info() is None:
         return torch.empty(shape, dtype=dtype)
     itemsize = torch.empty(0, dtype=dtype).element_size()
-    storage = torch.UntypedStorage._new_shared(math.prod(shape) * itemsize)
+    try:  # what default_collate does: allocate in shared memory directly
+        storage = torch.UntypedStorage._new_shared(math.prod(shape) * itemsize)
+    except AttributeError:  # a PyTorch without this private helper: one extra copy
+        return torch.empty(shape, dtype=dtype).share_memory_()
     return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
 
 

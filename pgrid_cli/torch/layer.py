@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from ..box import Box
 from ..grid import Batch, gradient_batch, render_batch
@@ -100,6 +101,7 @@ class _GridFunction(torch.autograd.Function):
         return out.to(positions.device)
 
     @staticmethod
+    @once_differentiable  # the kernel's gradient is not itself differentiable
     def backward(ctx: Any, dgrid: torch.Tensor) -> tuple[Any, ...]:
         want_pos, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (want_pos or want_w):
