@@ -20,7 +20,7 @@ Grid once, then read the stored grids (no augmentation is possible then)::
     data = ShardDataset("out/drugs")           # items: grid, positions, numbers, name, record
     loader = DataLoader(data, batch_size=16, shuffle=True, num_workers=2,
                         collate_fn=data.collate)
-    target = tpsa[batch["record"]]             # look targets up by the record index
+    target = torch.from_numpy(tpsa)[batch["record"]]   # targets by record index
 
 Switching to a GPU
 ------------------
