@@ -23,6 +23,7 @@ $(PY):
 
 $(STAMP): $(PY) $(NATIVE)
 	$(PIP) install --quiet -e ".[test,dev]"
+	$(PIP) install --quiet torch==2.13.0  # CPU build (local wheel); tests/test_torch.py needs it
 	@touch $@
 
 install: $(STAMP)

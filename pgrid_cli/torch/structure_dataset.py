@@ -1,0 +1,382 @@
+"""A dataset that grids structures on the fly, in the DataLoader workers.
+
+The structures are held in :class:`StructureTable`, a few flat NumPy arrays (the CSR layout
+of the shards) rather than a million Python objects, so forked workers share them without
+copying (reference counts of Python objects would touch, and so copy, every page).
+"""
+
+from __future__ import annotations
+
+import operator
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..grid import grid
+from ..io import Rejection, Structure, expand_inputs, iter_records
+from ..preprocess import prepare_structure
+from .augment import Augmentation, Transform
+from .collate import GridCollate
+from .options import GridOptions, Settings, channel_spec, make_box, resolve
+
+Errors = Literal["warn", "raise", "ignore"]
+Render = Literal["item", "batch"]
+#: Rejection kind of a record whose target could not be computed.
+TARGET = "no target"
+
+
+class StructureTable:
+    """Structures in flat arrays: structure ``s`` owns atoms ``offsets[s]:offsets[s+1]``.
+
+    Attributes
+    ----------
+    offsets : (N+1,) int64
+    numbers : (M,) int16 atomic numbers
+    positions : (M, 3) float64, Å
+    weights : (M,) float64 per-atom weights, or None when every weight is 1
+    lattices : (N, 3, 3) float64, Å, rows a, b, c (zeros for molecules)
+    periodic : (N,) bool, True for crystals
+    records : (N,) int64, index of each structure in its input file
+    targets : (N, ...) float32, or None
+    """
+
+    def __init__(
+        self,
+        offsets: np.ndarray,
+        numbers: np.ndarray,
+        positions: np.ndarray,
+        weights: np.ndarray | None,
+        lattices: np.ndarray,
+        periodic: np.ndarray,
+        names: Sequence[str],
+        sources: Sequence[str],
+        records: np.ndarray,
+        targets: np.ndarray | None = None,
+    ) -> None:
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.numbers = np.asarray(numbers, dtype=np.int16)
+        self.positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
+        self.lattices = np.asarray(lattices, dtype=np.float64).reshape(-1, 3, 3)
+        self.periodic = np.asarray(periodic, dtype=bool)
+        self.records = np.asarray(records, dtype=np.int64)
+        self.targets = targets
+        n = len(self.offsets) - 1
+        if not (len(self.lattices) == len(self.periodic) == len(self.records) == n):
+            raise ValueError("every per-structure array needs one entry per structure")
+        if targets is not None and len(targets) != n:
+            raise ValueError(f"{len(targets)} targets for {n} structures")
+        # Names packed into one UTF-8 buffer; sources (few distinct files) as indices.
+        encoded = [str(s).encode("utf-8") for s in names]
+        self._name_bytes = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        self._name_offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=self._name_offsets[1:])
+        self.sources, source_index = np.unique(
+            np.asarray(list(sources), dtype=str), return_inverse=True
+        )
+        self._source_index = source_index.astype(np.int32).reshape(-1)
+        if len(encoded) != n or len(self._source_index) != n:
+            raise ValueError("every structure needs one name and one source")
+
+    @classmethod
+    def from_structures(
+        cls,
+        structures: Iterable[Structure],
+        targets: Sequence[Any] | None = None,
+    ) -> StructureTable:
+        """Pack structures (and one target value per structure, stored as float32)."""
+        items = list(structures)
+        counts = [len(s.numbers) for s in items]
+        offsets = np.zeros(len(items) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        has_weights = any(s.weights is not None for s in items)
+        lattices = np.zeros((len(items), 3, 3))
+        for k, s in enumerate(items):
+            if s.lattice is not None:
+                lattices[k] = s.lattice
+        packed = None
+        if targets is not None:
+            values = [np.asarray(v, dtype=np.float32) for v in targets]
+            shapes = {v.shape for v in values}
+            if len(shapes) > 1:
+                raise ValueError(f"target values have different shapes: {sorted(shapes)}")
+            packed = np.stack(values) if values else np.zeros((0,), np.float32)
+
+        def cat(arrays: list[np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+            return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(shape, dtype)
+
+        return cls(
+            offsets=offsets,
+            numbers=cat([np.asarray(s.numbers).reshape(-1) for s in items], (0,), np.int16),
+            positions=cat(
+                [np.asarray(s.positions, np.float64).reshape(-1, 3) for s in items],
+                (0, 3),
+                np.float64,
+            ),
+            weights=cat(
+                [np.ones(len(s.numbers)) if s.weights is None else s.weights for s in items],
+                (0,),
+                np.float64,
+            )
+            if has_weights
+            else None,
+            lattices=lattices,
+            periodic=np.array([s.lattice is not None for s in items], dtype=bool),
+            names=[s.name for s in items],
+            sources=[s.source for s in items],
+            records=np.array([s.record for s in items], dtype=np.int64),
+            targets=packed,
+        )
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def atom_range(self, i: int) -> tuple[int, int]:
+        return int(self.offsets[i]), int(self.offsets[i + 1])
+
+    def name(self, i: int) -> str:
+        return bytes(self._name_bytes[self._name_offsets[i] : self._name_offsets[i + 1]]).decode()
+
+    def source(self, i: int) -> str:
+        return str(self.sources[self._source_index[i]])
+
+    def structure(self, i: int) -> Structure:
+        """Structure ``i`` as a :class:`pgrid_cli.io.Structure` (arrays copied)."""
+        a0, a1 = self.atom_range(i)
+        return Structure(
+            numbers=self.numbers[a0:a1].astype(np.int64),
+            positions=self.positions[a0:a1].copy(),
+            lattice=self.lattices[i].copy() if self.periodic[i] else None,
+            weights=None if self.weights is None else self.weights[a0:a1].copy(),
+            name=self.name(i),
+            source=self.source(i),
+            record=int(self.records[i]),
+        )
+
+
+class StructureDataset(Dataset):
+    """Structures gridded when they are read, with optional random rotation/translation.
+
+    Build one with :meth:`from_files` (anything ``pgrid grid`` reads) or
+    :meth:`from_structures`. Item ``i`` is a dict of tensors:
+
+    - ``grid`` (C, nx, ny, nz) float32 — absent with ``render="batch"``, where the collate
+      function :attr:`collate` grids the whole batch at once;
+    - ``positions`` (M, 3) float64, Å, the atoms as gridded (after augmentation);
+      ``numbers`` (M,) int64; ``weights`` (M,) float64 if any structure has weights;
+    - ``origin`` (3,), ``axes`` (3, 3) float64, Å, and ``periodic``: the grid box;
+    - ``rotation`` (3, 3) and ``translation`` (3,) float64: the augmentation
+      (positions = rotation @ (input − centroid) + centroid + translation);
+    - ``index``, ``name``, ``source``, ``record``; ``target`` (float32) if given.
+
+    Parameters
+    ----------
+    table : StructureTable
+    options : GridOptions
+        σ, grid size, box, padding and channels, exactly as ``pgrid grid`` takes them.
+    rotate, translate, seed
+        Augmentation (see :class:`Augmentation`): item ``i`` of epoch ``e`` is transformed
+        by a generator seeded with (seed, e, i), the same in every worker.
+    render : ``"item"`` or ``"batch"``
+        Grid in ``__getitem__`` (works with any collate function), or leave it to
+        :attr:`collate` (one multi-threaded kernel call per batch).
+    threads : int, optional
+        Kernel threads. Default: 1 per item (one structure is too little work to share)
+        and per batch inside a DataLoader worker (the workers are the parallelism); every
+        core for a batch gridded in the main process.
+    """
+
+    def __init__(
+        self,
+        table: StructureTable,
+        options: GridOptions | Settings | None = None,
+        *,
+        rotate: bool = False,
+        translate: float = 0.0,
+        seed: int | None = None,
+        render: Render = "item",
+        threads: int | None = None,
+    ) -> None:
+        if render not in ("item", "batch"):
+            raise ValueError(f"render must be 'item' or 'batch', got {render!r}")
+        self.table = table
+        self.settings = resolve(options)
+        self.channels = channel_spec(self.settings)
+        self.augmentation = Augmentation(rotate, translate, seed)
+        self.render = render
+        self.threads = threads
+        self.rejections: list[Rejection] = []
+        # Shared memory, so set_epoch() reaches persistent workers too.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_structures(
+        cls,
+        structures: Iterable[Structure | Rejection],
+        options: GridOptions | Settings | None = None,
+        *,
+        target: Callable[[Structure], Any] | None = None,
+        errors: Errors = "warn",
+        **kwargs: Any,
+    ) -> StructureDataset:
+        """A dataset of ``structures``; records it cannot grid become :attr:`rejections`.
+
+        A record is rejected when it is a :class:`Rejection` already, fails the checks of
+        ``pgrid grid`` (an element with no channel, no possible box, atoms far outside a
+        ``cube:L``), or ``target`` raises ValueError/KeyError/TypeError on it.
+        ``errors``: ``warn`` (skip them, one warning), ``ignore`` (skip them silently) or
+        ``raise`` (ValueError at the first). Other keywords go to the constructor.
+        """
+        if errors not in ("warn", "raise", "ignore"):
+            raise ValueError(f"errors must be 'warn', 'raise' or 'ignore', got {errors!r}")
+        settings = resolve(options)
+        kept: list[Structure] = []
+        rejected: list[Rejection] = []
+        values: list[Any] = []
+        for s in structures:
+            rej = s if isinstance(s, Rejection) else None
+            if rej is None:
+                prepared = prepare_structure(s, settings)
+                rej = prepared if isinstance(prepared, Rejection) else None
+            value = None
+            if rej is None and target is not None:
+                try:
+                    value = np.asarray(target(s), dtype=np.float32)
+                except (ValueError, KeyError, TypeError) as exc:
+                    rej = Rejection(s.source, s.record, s.name, f"target: {exc}", TARGET)
+            if rej is None:
+                kept.append(s)
+                values.append(value)
+                continue
+            if errors == "raise":
+                raise ValueError(f"{rej.source} record {rej.record} ({rej.name}): {rej.reason}")
+            rejected.append(rej)
+        table = StructureTable.from_structures(kept, None if target is None else values)
+        ds = cls(table, settings, **kwargs)
+        ds.rejections = rejected
+        if rejected and errors == "warn":
+            first = rejected[0]
+            warnings.warn(
+                f"{len(rejected)} record(s) skipped (see dataset.rejections); first: "
+                f"{first.source} record {first.record}: {first.reason}",
+                stacklevel=2,
+            )
+        return ds
+
+    @classmethod
+    def from_files(
+        cls,
+        inputs: str | Path | Sequence[str | Path],
+        options: GridOptions | None = None,
+        *,
+        target: Callable[[Structure], Any] | None = None,
+        errors: Errors = "warn",
+        recursive: bool = True,
+        **kwargs: Any,
+    ) -> StructureDataset:
+        """Read every structure of ``inputs`` into memory: files, directories (searched
+        recursively) or glob patterns of anything ``pgrid grid`` reads (.xyz/.extxyz with
+        ASE, .sdf/.mol with RDKit, .cif with pymatgen, optionally gzipped), with the same
+        readers, ``options.format`` and ``options.disorder``. See :meth:`from_structures`
+        for ``target``, ``errors`` and the other keywords."""
+        settings = resolve(options)
+        if isinstance(inputs, (str, Path)):
+            inputs = [inputs]
+        paths = expand_inputs(list(inputs), recursive=recursive)
+
+        def records() -> Iterable[Structure | Rejection]:
+            for path in paths:
+                yield from iter_records(path, settings.format, disorder=settings.disorder)
+
+        return cls.from_structures(records(), settings, target=target, errors=errors, **kwargs)
+
+    # ------------------------------------------------------------------ epochs
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the augmentations of ``epoch``; call before iterating over each epoch (like
+        ``DistributedSampler.set_epoch``). Reaches persistent workers as well."""
+        if int(epoch) < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
+        self._epoch.fill_(int(epoch))
+
+    @property
+    def collate(self) -> GridCollate:
+        """The collate function for a DataLoader over this dataset (grids the batch when
+        ``render="batch"``, else stacks the items' grids)."""
+        return GridCollate(self.settings, self.threads)
+
+    # ------------------------------------------------------------------ items
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def transform(self, index: int) -> Transform:
+        """The augmentation of item ``index`` in the current epoch."""
+        i = self._index(index)
+        a0, a1 = self.table.atom_range(i)
+        centre = self.table.positions[a0:a1].mean(axis=0)
+        return self.augmentation.transform(i, self.epoch, centre, bool(self.table.periodic[i]))
+
+    def _index(self, index: int) -> int:
+        i = operator.index(index)
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for a dataset of {n} structures")
+        return i % n
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        i = self._index(index)
+        t = self.table
+        a0, a1 = t.atom_range(i)
+        numbers = t.numbers[a0:a1]
+        xf = self.transform(i)
+        rotated = xf.rotate(t.positions[a0:a1])
+        box = make_box(self.settings, rotated, t.lattices[i] if t.periodic[i] else None)
+        positions = rotated + xf.translation
+        weights = None if t.weights is None else t.weights[a0:a1].copy()
+        item: dict[str, Any] = {}
+        if self.render == "item":
+            g = grid(
+                positions,
+                box,
+                self.settings.sigma,
+                channels=self.channels.assign(numbers),
+                n_channels=self.channels.n_channels,
+                weights=weights,
+                threads=self.threads or 1,  # one structure is too little work to split
+            )
+            item["grid"] = torch.from_numpy(g)
+        item["positions"] = torch.from_numpy(positions)
+        item["numbers"] = torch.from_numpy(numbers.astype(np.int64))
+        if weights is not None:
+            item["weights"] = torch.from_numpy(weights)
+        item.update(
+            origin=torch.from_numpy(box.origin.copy()),
+            axes=torch.from_numpy(box.axes.copy()),
+            periodic=bool(box.periodic),
+            rotation=torch.from_numpy(xf.rotation.copy()),
+            translation=torch.from_numpy(xf.translation.copy()),
+            index=i,
+            name=t.name(i),
+            source=t.source(i),
+            record=int(t.records[i]),
+        )
+        if t.targets is not None:
+            item["target"] = torch.from_numpy(np.array(t.targets[i], dtype=np.float32))
+        return item
+
+    def __repr__(self) -> str:
+        return (
+            f"StructureDataset({len(self)} structures, {self.settings.shape} voxels, "
+            f"σ = {self.settings.sigma} Å, box {self.settings.box}, channels "
+            f"{','.join(self.settings.channels)}, "
+            f"{self.augmentation!r}, render={self.render!r})"
+        )
