@@ -290,8 +290,8 @@ def find_peaks(
 ) -> Peaks:
     """Persistent maxima of one channel (nx, ny, nz) of a grid (see :class:`InvertOptions`).
 
-    Periodic boxes are searched on the grid wrapped by the reach of an atom on every
-    side, so maxima on the cell faces are found once, with their true neighbourhood.
+    Periodic boxes are searched on the grid wrapped by about σ on every side, so maxima
+    on the cell faces are found once, with their neighbourhood.
     """
     opts = options or InvertOptions()
     prof = profile or AtomProfile.of(box, sigma, opts.threads)
@@ -314,10 +314,11 @@ def _find_peaks(
     cut = opts.background * prof.peak_min
     shape = np.array(g.shape)
     if box.periodic:
-        pad = np.minimum(
-            np.ceil(prof.cut_radius(opts.background) * sigma / _face_spacing(box)).astype(int) + 1,
-            shape,
-        )
+        # Wrap a margin of about σ around the cell: every voxel of the cell then has its
+        # neighbours, so its maxima are found once each. Persistence near the margin can
+        # only come out larger (fewer paths to merge along); the model selection removes
+        # what that lets through.
+        pad = np.minimum(np.ceil(sigma / _face_spacing(box)).astype(int) + 1, shape)
         region = np.pad(g, [(p, p) for p in pad], mode="wrap").astype(np.float64)
         offset = -pad
     else:
@@ -686,7 +687,9 @@ def _invert(
     lattice = None
     if box.periodic:
         frac = box.fractional(pos_all)
-        pos_all = box.cartesian(frac - np.floor(frac))
+        frac -= np.floor(frac)
+        frac[frac > 1.0 - 1e-12] = 0.0  # 1 − 1e-17 is the same site as 0
+        pos_all = box.cartesian(frac)
         lattice = np.array(box.axes)
     symbols = [channels.element_of_channel(int(c), default=fill) for c in chan_all]
     total = float(energy.sum())
