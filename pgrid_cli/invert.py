@@ -37,11 +37,13 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import cripser
 import numpy as np
+from scipy import ndimage
 from scipy.ndimage import gaussian_filter
 from scipy.optimize import linear_sum_assignment, minimize
 from threadpoolctl import ThreadpoolController
@@ -210,6 +212,8 @@ class InversionResult:
     residual : float, ‖G − render(atoms)‖ / ‖G‖ over the whole grid (0 for an empty grid)
     added, removed : atoms added from the residual / removed as unneeded
     evaluations : renders + gradients spent in refinement
+    timings : seconds spent on ``scan`` (validation, channel sums and maxima),
+        ``peaks`` (background cut + cripser) and ``fit`` (refinement and model selection)
     """
 
     positions: np.ndarray
@@ -223,6 +227,7 @@ class InversionResult:
     added: int = 0
     removed: int = 0
     evaluations: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -328,19 +333,9 @@ def _find_peaks(
         region = g[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.float64)
         offset = lo
     region[region <= cut] = 0.0
-    # A border of background and one sentinel voxel higher than everything: the sentinel
-    # is the component that never dies, so every maximum gets a finite death (at its
-    # saddle, or at the background) and its own birth voxel. (cripser reports the
-    # immortal component's birth voxel unreliably when maxima tie, e.g. atoms on voxel
-    # corners.)
-    region = np.pad(region, 1)
-    region[0, 0, 0] = 2.0 * float(region.max()) + 1.0
-    ph = np.asarray(cripser.computePH_T(-region, maxdim=0, location="birth"))
-    ph = ph[(ph[:, 0] == 0) & (ph[:, 2] < 1e300)]
-    heights = -ph[:, 1]
-    persistence = heights + ph[:, 2]
-    vox = ph[:, 3:6].astype(np.int64) - 1 + offset
-    keep = (heights > cut) & (persistence >= opts.persistence * prof.peak_min)
+    vox, heights, persistence = _persistent_maxima(region, opts.persistence * prof.peak_min)
+    vox += offset
+    keep = heights > cut
     if box.periodic:
         keep &= np.all((vox >= 0) & (vox < shape), axis=1)
     vox, heights, persistence = vox[keep], heights[keep], persistence[keep]
@@ -348,6 +343,92 @@ def _find_peaks(
     vox, heights, persistence = vox[order], heights[order], persistence[order]
     frac = (vox + 0.5 + _subvoxel(g, vox, box.periodic)) / shape
     return Peaks(box.cartesian(frac), vox, heights, persistence)
+
+
+def _persistent_maxima(
+    region: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(voxels (K, 3), heights, persistence) of the maxima of ``region`` (background 0)
+    whose persistence reaches ``threshold``.
+
+    0-dimensional persistence of the superlevel sets, computed by cripser (the
+    T-construction on the negated values: voxels touching at a face, edge or corner are
+    neighbours). Two exact shortcuts keep cripser's input small:
+
+    * blobs of above-background voxels only merge at the background, so each blob is
+      computed alone, and a blob with a single maximum needs no computation (that
+      maximum persists for its whole height);
+    * in a blob whose lowest maximum has height h, every maximum that has not merged
+      with a higher one by the level f = h − threshold persists at least ``threshold``:
+      the blob is cut at f, and cripser runs only on the parts above f that still hold
+      several maxima, the single-maximum parts being kept as they are.
+
+    Which maxima reach ``threshold`` is exactly what one cripser run on all of
+    ``region`` gives; the persistence of a maximum that merges below the cut level is
+    reported as its height above that level (a lower bound, at least ``threshold``).
+    """
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    _blob_maxima(region, threshold, np.zeros(3, np.int64), 0.0, True, out)
+    if not out:
+        return np.zeros((0, 3), np.int64), np.zeros(0), np.zeros(0)
+    vox, h, p = (np.concatenate(parts) for parts in zip(*out, strict=True))
+    keep = p >= threshold
+    return vox[keep], h[keep], p[keep]
+
+
+def _blob_maxima(
+    region: np.ndarray,
+    threshold: float,
+    origin: np.ndarray,
+    floor: float,
+    may_cut: bool,
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> None:
+    """Append (voxels, heights, persistence) of the maxima of ``region`` (values above
+    ``floor``, shifted down by it; background 0) to ``out``; see _persistent_maxima."""
+    labels, n = ndimage.label(region > 0, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return
+    top = (region == ndimage.maximum_filter(region, size=3, mode="constant")) & (labels > 0)
+    tops = np.argwhere(top)
+    top_blob = labels[top]
+    per_blob = np.bincount(top_blob, minlength=n + 1)
+    single = per_blob[top_blob] == 1
+    # Below a cut (floor > 0) a maximum that reaches the background persists at least
+    # `threshold` (its blob's lowest maximum was `threshold` above the cut): say so
+    # exactly, whatever the rounding of the shifted values.
+    at_least = threshold if floor > 0 else 0.0
+    if np.any(single):
+        v = tops[single]
+        h = region[v[:, 0], v[:, 1], v[:, 2]]
+        out.append((v + origin, h + floor, np.maximum(h, at_least)))
+    lowest = np.full(n + 1, np.inf)
+    np.minimum.at(lowest, top_blob, region[top])
+    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if per_blob[k] <= 1:
+            continue
+        sub = np.where(labels[sl] == k, region[sl], 0.0)
+        start = origin + np.array([s.start for s in sl], dtype=np.int64)
+        cut = lowest[k] - threshold
+        if may_cut and cut > 0:
+            # Maxima that merge with a higher one below `cut` persist ≥ threshold.
+            _blob_maxima(
+                np.where(sub > cut, sub - cut, 0.0), threshold, start, floor + cut, False, out
+            )
+            continue
+        # The blob alone, in a border of background two voxels wide whose corner is one
+        # sentinel voxel higher than everything: the sentinel, touching only background,
+        # is the component that never dies, so every maximum gets a finite death (at its
+        # saddle, or at the background) and its own birth voxel. (cripser reports the
+        # immortal component's birth voxel unreliably when maxima tie, e.g. atoms on
+        # voxel corners.)
+        sub = np.pad(sub, 2)
+        sub[0, 0, 0] = 2.0 * float(sub.max()) + 1.0
+        ph = np.asarray(cripser.computePH_T(-sub, maxdim=0, location="birth"))
+        ph = ph[(ph[:, 0] == 0) & (ph[:, 2] < 1e300)]
+        persistence = ph[:, 2] - ph[:, 1]
+        persistence[ph[:, 2] == 0] = np.maximum(persistence[ph[:, 2] == 0], at_least)
+        out.append((ph[:, 3:6].astype(np.int64) - 2 + start, floor - ph[:, 1], persistence))
 
 
 def _no_peaks() -> Peaks:
@@ -411,8 +492,10 @@ class _ChannelFit:
         profile: AtomProfile,
         opts: InvertOptions,
         bounds: tuple[np.ndarray, np.ndarray] | None,
+        expected: float,
     ) -> None:
-        """``bounds``: [lo, hi) voxels holding the channel's above-background voxels."""
+        """``bounds``: [lo, hi) voxels holding the channel's above-background voxels;
+        ``expected``: Σ target over the whole grid."""
         self.sigma = sigma
         self.opts = opts
         self.profile = profile
@@ -441,7 +524,7 @@ class _ChannelFit:
                 lo_hi = np.sort([self.box.origin, self.box.origin + self.box.axes.sum(0)], 0)
                 self.bounds = [(float(a), float(b)) for a, b in lo_hi.T]
         self.crop_energy = float(np.dot(self.target.ravel(), self.target.ravel()))
-        self.expected = float(np.sum(target, dtype=np.float64))
+        self.expected = float(expected)
         self._out = np.empty((1, 1, *self.box.shape), dtype=np.float32)
         self.evaluations = 0
         self.last_overlap = np.zeros(0)
@@ -649,9 +732,12 @@ def _invert(
     element: str | None,
     opts: InvertOptions,
 ) -> InversionResult:
+    t_start = time.perf_counter()
     fill = "X" if element is None else _element(element)
     n_ch = g.shape[0]
-    sums = g.reshape(n_ch, -1).sum(axis=1, dtype=np.float64)
+    # float32 pairwise sums: ~1e-6 relative, plenty to count atoms, and a NaN or inf
+    # anywhere shows in its channel's sum.
+    sums = g.reshape(n_ch, -1).sum(axis=1).astype(np.float64)
     if not np.all(np.isfinite(sums)):
         bad = [channels.names[c] for c in np.flatnonzero(~np.isfinite(sums))]
         what = "NaN or infinite values" if not np.all(np.isfinite(g)) else "values too large"
@@ -667,13 +753,18 @@ def _invert(
     resid = energy.copy()
     added = removed = evals = 0
     maxima = g.reshape(n_ch, -1).max(axis=1)
+    timings = {"scan": time.perf_counter() - t_start, "peaks": 0.0, "fit": 0.0}
     for c in range(n_ch):
         if maxima[c] <= cut:
             continue  # nothing in this channel stands out of the background
+        t0 = time.perf_counter()
         bounds = _bounds(g[c] > cut, 0)
         peaks = _find_peaks(g[c], box, sigma, profile, opts, bounds)
-        fit = _ChannelFit(g[c], box, sigma, profile, opts, bounds)
+        t1 = time.perf_counter()
+        fit = _ChannelFit(g[c], box, sigma, profile, opts, bounds, sums[c])
         pos, loss, a, r = _select_atoms(fit, peaks.positions)
+        timings["peaks"] += t1 - t0
+        timings["fit"] += time.perf_counter() - t1
         peaks_found[c] = len(peaks)
         counts[c] = len(pos)
         added, removed, evals = added + a, removed + r, evals + fit.evaluations
@@ -706,6 +797,7 @@ def _invert(
         added=added,
         removed=removed,
         evaluations=evals,
+        timings=timings,
     )
 
 

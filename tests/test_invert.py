@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import ase.io
+import cripser
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
@@ -21,6 +22,7 @@ from pgrid_cli.invert import (
     AtomProfile,
     InversionError,
     InvertOptions,
+    _persistent_maxima,
     find_peaks,
     invert_grid,
     match_atoms,
@@ -28,7 +30,19 @@ from pgrid_cli.invert import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
-MOSES = ROOT.parent.parent / "shared" / "data" / "moses100.xyz"
+# ../shared beside the repository (/work/main) or beside the worktree folder (/work/wt/x).
+MOSES = (
+    next(
+        (
+            p
+            for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared")
+            if (p / "data" / "moses100.xyz").is_file()
+        ),
+        ROOT / "missing",
+    )
+    / "data"
+    / "moses100.xyz"
+)
 ELEMENTS = ChannelSpec.parse("elements")
 
 
@@ -104,6 +118,40 @@ def test_peaks_of_isolated_atoms_are_within_a_voxel():
     prof = AtomProfile.of(box, 0.4)
     assert np.all(peaks.heights >= prof.peak_min * (1 - 1e-6))
     assert np.all(peaks.persistence >= 0.9 * prof.peak_min)
+
+
+def _cripser_once(region: np.ndarray, threshold: float) -> set[tuple[int, ...]]:
+    """Maxima persisting ≥ threshold by one plain cripser run over the whole region."""
+    sub = np.pad(region, 2)
+    sub[0, 0, 0] = 2 * sub.max() + 1  # a sentinel that only touches background
+    ph = cripser.computePH_T(-sub, maxdim=0, location="birth")
+    ph = ph[(ph[:, 0] == 0) & (ph[:, 2] < 1e300)]
+    keep = ph[:, 2] - ph[:, 1] >= threshold
+    return {tuple(v) for v in ph[keep, 3:6].astype(int) - 2}
+
+
+def test_blob_decomposition_equals_one_cripser_run():
+    # A blob of three voxels whose bounding-box corner is a maximum, and real channels
+    # with and without noise.
+    tiny = np.zeros((5, 5, 5))
+    tiny[2, 1, 2], tiny[2, 2, 2], tiny[2, 3, 2] = 0.0075, 0.0066, 0.0068
+    cases = [(tiny, 0.0064), (tiny, 0.0001)]
+    rng = np.random.default_rng(8)
+    for _, z, pos in drugs(4, start=70):
+        box = Box.fit(pos, 40)
+        for sigma, noise in ((0.3, 0.0), (0.5, 0.0), (0.4, 0.03)):
+            g = grid(pos, box, sigma, channels=ELEMENTS.assign(z), n_channels=11)
+            g += rng.normal(scale=noise * g.max(), size=g.shape).astype(np.float32)
+            prof = AtomProfile.of(box, sigma)
+            for c in np.flatnonzero(g.max(axis=(1, 2, 3)) > 0.1 * prof.peak_min):
+                region = g[c].astype(np.float64)
+                region[region <= 0.1 * prof.peak_min] = 0
+                cases.append((region, 0.1 * prof.peak_min))
+    for region, threshold in cases:
+        vox, heights, persistence = _persistent_maxima(region, threshold)
+        assert {tuple(v) for v in vox} == _cripser_once(region, threshold)
+        assert_allclose(heights, region[tuple(vox.T)])
+        assert np.all(persistence >= threshold)
 
 
 def test_close_pair_is_one_peak_but_two_atoms():
