@@ -4,9 +4,10 @@ The grid of a structure is G[c] = Σ over atoms a of channel c of ``render(μ_a)
 unit weights). :func:`invert_grid` recovers the atoms in three steps, channel by channel
 (the squared error separates by channel, so channels are fitted independently):
 
-1. **Peaks.** Voxels below a background cut are zeroed and the 0-dimensional persistent
-   homology of the negated grid (cripser, sublevel filtration) gives one component per
-   density maximum; maxima whose persistence exceeds a threshold become atoms, placed at
+1. **Peaks.** Voxels at or below a background cut are zeroed and the 0-dimensional
+   persistent homology of the negated grid (cripser, sublevel filtration, voxels touching
+   at a face, edge or corner are neighbours) gives one component per density maximum;
+   maxima whose persistence above the cut reaches a threshold become atoms, placed at
    the sub-voxel maximum of a log-parabola through the peak voxel and its neighbours.
 2. **Refinement.** The positions minimise L = ‖G − render(positions)‖² with L-BFGS-B and
    the core's analytic gradient (:func:`pgrid_cli.gradient_batch`). For molecules the
@@ -22,9 +23,11 @@ unit weights). :func:`invert_grid` recovers the atoms in three steps, channel by
    own density. Missing atoms are placed on the residual of the peaks before the first
    refinement, so their neighbours are not dragged towards them.
 
-Every threshold is a fraction of quantities that follow from σ and the voxel lattice
-(:class:`AtomProfile`: the peak height of an isolated atom centred on a voxel or on a
-voxel corner, and its energy E₁), never an absolute number.
+The cut and the persistence threshold (:class:`Levels`) are fractions of the peak height
+of an isolated atom on a voxel corner (:class:`AtomProfile`, rendered exactly from σ and
+the voxel lattice), raised to five standard deviations of the noise when the grid is
+noisy (:func:`estimate_noise` measures it from the negative voxels a density cannot
+have). Atoms are assumed to have unit weight (SPEC §1's default).
 
 :func:`match_atoms` scores a recovered structure against the original atoms: a Hungarian
 assignment per channel (minimum-image distances for periodic cells), the RMSD of the
@@ -58,8 +61,10 @@ __all__ = [
     "InversionError",
     "InversionResult",
     "InvertOptions",
+    "Levels",
     "Match",
     "Peaks",
+    "estimate_noise",
     "find_peaks",
     "invert_grid",
     "match_atoms",
@@ -91,18 +96,23 @@ class InvertOptions:
     Attributes
     ----------
     background : float
-        Voxels below ``background × AtomProfile.peak_min`` are zeroed before peak
-        search, so noise in empty space does not create peaks. 0.1 is about eight
-        standard deviations of noise of 1% of the grid maximum, and keeps an isolated
-        atom's density out to 2.1σ from its centre.
+        Voxels at or below ``background × AtomProfile.peak_min`` are background,
+        zeroed before the peak search (or below ``NOISE_SIGMAS`` × the noise level
+        measured in the grid, if that is higher; see :class:`Levels`). 0.1 keeps an
+        isolated atom's density out to 2.1σ from its centre.
     persistence : float
         A maximum becomes an initial atom when its persistence (height above the saddle
-        where it merges with a higher maximum) is at least ``persistence × peak_min``.
-        Two equal atoms of one channel 2.8σ apart (a C–C bond at σ = 0.5 Å) keep about
-        0.25 of the peak; noise of 1% of the maximum makes maxima of about 0.03.
+        where it merges with a higher maximum, or above the background) is at least
+        ``persistence × peak_min`` (or ``NOISE_SIGMAS`` × the noise level). Two equal
+        atoms of one channel 2.8σ apart (a C–C bond at σ = 0.5 Å) keep about 0.25 of
+        the peak; noise of 1% of the maximum makes maxima of about 0.03.
     penalty : float
         An atom is kept only if it lowers the squared error by more than
         ``penalty × E₁`` (E₁: the squared norm of one rendered atom).
+    max_atoms : int
+        A channel whose integral asks for more atoms than this, or that has more
+        maxima, is an error (a grid that is not a density of atoms, say all ones,
+        must not run for hours).
     max_rounds : int
         Limit on add/remove rounds per channel.
     max_iter : int
@@ -116,6 +126,7 @@ class InvertOptions:
     background: float = 0.1
     persistence: float = 0.1
     penalty: float = 0.5
+    max_atoms: int = 2000
     max_rounds: int = 50
     max_iter: int = 300
     precision: float = 1e-4
@@ -126,8 +137,8 @@ class InvertOptions:
             v = getattr(self, name)
             if not (math.isfinite(v) and 0.0 < v < 1.0):
                 raise ValueError(f"{name} must be a fraction in (0, 1), got {v!r}")
-        if self.max_rounds < 0 or self.max_iter < 1 or self.threads < 1:
-            raise ValueError("max_rounds must be ≥ 0, max_iter and threads ≥ 1")
+        if self.max_rounds < 0 or min(self.max_iter, self.threads, self.max_atoms) < 1:
+            raise ValueError("max_rounds must be ≥ 0; max_iter, max_atoms and threads ≥ 1")
 
 
 @dataclass(frozen=True)
@@ -168,9 +179,61 @@ class AtomProfile:
             energy=float(np.sum(np.square(g[0], dtype=np.float64))),
         )
 
-    def cut_radius(self, background: float) -> float:
-        """Distance (in σ) out to which an isolated atom stays above the background cut."""
-        return math.sqrt(2.0 * math.log(1.0 / background))
+    def cut_radius(self, cut: float) -> float:
+        """Distance (in σ) out to which an isolated atom stays above ``cut``."""
+        return math.sqrt(2.0 * math.log(self.peak_min / cut)) if 0 < cut < self.peak_min else 0.0
+
+
+#: Noise is told from density at this many standard deviations: a normal variable exceeds
+#: it about once in 3.5 million voxels (a 64³ grid of 11 channels has 2.9 million).
+NOISE_SIGMAS = 5.0
+#: Negative voxels needed before their spread is trusted as the grid's noise level.
+NOISE_MIN_SAMPLES = 1000
+
+
+def estimate_noise(grid_: np.ndarray) -> float:
+    """Standard deviation of additive noise in a grid, from its negative voxels.
+
+    A density is never negative, so negative values are noise where there is no density;
+    for zero-mean normal noise their magnitudes are half-normal, with median 0.6745·σ.
+    Returns 0 when fewer than ``NOISE_MIN_SAMPLES`` of the voxels sampled (every 7th) are
+    negative (a clean grid, rounding aside).
+    """
+    sample = np.asarray(grid_).ravel()[::7]
+    neg = sample[sample < 0]
+    if len(neg) < NOISE_MIN_SAMPLES:
+        return 0.0
+    return float(np.median(-neg)) / 0.6745
+
+
+@dataclass(frozen=True)
+class Levels:
+    """The two levels of the peak search for one grid.
+
+    Attributes
+    ----------
+    cut : float
+        Voxels at or below it are background:
+        ``max(background × peak_min, NOISE_SIGMAS × noise)``.
+    persistence : float
+        Least persistence, measured above ``cut``, of a maximum that becomes an atom:
+        ``max(persistence × peak_min, NOISE_SIGMAS × noise)``.
+    noise : float
+        Estimated noise level (:func:`estimate_noise`), 0 for a clean grid.
+    """
+
+    cut: float
+    persistence: float
+    noise: float
+
+    @classmethod
+    def of(cls, profile: AtomProfile, options: InvertOptions, noise: float = 0.0) -> Levels:
+        floor = NOISE_SIGMAS * noise
+        return cls(
+            cut=max(options.background * profile.peak_min, floor),
+            persistence=max(options.persistence * profile.peak_min, floor),
+            noise=noise,
+        )
 
 
 @dataclass(frozen=True)
@@ -292,8 +355,10 @@ def find_peaks(
     *,
     profile: AtomProfile | None = None,
     options: InvertOptions | None = None,
+    levels: Levels | None = None,
 ) -> Peaks:
-    """Persistent maxima of one channel (nx, ny, nz) of a grid (see :class:`InvertOptions`).
+    """Persistent maxima of one channel (nx, ny, nz) of a grid (see :class:`Levels`;
+    by default the noise level is measured in this channel).
 
     Periodic boxes are searched on the grid wrapped by about σ on every side, so maxima
     on the cell faces are found once, with their neighbourhood.
@@ -301,22 +366,22 @@ def find_peaks(
     opts = options or InvertOptions()
     prof = profile or AtomProfile.of(box, sigma, opts.threads)
     g = np.ascontiguousarray(channel_grid, dtype=np.float32)
-    above = g > opts.background * prof.peak_min
+    lv = levels or Levels.of(prof, opts, estimate_noise(g))
+    above = g > lv.cut
     if not above.any():
         return _no_peaks()
-    return _find_peaks(g, box, sigma, prof, opts, _bounds(above, 0))
+    return _find_peaks(g, box, sigma, lv, _bounds(above, 0))
 
 
 def _find_peaks(
     g: np.ndarray,
     box: Box,
     sigma: float,
-    prof: AtomProfile,
-    opts: InvertOptions,
+    levels: Levels,
     bounds: tuple[np.ndarray, np.ndarray],
 ) -> Peaks:
     """:func:`find_peaks` on a channel whose above-background voxels lie in ``bounds``."""
-    cut = opts.background * prof.peak_min
+    cut = levels.cut
     shape = np.array(g.shape)
     if box.periodic:
         # Wrap a margin of about σ around the cell: every voxel of the cell then has its
@@ -332,13 +397,15 @@ def _find_peaks(
         lo, hi = bounds
         region = g[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.float64)
         offset = lo
-    region[region <= cut] = 0.0
-    vox, heights, persistence = _persistent_maxima(region, opts.persistence * prof.peak_min)
+    # Heights above the background level: a voxel just above the cut is no maximum
+    # that persists.
+    region = np.where(region > cut, region - cut, 0.0)
+    vox, heights, persistence = _persistent_maxima(region, levels.persistence)
     vox += offset
-    keep = heights > cut
+    heights += cut
     if box.periodic:
-        keep &= np.all((vox >= 0) & (vox < shape), axis=1)
-    vox, heights, persistence = vox[keep], heights[keep], persistence[keep]
+        keep = np.all((vox >= 0) & (vox < shape), axis=1)
+        vox, heights, persistence = vox[keep], heights[keep], persistence[keep]
     order = np.argsort(-heights, kind="stable")
     vox, heights, persistence = vox[order], heights[order], persistence[order]
     frac = (vox + 0.5 + _subvoxel(g, vox, box.periodic)) / shape
@@ -491,10 +558,11 @@ class _ChannelFit:
         sigma: float,
         profile: AtomProfile,
         opts: InvertOptions,
+        cut: float,
         bounds: tuple[np.ndarray, np.ndarray] | None,
         expected: float,
     ) -> None:
-        """``bounds``: [lo, hi) voxels holding the channel's above-background voxels;
+        """``bounds``: [lo, hi) voxels holding the channel's voxels above ``cut``;
         ``expected``: Σ target over the whole grid."""
         self.sigma = sigma
         self.opts = opts
@@ -508,7 +576,7 @@ class _ChannelFit:
         else:
             # Atoms lie within cut_radius·σ of the above-background voxels; the crop holds
             # them out to the kernel's truncation radius.
-            reach = (TRUNC_SIGMAS - profile.cut_radius(opts.background)) * sigma
+            reach = (TRUNC_SIGMAS - profile.cut_radius(cut)) * sigma
             margin = np.ceil(reach / _face_spacing(box)).astype(np.int64) + 1
             shape = np.array(box.shape)
             lo, hi = np.maximum(bounds[0] - margin, 0), np.minimum(bounds[1] + margin, shape)
@@ -596,6 +664,31 @@ class _ChannelFit:
             return np.full(n, self.profile.energy)
         return self.profile.energy - 2.0 * self.last_overlap
 
+    def removal_candidates(self, pos: np.ndarray, excess: int) -> np.ndarray:
+        """Indices of atoms to drop together, weakest first: each explains less than the
+        penalty once the ones before it are gone (or is needed to bring the count down
+        by ``excess``). Dropping atom a makes every other b look more useful by about
+        2⟨a, b⟩ = 2·E₁·exp(−|a − b|²/4σ²) (the overlap of two Gaussians)."""
+        gains = self.removal_gain(len(pos)).copy()
+        chosen: list[int] = []
+        while len(chosen) < len(pos):
+            a = int(np.argmin(gains))
+            if not (gains[a] < self.lam or len(chosen) < excess):
+                break
+            chosen.append(a)
+            gains[a] = np.inf
+            d2 = np.sum(self._separation(pos - pos[a]) ** 2, axis=1)
+            gains += 2.0 * self.profile.energy * np.exp(-d2 / (4.0 * self.sigma**2))
+        return np.array(chosen, dtype=np.int64)
+
+    def _separation(self, diff: np.ndarray) -> np.ndarray:
+        """Shortest image of displacement vectors (M, 3) in a periodic box (nearest by
+        rounding fractional coordinates; exact enough for overlaps)."""
+        if not self.box.periodic:
+            return diff
+        frac = np.linalg.solve(self.box.axes.T, diff.T).T
+        return (frac - np.round(frac)) @ self.box.axes
+
     def addition_sites(self, pos: np.ndarray, k: int, need: bool) -> np.ndarray:
         """Up to ``k`` positions (Å) where added atoms would explain the most unexplained
         density, chosen greedily (as CLEAN does in radio astronomy): the maximum of the
@@ -657,15 +750,14 @@ def _select_atoms(fit: _ChannelFit, start: np.ndarray) -> tuple[np.ndarray, floa
 
     for _ in range(fit.opts.max_rounds):
         changed = False
-        # Remove the atom that explains least, if it explains less than the penalty
-        # (or the integral says there are too many atoms).
-        if len(pos):
-            gains = fit.removal_gain(len(pos))
-            a = int(np.argmin(gains))
-            if gains[a] < lam or len(pos) > want:
-                trial, trial_loss = fit.refine(np.delete(pos, a, axis=0))
-                if cost(len(trial), trial_loss) < cost(len(pos), loss):
-                    pos, loss, removed, changed = trial, trial_loss, removed + 1, True
+        # Remove the atoms that explain less than the penalty (or the weakest ones, if
+        # the integral says there are too many): all such at once, else the weakest.
+        drop = fit.removal_candidates(pos, len(pos) - want)
+        for d in [drop] if len(drop) <= 1 else [drop, drop[:1]]:
+            trial, trial_loss = fit.refine(np.delete(pos, d, axis=0))
+            if cost(len(trial), trial_loss) < cost(len(pos), loss):
+                pos, loss, removed, changed = trial, trial_loss, removed + len(d), True
+                break
         # Add atoms where density is unexplained: as many as the integral says are missing
         # at once (else the single best site).
         if loss > lam or len(pos) < want:
@@ -743,7 +835,8 @@ def _invert(
         what = "NaN or infinite values" if not np.all(np.isfinite(g)) else "values too large"
         raise InversionError(f"grid has {what} (channel {', '.join(bad)})")
     profile = AtomProfile.of(box, sigma, opts.threads)
-    cut = opts.background * profile.peak_min
+    levels = Levels.of(profile, opts, estimate_noise(g))
+    cut = levels.cut
     positions: list[np.ndarray] = []
     chans: list[np.ndarray] = []
     counts = np.zeros(n_ch, np.int64)
@@ -757,11 +850,13 @@ def _invert(
     for c in range(n_ch):
         if maxima[c] <= cut:
             continue  # nothing in this channel stands out of the background
+        _check_count(sums[c], "integrates to", channels.names[c], opts)
         t0 = time.perf_counter()
         bounds = _bounds(g[c] > cut, 0)
-        peaks = _find_peaks(g[c], box, sigma, profile, opts, bounds)
+        peaks = _find_peaks(g[c], box, sigma, levels, bounds)
+        _check_count(len(peaks), "has", channels.names[c], opts, " maxima")
         t1 = time.perf_counter()
-        fit = _ChannelFit(g[c], box, sigma, profile, opts, bounds, sums[c])
+        fit = _ChannelFit(g[c], box, sigma, profile, opts, cut, bounds, sums[c])
         pos, loss, a, r = _select_atoms(fit, peaks.positions)
         timings["peaks"] += t1 - t0
         timings["fit"] += time.perf_counter() - t1
@@ -799,6 +894,14 @@ def _invert(
         evaluations=evals,
         timings=timings,
     )
+
+
+def _check_count(n: float, verb: str, name: str, opts: InvertOptions, what: str = "") -> None:
+    if n > opts.max_atoms:
+        raise InversionError(
+            f"channel {name} {verb} {n:.0f}{what}, more than max_atoms = {opts.max_atoms}: "
+            f"not a density of unit-weight atoms with this σ?"
+        )
 
 
 def _element(symbol: str) -> str:

@@ -23,6 +23,7 @@ from pgrid_cli.invert import (
     InversionError,
     InvertOptions,
     _persistent_maxima,
+    estimate_noise,
     find_peaks,
     invert_grid,
     match_atoms,
@@ -267,6 +268,39 @@ def test_noisy_grids():
         noise_share = np.linalg.norm(noise) / np.linalg.norm(g)
         assert 0.95 * noise_share < res.residual < 1.001 * noise_share
     assert exact >= len(cases) - 1
+
+
+def test_noise_level_from_negative_voxels():
+    rng = np.random.default_rng(9)
+    _, z, pos = drugs(1, start=40)[0]
+    box = Box.fit(pos, 48)
+    g = grid(pos, box, 0.4, channels=ELEMENTS.assign(z), n_channels=ELEMENTS.n_channels)
+    assert estimate_noise(g) == 0.0
+    for level in (1e-4, 3e-3):
+        noisy = g + rng.normal(scale=level, size=g.shape).astype(np.float32)
+        assert_allclose(estimate_noise(noisy), level, rtol=0.03)
+
+
+@pytest.mark.parametrize("noise", [0.03, 0.1])
+def test_heavy_noise_raises_the_levels(noise):
+    rng = np.random.default_rng(12)
+    _, z, pos = drugs(1, start=60)[0]
+    box = Box.fit(pos, 48)
+    chans = ELEMENTS.assign(z)
+    g = grid(pos, box, 0.4, channels=chans, n_channels=ELEMENTS.n_channels)
+    g += rng.normal(scale=noise * g.max(), size=g.shape).astype(np.float32)
+    res = invert_grid(g, box, 0.4, ELEMENTS)
+    m = match_atoms(res.positions, res.channels, pos, chans)
+    assert m.exact_composition and m.rmsd < 0.05, m
+
+
+def test_not_a_density_is_an_error():
+    box = Box(np.zeros(3), np.eye(3) * 10.0, 32)
+    with pytest.raises(InversionError, match="channel C integrates to 32768, more than max_at"):
+        invert_grid(np.ones((1, 32, 32, 32), np.float32), box, 0.4, ChannelSpec(["C"]))
+    # All negative: no density at all, only (strong) noise.
+    res = invert_grid(-np.ones((1, 32, 32, 32), np.float32), box, 0.4, ChannelSpec(["C"]))
+    assert len(res) == 0
 
 
 def test_noise_only_grid_gives_no_atoms():
