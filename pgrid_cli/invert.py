@@ -561,9 +561,10 @@ class _ChannelFit:
         cut: float,
         bounds: tuple[np.ndarray, np.ndarray] | None,
         expected: float,
+        noise: float = 0.0,
     ) -> None:
         """``bounds``: [lo, hi) voxels holding the channel's voxels above ``cut``;
-        ``expected``: Σ target over the whole grid."""
+        ``expected``: Σ target over the whole grid; ``noise``: the grid's noise level."""
         self.sigma = sigma
         self.opts = opts
         self.profile = profile
@@ -592,6 +593,10 @@ class _ChannelFit:
                 lo_hi = np.sort([self.box.origin, self.box.origin + self.box.axes.sum(0)], 0)
                 self.bounds = [(float(a), float(b)) for a, b in lo_hi.T]
         self.crop_energy = float(np.dot(self.target.ravel(), self.target.ravel()))
+        #: The squared error noise alone leaves on the region (``noise``: its σ), plus
+        #: four standard deviations of that (a sum of N squared normals: √(2N)·σ²).
+        n_vox = float(self.target.size)
+        self.noise_loss = (n_vox + 4.0 * math.sqrt(2.0 * n_vox)) * noise**2
         self.expected = float(expected)
         self._out = np.empty((1, 1, *self.box.shape), dtype=np.float32)
         self.evaluations = 0
@@ -769,6 +774,18 @@ def _select_atoms(fit: _ChannelFit, start: np.ndarray) -> tuple[np.ndarray, floa
                 if cost(len(trial), trial_loss) < cost(len(pos), loss):
                     pos, loss, added, changed = trial, trial_loss, added + len(s), True
                     break
+        if not changed and len(pos) and loss > fit.noise_loss + 0.01 * fit.profile.energy:
+            # The count is right but density is left unexplained: atoms sit in a local
+            # minimum (one covering for two sites). Add one at the best residual site,
+            # refine, drop the atom that explains least, refine; keep it if better.
+            site = fit.addition_sites(pos, 1, need=True)
+            if len(site):
+                grown, _ = fit.refine(np.vstack([pos, site]))
+                drop = int(np.argmin(fit.removal_gain(len(grown))))
+                trial, trial_loss = fit.refine(np.delete(grown, drop, axis=0))
+                if trial_loss < loss - 0.01 * fit.profile.energy:
+                    pos, loss, changed = trial, trial_loss, True
+                    added, removed = added + 1, removed + 1
         if not changed:
             break
     return pos, loss, added, removed
@@ -856,7 +873,7 @@ def _invert(
         peaks = _find_peaks(g[c], box, sigma, levels, bounds)
         _check_count(len(peaks), "has", channels.names[c], opts, " maxima")
         t1 = time.perf_counter()
-        fit = _ChannelFit(g[c], box, sigma, profile, opts, cut, bounds, sums[c])
+        fit = _ChannelFit(g[c], box, sigma, profile, opts, cut, bounds, sums[c], levels.noise)
         pos, loss, a, r = _select_atoms(fit, peaks.positions)
         timings["peaks"] += t1 - t0
         timings["fit"] += time.perf_counter() - t1
