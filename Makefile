@@ -9,13 +9,14 @@ STAMP := $(VENV)/.pgrid-installed
 # Re-install when the build or the native sources change (Python files are editable).
 NATIVE := pyproject.toml CMakeLists.txt $(wildcard native/include/pgrid/*.hpp native/src/*)
 
-.PHONY: help install demo test lint format bench clean
+.PHONY: help install demo test lint format bench bench-invert clean
 
 help:
 	@echo "make demo    install and run the main job on sample_data/"
 	@echo "make test    install and run every test"
 	@echo "make lint    ruff + clang-format checks"
 	@echo "make bench   the kernel benchmark (docs/benchmarks.md)"
+	@echo "make bench-invert  the inversion quality/speed table (docs/benchmarks.md)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +27,12 @@ $(STAMP): $(PY) $(NATIVE)
 
 install: $(STAMP)
 
+# Where `make demo` grids sample_data/ to (the `pgrid grid` step writes it).
+DEMO_DIR ?= out/demo
+
 demo: install
 	$(PY) examples/quickstart.py sample_data
+	$(VENV)/bin/pgrid invert $(DEMO_DIR) --index 0:4,-4: -o $(DEMO_DIR)/inverted.xyz --report $(DEMO_DIR)/inverted.json
 
 test: install
 	$(VENV)/bin/pytest
@@ -42,6 +47,9 @@ format: install
 
 bench: install
 	$(PY) benchmarks/bench_kernel.py
+
+bench-invert: install
+	$(PY) benchmarks/bench_invert.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
