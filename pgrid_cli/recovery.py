@@ -51,6 +51,7 @@ class StructureReport:
     counts : atoms found per channel name (channels with atoms, or expected to have some)
     expected : Σ grid per channel name (≈ atoms whose density the box holds)
     residual : ‖G − render(atoms)‖ / ‖G‖
+    added, removed : atoms the model selection added (no peak showed them) and removed
     match : scores against the original atoms, when the input holds them
     note : why it was not scored although original atoms were given
     seconds : wall time of the inversion
@@ -65,6 +66,8 @@ class StructureReport:
     counts: dict[str, int] | None = None
     expected: dict[str, float] | None = None
     residual: float = math.nan
+    added: int = 0
+    removed: int = 0
     match: Match | None = None
     note: str | None = None
     seconds: float = 0.0
@@ -94,10 +97,10 @@ class StructureReport:
             counts=self.counts,
             expected=self.expected,
             residual=self.residual,
+            added=self.added,
+            removed=self.removed,
             seconds=round(self.seconds, 6),
         )
-        if self.result is not None:
-            d.update(added=self.result.added, removed=self.result.removed)
         if self.match is not None:
             d["match"] = self.match.to_dict()
         if self.note is not None:
@@ -133,6 +136,7 @@ def invert_item(
     rep.counts = {names[c]: int(res.counts[c]) for c in used}
     rep.expected = {names[c]: round(float(res.expected[c]), 4) for c in used}
     rep.residual = float(res.residual)
+    rep.added, rep.removed = res.added, res.removed
     res.info.update(name=item.name, index=item.index, source=item.source, record=item.record)
     res.info["residual"] = round(rep.residual, 8)
     rep.result = res
@@ -207,16 +211,20 @@ def invert_source(
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         pending: list[Future[list[StructureReport]]] = []
         it = iter(chunks)
-        for chunk in it:
-            pending.append(pool.submit(_run_chunk, source, chunk, element, opts, tolerance))
-            if len(pending) >= 3 * workers:
-                break
-        while pending:
-            done = pending.pop(0)
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(_run_chunk, source, nxt, element, opts, tolerance))
-            yield from done.result()
+        try:
+            for chunk in it:
+                pending.append(pool.submit(_run_chunk, source, chunk, element, opts, tolerance))
+                if len(pending) >= 3 * workers:
+                    break
+            while pending:
+                done = pending.pop(0)
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(_run_chunk, source, nxt, element, opts, tolerance))
+                yield from done.result()
+        finally:  # stopped early (Ctrl-C, the consumer gave up): drop queued chunks
+            for f in pending:
+                f.cancel()
 
 
 def write_structures(

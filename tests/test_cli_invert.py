@@ -118,6 +118,7 @@ def test_shard_directory_round_trip(shard_dir, tmp_path):
     first = report["structures"][0]
     assert first["name"] == structs[0][0] and first["match"]["within"] == len(structs[0][1])
     assert sum(first["counts"].values()) == len(structs[0][1])
+    assert first["added"] == 0 and first["removed"] == 0 and first["residual"] < 1e-3
 
 
 def test_index_selection_and_workers_agree(shard_dir, tmp_path):
