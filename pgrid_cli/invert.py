@@ -571,7 +571,7 @@ class _ChannelFit:
         self.opts = opts
         self.profile = profile
         self.lam = opts.penalty * profile.energy
-        self.bounds: list[tuple[float, float]] | None = None
+        self.limits: list[tuple[float, float]] | None = None  # per coordinate, for L-BFGS-B
         self.cropped = not (box.periodic or bounds is None)
         if not self.cropped:
             self.box = box
@@ -593,7 +593,7 @@ class _ChannelFit:
             if np.count_nonzero(self.box.axes - np.diag(np.diag(self.box.axes))) == 0:
                 # Keep atoms inside the (axis-aligned) crop, where their density counts.
                 lo_hi = np.sort([self.box.origin, self.box.origin + self.box.axes.sum(0)], 0)
-                self.bounds = [(float(a), float(b)) for a, b in lo_hi.T]
+                self.limits = [(float(a), float(b)) for a, b in lo_hi.T]
         self.crop_energy = float(np.dot(self.target.ravel(), self.target.ravel()))
         #: The squared error noise alone leaves on the region (``noise``: its σ), plus
         #: four standard deviations of that (a sum of N squared normals: √(2N)·σ²).
@@ -602,7 +602,9 @@ class _ChannelFit:
         self.expected = float(expected)
         self._out = np.empty((1, 1, *self.box.shape), dtype=np.float32)
         self.evaluations = 0
-        self.last_overlap = np.zeros(0)
+        # <render − target, atom a> for every atom of the positions last evaluated.
+        self._overlap = np.zeros(0)
+        self._overlap_at = np.zeros(0)
 
     # The squared error is scaled by 1/E₁ for the optimiser, so its tolerances are in
     # units of one atom's density whatever σ and the voxel size.
@@ -636,21 +638,20 @@ class _ChannelFit:
         loss = float(np.dot(flat, flat))
         dpos, dw = gradient_batch(self._batch(pos), d, threads=self.opts.threads)
         # dw[a] = <render − target, atom a>: what removing atom a would change (below).
-        self.last_overlap = dw
+        self._overlap, self._overlap_at = dw, x.copy()
         scale = 1.0 / self.profile.energy
         return loss * scale, (2.0 * scale) * dpos.ravel()
 
     def refine(self, pos: np.ndarray) -> tuple[np.ndarray, float]:
         """Minimise L from ``pos`` (M, 3) Å with L-BFGS-B; returns (positions, L)."""
         if len(pos) == 0:
-            self.last_overlap = np.zeros(0)
             return np.zeros((0, 3)), self.crop_energy
         res = minimize(
             self._fg,
             np.asarray(pos, dtype=np.float64).ravel(),
             jac=True,
             method="L-BFGS-B",
-            bounds=None if self.bounds is None else self.bounds * len(pos),
+            bounds=None if self.limits is None else self.limits * len(pos),
             options={
                 "maxiter": self.opts.max_iter,
                 # f = L/E₁ ≈ δ²/(2σ²) for an atom δ off its optimum: stop once the
@@ -659,24 +660,25 @@ class _ChannelFit:
                 "ftol": 1e-3 * self.opts.precision**2,
             },
         )
-        x = res.x.reshape(-1, 3)
-        # Leave last_overlap describing the returned positions.
-        loss, _ = self._fg(res.x)
-        return x, loss * self.profile.energy
+        loss, _ = self._fg(res.x)  # the loss (and overlaps) of the returned positions
+        return res.x.reshape(-1, 3), loss * self.profile.energy
 
-    def removal_gain(self, n: int) -> np.ndarray:
-        """(n,) how much L would grow if each atom were dropped (no re-refinement):
-        ‖d − a‖² − ‖d‖² = E₁ − 2⟨d, a⟩ with d = render − target (from the last fit)."""
-        if len(self.last_overlap) != n:
-            return np.full(n, self.profile.energy)
-        return self.profile.energy - 2.0 * self.last_overlap
+    def removal_gain(self, pos: np.ndarray) -> np.ndarray:
+        """(M,) how much L would grow if each atom of ``pos`` were dropped (without
+        re-refining): ‖d − a‖² − ‖d‖² = E₁ − 2⟨d, a⟩ with d = render − target."""
+        if len(pos) == 0:
+            return np.zeros(0)
+        x = np.asarray(pos, dtype=np.float64).ravel()
+        if not np.array_equal(x, self._overlap_at):
+            self._fg(x)
+        return self.profile.energy - 2.0 * self._overlap
 
     def removal_candidates(self, pos: np.ndarray, excess: int) -> np.ndarray:
         """Indices of atoms to drop together, weakest first: each explains less than the
         penalty once the ones before it are gone (or is needed to bring the count down
         by ``excess``). Dropping atom a makes every other b look more useful by about
         2⟨a, b⟩ = 2·E₁·exp(−|a − b|²/4σ²) (the overlap of two Gaussians)."""
-        gains = self.removal_gain(len(pos)).copy()
+        gains = self.removal_gain(pos).copy()
         chosen: list[int] = []
         while len(chosen) < len(pos):
             a = int(np.argmin(gains))
@@ -783,7 +785,7 @@ def _select_atoms(fit: _ChannelFit, start: np.ndarray) -> tuple[np.ndarray, floa
             site = fit.addition_sites(pos, 1, need=True)
             if len(site):
                 grown, _ = fit.refine(np.vstack([pos, site]))
-                drop = int(np.argmin(fit.removal_gain(len(grown))))
+                drop = int(np.argmin(fit.removal_gain(grown)))
                 trial, trial_loss = fit.refine(np.delete(grown, drop, axis=0))
                 if trial_loss < loss - 0.01 * fit.profile.energy:
                     pos, loss, changed = trial, trial_loss, True
