@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 
 from pgrid_cli import Box, ChannelSpec, grid_batch
 from pgrid_cli.cli import app
-from pgrid_cli.grid_sources import parse_indices
+from pgrid_cli.grid_sources import open_grids, parse_indices
 from pgrid_cli.invert import match_atoms
+from pgrid_cli.recovery import invert_source, write_structures
 from pgrid_cli.shards import ShardMeta, ShardWriter, shard_name
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
@@ -244,3 +245,15 @@ def test_parse_indices():
         parse_indices("-6", 5)
     with pytest.raises(ValueError, match="bad index"):
         parse_indices("1:2:3:4", 5)
+
+
+def test_output_appears_only_when_complete(shard_dir, tmp_path):
+    d, _ = shard_dir
+    out = tmp_path / "a.xyz"
+    stream = write_structures(out, invert_source(open_grids(d), [0, 1, 2]))
+    next(stream)
+    assert not out.exists() and (tmp_path / "a.xyz.partial").exists()
+    stream.close()  # the consumer stops early (Ctrl-C): nothing half-written is left
+    assert not out.exists() and not (tmp_path / "a.xyz.partial").exists()
+    assert len(list(write_structures(out, invert_source(open_grids(d), [0, 1])))) == 2
+    assert len(ase.io.read(out, index=":")) == 2
