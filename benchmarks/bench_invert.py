@@ -120,52 +120,10 @@ def verdict(row: dict) -> str:
     return f"{'PASS' if ok else 'FAIL'} ({', '.join(parts)})"
 
 
-def end_to_end(mols, sigma: float, shape: int, workers: int, tmp: Path) -> dict:
-    """Shard (gzip) → ShardGrids → worker pool → extended XYZ, timed from the read."""
+def write_shard(d: Path, mols, sigma: float, shape: int, compression: str = "gzip") -> Path:
+    """Grid ``mols`` (element channels, fit box) into one shard in directory ``d``."""
     spec = ChannelSpec.parse("elements")
-    d = tmp / "shards"
-    if not d.exists():
-        d.mkdir()
-        boxes = [Box.fit(a.positions, shape) for a in mols]
-        grids = grid_batch(
-            [a.positions for a in mols],
-            boxes,
-            sigma,
-            channels=[spec.assign(a.numbers) for a in mols],
-            n_channels=spec.n_channels,
-        )
-        meta = ShardMeta(sigma=sigma, channels=spec.names, grid_shape=(shape,) * 3)
-        with ShardWriter(d / shard_name(0), meta) as w:
-            w.append(
-                grids,
-                boxes,
-                [a.numbers for a in mols],
-                [a.positions for a in mols],
-                [f"mol{i}" for i in range(len(mols))],
-                ["moses100.xyz"] * len(mols),
-                list(range(len(mols))),
-            )
-    source = ShardGrids(d)
-    c0 = time.process_time()
-    for i in range(len(source)):
-        source.item(i)  # HDF5 read + gzip inflate of every grid, nothing else
-    read_ms = 1e3 * (time.process_time() - c0) / len(source)
-    t0 = time.perf_counter()
-    reports = collect(
-        write_structures(
-            tmp / f"out{workers}.xyz",
-            invert_source(source, range(len(source)), workers=workers),
-        )
-    )
-    seconds = time.perf_counter() - t0
-    s = summarize(reports, seconds)
-    return {"workers": workers, "read_ms_per_molecule_cpu": read_ms, **s}
-
-
-def read_costs(mols, sigma: float, shape: int, tmp: Path) -> dict[str, float]:
-    """CPU ms to read one grid back from a shard, per compression (first 20 molecules)."""
-    spec = ChannelSpec.parse("elements")
-    mols = mols[:20]
+    d.mkdir()
     boxes = [Box.fit(a.positions, shape) for a in mols]
     grids = grid_batch(
         [a.positions for a in mols],
@@ -175,26 +133,50 @@ def read_costs(mols, sigma: float, shape: int, tmp: Path) -> dict[str, float]:
         n_channels=spec.n_channels,
     )
     meta = ShardMeta(sigma=sigma, channels=spec.names, grid_shape=(shape,) * 3)
-    out = {}
-    for codec in ("gzip", "lzf", "none"):
-        d = tmp / f"read-{codec}"
-        d.mkdir()
-        with ShardWriter(d / shard_name(0), meta, compression=codec) as w:
-            w.append(
-                grids,
-                boxes,
-                [a.numbers for a in mols],
-                [a.positions for a in mols],
-                [f"mol{i}" for i in range(len(mols))],
-                ["moses100.xyz"] * len(mols),
-                list(range(len(mols))),
-            )
-        source = ShardGrids(d)
-        c0 = time.process_time()
-        for i in range(len(source)):
-            source.item(i)
-        out[codec] = 1e3 * (time.process_time() - c0) / len(source)
-    return out
+    with ShardWriter(d / shard_name(0), meta, compression=compression) as w:
+        w.append(
+            grids,
+            boxes,
+            [a.numbers for a in mols],
+            [a.positions for a in mols],
+            [f"mol{i}" for i in range(len(mols))],
+            ["moses100.xyz"] * len(mols),
+            list(range(len(mols))),
+        )
+    return d
+
+
+def read_ms(source: ShardGrids) -> float:
+    """CPU ms per structure to read every grid back (HDF5 read + inflate, nothing else)."""
+    c0 = time.process_time()
+    for i in range(len(source)):
+        source.item(i)
+    return 1e3 * (time.process_time() - c0) / len(source)
+
+
+def end_to_end(mols, sigma: float, shape: int, workers: int, tmp: Path) -> dict:
+    """Shard (gzip) → ShardGrids → worker pool → extended XYZ, timed from the read."""
+    d = tmp / "shards"
+    source = ShardGrids(d if d.exists() else write_shard(d, mols, sigma, shape))
+    read = read_ms(source)
+    t0 = time.perf_counter()
+    reports = collect(
+        write_structures(
+            tmp / f"out{workers}.xyz",
+            invert_source(source, range(len(source)), workers=workers),
+        )
+    )
+    seconds = time.perf_counter() - t0
+    s = summarize(reports, seconds)
+    return {"workers": workers, "read_ms_per_molecule_cpu": read, **s}
+
+
+def read_costs(mols, sigma: float, shape: int, tmp: Path) -> dict[str, float]:
+    """CPU ms to read one grid back from a shard, per compression (first 20 molecules)."""
+    return {
+        codec: read_ms(ShardGrids(write_shard(tmp / codec, mols[:20], sigma, shape, codec)))
+        for codec in ("gzip", "lzf", "none")
+    }
 
 
 def main() -> int:
