@@ -9,14 +9,15 @@ STAMP := $(VENV)/.pgrid-installed
 # Re-install when the build or the native sources change (Python files are editable).
 NATIVE := pyproject.toml CMakeLists.txt $(wildcard native/include/pgrid/*.hpp native/src/*)
 
-.PHONY: help install demo test lint format bench bench-invert clean
+.PHONY: help install demo test lint format bench bench-pipeline bench-invert clean
 
 help:
 	@echo "make demo    install and run the main job on sample_data/"
 	@echo "make test    install and run every test"
 	@echo "make lint    ruff + clang-format checks"
 	@echo "make bench   the kernel benchmark (docs/benchmarks.md)"
-	@echo "make bench-invert  the inversion quality/speed table (docs/benchmarks.md)"
+	@echo "make bench-pipeline   SDF -> shards throughput against the kernel alone"
+	@echo "make bench-invert     inversion quality and speed table (docs/benchmarks.md)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,12 +28,10 @@ $(STAMP): $(PY) $(NATIVE)
 
 install: $(STAMP)
 
-# Where `make demo` grids sample_data/ to (the `pgrid grid` step writes it).
-DEMO_DIR ?= out/demo
-
 demo: install
-	$(PY) examples/quickstart.py sample_data
-	$(VENV)/bin/pgrid invert $(DEMO_DIR) --index 0:4,-4: -o $(DEMO_DIR)/inverted.xyz --report $(DEMO_DIR)/inverted.json
+	$(VENV)/bin/pgrid grid sample_data -o demo_out --overwrite
+	$(VENV)/bin/pgrid info demo_out
+	$(VENV)/bin/pgrid invert demo_out --index 0:4,-4: -o demo_out/inverted.xyz --report demo_out/inverted.json
 
 test: install
 	$(VENV)/bin/pytest
@@ -47,6 +46,9 @@ format: install
 
 bench: install
 	$(PY) benchmarks/bench_kernel.py
+
+bench-pipeline: install
+	$(PY) benchmarks/bench_pipeline.py
 
 bench-invert: install
 	$(PY) benchmarks/bench_invert.py

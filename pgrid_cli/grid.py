@@ -345,6 +345,7 @@ def grid(
     -------
     (C, nx, ny, nz) float32 array.
     """
+    positions = _positions(positions)
     batch = Batch.from_structures(
         [positions],
         [box],

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <limits>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
@@ -161,9 +162,7 @@ struct AlignedFloats {
 
 // ------------------------------------------------------------------ quadrature
 /// Gauss-Legendre nodes and weights on [0, 1] (weights sum to 1), by Newton iteration.
-void gauss_legendre(int q, std::vector<double>& x, std::vector<double>& w) {
-    x.assign(q, 0.0);
-    w.assign(q, 0.0);
+void gauss_legendre_panel(int q, double* x, double* w) {
     const double pi = 3.14159265358979323846;
     for (int i = 0; i < q; ++i) {
         double z = std::cos(pi * (i + 0.75) / (q + 0.5));
@@ -185,13 +184,28 @@ void gauss_legendre(int q, std::vector<double>& x, std::vector<double>& w) {
     }
 }
 
+/// `nodes` points on [0, 1]: one Gauss-Legendre rule up to 16 nodes, else composite rules
+/// of 8-node panels (see triclinic_quadrature_order).
+void gauss_legendre(int nodes, std::vector<double>& x, std::vector<double>& w) {
+    x.assign(nodes, 0.0);
+    w.assign(nodes, 0.0);
+    const int q = nodes <= 16 ? nodes : 8, panels = nodes / q;
+    std::vector<double> px(q), pw(q);
+    gauss_legendre_panel(q, px.data(), pw.data());
+    for (int s = 0; s < panels; ++s)
+        for (int i = 0; i < q; ++i) {
+            x[s * q + i] = (s + px[i]) / panels;
+            w[s * q + i] = pw[i] / panels;
+        }
+}
+
 // ------------------------------------------------------------------ plans
 /// Per-worker reusable buffers for building plans.
 struct PlanBuffers {
     std::vector<double> targs, cdf, pdf;
     std::vector<std::int64_t> arg_off;
     std::vector<std::int32_t> lo, len;  // per atom per axis: unwrapped window start, voxels
-    std::vector<double> fac[3], dfac[3];  // one atom's folded factors and derivatives
+    std::vector<double> fac[3], dfac[3], dist2[3];  // one atom's folded factors etc.
 };
 
 struct Plan {
@@ -221,6 +235,41 @@ void sort_by_channel(std::vector<AtomT>& atoms, int n_channels, std::vector<std:
     atoms.swap(sorted);
 }
 
+/// Render layout of one atom: gy and dy2 by absolute row (zero / +inf outside the
+/// window, kPadJ padding each side), gz by absolute voxel along a row (zero outside,
+/// kPadV spare vectors), and the rows and row vectors the atom reaches.
+void add_render_rows(OrthoAtom& rec, const int* start, const int* length,
+                     const std::vector<double>* fac, const std::vector<double>* dist2,
+                     const int* shape, int W, Plan& plan) {
+    using detail::kPadJ;
+    using detail::kPadV;
+    const int ny = shape[1], nz = shape[2];
+    const int row_vecs = (nz + W - 1) / W;
+    // y: the window's rows (all rows if it wraps) with kPadJ padding on each side.
+    const bool ywrap = start[1] + length[1] > ny;
+    rec.jlo = ywrap ? 0 : start[1];
+    rec.jhi = ywrap ? ny - 1 : start[1] + length[1] - 1;
+    rec.jfirst = rec.jlo - kPadJ;
+    rec.ylen = rec.jhi - rec.jlo + 1 + 2 * kPadJ;
+    rec.yfoff = static_cast<std::int64_t>(plan.fbuf.size());
+    plan.fbuf.resize(plan.fbuf.size() + 2 * static_cast<std::size_t>(rec.ylen), 0.0f);
+    float* gy = plan.fbuf.data() + rec.yfoff;
+    float* dy2 = gy + rec.ylen;
+    std::fill(dy2, dy2 + rec.ylen, std::numeric_limits<float>::infinity());
+    for (int m = 0; m < length[1]; ++m) {
+        const int j = (start[1] + m) % ny - rec.jfirst;
+        gy[j] = static_cast<float>(fac[1][m]);
+        dy2[j] = static_cast<float>(dist2[1][m]);
+    }
+    rec.zfoff = static_cast<std::int64_t>(plan.fbuf.size());
+    plan.fbuf.resize(plan.fbuf.size() + static_cast<std::size_t>(row_vecs + kPadV) * W, 0.0f);
+    float* gz = plan.fbuf.data() + rec.zfoff;
+    for (int m = 0; m < length[2]; ++m) gz[(start[2] + m) % nz] = static_cast<float>(fac[2][m]);
+    const bool zwrap = start[2] + length[2] > nz;
+    rec.kv0 = zwrap ? 0 : start[2] / W;
+    rec.kv1 = zwrap ? row_vecs : (start[2] + length[2] - 1) / W + 1;
+}
+
 void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const IsaKernels& K,
                  bool gradient, PlanBuffers& buf, Plan& plan) {
     const std::int64_t a0 = in.offsets[s], a1 = in.offsets[s + 1];
@@ -234,6 +283,7 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
     }
     // 1. Windows and the boundary arguments (b - p)/sigma of every atom and axis.
     buf.targs.clear();
+    buf.targs.reserve(static_cast<std::size_t>(na) * 3 * 32);
     buf.arg_off.assign(3 * na, 0);
     buf.lo.assign(3 * na, 0);
     buf.len.assign(3 * na, 0);
@@ -258,8 +308,12 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
             if (fhi < flo) continue;  // outside an open box along this axis
             buf.lo[k] = static_cast<std::int32_t>(flo);
             buf.len[k] = static_cast<std::int32_t>(fhi - flo + 1);
-            for (int m = 0; m <= buf.len[k]; ++m)
-                buf.targs.push_back(((flo + m) * h[d] - p) / sigma);
+            // Boundary arguments (b - p)/sigma, stepping by h/sigma.
+            const std::size_t at = buf.targs.size();
+            buf.targs.resize(at + buf.len[k] + 1);
+            const double inv_s = 1.0 / sigma, t0 = (flo * h[d] - p) * inv_s, dt = h[d] * inv_s;
+            double* t = buf.targs.data() + at;
+            for (int m = 0; m <= buf.len[k]; ++m) t[m] = t0 + m * dt;
         }
     }
     // 2. Normal cdf (and pdf) at every boundary, vectorised over the whole structure.
@@ -274,6 +328,7 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
     plan.fbuf.clear();
     auto& fac = buf.fac;
     auto& dfac = buf.dfac;
+    auto& dist2 = buf.dist2;
     for (std::int64_t a = 0; a < na; ++a) {
         OrthoAtom rec{};
         rec.atom = a0 + a;
@@ -289,23 +344,24 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
                 empty = true;
                 break;
             }
+            const double* t = buf.targs.data() + buf.arg_off[k];
             const double* c = buf.cdf.data() + buf.arg_off[k];
             const double* pd = gradient ? buf.pdf.data() + buf.arg_off[k] : nullptr;
             const int lo = buf.lo[k];
-            if (box.periodic && L >= n) {
-                start[d] = 0;
-                length[d] = n;
-            } else {
-                start[d] = box.periodic ? ((lo % n) + n) % n : lo;
-                length[d] = L;
-            }
+            // A window longer than a periodic axis folds every image onto it.
+            const bool folded = box.periodic && L >= n;
+            start[d] = folded ? 0 : (box.periodic ? ((lo % n) + n) % n : lo);
+            length[d] = folded ? n : L;
             fac[d].assign(length[d], 0.0);
+            dist2[d].assign(length[d], 0.0);
             if (gradient) dfac[d].assign(length[d], 0.0);
             for (int m = 0; m < L; ++m) {
-                int idx = m;
-                if (length[d] == n && box.periodic) idx = (((lo + m) % n) + n) % n;
+                const int idx = folded ? (((lo + m) % n) + n) % n : m;
                 fac[d][idx] += c[m + 1] - c[m];
                 if (gradient) dfac[d][idx] -= (pd[m + 1] - pd[m]) / sigma;
+                // Distance (in sigmas) from the atom to slab m: 0 if the atom is inside.
+                const double gap = t[m] > 0 ? t[m] : (t[m + 1] < 0 ? -t[m + 1] : 0.0);
+                if (!folded) dist2[d][idx] = gap * gap;
             }
         }
         if (empty) {
@@ -317,13 +373,19 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
         rec.xl = length[0];
         rec.ys = start[1];
         rec.yl = length[1];
-        rec.xoff = static_cast<std::int64_t>(plan.dbuf.size());
-        plan.dbuf.insert(plan.dbuf.end(), fac[0].begin(), fac[0].end());
-        if (gradient) plan.dbuf.insert(plan.dbuf.end(), dfac[0].begin(), dfac[0].end());
-        rec.yoff = static_cast<std::int64_t>(plan.dbuf.size());
-        plan.dbuf.insert(plan.dbuf.end(), fac[1].begin(), fac[1].end());
-        if (gradient) plan.dbuf.insert(plan.dbuf.end(), dfac[1].begin(), dfac[1].end());
-        // z: one run, or two when the cyclic window wraps past the end of the row.
+        for (int d = 0; d < 2; ++d) {
+            (d == 0 ? rec.xoff : rec.yoff) = static_cast<std::int64_t>(plan.dbuf.size());
+            plan.dbuf.insert(plan.dbuf.end(), fac[d].begin(), fac[d].end());
+            plan.dbuf.insert(plan.dbuf.end(), dist2[d].begin(), dist2[d].end());
+            if (gradient) plan.dbuf.insert(plan.dbuf.end(), dfac[d].begin(), dfac[d].end());
+        }
+        if (!gradient) {
+            rec.nseg = 1;  // render plans only need to know the atom is not empty
+            add_render_rows(rec, start, length, fac, dist2, in.shape, W, plan);
+            plan.oatoms.push_back(rec);
+            continue;
+        }
+        // z for gradients: one run, or two when the cyclic window wraps past the row end.
         const int nz = in.shape[2];
         const int zs = start[2], zl = length[2];
         const int first = std::min(zl, nz - zs);
@@ -334,6 +396,7 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
             if (run[1] <= 0) continue;
             ZSeg& sg = rec.seg[rec.nseg++];
             sg.k0 = run[0];
+            sg.len = run[1];
             sg.nvec = (run[1] + W - 1) / W;
             sg.off = static_cast<std::int64_t>(plan.fbuf.size());
             const std::size_t padded = static_cast<std::size_t>(sg.nvec) * W;
@@ -349,12 +412,14 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
     sort_by_channel(plan.oatoms, in.n_channels, plan.chan_begin);
     OrthoPlan& op = plan.op;
     for (int d = 0; d < 3; ++d) op.n[d] = in.shape[d];
+    op.reach2 = kTruncSigmas * kTruncSigmas;
     op.n_channels = in.n_channels;
     op.atoms = plan.oatoms.data();
     op.chan_begin = plan.chan_begin.data();
     op.n_atoms = static_cast<std::int32_t>(plan.oatoms.size());
     op.dbuf = plan.dbuf.data();
     op.fbuf = plan.fbuf.data();
+    op.row_vecs = (in.shape[2] + W - 1) / W;
 }
 
 void build_tric(const BatchInput& in, std::int64_t s, const BoxGeom& box, Plan& plan) {
@@ -381,7 +446,7 @@ void build_tric(const BatchInput& in, std::int64_t s, const BoxGeom& box, Plan& 
     tp.b1 = dot(B, e1);
     tp.b2 = dot(B, e2);
     tp.c1 = norm(C);
-    tp.rho = kTruncSigmas;
+    tp.rho = kTricTruncSigmas;
     // Reciprocal lengths: the Gaussian's extent in fractional units along each axis.
     const double vol = tp.a3 * tp.b2 * tp.c1;
     const double recip[3] = {norm(cross(B, C)) / vol, norm(cross(C, A)) / vol,
@@ -447,20 +512,31 @@ void build_plan(const BatchInput& in, std::int64_t s, const IsaKernels& K, bool 
         build_tric(in, s, box, plan);
 }
 
+/// Floats of scratch the triclinic kernels need (see kernels.hpp).
+std::size_t tric_work_floats(const TricPlan& tp, const IsaKernels& K) {
+    const std::size_t w = K.float_width;
+    return 2 * (static_cast<std::size_t>(tp.max_row) + 2 * w) +
+           4 * (static_cast<std::size_t>(tp.q) * tp.q + w);
+}
+
 /// Per-worker scratch for rendering.
 struct RenderScratch {
     AlignedFloats plane;
-    std::vector<double> work;
+    std::vector<float> work;
+    std::vector<detail::ActiveAtom> active;
 };
 
 void render_planes(const Plan& plan, const IsaKernels& K, int c, int i_begin, int i_end,
                    float* out_c, const BatchInput& in, RenderScratch& scratch, bool stream) {
     const std::size_t plane_n = static_cast<std::size_t>(in.shape[1]) * in.shape[2];
-    scratch.plane.ensure(plane_n + 2 * static_cast<std::size_t>(K.float_width) + 64);
+    scratch.plane.ensure(plane_n + 64);
     if (plan.ortho) {
-        K.render_ortho(plan.op, c, i_begin, i_end, out_c, scratch.plane.ptr, stream);
+        const std::size_t atoms = static_cast<std::size_t>(plan.chan_begin[c + 1] - plan.chan_begin[c]);
+        if (scratch.active.size() < atoms) scratch.active.resize(atoms);
+        K.render_ortho(plan.op, c, i_begin, i_end, out_c, scratch.plane.ptr,
+                       scratch.active.data(), stream);
     } else {
-        scratch.work.resize(4 * (static_cast<std::size_t>(plan.tp.max_row) + 8));
+        scratch.work.resize(tric_work_floats(plan.tp, K));
         K.render_tric(plan.tp, c, i_begin, i_end, out_c, scratch.plane.ptr,
                       scratch.work.data(), stream);
     }
@@ -510,13 +586,20 @@ std::vector<Isa> supported_isas() {
 Isa best_isa() { return supported_isas().back(); }
 
 int triclinic_quadrature_order(double h_over_sigma) {
-    // Gauss-Legendre error on one voxel edge is ~ (h/sigma)^(2q) / (2q)!-like; these
-    // bounds keep it below 1e-6 of the peak (calibrated against the float64 reference).
-    static const double limits[] = {0.0, 0.0, 0.12, 0.45, 0.9, 1.4, 1.9, 2.4, 2.9,
-                                    3.4, 3.9, 4.4, 4.9, 5.4, 5.9, 6.4, 6.9};
+    // Largest voxel edge (in sigmas) each Gauss-Legendre order integrates to 5e-6 of the
+    // peak along one direction (measured by tools/quadrature_orders.py); two quadrature
+    // directions keep a voxel within 1e-5 of the maximum, 10x inside the SPEC's 1e-4.
+    static const double limits[] = {0.0,  0.0,  0.29, 0.93, 1.75, 2.62,  3.49,  4.37, 5.23,
+                                    6.09, 6.95, 7.80, 8.65, 9.50, 10.34, 11.17, 12.00};
     for (int q = 2; q <= 16; ++q)
         if (h_over_sigma <= limits[q]) return q;
-    return 16;
+    // Coarser voxels: a composite rule of 8-node panels, each panel within the Q = 8 limit.
+    const int panels = static_cast<int>(std::ceil(h_over_sigma / limits[8]));
+    if (panels > kMaxQuadratureNodes / 8)
+        fail("sigma is too narrow for these triclinic voxels (voxel edge = ", h_over_sigma,
+             " sigma; at most ", kMaxQuadratureNodes / 8 * limits[8],
+             "): use a wider sigma or a finer grid");
+    return 8 * panels;
 }
 
 void validate(const BatchInput& in) {
@@ -629,7 +712,7 @@ void grid_gradient_batch(const BatchInput& in, const float* dgrid, double* dposi
     std::vector<std::vector<double>> dlocal(B);
     for (std::int64_t s = 0; s < B; ++s)
         dlocal[s].assign(4 * static_cast<std::size_t>(in.offsets[s + 1] - in.offsets[s]), 0.0);
-    std::vector<std::vector<double>> work(nt);
+    std::vector<std::vector<float>> work(nt);
     parallel_for(item_begin[B], nt, [&](std::int64_t item, int tid) {
         const std::int64_t s =
             std::upper_bound(item_begin.begin(), item_begin.end(), item) - item_begin.begin() - 1;
@@ -641,7 +724,7 @@ void grid_gradient_batch(const BatchInput& in, const float* dgrid, double* dposi
         if (plan.ortho) {
             K.grad_ortho(plan.op, a_begin, a_end, G, dlocal[s].data());
         } else {
-            work[tid].resize(4 * (static_cast<std::size_t>(plan.tp.max_row) + 8));
+            work[tid].resize(tric_work_floats(plan.tp, K));
             K.grad_tric(plan.tp, a_begin, a_end, G, dlocal[s].data(), work[tid].data());
         }
     });

@@ -13,9 +13,9 @@ constexpr double kInvSqrt2 = 0.70710678118654752440;
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;
 
 // ------------------------------------------------------------------ special functions
-/// exp(x) to ~1 ulp for x in [-708, 709] (clamped outside).
-PGRID_INLINE VD vexp(VD x) {
-    x = vmax(x, VD::set1(-708.0));
+/// exp(x) to ~1 ulp for x in [-708, 709]; 0 below (where exp underflows), clamped above.
+PGRID_INLINE VD vexp(VD x0) {
+    VD x = vmax(x0, VD::set1(-708.0));
     x = vmin(x, VD::set1(709.0));
     const VD n = vround(x * VD::set1(1.4426950408889634));
     // Cody-Waite: ln2 split so that n*ln2_hi is exact.
@@ -35,7 +35,7 @@ PGRID_INLINE VD vexp(VD x) {
     p = fmadd(p, r, VD::set1(0.5));
     p = fmadd(p, r, VD::set1(1.0));
     p = fmadd(p, r, VD::set1(1.0));
-    return vldexp(p, n);
+    return select_gt(VD::set1(-708.0), x0, VD::set1(0.0), vldexp(p, n));
 }
 
 /// Standard normal cdf and pdf at t (absolute error of the cdf ~1e-16).
@@ -76,6 +76,42 @@ void normal_cdf(const double* t, std::size_t n, double* cdf, double* pdf) {
     }
 }
 
+/// exp(x) in float (relative error ~2e-7) for x in [-87, 88]; 0 below.
+PGRID_INLINE VF vexpf(VF x0) {
+    VF x = vmax(x0, VF::set1(-87.0f));
+    x = vmin(x, VF::set1(88.0f));
+    const VF n = vround(x * VF::set1(1.44269504f));
+    VF r = fnmadd(n, VF::set1(0.693359375f), x);  // ln2 split: n*hi exact
+    r = fnmadd(n, VF::set1(-2.12194440e-4f), r);
+    VF p = VF::set1(1.0f / 5040.0f);
+    p = fmadd(p, r, VF::set1(1.0f / 720.0f));
+    p = fmadd(p, r, VF::set1(1.0f / 120.0f));
+    p = fmadd(p, r, VF::set1(1.0f / 24.0f));
+    p = fmadd(p, r, VF::set1(1.0f / 6.0f));
+    p = fmadd(p, r, VF::set1(0.5f));
+    p = fmadd(p, r, VF::set1(1.0f));
+    p = fmadd(p, r, VF::set1(1.0f));
+    return select_gt(VF::set1(-87.0f), x0, VF::zero(), vldexp(p, n));
+}
+
+/// Standard normal cdf in float (absolute error < 4e-7), and the pdf when asked: the
+/// triclinic quadrature path, whose tolerance is 1e-4 of the grid maximum.
+template <bool kPdf = false>
+PGRID_INLINE VF vcdff(VF t, VF* pdf = nullptr) {
+    namespace ef = ::pgrid::erfc_fit_f;
+    const VF z = vabs(t) * VF::set1(0.70710678f);
+    const VF zc = vmin(z, VF::set1(ef::ZMAX));
+    const VF q = vrcp(zc + VF::set1(ef::K));
+    const VF u = fmadd(VF::set1(ef::A), (zc - VF::set1(ef::K)) * q, VF::set1(ef::B));
+    VF poly = VF::set1(ef::C[ef::TERMS - 1]);
+    for (int n = ef::TERMS - 2; n >= 0; --n) poly = fmadd(poly, u, VF::set1(ef::C[n]));
+    const VF e = vexpf(VF::zero() - z * z);  // exp(-t^2/2)
+    if constexpr (kPdf) *pdf = e * VF::set1(0.39894228f);
+    VF half_erfc = e * poly * (q * VF::set1(0.5f * ef::K));
+    half_erfc = select_gt(z, VF::set1(ef::ZMAX), VF::zero(), half_erfc);
+    return select_gt(t, VF::zero(), VF::set1(1.0f) - half_erfc, half_erfc);
+}
+
 // ------------------------------------------------------------------ output helpers
 /// Copy n floats to dst; with stream, whole aligned vectors use non-temporal stores so
 /// the output is written once without being read (the memset floor's behaviour).
@@ -109,55 +145,95 @@ void zero(float* dst, std::size_t n, bool stream) {
     store_fence();
 }
 
-/// Move a finished plane to the output and leave rows [jlo, jhi] of the scratch zeroed.
-PGRID_INLINE void flush_plane(float* dst, float* plane, int jlo, int jhi, int nz,
-                              std::size_t plane_n, bool stream) {
-    if (jhi < jlo) {
-        zero(dst, plane_n, stream);
-        return;
+/// One tile of a plane: rows [j0, j0 + RB) x row vectors [t0, t0 + NT), accumulated in
+/// registers over the atoms that reach it, then stored once (masked past the row end).
+template <int RB, int NT>
+PGRID_INLINE void ortho_tile(float* dst, int ny, int nz, int row_vecs, int j0, int t0,
+                             const detail::ActiveAtom* act, int n_act) {
+    constexpr int W = VF::W;
+    VF acc[RB][NT];
+    for (int r = 0; r < RB; ++r)
+        for (int v = 0; v < NT; ++v) acc[r][v] = VF::zero();
+    for (int k = 0; k < n_act; ++k) {
+        const detail::ActiveAtom& a = act[k];
+        if (a.jhi < j0 || a.jlo >= j0 + RB || a.kv1 <= t0 || a.kv0 >= t0 + NT) continue;
+        // Coefficients of the RB rows, whole vectors at a time; rows outside the
+        // truncation cylinder get 0 (the stored rows are padded to allow this).
+        constexpr int kC = RB > W ? RB : W;
+        alignas(64) float c[kC];
+        const float* gy = a.gy + (j0 - a.jfirst);
+        const float* dy2 = a.dy2 + (j0 - a.jfirst);
+        const VF cx = VF::set1(a.cx), lim = VF::set1(a.lim);
+        for (int r = 0; r < RB; r += W)
+            select_le(VF::load(dy2 + r), lim, cx * VF::load(gy + r)).store(c + r);
+        const float* gz = a.gz + t0 * W;
+        for (int v = 0; v < NT; ++v) {
+            const VF g = VF::load(gz + v * W);
+            for (int r = 0; r < RB; ++r) acc[r][v] = fmadd(VF::set1(c[r]), g, acc[r][v]);
+        }
     }
-    copy_out(dst, plane, plane_n, stream);
-    std::memset(plane + static_cast<std::size_t>(jlo) * nz, 0,
-                static_cast<std::size_t>(jhi - jlo + 1) * nz * sizeof(float));
+    const int tail = nz - (row_vecs - 1) * W;  // lanes of the row's last vector
+    for (int r = 0; r < RB && j0 + r < ny; ++r) {
+        float* row = dst + static_cast<std::size_t>(j0 + r) * nz;
+        for (int v = 0; v < NT && t0 + v < row_vecs; ++v) {
+            if (t0 + v == row_vecs - 1 && tail < W)
+                acc[r][v].store_n(row + (t0 + v) * W, tail);
+            else
+                acc[r][v].store(row + (t0 + v) * W);
+        }
+    }
+}
+
+template <int RB, int NT>
+PGRID_INLINE void ortho_plane_tiles(float* dst, int ny, int nz, int row_vecs,
+                                    const detail::ActiveAtom* act, int n_act) {
+    for (int t0 = 0; t0 < row_vecs; t0 += NT)
+        for (int j0 = 0; j0 < ny; j0 += RB) ortho_tile<RB, NT>(dst, ny, nz, row_vecs, j0, t0, act, n_act);
 }
 
 // ------------------------------------------------------------------ orthogonal boxes
 void render_ortho(const OrthoPlan& P, int c, int i_begin, int i_end, float* out_c,
-                  float* plane, bool stream) {
-    constexpr int W = VF::W;
+                  float* plane, detail::ActiveAtom* active, bool stream) {
+    // Accumulators per tile: all 32 vector registers of AVX-512 leave room for 16; AVX2
+    // and scalar code have 16 registers, so 8.
+    constexpr int kAcc = VF::W == 16 ? 16 : 8;
     const int nx = P.n[0], ny = P.n[1], nz = P.n[2];
     const std::size_t plane_n = static_cast<std::size_t>(ny) * nz;
     const OrthoAtom* a_begin = P.atoms + P.chan_begin[c];
     const OrthoAtom* a_end = P.atoms + P.chan_begin[c + 1];
     for (int i = i_begin; i < i_end; ++i) {
-        int jlo = ny, jhi = -1;
+        // The atoms reaching plane i, with their x factor and remaining reach.
+        int n_act = 0;
         for (const OrthoAtom* a = a_begin; a != a_end; ++a) {
+            if (a->nseg == 0) continue;
             int di = i - a->xs;
             if (di < 0) di += nx;
             if (di >= a->xl) continue;
-            const double gxi = P.dbuf[a->xoff + di];
-            const double cx = a->w * gxi;
-            const double* gy = P.dbuf + a->yoff;
-            int j = a->ys;
-            for (int dj = 0; dj < a->yl; ++dj, ++j) {
-                if (j == ny) j = 0;
-                if (gxi * gy[dj] < detail::kRowSkip) continue;
-                const VF coef = VF::set1(static_cast<float>(cx * gy[dj]));
-                float* row = plane + static_cast<std::size_t>(j) * nz;
-                for (int s = 0; s < a->nseg; ++s) {
-                    const ZSeg& sg = a->seg[s];
-                    const float* gz = P.fbuf + sg.off;
-                    float* r = row + sg.k0;
-                    // Whole vectors: lanes past the run add coef*0 to the next voxels.
-                    for (int v = 0; v < sg.nvec; ++v)
-                        fmadd(coef, VF::load(gz + v * W), VF::load(r + v * W)).store(r + v * W);
-                }
-                if (j < jlo) jlo = j;
-                if (j > jhi) jhi = j;
-            }
+            const double* gx = P.dbuf + a->xoff;
+            const double lim = P.reach2 - gx[a->xl + di];
+            if (lim < 0) continue;
+            detail::ActiveAtom& t = active[n_act++];
+            t.gy = P.fbuf + a->yfoff;
+            t.dy2 = t.gy + a->ylen;
+            t.jfirst = a->jfirst;
+            t.gz = P.fbuf + a->zfoff;
+            t.cx = static_cast<float>(a->w * gx[di]);
+            t.lim = static_cast<float>(lim);
+            t.jlo = a->jlo;
+            t.jhi = a->jhi;
+            t.kv0 = a->kv0;
+            t.kv1 = a->kv1;
         }
-        flush_plane(out_c + static_cast<std::size_t>(i) * plane_n, plane, jlo, jhi, nz,
-                    plane_n, stream);
+        float* dst_plane = out_c + static_cast<std::size_t>(i) * plane_n;
+        float* dst = stream ? plane : dst_plane;
+        const int rv = P.row_vecs;
+        if (rv == 1)
+            ortho_plane_tiles<kAcc, 1>(dst, ny, nz, rv, active, n_act);
+        else if (rv == 2)
+            ortho_plane_tiles<kAcc / 2, 2>(dst, ny, nz, rv, active, n_act);
+        else
+            ortho_plane_tiles<kAcc / 4, 4>(dst, ny, nz, rv, active, n_act);
+        if (stream) copy_out(dst_plane, plane, plane_n, true);
     }
     if (stream) store_fence();
 }
@@ -171,44 +247,47 @@ void grad_ortho(const OrthoPlan& P, int a_begin, int a_end, const float* dgrid,
     for (int ai = a_begin; ai < a_end; ++ai) {
         const OrthoAtom& a = P.atoms[ai];
         double gpx = 0, gpy = 0, gpz = 0, gw = 0;
-        if (a.xl > 0 && a.yl > 0 && a.nseg > 0) {
+        if (a.nseg > 0) {
             const float* G = dgrid + a.channel * chan_n;
             const double* gx = P.dbuf + a.xoff;
-            const double* dgx = gx + a.xl;
+            const double* dx2 = gx + a.xl;
+            const double* dgx = gx + 2 * a.xl;
             const double* gy = P.dbuf + a.yoff;
-            const double* dgy = gy + a.yl;
+            const double* dy2 = gy + a.yl;
+            const double* dgy = gy + 2 * a.yl;
             int i = a.xs;
             for (int di = 0; di < a.xl; ++di, ++i) {
                 if (i == nx) i = 0;
+                // The same rows as the forward pass, so this is its exact derivative.
+                const double lim = P.reach2 - dx2[di];
+                if (lim < 0) continue;
                 double sx_t = 0, sx_dt = 0, s_u = 0;
                 int j = a.ys;
                 for (int dj = 0; dj < a.yl; ++dj, ++j) {
                     if (j == ny) j = 0;
+                    if (dy2[dj] > lim) continue;
                     const float* row = G + i * plane_n + static_cast<std::size_t>(j) * nz;
                     // T = sum_k dgrid*gz, U = sum_k dgrid*dgz over the atom's z runs.
                     VF t = VF::zero(), u = VF::zero();
-                    float tail_t = 0.0f, tail_u = 0.0f;
                     for (int s = 0; s < a.nseg; ++s) {
                         const ZSeg& sg = a.seg[s];
                         const float* gz = P.fbuf + sg.off;
                         const float* dgz = gz + static_cast<std::size_t>(sg.nvec) * W;
                         const float* g = row + sg.k0;
-                        // Stay inside the row: the padded lanes of gz are zero, but the
-                        // upstream gradient past the row end must not be read.
-                        const int len = std::min(nz - sg.k0, sg.nvec * W);
-                        int k = 0;
-                        for (; k + W <= len; k += W) {
-                            const VF gv = VF::load(g + k);
-                            t = fmadd(gv, VF::load(gz + k), t);
-                            u = fmadd(gv, VF::load(dgz + k), u);
+                        const int nfull = sg.len / W, tail = sg.len - nfull * W;
+                        int v = 0;
+                        for (; v < nfull; ++v) {
+                            const VF gv = VF::load(g + v * W);
+                            t = fmadd(gv, VF::load(gz + v * W), t);
+                            u = fmadd(gv, VF::load(dgz + v * W), u);
                         }
-                        for (; k < len; ++k) {
-                            tail_t += g[k] * gz[k];
-                            tail_u += g[k] * dgz[k];
+                        if (tail) {  // never read past the row
+                            const VF gv = VF::load_n(g + v * W, tail);
+                            t = fmadd(gv, VF::load(gz + v * W), t);
+                            u = fmadd(gv, VF::load(dgz + v * W), u);
                         }
                     }
-                    const double T = static_cast<double>(t.sum()) + tail_t;
-                    const double U = static_cast<double>(u.sum()) + tail_u;
+                    const double T = t.sum(), U = u.sum();
                     sx_t += gy[dj] * T;
                     sx_dt += dgy[dj] * T;
                     s_u += gy[dj] * U;
@@ -226,23 +305,40 @@ void grad_ortho(const OrthoPlan& P, int a_begin, int a_end, const float* dgrid,
     }
 }
 
+/// Move a finished plane to the output and leave rows [jlo, jhi] of the scratch zeroed.
+PGRID_INLINE void flush_plane(float* dst, float* plane, int jlo, int jhi, int nz,
+                              std::size_t plane_n, bool stream) {
+    if (jhi < jlo) {
+        zero(dst, plane_n, stream);
+        return;
+    }
+    copy_out(dst, plane, plane_n, stream);
+    std::memset(plane + static_cast<std::size_t>(jlo) * nz, 0,
+                static_cast<std::size_t>(jhi - jlo + 1) * nz * sizeof(float));
+}
+
 // ------------------------------------------------------------------ triclinic boxes
-/// Calls fn(i_unwrapped, j_unwrapped, klo, len, acc) for every row of voxels that atom a
-/// reaches in the unwrapped slab i, where acc[m] (m < len) holds the row's values for
-/// k = klo + m. The exact integral along c (erf differences) is combined with
-/// Gauss-Legendre quadrature over the u (a) and v (b) directions of each voxel.
-/// work: 4*(max_row + 8) doubles.
+/// Geometry of atom a in the unwrapped slab i: calls row(j, klo, len) for every row of
+/// voxels (i, j, klo .. klo+len-1) that comes within the truncation radius of the atom
+/// (images are the unwrapped indices; open boxes clip to the grid). Slab-level values
+/// the caller needs are returned through the TricSlab.
+struct TricSlab {
+    double u0, u1, inv_s;
+};
 template <class RowFn>
-PGRID_INLINE void tric_slab(const TricPlan& P, const TricAtom& a, int i, double* work,
-                            bool want_grad, RowFn&& fn) {
+PGRID_INLINE bool tric_rows(const TricPlan& P, const TricAtom& a, int i, TricSlab& slab,
+                            RowFn&& row) {
     const int nx = P.n[0], ny = P.n[1], nz = P.n[2];
-    const double sigma = a.sigma, inv_s = 1.0 / sigma, rho = P.rho * sigma;
+    const double rho = P.rho * a.sigma;
     const double p1 = a.p[0], p2 = a.p[1], p3 = a.p[2];
-    const double u0 = static_cast<double>(i) / nx, u1 = static_cast<double>(i + 1) / nx;
+    slab.inv_s = 1.0 / a.sigma;
+    slab.u0 = static_cast<double>(i) / nx;
+    slab.u1 = static_cast<double>(i + 1) / nx;
+    const double u0 = slab.u0, u1 = slab.u1;
     // Distance of the slab from the atom along e3 (x3 = u*a3 - p3, a3 > 0).
     const double x3lo = u0 * P.a3 - p3, x3hi = u1 * P.a3 - p3;
     const double d3 = x3lo > 0 ? x3lo : (x3hi < 0 ? -x3hi : 0.0);
-    if (d3 > rho) return;
+    if (d3 > rho) return false;
     const double rho2 = std::sqrt(rho * rho - d3 * d3);
     const double ua2lo = std::fmin(u0 * P.a2, u1 * P.a2), ua2hi = std::fmax(u0 * P.a2, u1 * P.a2);
     int jlo = static_cast<int>(std::floor(ny * (p2 - rho2 - ua2hi) / P.b2));
@@ -251,24 +347,6 @@ PGRID_INLINE void tric_slab(const TricPlan& P, const TricAtom& a, int i, double*
         if (jlo < 0) jlo = 0;
         if (jhi > ny - 1) jhi = ny - 1;
     }
-    const int q = P.q;
-    double n3[16], ua1[16], ua2[16], x3v[16];
-    for (int qu = 0; qu < q; ++qu) {
-        const double u = (i + P.gl_x[qu]) / nx;
-        const double x3 = u * P.a3 - p3;
-        x3v[qu] = x3;
-        n3[qu] = P.gl_w[qu] * std::exp(-0.5 * x3 * x3 * inv_s * inv_s);
-        ua1[qu] = u * P.a1;
-        ua2[qu] = u * P.a2;
-    }
-    // Unweighted: a3*b2/(nx*ny) (Jacobian over c1) times the two Gaussian normalisations.
-    const double pref = P.a3 * P.b2 / (nx * static_cast<double>(ny)) * inv_s * inv_s *
-                        (kInvSqrt2Pi * kInvSqrt2Pi);
-    double* targ = work;
-    double* cdf = work + (P.max_row + 8);
-    double* pdf = work + 2 * (P.max_row + 8);
-    double* acc = work + 3 * (P.max_row + 8);
-    const double dk = P.c1 / nz * inv_s;
     for (int j = jlo; j <= jhi; ++j) {
         const double v0 = static_cast<double>(j) / ny, v1 = static_cast<double>(j + 1) / ny;
         // x2 = u*a2 + v*b2 - p2 is linear: its range over the voxel comes from the corners.
@@ -284,33 +362,201 @@ PGRID_INLINE void tric_slab(const TricPlan& P, const TricAtom& a, int i, double*
             if (klo < 0) klo = 0;
             if (khi > nz - 1) khi = nz - 1;
         }
-        if (khi < klo) continue;
-        const int len = khi - klo + 1;
-        fn(i, j, klo, len, [&](auto&& node) {
-            for (int qu = 0; qu < q; ++qu) {
-                for (int qv = 0; qv < q; ++qv) {
-                    const double v = (j + P.gl_x[qv]) / ny;
-                    const double x2 = ua2[qu] + v * P.b2 - p2;
-                    const double wgt = pref * n3[qu] * P.gl_w[qv] *
-                                       std::exp(-0.5 * x2 * x2 * inv_s * inv_s);
-                    const double t0 = (ua1[qu] + v * P.b1 - p1) * inv_s + klo * dk;
-                    for (int m = 0; m <= len; ++m) targ[m] = t0 + m * dk;
-                    normal_cdf(targ, static_cast<std::size_t>(len) + 1, cdf,
-                               want_grad ? pdf : nullptr);
-                    node(wgt, x2, x3v[qu], cdf, pdf, acc);
-                }
-            }
-        });
+        if (khi >= klo) row(j, klo, khi - klo + 1);
+    }
+    return true;
+}
+
+/// Add len values (voxels k = klo .. klo+len-1 of a row, cyclic in nz) to the row.
+PGRID_INLINE void fold_into_row(float* row, int nz, int klo, const float* vals, int len) {
+    constexpr int W = VF::W;
+    int k = klo % nz;
+    if (k < 0) k += nz;
+    int m = 0;
+    while (m < len) {
+        const int run = std::min(len - m, nz - k);  // contiguous part before the row wraps
+        int r = 0;
+        for (; r + W <= run; r += W)
+            (VF::load(row + k + r) + VF::load(vals + m + r)).store(row + k + r);
+        for (; r < run; ++r) row[k + r] += vals[m + r];
+        m += run;
+        k = 0;
     }
 }
 
+/// Floats of scratch tric_render_slab / tric_grad_atom need.
+PGRID_INLINE std::size_t tric_work_floats(const TricPlan& P) {
+    constexpr int W = VF::W;
+    return 2 * (static_cast<std::size_t>(P.max_row) + 2 * W) + 4 * (P.q * P.q + W);
+}
+
+/// Per-slab quadrature data of atom a: the u nodes' Gaussian factor along e3 and their
+/// offsets along e1 and e2, from which each row sets up its (u, v) node pairs.
+struct TricNodes {
+    const TricPlan* P;
+    const TricAtom* a;
+    int q, nq;
+    double inv_s, pref;
+    double n3[detail::kMaxNodes], ua1[detail::kMaxNodes], ua2[detail::kMaxNodes];
+    double x3[detail::kMaxNodes];
+    float dk;
+
+    /// pref: a3*b2/(nx*ny) (the Jacobian over c1) times the two 1D Gaussian
+    /// normalisations; the atom's weight is applied by the caller.
+    PGRID_INLINE void slab(const TricPlan& plan, const TricAtom& atom, int i) {
+        P = &plan;
+        a = &atom;
+        q = plan.q;
+        nq = q * q;
+        const int nx = plan.n[0], ny = plan.n[1], nz = plan.n[2];
+        inv_s = 1.0 / atom.sigma;
+        pref = plan.a3 * plan.b2 / (nx * static_cast<double>(ny)) * inv_s * inv_s *
+               (kInvSqrt2Pi * kInvSqrt2Pi);
+        for (int qu = 0; qu < q; ++qu) {
+            const double u = (i + plan.gl_x[qu]) / nx;
+            x3[qu] = u * plan.a3 - atom.p[2];
+            n3[qu] = plan.gl_w[qu] * std::exp(-0.5 * x3[qu] * x3[qu] * inv_s * inv_s);
+            ua1[qu] = u * plan.a1;
+            ua2[qu] = u * plan.a2;
+        }
+        dk = static_cast<float>(plan.c1 / nz * inv_s);
+    }
+
+    /// For row j starting at voxel klo, per node pair p = qu*q + qv: weight wq[p] (without
+    /// the atom weight), erf argument t0[p] at k = klo and x2s[p] = x2 / sigma.
+    /// pf is scratch of nq + W floats.
+    PGRID_INLINE void row(int j, int klo, float* wq, float* pf, float* t0, float* x2s) const {
+        constexpr int W = VF::W;
+        const TricPlan& pl = *P;
+        const int ny = pl.n[1], nz = pl.n[2];
+        const double kofs = klo * (pl.c1 / nz) * inv_s;
+        for (int qu = 0, p = 0; qu < q; ++qu) {
+            for (int qv = 0; qv < q; ++qv, ++p) {
+                const double v = (j + pl.gl_x[qv]) / ny;
+                const double x2 = (ua2[qu] + v * pl.b2 - a->p[1]) * inv_s;
+                x2s[p] = static_cast<float>(x2);
+                wq[p] = static_cast<float>(-0.5 * x2 * x2);
+                t0[p] = static_cast<float>((ua1[qu] + v * pl.b1 - a->p[0]) * inv_s + kofs);
+                pf[p] = static_cast<float>(pref * n3[qu] * pl.gl_w[qv]);
+            }
+        }
+        // One vector exp for the whole row's Gaussian factors along e2.
+        for (int p = 0; p < nq; p += W) (VF::load(pf + p) * vexpf(VF::load(wq + p))).store(wq + p);
+    }
+};
+
+/// Atom a's contribution to unwrapped slab i, added to plane (ny, nz): per row, the exact
+/// erf integral along c combined with Gauss-Legendre over a and b, in float.
+/// work: tric_work_floats(P) floats.
+PGRID_INLINE void tric_render_slab(const TricPlan& P, const TricAtom& a, int i, float* plane,
+                                   float* work, int& jmin, int& jmax) {
+    constexpr int W = VF::W;
+    const int ny = P.n[1], nz = P.n[2];
+    const std::size_t stride = static_cast<std::size_t>(P.max_row) + 2 * W;
+    const int nqw = P.q * P.q + W;
+    float* acc = work;
+    float* wq = work + 2 * stride;
+    float* pf = wq + nqw;
+    float* t0 = pf + nqw;
+    float* x2s = t0 + nqw;
+    TricNodes nodes;
+    nodes.slab(P, a, i);
+    const VF lanes = iota(), step = VF::set1(nodes.dk);
+    const float w_atom = static_cast<float>(a.w);
+    TricSlab slab;
+    tric_rows(P, a, i, slab, [&](int j, int klo, int len) {
+        nodes.row(j, klo, wq, pf, t0, x2s);
+        for (int m = 0; m < len; m += W) VF::zero().store(acc + m);
+        for (int p = 0; p < nodes.nq; ++p) {
+            // cdf at the voxel boundaries m = 0 .. len, a vector at a time; the upper
+            // boundary of each voxel comes from the next vector by a lane shift.
+            const VF t = VF::set1(t0[p]), w = VF::set1(wq[p] * w_atom);
+            VF lo = vcdff(fmadd(lanes, step, t));
+            for (int m = 0; m < len; m += W) {
+                const VF next = vcdff(fmadd(lanes + VF::set1(static_cast<float>(m + W)), step, t));
+                fmadd(w, shift_in(lo, next) - lo, VF::load(acc + m)).store(acc + m);
+                lo = next;
+            }
+        }
+        int jj = j % ny;
+        if (jj < 0) jj += ny;
+        fold_into_row(plane + static_cast<std::size_t>(jj) * nz, nz, klo, acc, len);
+        if (jj < jmin) jmin = jj;
+        if (jj > jmax) jmax = jj;
+    });
+}
+
+/// dL/dp (frame axes e1, e2, e3) and dL/dw of one atom: the same rows, nodes and float
+/// cdfs as tric_render_slab, contracted with the upstream gradient G (nx, ny, nz).
+PGRID_INLINE void tric_grad_atom(const TricPlan& P, const TricAtom& a, const float* G,
+                                 float* work, double* out4) {
+    constexpr int W = VF::W;
+    const int nx = P.n[0], ny = P.n[1], nz = P.n[2];
+    const std::size_t plane_n = static_cast<std::size_t>(ny) * nz;
+    const std::size_t stride = static_cast<std::size_t>(P.max_row) + 2 * W;
+    const int nqw = P.q * P.q + W;
+    float* grow = work;  // the upstream gradient along the row, unwrapped, zero padded
+    float* wq = work + 2 * stride;
+    float* pf = wq + nqw;
+    float* t0 = pf + nqw;
+    float* x2s = t0 + nqw;
+    double g1 = 0, g2 = 0, g3 = 0, gw = 0;
+    const VF lanes = iota();
+    for (int iu = a.i0; iu <= a.i1; ++iu) {
+        int i = iu % nx;
+        if (i < 0) i += nx;
+        TricNodes nodes;
+        nodes.slab(P, a, iu);
+        const VF step = VF::set1(nodes.dk);
+        TricSlab slab;
+        tric_rows(P, a, iu, slab, [&](int j, int klo, int len) {
+            int jj = j % ny;
+            if (jj < 0) jj += ny;
+            const float* row = G + i * plane_n + static_cast<std::size_t>(jj) * nz;
+            int k = klo % nz;
+            if (k < 0) k += nz;
+            for (int m = 0; m < len; ++m) {
+                grow[m] = row[k];
+                if (++k == nz) k = 0;
+            }
+            for (int m = len; m < len + W; ++m) grow[m] = 0.0f;
+            nodes.row(j, klo, wq, pf, t0, x2s);
+            for (int p = 0; p < nodes.nq; ++p) {
+                const VF t = VF::set1(t0[p]);
+                VF plo, pnext;
+                VF lo = vcdff<true>(fmadd(lanes, step, t), &plo);
+                VF sv = VF::zero(), sd = VF::zero();
+                for (int m = 0; m < len; m += W) {
+                    const VF arg = fmadd(lanes + VF::set1(static_cast<float>(m + W)), step, t);
+                    const VF next = vcdff<true>(arg, &pnext);
+                    const VF g = VF::load(grow + m);  // zero past len
+                    sv = fmadd(g, shift_in(lo, next) - lo, sv);
+                    sd = fmadd(g, shift_in(plo, pnext) - plo, sd);
+                    lo = next;
+                    plo = pnext;
+                }
+                const double w = wq[p], v = sv.sum(), d = sd.sum();
+                // d/dp1 of the erf difference; d/dp2, d/dp3 of the two Gaussians.
+                g1 -= w * d * nodes.inv_s;
+                g2 += w * v * x2s[p] * nodes.inv_s;
+                g3 += w * v * nodes.x3[p / nodes.q] * nodes.inv_s * nodes.inv_s;
+                gw += w * v;
+            }
+        });
+    }
+    out4[0] = a.w * g1;
+    out4[1] = a.w * g2;
+    out4[2] = a.w * g3;
+    out4[3] = gw;
+}
+
 void render_tric(const TricPlan& P, int c, int i_begin, int i_end, float* out_c, float* plane,
-                 double* work, bool stream) {
+                 float* work, bool stream) {
+    // work: tric_work_floats(P) floats, provided by the caller (see kernels.hpp).
     const int nx = P.n[0], ny = P.n[1], nz = P.n[2];
     const std::size_t plane_n = static_cast<std::size_t>(ny) * nz;
     const TricAtom* a_begin = P.atoms + P.chan_begin[c];
     const TricAtom* a_end = P.atoms + P.chan_begin[c + 1];
-    double* acc = work + 3 * (P.max_row + 8);
     for (int i = i_begin; i < i_end; ++i) {
         int jlo = ny, jhi = -1;
         for (const TricAtom* a = a_begin; a != a_end; ++a) {
@@ -319,30 +565,11 @@ void render_tric(const TricPlan& P, int c, int i_begin, int i_end, float* out_c,
             if (P.periodic) {
                 const int d = a->i0 - i;
                 first = i + (d > 0 ? (d + nx - 1) / nx : -((-d) / nx)) * nx;
+            } else if (i < a->i0 || i > a->i1) {
+                continue;
             }
             for (int iu = first; iu <= a->i1; iu += nx) {
-                if (iu < a->i0) continue;
-                tric_slab(P, *a, iu, work, false,
-                          [&](int, int ju, int klo, int len, auto&& each_node) {
-                              for (int m = 0; m < len; ++m) acc[m] = 0.0;
-                              each_node([&](double wgt, double, double, const double* cdf,
-                                            const double*, double*) {
-                                  const double ww = wgt * a->w;
-                                  for (int m = 0; m < len; ++m)
-                                      acc[m] += ww * (cdf[m + 1] - cdf[m]);
-                              });
-                              int j = ju % ny;
-                              if (j < 0) j += ny;
-                              float* row = plane + static_cast<std::size_t>(j) * nz;
-                              int k = klo % nz;
-                              if (k < 0) k += nz;
-                              for (int m = 0; m < len; ++m) {
-                                  row[k] += static_cast<float>(acc[m]);
-                                  if (++k == nz) k = 0;
-                              }
-                              if (j < jlo) jlo = j;
-                              if (j > jhi) jhi = j;
-                          });
+                tric_render_slab(P, *a, iu, plane, work, jlo, jhi);
                 if (!P.periodic) break;
             }
         }
@@ -353,48 +580,11 @@ void render_tric(const TricPlan& P, int c, int i_begin, int i_end, float* out_c,
 }
 
 void grad_tric(const TricPlan& P, int a_begin, int a_end, const float* dgrid, double* dlocal,
-               double* work) {
-    const int nx = P.n[0], ny = P.n[1], nz = P.n[2];
-    const std::size_t plane_n = static_cast<std::size_t>(ny) * nz;
-    const std::size_t chan_n = plane_n * nx;
+               float* work) {
+    const std::size_t chan_n = static_cast<std::size_t>(P.n[0]) * P.n[1] * P.n[2];
     for (int ai = a_begin; ai < a_end; ++ai) {
         const TricAtom& a = P.atoms[ai];
-        const float* G = dgrid + a.channel * chan_n;
-        const double inv_s = 1.0 / a.sigma;
-        const double inv_s2 = inv_s * inv_s;
-        double g1 = 0, g2 = 0, g3 = 0, gw = 0;
-        for (int iu = a.i0; iu <= a.i1; ++iu) {
-            int i = iu % nx;
-            if (i < 0) i += nx;
-            tric_slab(P, a, iu, work, true,
-                      [&](int, int ju, int klo, int len, auto&& each_node) {
-                          int j = ju % ny;
-                          if (j < 0) j += ny;
-                          const float* row = G + i * plane_n + static_cast<std::size_t>(j) * nz;
-                          int k0 = klo % nz;
-                          if (k0 < 0) k0 += nz;
-                          each_node([&](double wgt, double x2, double x3, const double* cdf,
-                                        const double* pdf, double*) {
-                              double sv = 0, sd = 0;
-                              int k = k0;
-                              for (int m = 0; m < len; ++m) {
-                                  const double g = row[k];
-                                  sv += g * (cdf[m + 1] - cdf[m]);
-                                  sd += g * (pdf[m + 1] - pdf[m]);
-                                  if (++k == nz) k = 0;
-                              }
-                              // d/dp1 of the erf difference; d/dp2, d/dp3 of the Gaussians.
-                              g1 -= wgt * sd * inv_s;
-                              g2 += wgt * sv * x2 * inv_s2;
-                              g3 += wgt * sv * x3 * inv_s2;
-                              gw += wgt * sv;
-                          });
-                      });
-        }
-        dlocal[4 * ai + 0] = a.w * g1;
-        dlocal[4 * ai + 1] = a.w * g2;
-        dlocal[4 * ai + 2] = a.w * g3;
-        dlocal[4 * ai + 3] = gw;
+        tric_grad_atom(P, a, dgrid + a.channel * chan_n, work, dlocal + 4 * ai);
     }
 }
 

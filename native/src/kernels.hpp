@@ -16,23 +16,26 @@ struct IsaKernels {
     /// cdf[m] = Phi(t[m]) and, when pdf is non-null, pdf[m] = phi(t[m]) (standard normal).
     void (*normal_cdf)(const double* t, std::size_t n, double* cdf, double* pdf);
 
-    /// Write planes i in [i_begin, i_end) of channel c into out_c (nx, ny, nz).
-    /// plane: zeroed scratch of ny*nz + 2*float_width floats, returned zeroed.
+    /// Write planes i in [i_begin, i_end) of channel c into out_c (nx, ny, nz). Each
+    /// output vector is accumulated in registers and stored once; with stream, a plane
+    /// goes through `plane` (ny*nz floats, 64-byte aligned) and out with non-temporal
+    /// stores. active: room for the channel's atoms.
     void (*render_ortho)(const OrthoPlan& p, int c, int i_begin, int i_end, float* out_c,
-                         float* plane, bool stream);
+                         float* plane, detail::ActiveAtom* active, bool stream);
 
     /// dlocal[4*a + d] = dL/dp_d (frame axis d), dlocal[4*a + 3] = dL/dw for plan atoms
     /// a in [a_begin, a_end); dgrid is the structure's (C, nx, ny, nz) upstream gradient.
     void (*grad_ortho)(const OrthoPlan& p, int a_begin, int a_end, const float* dgrid,
                        double* dlocal);
 
-    /// As render_ortho for triclinic boxes. work: scratch of 4*(max_row + 8) doubles.
+    /// As render_ortho for triclinic boxes. plane: zeroed scratch of ny*nz floats,
+    /// returned zeroed; work: 2*(max_row + 2*width) + 4*(q*q + width) floats.
     void (*render_tric)(const TricPlan& p, int c, int i_begin, int i_end, float* out_c,
-                        float* plane, double* work, bool stream);
+                        float* plane, float* work, bool stream);
 
-    /// As grad_ortho for triclinic boxes (frame axes e1, e2, e3).
+    /// As grad_ortho for triclinic boxes (frame axes e1, e2, e3); work as render_tric.
     void (*grad_tric)(const TricPlan& p, int a_begin, int a_end, const float* dgrid,
-                      double* dlocal, double* work);
+                      double* dlocal, float* work);
 
     /// Zero n floats (streaming stores when asked).
     void (*zero)(float* dst, std::size_t n, bool stream);

@@ -20,10 +20,54 @@ struct VF {  // 8 floats
         s = _mm_add_ss(s, _mm_movehdup_ps(s));
         return _mm_cvtss_f32(s);
     }
+    static PGRID_INLINE __m256i lanes_below(int n) {
+        return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    }
+    /// First n lanes (0 < n < W) from p, the rest zero; never touches p[n..].
+    static PGRID_INLINE VF load_n(const float* p, int n) {
+        return {_mm256_maskload_ps(p, lanes_below(n))};
+    }
+    /// Store the first n lanes (0 < n < W).
+    PGRID_INLINE void store_n(float* p, int n) const { _mm256_maskstore_ps(p, lanes_below(n), v); }
 };
 PGRID_INLINE VF operator+(VF a, VF b) { return {_mm256_add_ps(a.v, b.v)}; }
+PGRID_INLINE VF operator-(VF a, VF b) { return {_mm256_sub_ps(a.v, b.v)}; }
 PGRID_INLINE VF operator*(VF a, VF b) { return {_mm256_mul_ps(a.v, b.v)}; }
+PGRID_INLINE VF operator/(VF a, VF b) { return {_mm256_div_ps(a.v, b.v)}; }
+PGRID_INLINE VF fnmadd(VF a, VF b, VF c) { return {_mm256_fnmadd_ps(a.v, b.v, c.v)}; }
+PGRID_INLINE VF vabs(VF a) { return {_mm256_andnot_ps(_mm256_set1_ps(-0.0f), a.v)}; }
+PGRID_INLINE VF vmin(VF a, VF b) { return {_mm256_min_ps(a.v, b.v)}; }
+PGRID_INLINE VF vmax(VF a, VF b) { return {_mm256_max_ps(a.v, b.v)}; }
+PGRID_INLINE VF vround(VF a) {
+    return {_mm256_round_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+}
+/// a * 2^n for integral-valued n with -126 <= n <= 127.
+PGRID_INLINE VF vldexp(VF a, VF n) {
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127)), 23);
+    return {_mm256_mul_ps(a.v, _mm256_castsi256_ps(e))};
+}
+/// x > y ? a : b
+PGRID_INLINE VF select_gt(VF x, VF y, VF a, VF b) {
+    return {_mm256_blendv_ps(b.v, a.v, _mm256_cmp_ps(x.v, y.v, _CMP_GT_OQ))};
+}
+/// 1/a to float precision: 12-bit estimate and one Newton step.
+PGRID_INLINE VF vrcp(VF a) {
+    const __m256 r = _mm256_rcp_ps(a.v);
+    return {_mm256_mul_ps(r, _mm256_fnmadd_ps(a.v, r, _mm256_set1_ps(2.0f)))};
+}
+/// Lanes 1..W-1 of a, then lane 0 of b: the vector one element further along.
+PGRID_INLINE VF shift_in(VF a, VF b) {
+    const __m256i rot = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
+    return {_mm256_blend_ps(_mm256_permutevar8x32_ps(a.v, rot),
+                            _mm256_permutevar8x32_ps(b.v, rot), 0x80)};
+}
+/// 0, 1, 2, ... W-1
+PGRID_INLINE VF iota() { return {_mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7)}; }
 PGRID_INLINE VF fmadd(VF a, VF b, VF c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+/// a <= b ? x : 0, lane by lane
+PGRID_INLINE VF select_le(VF a, VF b, VF x) {
+    return {_mm256_and_ps(_mm256_cmp_ps(a.v, b.v, _CMP_LE_OQ), x.v)};
+}
 
 struct VD {  // 4 doubles
     static constexpr int W = 4;

@@ -15,10 +15,25 @@ struct VF {
     PGRID_INLINE void store(float* p) const { *p = v; }
     PGRID_INLINE void stream(float* p) const { *p = v; }
     PGRID_INLINE float sum() const { return v; }
+    static PGRID_INLINE VF load_n(const float* p, int) { return {*p}; }  // W = 1: never partial
+    PGRID_INLINE void store_n(float* p, int) const { *p = v; }
 };
 PGRID_INLINE VF operator+(VF a, VF b) { return {a.v + b.v}; }
+PGRID_INLINE VF operator-(VF a, VF b) { return {a.v - b.v}; }
 PGRID_INLINE VF operator*(VF a, VF b) { return {a.v * b.v}; }
+PGRID_INLINE VF operator/(VF a, VF b) { return {a.v / b.v}; }
+PGRID_INLINE VF fnmadd(VF a, VF b, VF c) { return {c.v - a.v * b.v}; }
+PGRID_INLINE VF vabs(VF a) { return {std::fabs(a.v)}; }
+PGRID_INLINE VF vmin(VF a, VF b) { return {a.v < b.v ? a.v : b.v}; }
+PGRID_INLINE VF vmax(VF a, VF b) { return {a.v > b.v ? a.v : b.v}; }
+PGRID_INLINE VF vround(VF a) { return {std::nearbyint(a.v)}; }
+PGRID_INLINE VF vldexp(VF a, VF n) { return {std::ldexp(a.v, static_cast<int>(n.v))}; }
+PGRID_INLINE VF select_gt(VF x, VF y, VF a, VF b) { return x.v > y.v ? a : b; }
+PGRID_INLINE VF iota() { return {0.0f}; }
+PGRID_INLINE VF vrcp(VF a) { return {1.0f / a.v}; }
+PGRID_INLINE VF shift_in(VF, VF b) { return b; }
 PGRID_INLINE VF fmadd(VF a, VF b, VF c) { return {a.v * b.v + c.v}; }
+PGRID_INLINE VF select_le(VF a, VF b, VF x) { return {a.v <= b.v ? x.v : 0.0f}; }
 
 struct VD {
     static constexpr int W = 1;
