@@ -59,6 +59,7 @@ class GridItem:
     sigma : Å, or None when missing
     channels : ChannelSpec, or None when missing
     ref_numbers, ref_positions : (M,), (M, 3) Å original atoms, when known
+    ref_weights : (M,) their weights when the input stores them (site occupancies)
     error : one line, or None
     """
 
@@ -72,6 +73,7 @@ class GridItem:
     channels: ChannelSpec | None = None
     ref_numbers: np.ndarray | None = None
     ref_positions: np.ndarray | None = None
+    ref_weights: np.ndarray | None = None
     error: str | None = None
 
 
@@ -177,6 +179,7 @@ class ShardGrids:
         item.sigma, item.channels = sigma, channels
         try:
             item.ref_numbers, item.ref_positions = shard.atoms(j)
+            item.ref_weights = shard.weights(j)  # site occupancies (`--disorder`)
             item.box = shard.box(j)
             item.grid = shard.grid(j)
         except (KeyError, ValueError) as exc:

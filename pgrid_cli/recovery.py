@@ -140,6 +140,10 @@ def invert_item(
     res.info.update(name=item.name, index=item.index, source=item.source, record=item.record)
     res.info["residual"] = round(rep.residual, 8)
     rep.result = res
+    if item.ref_weights is not None and not np.allclose(item.ref_weights, 1.0):
+        # Partial occupancies: the grid holds fractions of atoms, the inversion finds
+        # whole ones (SPEC §1 weights default to 1; invert assumes it).
+        rep.note = "atoms with weights ≠ 1 (site occupancies): inversion assumes unit weights"
     if item.ref_numbers is not None and item.ref_positions is not None:
         try:
             ref_channels = item.channels.assign(item.ref_numbers)  # type: ignore[union-attr]

@@ -162,6 +162,29 @@ def test_npy_input_single_channel_element(tmp_path):
     assert "100.0%" in r.output  # scored against the atoms in the JSON
 
 
+def test_pgrid_grid_then_invert(tmp_path):
+    """The real pipeline: `pgrid grid` shards (rounded storage), then `pgrid invert`."""
+    out, rep = tmp_path / "grids", tmp_path / "r.json"
+    inputs = [SAMPLE / "small_molecules.xyz", SAMPLE / "crystals"]
+    r = runner.invoke(app, ["grid", *map(str, inputs), "-o", str(out), "--sigma", "0.4", "-q"])
+    assert r.exit_code == 0, r.output
+    r = invoke(out, "-o", tmp_path / "a.xyz", "--report", rep, "-q")
+    assert r.exit_code == 0, r.output
+    s = json.loads(rep.read_text())["summary"]
+    assert s["structures"] == s["inverted"] == len(ase.io.read(tmp_path / "a.xyz", index=":"))
+    assert s["structures"] > 25 and s["exact_composition"] == 1.0 and s["atoms_within"] == 1.0
+
+
+def test_partial_occupancy_is_noted(tmp_path):
+    cif = Path(__file__).parent / "data" / "malformed" / "disorder.cif"
+    out = tmp_path / "grids"
+    r = runner.invoke(app, ["grid", str(cif), "-o", str(out), "--disorder", "weight", "-q"])
+    assert r.exit_code == 0, r.output
+    r = invoke(out, "-o", tmp_path / "a.xyz", "-q")
+    assert r.exit_code == 0
+    assert "inversion assumes unit weights" in r.output
+
+
 # ---------------------------------------------------------------------- bad input
 def test_missing_sigma_and_nan_name_the_structure(shard_dir, tmp_path):
     _, structs = shard_dir

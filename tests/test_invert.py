@@ -233,7 +233,7 @@ def test_crystals_round_trip_orthorhombic_and_triclinic():
             assert m.rmsd < 2e-3 and m.within == len(z), (name, sigma, m)
             assert_allclose(res.lattice, lat)
             frac = box.fractional(res.positions)
-            assert np.all((frac > -1e-9) & (frac < 1 - 1e-9)), name  # wrapped into the cell
+            assert np.all((frac > -1e-9) & (frac < 1 + 1e-9)), name  # wrapped into the cell
             atoms = res.to_atoms()
             assert all(atoms.pbc) and np.allclose(atoms.cell.array, lat)
     assert seen == {True, False}  # both kinds of cell were tested

@@ -142,6 +142,8 @@ def invert_cli(
         if len(reports) <= DETAIL_ROWS:
             out.print(_detail_table(reports))
         out.print(_summary_table(summary, output))
+    for r in [r for r in reports if r.ok and r.note][:ERROR_LINES]:
+        err_console.print(f"[yellow]note:[/] {_label(r)}: {r.note}", soft_wrap=True)
     for r in failed[:ERROR_LINES]:
         err_console.print(f"[bold red]failed:[/] {_label(r)}: {r.error}", soft_wrap=True)
     if len(failed) > ERROR_LINES:
