@@ -16,9 +16,9 @@ and prints, per row: exact composition, median RMSD, atoms within 0.1 Å, molecu
 one core (from the process's CPU time, which a busy machine does not distort; wall-clock
 rate alongside), where the time goes (scan / peaks / fit) and how many atoms the model
 selection added (atoms no peak showed) and removed over all molecules. Then it times the
-whole command path — a gzip shard written by ShardWriter, read back, inverted by the
-worker pool and written as extended XYZ — with 1 and 2 worker processes, and the CPU cost
-of reading a grid back from gzip, LZF and uncompressed shards.
+whole command path — a shard written by `pgrid grid` (its default rounded gzip storage),
+read back, inverted by the worker pool and written as extended XYZ — with 1 and 2 worker
+processes, and the CPU cost of reading a grid back from gzip, LZF and uncompressed shards.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ import numpy as np
 from pgrid_cli import Box, ChannelSpec, grid_batch, kernel_info
 from pgrid_cli.grid_sources import ShardGrids
 from pgrid_cli.invert import invert_grid, match_atoms
+from pgrid_cli.preprocess import GridOptions, grid_files
 from pgrid_cli.recovery import collect, invert_source, summarize, write_structures
-from pgrid_cli.shards import ShardMeta, ShardWriter, shard_name
 
 ROOT = Path(__file__).resolve().parents[1]
 MOSES_CANDIDATES = [
@@ -120,29 +120,13 @@ def verdict(row: dict) -> str:
     return f"{'PASS' if ok else 'FAIL'} ({', '.join(parts)})"
 
 
-def write_shard(d: Path, mols, sigma: float, shape: int, compression: str = "gzip") -> Path:
-    """Grid ``mols`` (element channels, fit box) into one shard in directory ``d``."""
-    spec = ChannelSpec.parse("elements")
-    d.mkdir()
-    boxes = [Box.fit(a.positions, shape) for a in mols]
-    grids = grid_batch(
-        [a.positions for a in mols],
-        boxes,
-        sigma,
-        channels=[spec.assign(a.numbers) for a in mols],
-        n_channels=spec.n_channels,
-    )
-    meta = ShardMeta(sigma=sigma, channels=spec.names, grid_shape=(shape,) * 3)
-    with ShardWriter(d / shard_name(0), meta, compression=compression) as w:
-        w.append(
-            grids,
-            boxes,
-            [a.numbers for a in mols],
-            [a.positions for a in mols],
-            [f"mol{i}" for i in range(len(mols))],
-            ["moses100.xyz"] * len(mols),
-            list(range(len(mols))),
-        )
+def write_shard(d: Path, data: Path, n: int, sigma: float, shape: int, codec: str) -> Path:
+    """`pgrid grid` (its library entry, one worker) of the first ``n`` molecules of
+    ``data`` into ``d``: element channels, fit box, the default rounded storage."""
+    subset = d.parent / f"{d.name}-input.xyz"
+    ase.io.write(subset, load(data, n), format="extxyz")
+    options = GridOptions(grid_size=shape, sigma=sigma, compression=codec)
+    grid_files([subset], d, options, workers=1, threads=1)
     return d
 
 
@@ -154,10 +138,10 @@ def read_ms(source: ShardGrids) -> float:
     return 1e3 * (time.process_time() - c0) / len(source)
 
 
-def end_to_end(mols, sigma: float, shape: int, workers: int, tmp: Path) -> dict:
-    """Shard (gzip) → ShardGrids → worker pool → extended XYZ, timed from the read."""
+def end_to_end(data: Path, n: int, sigma: float, shape: int, workers: int, tmp: Path) -> dict:
+    """`pgrid grid` shard (gzip) → ShardGrids → worker pool → extended XYZ."""
     d = tmp / "shards"
-    source = ShardGrids(d if d.exists() else write_shard(d, mols, sigma, shape))
+    source = ShardGrids(d if d.exists() else write_shard(d, data, n, sigma, shape, "gzip"))
     read = read_ms(source)
     t0 = time.perf_counter()
     reports = collect(
@@ -171,10 +155,10 @@ def end_to_end(mols, sigma: float, shape: int, workers: int, tmp: Path) -> dict:
     return {"workers": workers, "read_ms_per_molecule_cpu": read, **s}
 
 
-def read_costs(mols, sigma: float, shape: int, tmp: Path) -> dict[str, float]:
-    """CPU ms to read one grid back from a shard, per compression (first 20 molecules)."""
+def read_costs(data: Path, sigma: float, shape: int, tmp: Path) -> dict[str, float]:
+    """CPU ms to read one grid back from `pgrid grid` shards, per compression (20 grids)."""
     return {
-        codec: read_ms(ShardGrids(write_shard(tmp / codec, mols[:20], sigma, shape, codec)))
+        codec: read_ms(ShardGrids(write_shard(tmp / codec, data, 20, sigma, shape, codec)))
         for codec in ("gzip", "lzf", "none")
     }
 
@@ -234,11 +218,11 @@ def main() -> int:
         f"\nspeed, element channels, noise-free: {min(speeds):.1f}–{max(speeds):.1f} molecules/s "
         f"per core, CPU time ({'PASS' if ok else 'FAIL'}: ≥ {SPEED_TARGET:g})"
     )
-    print("\nWhole command path (gzip shard → read → invert → extended XYZ), σ = 0.4:")
+    print("\nWhole command path (`pgrid grid` shard → read → invert → extended XYZ), σ = 0.4:")
     e2e = []
     with tempfile.TemporaryDirectory() as tmp:
         for workers in (1, 2):
-            r = end_to_end(mols, 0.4, args.shape, workers, Path(tmp))
+            r = end_to_end(data, len(mols), 0.4, args.shape, workers, Path(tmp))
             e2e.append(r)
             start = " in this process" if workers == 1 else ", including starting the workers"
             print(
@@ -249,7 +233,7 @@ def main() -> int:
                 flush=True,
             )
     with tempfile.TemporaryDirectory() as tmp:
-        costs = read_costs(mols, 0.4, args.shape, Path(tmp))
+        costs = read_costs(data, 0.4, args.shape, Path(tmp))
     print(
         "  reading one grid back, CPU ms per molecule: "
         + ", ".join(f"{k} {v:.1f}" for k, v in costs.items())
