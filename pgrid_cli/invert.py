@@ -247,8 +247,10 @@ class Peaks:
     positions : (K, 3) float64, Å, sub-voxel maxima
     voxels : (K, 3) int64 voxel index of each maximum
     heights : (K,) float64 voxel value at the maximum
-    persistence : (K,) float64 height above the merging saddle (the height itself for
-        the highest maximum of a connected blob)
+    persistence : (K,) float64 height above the saddle where the maximum merges with a
+        higher one, or above the background cut for the highest of a blob; at least
+        ``Levels.persistence`` (a maximum that merges far below its own height may be
+        reported with that lower bound, see ``_persistent_maxima``)
     """
 
     positions: np.ndarray
@@ -277,7 +279,7 @@ class InversionResult:
     residual : float, ‖G − render(atoms)‖ / ‖G‖ over the whole grid (0 for an empty grid)
     added, removed : atoms added from the residual / removed as unneeded
     evaluations : renders + gradients spent in refinement
-    timings : seconds spent on ``scan`` (validation, channel sums and maxima),
+    timings : seconds spent on ``scan`` (validation, channel sums, maxima, noise level),
         ``peaks`` (background cut + cripser) and ``fit`` (refinement and model selection)
     """
 
@@ -829,7 +831,8 @@ def invert_grid(
     ------
     InversionError
         For a grid whose shape does not match its box or channels, non-finite values,
-        or a missing / invalid σ.
+        a missing / invalid σ or channel list, or a channel asking for more than
+        ``options.max_atoms`` atoms.
     """
     opts = options or InvertOptions()
     g, sigma = check_grid(grid_, box, sigma, channels)
