@@ -9,7 +9,7 @@ STAMP := $(VENV)/.pgrid-installed
 # Re-install when the build or the native sources change (Python files are editable).
 NATIVE := pyproject.toml CMakeLists.txt $(wildcard native/include/pgrid/*.hpp native/src/*)
 
-.PHONY: help install demo test lint format bench bench-pipeline clean
+.PHONY: help install demo test lint format bench bench-pipeline bench-invert clean
 
 help:
 	@echo "make demo    install and run the main job on sample_data/"
@@ -17,6 +17,7 @@ help:
 	@echo "make lint    ruff + clang-format checks"
 	@echo "make bench   the kernel benchmark (docs/benchmarks.md)"
 	@echo "make bench-pipeline   SDF -> shards throughput against the kernel alone"
+	@echo "make bench-invert     inversion quality and speed table (docs/benchmarks.md)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,7 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/pgrid grid sample_data -o demo_out --overwrite
 	$(VENV)/bin/pgrid info demo_out
+	$(VENV)/bin/pgrid invert demo_out --index 0:4,-4: -o demo_out/inverted.xyz --report demo_out/inverted.json
 
 test: install
 	$(VENV)/bin/pytest
@@ -48,6 +50,9 @@ bench: install
 
 bench-pipeline: install
 	$(PY) benchmarks/bench_pipeline.py
+
+bench-invert: install
+	$(PY) benchmarks/bench_invert.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

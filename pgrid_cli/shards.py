@@ -394,14 +394,19 @@ class Shard:
         a0, a1 = self._atom_range(self._index(i))
         return self.file["atomic_numbers"][a0:a1], self.file["positions"][a0:a1]
 
+    def weights(self, i: int) -> np.ndarray | None:
+        """(M,) per-atom weights of structure ``i``; None when the shard stores none
+        (every weight 1)."""
+        if "weights" not in self.file:
+            return None
+        a0, a1 = self._atom_range(self._index(i))
+        return self.file["weights"][a0:a1]
+
     def __getitem__(self, i: int) -> ShardRecord:
         i = self._index(i)
         f = self.file
         numbers, positions = self.atoms(i)
-        weights = None
-        if "weights" in f:
-            a0, a1 = self._atom_range(i)
-            weights = f["weights"][a0:a1]
+        weights = self.weights(i)
         return ShardRecord(
             grid=self.grid(i),
             box=self.box(i),
