@@ -44,7 +44,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import cripser
 import numpy as np
 from scipy import ndimage
 from scipy.ndimage import gaussian_filter
@@ -495,7 +494,7 @@ def _blob_maxima(
         # voxel corners.)
         sub = np.pad(sub, 2)
         sub[0, 0, 0] = 2.0 * float(sub.max()) + 1.0
-        ph = np.asarray(cripser.computePH_T(-sub, maxdim=0, location="birth"))
+        ph = np.asarray(_cripser().computePH_T(-sub, maxdim=0, location="birth"))
         ph = ph[(ph[:, 0] == 0) & (ph[:, 2] < 1e300)]
         persistence = ph[:, 2] - ph[:, 1]
         persistence[ph[:, 2] == 0] = np.maximum(persistence[ph[:, 2] == 0], at_least)
@@ -1026,3 +1025,11 @@ def _distances(a: np.ndarray, b: np.ndarray, lattice: np.ndarray | None) -> np.n
         cart = (frac + np.array(shift)) @ lattice
         best = np.minimum(best, np.sum(cart**2, axis=1))
     return np.sqrt(best).reshape(len(a), len(b))
+
+
+def _cripser() -> Any:
+    """cripser, imported on first use: its package imports torch when torch is installed,
+    which would cost every ``pgrid`` command a second of start-up."""
+    import cripser
+
+    return cripser

@@ -58,14 +58,15 @@ pgrid::Isa isa_from(const std::string& isa) {
     pgrid::Isa chosen = isa.empty() ? pgrid::best_isa() : pgrid::parse_isa(isa);
     for (pgrid::Isa s : pgrid::supported_isas())
         if (s == chosen) return chosen;
-    value_error("instruction set '", isa, "' is not supported by this CPU (supported: ",
-                [] {
-                    std::string out;
-                    for (pgrid::Isa s : pgrid::supported_isas())
-                        out += std::string(out.empty() ? "" : ", ") + pgrid::isa_name(s);
-                    return out;
-                }(),
-                ")");
+    value_error(
+        "instruction set '", isa, "' is not supported by this CPU (supported: ",
+        [] {
+            std::string out;
+            for (pgrid::Isa s : pgrid::supported_isas())
+                out += std::string(out.empty() ? "" : ", ") + pgrid::isa_name(s);
+            return out;
+        }(),
+        ")");
 }
 
 /// Check the atom and box arrays against each other and describe them for the core.
@@ -139,8 +140,8 @@ PYBIND11_MODULE(_core, m) {
         "grid_gradient_batch",
         [](const py::array& positions, const py::array& offsets, const py::array& channels,
            const py::array& sigmas, const py::array& weights, const py::array& origins,
-           const py::array& axes, const py::array& periodic, const py::array& dgrid,
-           int threads, const std::string& isa) {
+           const py::array& axes, const py::array& periodic, const py::array& dgrid, int threads,
+           const std::string& isa) {
             require<float>(dgrid, "dgrid", {-1, -1, -1, -1, -1});
             pgrid::BatchInput in = batch_input(positions, offsets, channels, sigmas, weights,
                                                origins, axes, periodic, dgrid, "dgrid");

@@ -18,8 +18,8 @@ const IsaKernels& kernels_checked(Isa isa);  // grid.cpp
 /// whose residual points that way: the strongest tier first (residual beyond 0.45, then
 /// 0.40, ... down to 0), lowest index first within a tier. Every moved value then changes
 /// by at most 1 - residual < 1 step in all, as the rounding promises.
-void move_toward(const detail::IsaKernels& K, float* row, const float* residual,
-                 std::int64_t n, long deficit, std::vector<std::int64_t>& pick) {
+void move_toward(const detail::IsaKernels& K, float* row, const float* residual, std::int64_t n,
+                 long deficit, std::vector<std::int64_t>& pick) {
     const std::int64_t count = std::labs(deficit);
     const float sign = deficit > 0 ? 1.0f : -1.0f;
     pick.resize(static_cast<std::size_t>(count));
@@ -45,7 +45,8 @@ double round_grid(float* grid, std::int64_t rows, std::int64_t voxels, double ma
     }
     double step = max_step;
     if (peak > 0.0f)
-        step = std::min(max_step, std::exp2(std::max(-100.0, std::floor(std::log2(relative * peak)))));
+        step =
+            std::min(max_step, std::exp2(std::max(-100.0, std::floor(std::log2(relative * peak)))));
     const float inv = static_cast<float>(1.0 / step), fstep = static_cast<float>(step);
     // Per-thread scratch, reused across calls; bound once (a thread_local of a shared
     // library costs a function call per access).

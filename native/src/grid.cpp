@@ -489,10 +489,10 @@ void build_tric(const BatchInput& in, std::int64_t s, const BoxGeom& box, Plan& 
         t.i0 = static_cast<std::int32_t>(flo);
         t.i1 = static_cast<std::int32_t>(fhi);  // i1 < i0: nothing inside an open box
         min_sigma = (a == a0) ? t.sigma : std::min(min_sigma, t.sigma);
-        const double row = (2.0 * reach + std::fabs(tp.a1) / in.shape[0] +
-                            std::fabs(tp.b1) / in.shape[1]) *
-                               in.shape[2] / tp.c1 +
-                           3.0;
+        const double row =
+            (2.0 * reach + std::fabs(tp.a1) / in.shape[0] + std::fabs(tp.b1) / in.shape[1]) *
+                in.shape[2] / tp.c1 +
+            3.0;
         max_row = std::max(max_row, static_cast<int>(std::min<double>(row, 1e9)));
         plan.tatoms.push_back(t);
     }
@@ -539,14 +539,15 @@ void render_planes(const Plan& plan, const IsaKernels& K, int c, int i_begin, in
     const std::size_t plane_n = static_cast<std::size_t>(in.shape[1]) * in.shape[2];
     scratch.plane.ensure(plane_n + 64);
     if (plan.ortho) {
-        const std::size_t atoms = static_cast<std::size_t>(plan.chan_begin[c + 1] - plan.chan_begin[c]);
+        const std::size_t atoms =
+            static_cast<std::size_t>(plan.chan_begin[c + 1] - plan.chan_begin[c]);
         if (scratch.active.size() < atoms) scratch.active.resize(atoms);
-        K.render_ortho(plan.op, c, i_begin, i_end, out_c, scratch.plane.ptr,
-                       scratch.active.data(), stream);
+        K.render_ortho(plan.op, c, i_begin, i_end, out_c, scratch.plane.ptr, scratch.active.data(),
+                       stream);
     } else {
         scratch.work.resize(tric_work_floats(plan.tp, K));
-        K.render_tric(plan.tp, c, i_begin, i_end, out_c, scratch.plane.ptr,
-                      scratch.work.data(), stream);
+        K.render_tric(plan.tp, c, i_begin, i_end, out_c, scratch.plane.ptr, scratch.work.data(),
+                      stream);
     }
 }
 
@@ -662,10 +663,10 @@ void grid_batch(const BatchInput& in, float* out, const Options& opt) {
     const std::size_t plane_n = static_cast<std::size_t>(in.shape[1]) * in.shape[2];
     const std::size_t chan_n = plane_n * in.shape[0];
     const std::size_t struct_n = chan_n * in.n_channels;
-    const bool stream = opt.streaming == 1 ||
-                        (opt.streaming < 0 && B * struct_n * sizeof(float) > llc_bytes());
-    const int nt = static_cast<int>(std::min<std::int64_t>(threads, std::max<std::int64_t>(B, 1) *
-                                                                         in.n_channels * in.shape[0]));
+    const bool stream =
+        opt.streaming == 1 || (opt.streaming < 0 && B * struct_n * sizeof(float) > llc_bytes());
+    const int nt = static_cast<int>(std::min<std::int64_t>(
+        threads, std::max<std::int64_t>(B, 1) * in.n_channels * in.shape[0]));
     std::vector<PlanBuffers> pbuf(nt);
     std::vector<RenderScratch> rs(nt);
     if (B >= 2 * nt || nt == 1) {
@@ -674,16 +675,17 @@ void grid_batch(const BatchInput& in, float* out, const Options& opt) {
         parallel_for(B, nt, [&](std::int64_t s, int tid) {
             build_plan(in, s, K, false, pbuf[tid], plans[tid]);
             for (int c = 0; c < in.n_channels; ++c)
-                render_planes(plans[tid], K, c, 0, in.shape[0],
-                              out + s * struct_n + c * chan_n, in, rs[tid], stream);
+                render_planes(plans[tid], K, c, 0, in.shape[0], out + s * struct_n + c * chan_n, in,
+                              rs[tid], stream);
         });
         return;
     }
     // Few structures, several threads: plans first, then slabs of planes in parallel.
     std::vector<Plan> plans(B);
-    parallel_for(B, nt, [&](std::int64_t s, int tid) { build_plan(in, s, K, false, pbuf[tid], plans[s]); });
-    const int chunks = std::max(1, std::min(in.shape[0], (4 * nt + static_cast<int>(B) - 1) /
-                                                             static_cast<int>(B)));
+    parallel_for(
+        B, nt, [&](std::int64_t s, int tid) { build_plan(in, s, K, false, pbuf[tid], plans[s]); });
+    const int chunks = std::max(
+        1, std::min(in.shape[0], (4 * nt + static_cast<int>(B) - 1) / static_cast<int>(B)));
     const std::int64_t per_struct = static_cast<std::int64_t>(in.n_channels) * chunks;
     parallel_for(B * per_struct, nt, [&](std::int64_t item, int tid) {
         const std::int64_t s = item / per_struct;
@@ -702,13 +704,14 @@ void grid_gradient_batch(const BatchInput& in, const float* dgrid, double* dposi
     const std::int64_t B = in.n_structures;
     if (B == 0) return;
     const int threads = resolve_threads(opt.threads);
-    const std::size_t struct_n = static_cast<std::size_t>(in.n_channels) * in.shape[0] *
-                                 in.shape[1] * in.shape[2];
-    const int nt = static_cast<int>(std::min<std::int64_t>(threads, std::max<std::int64_t>(
-                                                                        in.offsets[B], 1)));
+    const std::size_t struct_n =
+        static_cast<std::size_t>(in.n_channels) * in.shape[0] * in.shape[1] * in.shape[2];
+    const int nt =
+        static_cast<int>(std::min<std::int64_t>(threads, std::max<std::int64_t>(in.offsets[B], 1)));
     std::vector<PlanBuffers> pbuf(nt);
     std::vector<Plan> plans(B);
-    parallel_for(B, nt, [&](std::int64_t s, int tid) { build_plan(in, s, K, true, pbuf[tid], plans[s]); });
+    parallel_for(B, nt,
+                 [&](std::int64_t s, int tid) { build_plan(in, s, K, true, pbuf[tid], plans[s]); });
     // Work items: chunks of at most 8 atoms of one structure; each atom's gradient is
     // computed by exactly one item, so the result does not depend on the thread count.
     constexpr int kChunk = 8;
@@ -744,8 +747,8 @@ void grid_gradient_batch(const BatchInput& in, const float* dgrid, double* dposi
             const std::int64_t atom = plan.ortho ? plan.oatoms[k].atom : plan.tatoms[k].atom;
             const double* dl = dlocal[s].data() + 4 * k;
             for (int e = 0; e < 3; ++e)
-                dpositions[3 * atom + e] = dl[0] * plan.frame[0][e] + dl[1] * plan.frame[1][e] +
-                                           dl[2] * plan.frame[2][e];
+                dpositions[3 * atom + e] =
+                    dl[0] * plan.frame[0][e] + dl[1] * plan.frame[1][e] + dl[2] * plan.frame[2][e];
             if (dweights) dweights[atom] = dl[3];
         }
     }

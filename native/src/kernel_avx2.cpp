@@ -14,9 +14,11 @@
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,bmi,bmi2,popcnt")
 namespace pgrid::avx2 {
+// clang-format off: the order matters (the kernels use the vector types).
 #include "simd_avx2.hpp"
 #include "kernel_impl.hpp"
 #include "codec_impl.hpp"
+// clang-format on
 }  // namespace pgrid::avx2
 #pragma GCC pop_options
 

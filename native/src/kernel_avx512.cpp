@@ -14,9 +14,11 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi,bmi2,popcnt")
 namespace pgrid::avx512 {
+// clang-format off: the order matters (the kernels use the vector types).
 #include "simd_avx512.hpp"
 #include "kernel_impl.hpp"
 #include "codec_impl.hpp"
+// clang-format on
 }  // namespace pgrid::avx512
 #pragma GCC pop_options
 

@@ -188,12 +188,13 @@ template <int RB, int NT>
 PGRID_INLINE void ortho_plane_tiles(float* dst, int ny, int nz, int row_vecs,
                                     const detail::ActiveAtom* act, int n_act) {
     for (int t0 = 0; t0 < row_vecs; t0 += NT)
-        for (int j0 = 0; j0 < ny; j0 += RB) ortho_tile<RB, NT>(dst, ny, nz, row_vecs, j0, t0, act, n_act);
+        for (int j0 = 0; j0 < ny; j0 += RB)
+            ortho_tile<RB, NT>(dst, ny, nz, row_vecs, j0, t0, act, n_act);
 }
 
 // ------------------------------------------------------------------ orthogonal boxes
-void render_ortho(const OrthoPlan& P, int c, int i_begin, int i_end, float* out_c,
-                  float* plane, detail::ActiveAtom* active, bool stream) {
+void render_ortho(const OrthoPlan& P, int c, int i_begin, int i_end, float* out_c, float* plane,
+                  detail::ActiveAtom* active, bool stream) {
     // Accumulators per tile: all 32 vector registers of AVX-512 leave room for 16; AVX2
     // and scalar code have 16 registers, so 8.
     constexpr int kAcc = VF::W == 16 ? 16 : 8;
@@ -238,8 +239,7 @@ void render_ortho(const OrthoPlan& P, int c, int i_begin, int i_end, float* out_
     if (stream) store_fence();
 }
 
-void grad_ortho(const OrthoPlan& P, int a_begin, int a_end, const float* dgrid,
-                double* dlocal) {
+void grad_ortho(const OrthoPlan& P, int a_begin, int a_end, const float* dgrid, double* dlocal) {
     constexpr int W = VF::W;
     const int nx = P.n[0], ny = P.n[1], nz = P.n[2];
     const std::size_t plane_n = static_cast<std::size_t>(ny) * nz;
@@ -488,8 +488,8 @@ PGRID_INLINE void tric_render_slab(const TricPlan& P, const TricAtom& a, int i, 
 
 /// dL/dp (frame axes e1, e2, e3) and dL/dw of one atom: the same rows, nodes and float
 /// cdfs as tric_render_slab, contracted with the upstream gradient G (nx, ny, nz).
-PGRID_INLINE void tric_grad_atom(const TricPlan& P, const TricAtom& a, const float* G,
-                                 float* work, double* out4) {
+PGRID_INLINE void tric_grad_atom(const TricPlan& P, const TricAtom& a, const float* G, float* work,
+                                 double* out4) {
     constexpr int W = VF::W;
     const int nx = P.n[0], ny = P.n[1], nz = P.n[2];
     const std::size_t plane_n = static_cast<std::size_t>(ny) * nz;
@@ -573,8 +573,8 @@ void render_tric(const TricPlan& P, int c, int i_begin, int i_end, float* out_c,
                 if (!P.periodic) break;
             }
         }
-        flush_plane(out_c + static_cast<std::size_t>(i) * plane_n, plane, jlo, jhi, nz,
-                    plane_n, stream);
+        flush_plane(out_c + static_cast<std::size_t>(i) * plane_n, plane, jlo, jhi, nz, plane_n,
+                    stream);
     }
     if (stream) store_fence();
 }

@@ -9,9 +9,11 @@
 #include "kernels.hpp"
 
 namespace pgrid::scalar {
+// clang-format off: the order matters (the kernels use the vector types).
 #include "simd_scalar.hpp"
 #include "kernel_impl.hpp"
 #include "codec_impl.hpp"
+// clang-format on
 }  // namespace pgrid::scalar
 
 PGRID_KERNEL_TABLE(scalar)

@@ -34,8 +34,8 @@ struct IsaKernels {
                         float* plane, float* work, bool stream);
 
     /// As grad_ortho for triclinic boxes (frame axes e1, e2, e3); work as render_tric.
-    void (*grad_tric)(const TricPlan& p, int a_begin, int a_end, const float* dgrid,
-                      double* dlocal, float* work);
+    void (*grad_tric)(const TricPlan& p, int a_begin, int a_end, const float* dgrid, double* dlocal,
+                      float* work);
 
     /// Zero n floats (streaming stores when asked).
     void (*zero)(float* dst, std::size_t n, bool stream);
@@ -57,16 +57,22 @@ const IsaKernels& kernels_avx512();
 
 /// Defines pgrid::detail::kernels_<ns>() from the functions compiled in pgrid::<ns>.
 /// Expanded outside any target region so that building the table is baseline code.
-#define PGRID_KERNEL_TABLE(ns)                                                          \
-    namespace pgrid::detail {                                                           \
-    const IsaKernels& kernels_##ns() {                                                  \
-        static const IsaKernels k{#ns,          ::pgrid::ns::kFloatWidth,               \
-                                  ::pgrid::ns::normal_cdf,  ::pgrid::ns::render_ortho, \
-                                  ::pgrid::ns::grad_ortho,  ::pgrid::ns::render_tric,  \
-                                  ::pgrid::ns::grad_tric,   ::pgrid::ns::zero,         \
-                                  ::pgrid::ns::round_row,   ::pgrid::ns::scale_row,    \
-                                  ::pgrid::ns::row_extent,  ::pgrid::ns::shuffle4,     \
-                                  ::pgrid::ns::pick_in_tier};                          \
-        return k;                                                                       \
-    }                                                                                   \
+#define PGRID_KERNEL_TABLE(ns)                                \
+    namespace pgrid::detail {                                 \
+    const IsaKernels& kernels_##ns() {                        \
+        static const IsaKernels k{#ns,                        \
+                                  ::pgrid::ns::kFloatWidth,   \
+                                  ::pgrid::ns::normal_cdf,    \
+                                  ::pgrid::ns::render_ortho,  \
+                                  ::pgrid::ns::grad_ortho,    \
+                                  ::pgrid::ns::render_tric,   \
+                                  ::pgrid::ns::grad_tric,     \
+                                  ::pgrid::ns::zero,          \
+                                  ::pgrid::ns::round_row,     \
+                                  ::pgrid::ns::scale_row,     \
+                                  ::pgrid::ns::row_extent,    \
+                                  ::pgrid::ns::shuffle4,      \
+                                  ::pgrid::ns::pick_in_tier}; \
+        return k;                                             \
+    }                                                         \
     }

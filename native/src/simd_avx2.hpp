@@ -2,8 +2,6 @@
 #pragma once
 // Included inside namespace pgrid::<isa>; the TU includes <immintrin.h>, <cmath> first.
 
-
-
 #define PGRID_INLINE inline __attribute__((always_inline))
 
 struct VF {  // 8 floats
@@ -43,7 +41,8 @@ PGRID_INLINE VF vround(VF a) {
 }
 /// a * 2^n for integral-valued n with -126 <= n <= 127.
 PGRID_INLINE VF vldexp(VF a, VF n) {
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127)), 23);
+    const __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127)), 23);
     return {_mm256_mul_ps(a.v, _mm256_castsi256_ps(e))};
 }
 /// x > y ? a : b
@@ -58,8 +57,8 @@ PGRID_INLINE VF vrcp(VF a) {
 /// Lanes 1..W-1 of a, then lane 0 of b: the vector one element further along.
 PGRID_INLINE VF shift_in(VF a, VF b) {
     const __m256i rot = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
-    return {_mm256_blend_ps(_mm256_permutevar8x32_ps(a.v, rot),
-                            _mm256_permutevar8x32_ps(b.v, rot), 0x80)};
+    return {_mm256_blend_ps(_mm256_permutevar8x32_ps(a.v, rot), _mm256_permutevar8x32_ps(b.v, rot),
+                            0x80)};
 }
 /// 0, 1, 2, ... W-1
 PGRID_INLINE VF iota() { return {_mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7)}; }
@@ -82,9 +81,7 @@ PGRID_INLINE VD operator*(VD a, VD b) { return {_mm256_mul_pd(a.v, b.v)}; }
 PGRID_INLINE VD operator/(VD a, VD b) { return {_mm256_div_pd(a.v, b.v)}; }
 PGRID_INLINE VD fmadd(VD a, VD b, VD c) { return {_mm256_fmadd_pd(a.v, b.v, c.v)}; }
 PGRID_INLINE VD fnmadd(VD a, VD b, VD c) { return {_mm256_fnmadd_pd(a.v, b.v, c.v)}; }
-PGRID_INLINE VD vabs(VD a) {
-    return {_mm256_andnot_pd(_mm256_set1_pd(-0.0), a.v)};
-}
+PGRID_INLINE VD vabs(VD a) { return {_mm256_andnot_pd(_mm256_set1_pd(-0.0), a.v)}; }
 PGRID_INLINE VD vmin(VD a, VD b) { return {_mm256_min_pd(a.v, b.v)}; }
 PGRID_INLINE VD vmax(VD a, VD b) { return {_mm256_max_pd(a.v, b.v)}; }
 PGRID_INLINE VD vround(VD a) {

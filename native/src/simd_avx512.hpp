@@ -2,8 +2,6 @@
 #pragma once
 // Included inside namespace pgrid::<isa>; the TU includes <immintrin.h>, <cmath> first.
 
-
-
 #define PGRID_INLINE inline __attribute__((always_inline))
 
 struct VF {  // 16 floats

@@ -3,7 +3,6 @@
 #pragma once
 // Included inside namespace pgrid::<isa>; the TU includes <immintrin.h>, <cmath> first.
 
-
 #define PGRID_INLINE inline __attribute__((always_inline))
 
 struct VF {

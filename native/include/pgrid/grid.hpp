@@ -37,22 +37,22 @@ inline constexpr int kMaxImageSpan = 64;
 
 /// Atoms and boxes of a batch of structures. All pointers are borrowed.
 struct BatchInput {
-    const double* positions = nullptr;  ///< (M, 3) Cartesian, Angstrom
-    const std::int64_t* offsets = nullptr;  ///< (B + 1), offsets[0] = 0, offsets[B] = M
+    const double* positions = nullptr;       ///< (M, 3) Cartesian, Angstrom
+    const std::int64_t* offsets = nullptr;   ///< (B + 1), offsets[0] = 0, offsets[B] = M
     const std::int32_t* channels = nullptr;  ///< (M) channel index in [0, n_channels)
-    const double* sigmas = nullptr;  ///< (M) Gaussian standard deviation, Angstrom, > 0
-    const double* weights = nullptr;  ///< (M) weight of each atom (finite)
-    const double* origins = nullptr;  ///< (B, 3) corner of voxel (0,0,0), Angstrom
-    const double* axes = nullptr;  ///< (B, 3, 3) rows a, b, c: box edge vectors, Angstrom
+    const double* sigmas = nullptr;          ///< (M) Gaussian standard deviation, Angstrom, > 0
+    const double* weights = nullptr;         ///< (M) weight of each atom (finite)
+    const double* origins = nullptr;         ///< (B, 3) corner of voxel (0,0,0), Angstrom
+    const double* axes = nullptr;            ///< (B, 3, 3) rows a, b, c: box edge vectors, Angstrom
     const std::uint8_t* periodic = nullptr;  ///< (B) 1 for a periodic cell
-    std::int64_t n_structures = 0;  ///< B
-    std::int64_t n_atoms = 0;  ///< M (must equal offsets[B])
-    int n_channels = 1;  ///< C
-    int shape[3] = {1, 1, 1};  ///< nx, ny, nz
+    std::int64_t n_structures = 0;           ///< B
+    std::int64_t n_atoms = 0;                ///< M (must equal offsets[B])
+    int n_channels = 1;                      ///< C
+    int shape[3] = {1, 1, 1};                ///< nx, ny, nz
 };
 
 struct Options {
-    int threads = 0;  ///< worker threads; <= 0 means all hardware threads
+    int threads = 0;        ///< worker threads; <= 0 means all hardware threads
     Isa isa = Isa::scalar;  ///< path to use (must be supported; see best_isa())
     /// Non-temporal (streaming) stores for the output: -1 automatic (used when the
     /// output is larger than the last-level cache), 0 never, 1 always.
