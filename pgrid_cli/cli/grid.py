@@ -1,0 +1,261 @@
+"""``pgrid grid``: molecule and crystal files → a directory of HDF5 shards."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from ..preprocess import GridOptions, RunSummary, grid_files
+from ..preprocess import Progress as RunProgress
+from ._app import EXIT_NOTHING, EXIT_OK, EXIT_REJECTED, app, err_console, user_errors
+
+EPILOG = (
+    "Exit status: 0 on success (some records may have been rejected: see OUT/errors.jsonl); "
+    "1 with --strict when any record was rejected; 2 for bad options or an unusable output "
+    "directory; 3 when no record could be written at all."
+)
+
+
+def parse_grid_size(text: str) -> tuple[int, int, int] | int:
+    """``32`` or ``32,32,48``."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"--grid-size must be N or NX,NY,NZ (integers), got {text!r}") from None
+    if len(values) == 1:
+        return values[0]
+    if len(values) != 3:
+        raise ValueError(f"--grid-size must be N or NX,NY,NZ, got {text!r}")
+    return values[0], values[1], values[2]
+
+
+@app.command("grid", epilog=EPILOG)
+def grid_cli(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Input files, directories (searched recursively) or glob patterns: "
+            ".xyz/.extxyz (ASE), .sdf/.mol (RDKit), .cif (pymatgen), optionally .gz.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Output directory for the shards.", show_default=False),
+    ],
+    grid_size: Annotated[
+        str, typer.Option("--grid-size", help="Voxels per axis: N or NX,NY,NZ.")
+    ] = "32",
+    sigma: Annotated[float, typer.Option(help="Gaussian standard deviation, Å.")] = 0.5,
+    channels: Annotated[
+        str, typer.Option(help="single, elements, or a list such as C,H,N,O,* .")
+    ] = "elements",
+    box: Annotated[
+        str,
+        typer.Option(help="Molecule box: fit, tight or cube:L (L in Å). Crystals use their cell."),
+    ] = "fit",
+    padding: Annotated[float, typer.Option(help="Padding around molecules (fit, tight), Å.")] = 2.0,
+    dtype: Annotated[str, typer.Option(help="Grid storage: float32 or float16.")] = "float32",
+    compression: Annotated[
+        str, typer.Option(help="gzip (with shuffle; gzip:1 … gzip:9 sets the level), lzf or none.")
+    ] = "gzip",
+    lossless: Annotated[
+        bool,
+        typer.Option(
+            "--lossless",
+            help="Store the kernel's float32 values unrounded (default: rounded to "
+            "multiples of 2^-21, |change| ≤ 2.4e-7, which compresses far better).",
+        ),
+    ] = False,
+    disorder: Annotated[
+        str,
+        typer.Option(help="CIF partial occupancy: error (reject), majority or weight."),
+    ] = "error",
+    format: Annotated[
+        str | None,
+        typer.Option("--format", help="Read every input as xyz, sdf or cif (default: extension)."),
+    ] = None,
+    recursive: Annotated[
+        bool, typer.Option("--recursive/--no-recursive", help="Search directories recursively.")
+    ] = True,
+    shard_size: Annotated[
+        int | None,
+        typer.Option(help="Input records per shard (default: about 250 MB per shard)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run in OUT.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier run in OUT.")
+    ] = False,
+    shard_index: Annotated[
+        int | None,
+        typer.Option(help="Run slice I of --num-shards (default: $SLURM_ARRAY_TASK_ID)."),
+    ] = None,
+    num_shards: Annotated[
+        int | None,
+        typer.Option(help="Number of slices (default: $SLURM_ARRAY_TASK_COUNT, else 1)."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Processes that parse, grid and compress (default: one per core)."),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Kernel threads in all (default: one per core).")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 when any record was rejected.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")
+    ] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON (no progress bar).")
+    ] = False,
+) -> None:
+    """Grid molecules and crystals into HDF5 shards (SPEC §6), resumably, losing nothing.
+
+    Every input record ends in exactly one shard or in OUT/errors.jsonl with its reason.
+    """
+    with user_errors():
+        options = GridOptions(
+            grid_size=parse_grid_size(grid_size),
+            sigma=sigma,
+            channels=channels,
+            box=box,
+            padding=padding,
+            dtype=dtype,
+            compression=compression,
+            lossless=lossless,
+            disorder=disorder,
+            format=format,
+            shard_size=shard_size,
+        )
+        options.resolve()  # bad options fail before any file is touched
+        bar = _ProgressBar(enabled=not (quiet or json_out) and err_console.is_terminal)
+        try:
+            summary = grid_files(
+                inputs,
+                out,
+                options,
+                resume=resume,
+                overwrite=overwrite,
+                shard_index=shard_index,
+                num_shards=num_shards,
+                workers=workers,
+                threads=threads,
+                recursive=recursive,
+                command=shlex.join(["pgrid", *sys.argv[1:]]),
+                progress=bar.update,
+            )
+        finally:
+            bar.stop()
+    if json_out:
+        typer.echo(json.dumps(summary.to_json(), indent=2, sort_keys=True))
+    elif not quiet:
+        print_summary(summary, Console())
+    raise typer.Exit(exit_code(summary, strict))
+
+
+def exit_code(summary: RunSummary, strict: bool) -> int:
+    """The documented exit status of a run (see EPILOG)."""
+    if summary.total_items == 0 or (summary.read > 0 and summary.written == 0):
+        return EXIT_NOTHING
+    if strict and summary.rejected:
+        return EXIT_REJECTED
+    return EXIT_OK
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr, started at the first update (after the workers)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    def update(self, p: RunProgress) -> None:
+        if not self.enabled:
+            return
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("[bold]gridding"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[written]:,} written, {task.fields[rejected]:,} rejected"),
+                TextColumn("{task.fields[rate]:,.0f} structures/s"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=err_console,
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(
+                "grid", total=max(p.bytes_total, 1), written=0, rejected=0, rate=0.0
+            )
+        rate = p.written / p.elapsed if p.elapsed > 0 else 0.0
+        self._progress.update(
+            self._task,
+            completed=min(p.bytes_done, p.bytes_total),
+            written=p.written,
+            rejected=p.rejected,
+            rate=rate,
+        )
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def print_summary(s: RunSummary, console: Console) -> None:
+    """The end-of-run table: read, written, rejected by reason, time, throughput."""
+    table = Table(title=f"pgrid grid → {s.out_dir}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_column()
+    if s.num_slices > 1:
+        table.add_row("slice", f"{s.slice_index} of {s.num_slices}", "")
+    table.add_row("input files", f"{s.files:,}", "")
+    table.add_row("records read", f"{s.read:,}", "")
+    kept = f"({s.shards_kept} kept from an earlier run)" if s.shards_kept else ""
+    table.add_row(
+        "written",
+        f"{s.written:,}",
+        f"structures in {s.shards_written + s.shards_kept} shard(s) {kept}",
+    )
+    table.add_row("rejected", f"{s.rejected:,}", "see errors.jsonl" if s.rejected else "")
+    for kind, n in sorted(s.rejected_by_kind.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  {kind}", f"{n:,}", "")
+    table.add_row("time", f"{s.seconds:.1f} s", "")
+    if s.gridded:
+        table.add_row("throughput", f"{s.structures_per_s:,.0f}", "structures/s")
+        table.add_row("on disk", f"{s.bytes_per_structure / 1e3:,.1f} kB", "per structure")
+    busy = {k: v for k, v in s.timings.items() if v > 0}
+    if busy:
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in busy.items())
+        table.add_row("CPU seconds", "", parts)
+    for note, n in sorted(s.notes.items(), key=lambda kv: -kv[1])[:3]:
+        table.add_row("note", f"{n:,}×", note[:100])
+    if s.manifest:
+        table.add_row("manifest", "", str(s.out_dir / "manifest.json"))
+    elif s.num_slices > 1:
+        table.add_row("next", "", f"other slices still running; then: pgrid index {s.out_dir}")
+    console.print(table)

@@ -1,0 +1,41 @@
+"""``pgrid show``: draw one grid of a shard as a picture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..shards import ShardSet
+from ._app import app, user_errors
+
+
+@app.command("show")
+def show_cli(
+    path: Annotated[Path, typer.Argument(help="A shard file or an output directory.")],
+    index: Annotated[
+        int, typer.Option("--index", "-i", help="Structure to draw (global index in a directory).")
+    ] = 0,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Picture to write (.png, .pdf, .svg).")
+    ] = Path("grid.png"),
+    channels: Annotated[
+        str | None, typer.Option(help="Channels to draw, e.g. C,N,O (default: non-empty ones).")
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="max: maximum projection along c; slice: densest layer, contoured.")
+    ] = "max",
+) -> None:
+    """Draw one grid: a panel per channel with the atoms overlaid."""
+    from ..plot import draw_grid
+
+    with user_errors():
+        shards = ShardSet(path)
+        if not -len(shards) <= index < len(shards):
+            raise ValueError(f"--index {index} is out of range: {path} holds {len(shards)} grids")
+        record = shards[index]
+        shard, _ = shards.locate(index)
+        names = [c.strip() for c in channels.split(",")] if channels else None
+        written = draw_grid(record, shard.channels, out, channels=names, mode=mode)
+    typer.echo(f"{record.name or 'structure'} (#{index}) → {written}")

@@ -1,0 +1,334 @@
+"""Readers (pgrid_cli.io): finding files, cutting records, parsing them with ASE, RDKit and
+pymatgen, and rejecting bad records with a reason.
+
+Truth comes from the libraries' own whole-file readers (ase.io.read(":"),
+Chem.SDMolSupplier, CifParser on the path) and from the hand-written malformed corpus in
+tests/data/malformed, whose expected outcome is listed record by record below.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from rdkit import Chem, RDConfig
+
+from pgrid_cli import io as pio
+from pgrid_cli.io import (
+    RawRecord,
+    Rejection,
+    Structure,
+    detect_format,
+    expand_inputs,
+    iter_raw_records,
+    iter_records,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_data"
+CORPUS = Path(__file__).parent / "data" / "malformed"
+ASE_DATA = Path(ase.__file__).parent / "test" / "testdata"
+MINERALS = sorted((ASE_DATA / "minerals").glob("*.cif"))
+RDKIT_EGFR = Path(RDConfig.RDContribDir) / "PBF" / "testData" / "egfr.sdf"
+RDKIT_NCI_2D = Path(RDConfig.RDDataDir) / "NCI" / "first_200.props.sdf"
+
+#: The malformed corpus: per file, the outcome of every record (None = a Structure).
+EXPECTED = {
+    "frames.xyz": [
+        None,
+        pio.MALFORMED,
+        None,
+        pio.TRUNCATED,
+        None,
+        pio.PARSE_ERROR,
+        pio.PARSE_ERROR,
+        pio.UNKNOWN_ELEMENT,
+        pio.NON_FINITE,
+        pio.EMPTY,
+        pio.BAD_CELL,
+        pio.TRUNCATED,
+    ],
+    "records.sdf": [
+        None,
+        pio.NO_3D,
+        pio.PARSE_ERROR,
+        pio.EMPTY,
+        pio.PARSE_ERROR,
+        pio.EMPTY,
+        pio.UNKNOWN_ELEMENT,
+        None,
+    ],
+    "blocks.cif": [pio.PARSE_ERROR, None],
+    "disorder.cif": [pio.DISORDER],
+    "no_blocks.cif": [pio.MALFORMED],
+    "not_gzip.xyz.gz": [pio.UNREADABLE],
+    "empty.xyz": [],
+}
+
+
+def outcomes(path, **kw):
+    return [None if isinstance(i, Structure) else i.kind for i in iter_records(path, **kw)]
+
+
+# ---------------------------------------------------------------------- formats and files
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [
+        ("a.xyz", "xyz"),
+        ("a.EXTXYZ", "xyz"),
+        ("a.sdf", "sdf"),
+        ("a.sdf.gz", "sdf"),
+        ("a.mol", "sdf"),
+        ("dir.v2/a.cif", "cif"),
+        ("a.cif.GZ", "cif"),
+    ],
+)
+def test_detect_format(name, fmt):
+    assert detect_format(name) == fmt
+
+
+def test_detect_format_override_and_errors():
+    assert detect_format("whatever.txt", "extxyz") == "xyz"
+    assert detect_format("a.xyz", "SDF") == "sdf"
+    with pytest.raises(ValueError, match=r"cannot tell the format of a\.pdb"):
+        detect_format("a.pdb")
+    with pytest.raises(ValueError, match="cannot tell the format"):
+        detect_format("archive.gz")
+    with pytest.raises(ValueError, match="unknown format 'pdb'"):
+        detect_format("a.xyz", "pdb")
+
+
+def test_expand_inputs_directories_globs_and_order(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "deep").mkdir()
+    (tmp_path / ".hidden").mkdir()
+    for rel in ["z.xyz", "a.sdf", "b/m.cif", "b/deep/k.xyz.gz", ".hidden/h.xyz", ".dot.xyz"]:
+        (tmp_path / rel).write_text("")
+    (tmp_path / "README.md").write_text("not an input")
+    got = expand_inputs([tmp_path])
+    assert [p.relative_to(tmp_path).as_posix() for p in got] == [
+        "a.sdf",
+        "b/deep/k.xyz.gz",
+        "b/m.cif",
+        "z.xyz",
+    ]
+    flat = expand_inputs([tmp_path], recursive=False)
+    assert [p.name for p in flat] == ["a.sdf", "z.xyz"]
+    # Inputs keep their order; a file reached twice is listed once; globs are sorted.
+    got = expand_inputs([tmp_path / "z.xyz", str(tmp_path / "*.sdf"), tmp_path])
+    assert [p.name for p in got] == ["z.xyz", "a.sdf", "k.xyz.gz", "m.cif"]
+    # A file named explicitly is kept whatever its extension (its format is asked later).
+    assert expand_inputs([tmp_path / "README.md"]) == [tmp_path / "README.md"]
+
+
+def test_expand_inputs_errors(tmp_path):
+    with pytest.raises(ValueError, match="no such file or directory"):
+        expand_inputs([tmp_path / "missing.xyz"])
+    with pytest.raises(ValueError, match="no files match"):
+        expand_inputs([str(tmp_path / "*.sdf")])
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(ValueError, match="no input files with a known extension"):
+        expand_inputs([tmp_path])
+
+
+# ---------------------------------------------------------------------- real files
+def test_sdf_matches_rdkit_supplier():
+    path = SAMPLE / "drugs.sdf"
+    ours = list(iter_records(path))
+    mols = list(Chem.SDMolSupplier(str(path), removeHs=False))
+    assert len(ours) == len(mols) == 126
+    for s, m in zip(ours, mols, strict=True):
+        assert isinstance(s, Structure) and not s.periodic
+        assert s.name == m.GetProp("_Name")
+        assert_array_equal(s.numbers, [a.GetAtomicNum() for a in m.GetAtoms()])
+        assert_allclose(s.positions, m.GetConformer().GetPositions(), rtol=0, atol=0)
+    assert [s.record for s in ours] == list(range(126))
+
+
+def test_gzipped_sdf_equals_plain(tmp_path):
+    gz = tmp_path / "drugs.sdf.gz"
+    with open(SAMPLE / "drugs.sdf", "rb") as src, gzip.open(gz, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    plain = list(iter_records(SAMPLE / "drugs.sdf"))
+    packed = list(iter_records(gz))
+    assert len(packed) == len(plain)
+    for a, b in zip(plain, packed, strict=True):
+        assert a.name == b.name
+        assert_array_equal(a.positions, b.positions)
+
+
+@pytest.mark.skipif(not RDKIT_EGFR.exists(), reason="RDKit's Contrib/PBF/testData/egfr.sdf absent")
+def test_rdkit_contrib_sdf():
+    ours = list(iter_records(RDKIT_EGFR))
+    mols = list(Chem.SDMolSupplier(str(RDKIT_EGFR), removeHs=False, sanitize=False))
+    assert len(ours) == len(mols) == 365
+    for s, m in zip(ours, mols, strict=True):
+        assert isinstance(s, Structure)
+        assert_allclose(s.positions, m.GetConformer().GetPositions(), rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not RDKIT_NCI_2D.exists(), reason="RDKit's Data/NCI/first_200.props.sdf absent")
+def test_2d_records_are_rejected_not_gridded_flat():
+    items = list(iter_records(RDKIT_NCI_2D))
+    assert len(items) == 200
+    assert all(isinstance(i, Rejection) and i.kind == pio.NO_3D for i in items)
+    assert items[7].record == 7 and "no 3D coordinates" in items[7].reason
+
+
+def test_xyz_matches_ase():
+    for path in [SAMPLE / "small_molecules.xyz", SAMPLE / "crystals" / "perovskite.extxyz"]:
+        ours = list(iter_records(path))
+        frames = ase.io.read(path, index=":")
+        assert len(ours) == len(frames)
+        for s, a in zip(ours, frames, strict=True):
+            assert_array_equal(s.numbers, a.numbers)
+            assert_allclose(s.positions, a.positions, rtol=0, atol=0)
+            assert s.name == a.info.get("name", "")
+            if a.pbc.all():
+                assert_allclose(s.lattice, a.cell[:], rtol=0, atol=0)
+            else:
+                assert s.lattice is None
+
+
+def test_extxyz_from_ase_testdata():
+    path = ASE_DATA / "opls_structure_ext.xyz"
+    if not path.exists():
+        pytest.skip("ASE's opls_structure_ext.xyz absent")
+    ours = list(iter_records(path))
+    frames = ase.io.read(path, index=":")
+    assert len(ours) == len(frames) >= 1
+    for s, a in zip(ours, frames, strict=True):
+        assert_array_equal(s.numbers, a.numbers)
+        assert_allclose(s.positions, a.positions, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not MINERALS, reason="ASE's testdata/minerals CIFs absent")
+@pytest.mark.parametrize("path", MINERALS, ids=[p.stem for p in MINERALS])
+def test_cod_cifs_match_ase(path):
+    """pymatgen (our reader) and ASE's own CIF reader agree on the unit cell's content."""
+    (s,) = list(iter_records(path))
+    assert isinstance(s, Structure) and s.periodic
+    atoms = ase.io.read(path, format="cif")
+    assert sorted(s.numbers.tolist()) == sorted(atoms.numbers.tolist())
+    assert abs(np.linalg.det(s.lattice)) == pytest.approx(atoms.cell.volume, rel=1e-6)
+    assert s.name == path.stem.removeprefix("cod_")
+
+
+def test_sample_crystals():
+    counts = {
+        p.name: [len(s) for s in iter_records(p)] for p in sorted((SAMPLE / "crystals").glob("*"))
+    }
+    assert counts == {
+        "Cu_fcc_primitive.cif": [1],
+        "NaCl.cif": [8],
+        "Si.cif": [8],
+        "SiO2_alpha_quartz.cif": [9],
+        "TiO2_rutile.cif": [6],
+        "multi.cif": [8, 4],
+        "perovskite.extxyz": [5, 2],
+    }
+    (cu,) = list(iter_records(SAMPLE / "crystals" / "Cu_fcc_primitive.cif"))
+    lengths = np.linalg.norm(cu.lattice, axis=1)
+    assert_allclose(lengths, 2.556, atol=1e-3)
+
+
+# ---------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_malformed_corpus_every_record_accounted(name):
+    path = CORPUS / name
+    items = list(iter_records(path))
+    assert [None if isinstance(i, Structure) else i.kind for i in items] == EXPECTED[name]
+    records = [i.record for i in items]
+    if name == "not_gzip.xyz.gz":
+        assert records == [-1]  # the file itself could not be read
+    else:
+        assert records == list(range(len(items)))
+    for i in items:
+        assert i.source == str(path)
+        if isinstance(i, Rejection):
+            assert i.reason and "\n" not in i.reason
+            assert set(i.to_json()) == {"source", "record", "name", "reason", "kind"}
+
+
+def test_malformed_reasons_are_specific():
+    frames = list(iter_records(CORPUS / "frames.xyz"))
+    assert "expected the number of atoms" in frames[1].reason and "'three'" in frames[1].reason
+    assert "4 atoms announced but 2 atom lines" in frames[3].reason
+    assert frames[3].name == "cut_short"
+    assert frames[6].reason == "unknown element symbol 'Xx'"
+    assert 'pbc="T T F"' in frames[10].reason
+    sdf = list(iter_records(CORPUS / "records.sdf"))
+    assert (
+        sdf[2].reason == "RDKit cannot parse the record: Atom line too short: 'garbage' on line 6"
+    )
+    assert sdf[4].reason == "RDKit cannot parse the record: Element 'Xx' not found"
+    assert sdf[1].name == "methanol_2d"
+    cif = list(iter_records(CORPUS / "blocks.cif"))
+    assert "could not convert string to float: 'abc'" in cif[0].reason
+
+
+def test_rdkit_errors_are_captured_not_printed(capfd):
+    list(iter_records(CORPUS / "records.sdf"))
+    out, err = capfd.readouterr()
+    assert "Atom line too short" not in out + err
+
+
+def test_truncated_gzip_rejects_where_it_breaks(tmp_path):
+    data = gzip.compress((SAMPLE / "drugs.sdf").read_bytes())
+    path = tmp_path / "cut.sdf.gz"
+    path.write_bytes(data[: len(data) // 2])
+    items = list(iter_records(path))
+    assert all(isinstance(i, Structure) for i in items[:-1])
+    last = items[-1]
+    assert isinstance(last, Rejection) and last.kind == pio.UNREADABLE
+    assert last.record == len(items) - 1 and "rest of the file is unreadable" in last.reason
+    assert 20 < len(items) < 126
+
+
+def test_unopenable_file_is_one_rejection(tmp_path):
+    (tmp_path / "dir.xyz").mkdir()
+    (item,) = list(iter_raw_records(tmp_path / "dir.xyz", "xyz"))
+    assert isinstance(item, Rejection)
+    assert item.record == -1 and item.kind == pio.UNREADABLE
+    assert item.reason.startswith("cannot open the file")
+
+
+def test_cif_framing_respects_text_fields(tmp_path):
+    path = tmp_path / "t.cif"
+    path.write_text("# preamble\ndata_one\n_title\n;\ndata_not_a_block\n;\n_x 1\ndata_two\n_x 2\n")
+    raws = list(iter_raw_records(path, "cif"))
+    assert [r.name for r in raws] == ["one", "two"]
+    assert all(isinstance(r, RawRecord) for r in raws)
+    assert "data_not_a_block" in raws[0].text and raws[0].text.startswith("# preamble")
+
+
+def test_xyz_blank_lines_between_frames(tmp_path):
+    path = tmp_path / "gaps.xyz"
+    path.write_text("1\na\nH 0 0 0\n\n\n1\nb\nHe 0 0 0\n\n")
+    items = list(iter_records(path))
+    assert [i.name for i in items] == ["a", "b"]
+    assert [int(i.numbers[0]) for i in items] == [1, 2]
+
+
+# ---------------------------------------------------------------------- disorder
+def test_disorder_policies():
+    path = CORPUS / "disorder.cif"
+    (rej,) = list(iter_records(path))
+    assert isinstance(rej, Rejection) and rej.kind == pio.DISORDER
+    assert "--disorder majority or weight" in rej.reason
+    (maj,) = list(iter_records(path, disorder="majority"))
+    # Fe 0.7 / Co 0.3 → Fe; Fe 1.0 stays; Ni 0.4 (vacancy 0.6) is dropped.
+    assert sorted(maj.numbers.tolist()) == [26, 26]
+    assert_allclose(maj.weights, 1.0)
+    (w,) = list(iter_records(path, disorder="weight"))
+    got = sorted(zip(w.numbers.tolist(), w.weights.tolist(), strict=True))
+    assert got == [(26, 0.7), (26, 1.0), (27, 0.3), (28, 0.4)]
+    a = 2.87
+    assert_allclose(np.diag(w.lattice), [a, a, a], atol=1e-12)
+    with pytest.raises(ValueError, match="unknown disorder policy"):
+        list(iter_records(path, disorder="random"))

@@ -1,0 +1,423 @@
+"""The gridding pipeline (pgrid_cli.preprocess.grid_files): accuracy of what it stores,
+every record accounted for, determinism across workers, resume after a kill, slicing,
+and the output-directory rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from pgrid_cli import ChannelSpec, grid
+from pgrid_cli import io as pio
+from pgrid_cli.codec import GridCodec
+from pgrid_cli.io import iter_records
+from pgrid_cli.preprocess import (
+    GridOptions,
+    default_shard_size,
+    grid_files,
+    slice_from_env,
+)
+from pgrid_cli.reference import reference_grid
+from pgrid_cli.shards import (
+    ERRORS,
+    MANIFEST,
+    Shard,
+    ShardSet,
+    describe,
+    verify_shard,
+    write_index,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_data"
+CORPUS = Path(__file__).parent / "data" / "malformed"
+#: Records per corpus file (see tests/test_io.py for what each one is).
+CORPUS_RECORDS = {
+    "blocks.cif": 2,
+    "disorder.cif": 1,
+    "empty.xyz": 0,
+    "frames.xyz": 12,
+    "no_blocks.cif": 1,
+    "not_gzip.xyz.gz": 1,
+    "records.sdf": 8,
+}
+SMALL = GridOptions(grid_size=12, sigma=0.5)
+MIXED = [str(SAMPLE / "drugs.sdf"), str(CORPUS)]  # 126 good records + 25 in the corpus
+
+
+def run(inputs, out, options=SMALL, **kw):
+    kw.setdefault("workers", 0)
+    return grid_files(inputs, out, options, **kw)
+
+
+def contents(out: Path) -> dict:
+    """Everything a run wrote that must not depend on how it was run."""
+    d: dict = {}
+    for p in sorted(out.glob("shard-*.h5")):
+        with h5py.File(p, "r") as f:
+            attrs = {k: str(v) for k, v in f.attrs.items() if k not in ("command",)}
+            data = {k: f[k][()].tobytes() if f[k].dtype.kind != "O" else list(f[k][()]) for k in f}
+        d[p.name] = (attrs, data)
+    d[ERRORS] = (out / ERRORS).read_text() if (out / ERRORS).exists() else None
+    if (out / MANIFEST).exists():
+        m = json.loads((out / MANIFEST).read_text())
+        d[MANIFEST] = {k: m[k] for k in ("counts", "shards", "parameters", "run_id")}
+    return d
+
+
+# ---------------------------------------------------------------------- accuracy
+def test_stored_grids_match_the_float64_reference(tmp_path):
+    """SPEC §3 holds for what is stored (after rounding): |error| ≤ 1e-6 for orthogonal
+    boxes (molecules at the default 32³, orthogonal crystals), ≤ 1e-4·max for triclinic
+    cells (at 16³, where the float64 reference is affordable; the 1-atom Cu cell has
+    values small enough to need a finer rounding step), and periodic grids sum to their
+    atoms (1e-5 relative)."""
+    spec = ChannelSpec.parse("elements")
+    checked = Counter()
+    runs = [
+        ([SAMPLE / "small_molecules.xyz", *sorted((SAMPLE / "crystals").glob("*.cif"))], 32),
+        ([SAMPLE / "crystals" / "Cu_fcc_primitive.cif", SAMPLE / "crystals" / "multi.cif"], 16),
+    ]
+    for k, (inputs, size) in enumerate(runs):
+        run(inputs, tmp_path / f"o{k}", GridOptions(grid_size=size))
+        for rec in ShardSet(tmp_path / f"o{k}"):
+            if rec.box.is_orthogonal != (size == 32):
+                continue  # orthogonal boxes checked at 32³, triclinic cells at 16³
+            chans = spec.assign(rec.numbers)
+            ref = reference_grid(rec.positions, rec.box, 0.5, chans, spec.n_channels)
+            g = rec.grid.astype(np.float64)
+            if rec.box.periodic:
+                assert g.sum() == pytest.approx(len(rec.numbers), rel=1e-5), rec.name
+            if rec.box.is_orthogonal:
+                assert np.abs(g - ref).max() <= 1e-6, rec.name
+                checked["orthogonal"] += 1
+            else:
+                assert np.abs(g - ref).max() <= 1e-4 * ref.max(), rec.name
+                checked["triclinic"] += 1
+    assert checked == {"orthogonal": 19 + 4, "triclinic": 2}
+
+
+def test_lossless_stores_the_kernel_values(tmp_path):
+    opts = GridOptions(grid_size=12, lossless=True)
+    run([SAMPLE / "small_molecules.xyz"], tmp_path / "o", opts)
+    spec = ChannelSpec.parse("elements")
+    for rec in ShardSet(tmp_path / "o"):
+        kernel = grid(
+            rec.positions,
+            rec.box,
+            0.5,
+            channels=spec.assign(rec.numbers),
+            n_channels=spec.n_channels,
+        )
+        assert_array_equal(rec.grid, kernel)
+    with h5py.File(tmp_path / "o" / "shard-00000.h5") as f:
+        assert f.attrs["rounding_step"] == 0
+
+
+@pytest.mark.parametrize(("compression", "dtype"), [("lzf", "float32"), ("none", "float16")])
+def test_other_storage_options(tmp_path, compression, dtype):
+    opts = GridOptions(grid_size=12, compression=compression, dtype=dtype)
+    run([SAMPLE / "small_molecules.xyz"], tmp_path / "o", opts)
+    run([SAMPLE / "small_molecules.xyz"], tmp_path / "ref", GridOptions(grid_size=12))
+    a, b = ShardSet(tmp_path / "o"), ShardSet(tmp_path / "ref")
+    for ra, rb in zip(a, b, strict=True):
+        assert ra.grid.dtype == np.dtype(dtype)
+        tol = 1e-3 * rb.grid.max() if dtype == "float16" else 0
+        assert_allclose(ra.grid.astype(np.float32), rb.grid, rtol=0, atol=tol)
+    with h5py.File(tmp_path / "o" / "shard-00000.h5") as f:
+        assert f.attrs["compression"] == compression
+        assert f["grids"].compression == (None if compression == "none" else compression)
+
+
+def test_default_storage_is_a_tenth_of_raw_float32(tmp_path):
+    s = run([SAMPLE / "drugs.sdf"], tmp_path / "o", GridOptions())
+    raw = 11 * 32**3 * 4
+    assert s.written == 126
+    assert s.bytes_per_structure <= raw / 10
+    with h5py.File(tmp_path / "o" / "shard-00000.h5") as f:
+        g = f["grids"]
+        assert g.compression == "gzip" and g.shuffle and g.chunks == (1, 11, 32, 32, 32)
+        for key in (
+            "format",
+            "format_version",
+            "sigma",
+            "channels",
+            "grid_shape",
+            "box",
+            "padding",
+            "pgrid_version",
+            "command",
+            "rounding_step",
+            "max_rounding_error",
+        ):
+            assert key in f.attrs
+
+
+def test_disorder_weights_reach_the_grid(tmp_path):
+    opts = GridOptions(grid_size=16, disorder="weight", channels="single")
+    s = run([CORPUS / "disorder.cif"], tmp_path / "o", opts)
+    assert s.written == 1
+    rec = ShardSet(tmp_path / "o")[0]
+    assert sorted(rec.weights.tolist()) == [0.3, 0.4, 0.7, 1.0]
+    assert rec.grid.sum() == pytest.approx(2.4, rel=1e-5)  # Σ occupancies of the cell
+    assert s.notes == {"partial occupancy handled with --disorder weight": 1}
+
+
+# ---------------------------------------------------------------------- nothing lost
+def test_every_record_accounted_for(tmp_path):
+    out = tmp_path / "o"
+    s = run(MIXED, out, GridOptions(grid_size=12, shard_size=40))
+    total = 126 + sum(CORPUS_RECORDS.values())
+    assert s.total_items == s.read == total
+    seen = Counter()
+    for rec in ShardSet(out):
+        seen[(rec.source, rec.record)] += 1
+    errors = [json.loads(line) for line in (out / ERRORS).read_text().splitlines()]
+    for e in errors:
+        seen[(e["source"], e["record"])] += 1
+        assert set(e) >= {"source", "record", "name", "reason"}
+    expected = {(str(SAMPLE / "drugs.sdf"), r) for r in range(126)}
+    for name, n in CORPUS_RECORDS.items():
+        records = [-1] if name == "not_gzip.xyz.gz" else range(n)
+        expected |= {(str(CORPUS / name), r) for r in records}
+    assert set(seen) == expected and set(seen.values()) == {1}
+    assert s.written == 126 + 6 and s.rejected == len(errors) == total - s.written
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["counts"]["read"] == total
+    assert manifest["counts"]["rejected_by_kind"] == dict(sorted(s.rejected_by_kind.items()))
+    assert [sh["n_items"] for sh in manifest["shards"]] == [40, 40, 40, total - 120]
+
+
+def test_rejections_at_gridding_time(tmp_path):
+    chain = tmp_path / "chain.xyz"
+    atoms = "\n".join(f"C {1.5 * i:.2f} 0 0" for i in range(16))  # 22.5 Å long
+    chain.write_text(f"16\nname=chain\n{atoms}\n2\nname=short\nC 0 0 0\nC 1.5 0 0\n")
+    s = run([chain], tmp_path / "o", GridOptions(grid_size=8, box="cube:18"))
+    assert (s.written, s.rejected_by_kind) == (1, {pio.OUTSIDE_BOX: 1})
+    (err,) = [json.loads(x) for x in (tmp_path / "o" / ERRORS).read_text().splitlines()]
+    assert err["name"] == "chain" and "outside the 18 Å cube" in err["reason"]
+    # Atoms just outside a cube (within 3σ) are kept: they contribute part of their density.
+    s = run([chain], tmp_path / "o2", GridOptions(grid_size=8, box="cube:21.6"))
+    assert s.written == 2
+    # An element with no channel is a rejected record, never silently dropped.
+    s = run(
+        [SAMPLE / "small_molecules.xyz"],
+        tmp_path / "o3",
+        GridOptions(grid_size=8, channels="C,H,O"),
+    )
+    assert s.rejected_by_kind == {pio.UNKNOWN_ELEMENT: s.rejected} and s.rejected >= 5
+
+
+# ---------------------------------------------------------------------- determinism
+def test_workers_do_not_change_the_shards(tmp_path):
+    opts = GridOptions(grid_size=12, shard_size=30)
+    run(MIXED, tmp_path / "w0", opts, workers=0)
+    s = run(MIXED, tmp_path / "w2", opts, workers=2, threads=2)
+    assert s.written == 132
+    assert contents(tmp_path / "w0") == contents(tmp_path / "w2")
+
+
+def test_resume_after_a_kill_equals_a_clean_run(tmp_path):
+    out = tmp_path / "killed"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from pgrid_cli import preprocess as pp
+        pp._TASK_BYTES = 8 * 11 * 12**3 * 4  # tasks of 8 records
+        def die(p):
+            if p.items >= 60:  # shard 0 (50 records) done, shard 1 half written
+                os.kill(os.getpid(), signal.SIGKILL)
+        opts = pp.GridOptions(grid_size=12, shard_size=50)
+        pp.grid_files({MIXED!r}, {str(out)!r}, opts, workers=0, progress=die)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()
+    assert (out / "shard-00000.h5").exists() and (out / "shard-00001.h5.partial").exists()
+    assert not (out / "shard-00001.h5").exists() and not (out / MANIFEST).exists()
+    assert describe(out)["problems"]  # info sees an unfinished run
+
+    opts = GridOptions(grid_size=12, shard_size=50)
+    with pytest.raises(ValueError, match=r"not empty.*--resume"):
+        run(MIXED, out, opts)
+    s = run(MIXED, out, opts, resume=True)
+    assert s.shards_kept == 1 and s.shards_written == 3 - 1 + 1  # shards 1, 2, 3 redone
+    assert s.read == s.total_items == 151 and s.manifest
+    run(MIXED, tmp_path / "clean", opts)
+    assert contents(out) == contents(tmp_path / "clean")
+    assert not list(out.glob("*.partial"))
+
+
+def test_resume_redoes_an_invalid_shard(tmp_path):
+    opts = GridOptions(grid_size=12, shard_size=50)
+    out = tmp_path / "o"
+    run(MIXED, out, opts)
+    before = contents(out)
+    with h5py.File(out / "shard-00002.h5", "a") as f:
+        f.attrs["n_items"] = 7  # as if a different, broken file were there
+    (out / "shard-00000.h5").unlink()
+    s = run(MIXED, out, opts, resume=True)
+    assert (s.shards_kept, s.shards_written) == (2, 2)
+    assert contents(out) == before
+
+
+def test_slices_plus_index_equal_a_single_run(tmp_path):
+    opts = GridOptions(grid_size=12, shard_size=20)
+    whole = tmp_path / "whole"
+    run(MIXED, whole, opts)
+    out = tmp_path / "sliced"
+    summaries = [run(MIXED, out, opts, shard_index=i, num_shards=3) for i in range(3)]
+    assert [s.manifest for s in summaries] == [False, False, True]  # the last one indexes
+    assert sorted(int(p.stem[-5:]) % 3 for p in out.glob("shard-*.h5")) == sorted(
+        k % 3 for k in range(8)
+    )
+    assert sum(s.read for s in summaries) == 151
+    write_index(out)  # what `pgrid index` runs: idempotent
+    assert contents(out) == contents(whole)
+    with pytest.raises(ValueError, match="slice 1 of 3 has already run"):
+        run(MIXED, out, opts, shard_index=1, num_shards=3)
+
+
+def test_index_refuses_an_unfinished_run(tmp_path):
+    opts = GridOptions(grid_size=12, shard_size=20)
+    out = tmp_path / "o"
+    run(MIXED, out, opts, shard_index=0, num_shards=3)
+    with pytest.raises(ValueError, match=r"slice.*1, 2 of 3 have not finished"):
+        write_index(out)
+    run(MIXED, out, opts, shard_index=2, num_shards=3)
+    run(MIXED, out, opts, shard_index=1, num_shards=3)
+    (out / "shard-00004.h5").unlink()
+    with pytest.raises(ValueError, match=r"shard-00004\.h5 is missing"):
+        write_index(out)
+
+
+def test_slurm_environment_picks_the_slice():
+    env = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4"}
+    assert slice_from_env(environ=env) == (3, 4)
+    assert slice_from_env(
+        environ={**env, "SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_MIN": "1"}
+    ) == (3, 4)
+    assert slice_from_env(1, 2, environ=env) == (1, 2)
+    assert slice_from_env(environ={}) == (0, 1)
+    with pytest.raises(ValueError, match=r"--shard-index must be in 0\.\.3"):
+        slice_from_env(environ={**env, "SLURM_ARRAY_TASK_ID": "7"})
+    with pytest.raises(ValueError, match="not an integer"):
+        slice_from_env(environ={"SLURM_ARRAY_TASK_COUNT": "four"})
+
+
+# ---------------------------------------------------------------------- output directory
+def test_output_directory_rules(tmp_path):
+    opts = GridOptions(grid_size=8)
+    out = tmp_path / "o"
+    run([SAMPLE / "small_molecules.xyz"], out, opts)
+    with pytest.raises(ValueError, match="is not empty"):
+        run([SAMPLE / "small_molecules.xyz"], out, opts)
+    with pytest.raises(ValueError, match=r"different run \(parameters differ: sigma 0.5 → 0.4"):
+        run([SAMPLE / "small_molecules.xyz"], out, GridOptions(grid_size=8, sigma=0.4), resume=True)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        run([SAMPLE / "small_molecules.xyz"], out, opts, resume=True, overwrite=True)
+    (out / "notes.txt").write_text("mine")
+    s = run([SAMPLE / "crystals"], out, opts, overwrite=True)
+    assert s.written == 9 and len(ShardSet(out)) == 9
+    assert (out / "notes.txt").read_text() == "mine"  # only pgrid's own files are replaced
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="is not a directory"):
+        run([SAMPLE / "crystals"], tmp_path / "file", opts)
+
+
+def test_bad_options_fail_before_any_work(tmp_path):
+    for opts, msg in [
+        (GridOptions(grid_size=0), "grid shape must be positive"),
+        (GridOptions(sigma=-1), "sigma must be a positive width"),
+        (GridOptions(channels="C,Q"), "'Q' is not a chemical element"),
+        (GridOptions(box="sphere"), "unknown box 'sphere'"),
+        (GridOptions(box="cube:-3"), "cube side must be a positive length"),
+        (GridOptions(padding=-1), "padding must be a non-negative"),
+        (GridOptions(compression="bz2"), "unknown compression"),
+        (GridOptions(dtype="int8"), "float32 or float16"),
+        (GridOptions(disorder="drop"), "unknown disorder policy"),
+        (GridOptions(format="pdb"), "unknown format"),
+        (GridOptions(shard_size=0), "shard size must be at least 1"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            run([SAMPLE / "crystals"], tmp_path / "never", opts)
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(ValueError, match="--workers must be 0 or more"):
+        run([SAMPLE / "crystals"], tmp_path / "never", workers=-1)
+
+
+def test_default_shard_size():
+    gz = GridCodec()
+    assert default_shard_size(32, 11, gz) == 5000
+    assert default_shard_size(32, 1, gz) == 50_000
+    assert default_shard_size(64, 11, gz) == 500
+    assert default_shard_size(32, 11, GridCodec(compression="none")) == 100
+    assert default_shard_size(256, 11, GridCodec(compression="none")) == 1
+
+
+# ---------------------------------------------------------------------- shards of a run
+def test_vds_spans_every_shard(tmp_path):
+    out = tmp_path / "o"
+    run(MIXED, out, GridOptions(grid_size=8, shard_size=40))
+    manifest = write_index(out, vds=True)
+    assert manifest["vds"] == "all.h5"
+    vds = Shard(out / "all.h5")
+    shards = ShardSet(out)
+    assert len(vds) == len(shards) == 132
+    for i in (0, 57, 131):
+        a, b = vds[i], shards[i]
+        assert_array_equal(a.grid, b.grid)
+        assert_array_equal(a.positions, b.positions)
+        assert (a.name, a.source, a.record) == (b.name, b.source, b.record)
+    assert len(vds.rejections()) == 151 - 132
+    os.chdir(tmp_path)  # the VDS finds its sources relative to itself, not the cwd
+    assert Shard(out / "all.h5")[100].name == shards[100].name
+
+
+def test_verify_shard_finds_damage(tmp_path):
+    out = tmp_path / "o"
+    run([SAMPLE / "small_molecules.xyz"], out, GridOptions(grid_size=8))
+    path = out / "shard-00000.h5"
+    assert verify_shard(path, deep=True).ok
+    assert "first_item is 0, expected 5" in verify_shard(path, expect={"first_item": 5}).problem
+    with h5py.File(path, "r") as f:
+        offset = f["grids"].id.get_chunk_info(3).byte_offset
+    data = bytearray(path.read_bytes())
+    data[offset + 10 : offset + 60] = bytes(50)
+    broken = out / "broken.h5"
+    broken.write_bytes(bytes(data))
+    assert verify_shard(broken).ok  # structure intact …
+    assert "grid 3 cannot be read" in verify_shard(broken, deep=True).problem  # … data not
+    broken.write_bytes(path.read_bytes()[:5000])
+    assert "not a readable HDF5 file" in verify_shard(broken).problem
+    broken.unlink()
+    with h5py.File(path, "a") as f:
+        del f.attrs["n_structures"]
+    assert "was not closed" in verify_shard(path).problem
+    d = describe(out)
+    assert d["kind"] == "directory" and d["problems"]
+
+
+def test_sample_data_flow_reads_back(tmp_path):
+    """The README / make demo flow: everything in sample_data, one shard, read back."""
+    s = run([SAMPLE], tmp_path / "o", GridOptions(grid_size=16))
+    assert (s.files, s.read, s.written, s.rejected) == (9, 154, 154, 0)
+    shards = ShardSet(tmp_path / "o")
+    names = [r.name for r in shards]
+    assert names[0] == "Cu" and "aspirin" in names and names[-1] == "thiophene"
+    periodic = [r.box.periodic for r in shards]
+    assert sum(periodic) == 9
+    d = describe(tmp_path / "o")
+    assert d["problems"] == [] and d["n_structures"] == 154
+    assert d["parameters"]["channels"] == list(ChannelSpec.parse("elements").names)
+    assert [len(list(iter_records(p))) for p in [SAMPLE / "drugs.sdf"]] == [126]
