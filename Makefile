@@ -9,13 +9,14 @@ STAMP := $(VENV)/.pgrid-installed
 # Re-install when the build or the native sources change (Python files are editable).
 NATIVE := pyproject.toml CMakeLists.txt $(wildcard native/include/pgrid/*.hpp native/src/*)
 
-.PHONY: help install demo test lint format bench clean
+.PHONY: help install demo test lint format bench bench-results clean
 
 help:
 	@echo "make demo    install and run the main job on sample_data/"
 	@echo "make test    install and run every test"
 	@echo "make lint    ruff + clang-format checks"
 	@echo "make bench   the kernel benchmark (docs/benchmarks.md)"
+	@echo "make bench-results  re-measure docs/bench/ with pgrid bench (about 10 min)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,11 @@ format: install
 
 bench: install
 	$(PY) benchmarks/bench_kernel.py
+
+# The committed pgrid bench results (docs/benchmarks.md, "pgrid bench").
+bench-results: install
+	$(VENV)/bin/pgrid bench --end-to-end --json docs/bench/bench.json --csv docs/bench/bench.csv \
+	  --plot docs/bench/bench.png > docs/bench/bench.txt
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -21,11 +21,14 @@ What one *cell* (implementation, threads, grid size n, σ, channels) measures
 * ``speedup_vs_scalar`` (same threads), ``speedup_vs_numpy`` and ``speedup_vs_1_thread``
   (same implementation): ratios of median times per structure measured in the same run.
 
-The NumPy reference is timed on an evenly spread subset of the structures, as many as fit
-in ``numpy_budget`` seconds per cell (from one timed pilot structure, or estimated from a
-smaller grid of the same sweep); where not even one does, the cell is skipped and
-:attr:`BenchResult.skipped` says why. NumPy does not take a thread count (its matrix
-products use its BLAS's own threads), so its cells have ``threads = None``.
+The NumPy reference is timed on a subset of the structures spread evenly over the input:
+a first pass grids them one by one, in :func:`spread_order`, until it has spent one run's
+share of ``numpy_budget`` (budget / repeat); then that subset gets a warm-up run and
+``repeat`` timed runs, so the timed runs take about ``numpy_budget`` seconds. Where one
+structure alone would exceed that share, or the time scaled from the largest grid measured
+so far would, the cell is skipped and :attr:`BenchResult.skipped` says why. NumPy does
+not take a thread count (its matrix products use its BLAS's own threads), so its cells
+have ``threads = None``.
 
 Verification before timing
 --------------------------
@@ -110,7 +113,8 @@ class BenchConfig:
     repeat : timed runs per cell (after one warm-up run)
     limit : use only the first ``limit`` structures of the input
     verify : structures per setting checked against the reference before timing
-    numpy_budget : seconds the NumPy reference may take per cell (0 skips NumPy)
+    numpy_budget : seconds the timed NumPy runs may take per cell (0 skips NumPy); the
+        pass that picks its subset and its warm-up run take about 2 / repeat of that more
     batch_mb : largest output buffer, MiB (structures are gridded in batches that fit)
     format : read every input as ``xyz``, ``sdf`` or ``cif`` (default: by extension)
     end_to_end : also time ``pgrid grid`` file → shards (see :func:`run_end_to_end`)
@@ -990,8 +994,8 @@ class _Sweep:
             return
         idx.sort()
         batch = prep.batch(idx, sigma)
-        out = np.zeros(batch.grid_shape, dtype=np.float32)  # zeros: pages touched now
-        times = time_runs(lambda: numpy_render(batch, out), cfg.repeat, warmup=0)
+        out = np.empty(batch.grid_shape, dtype=np.float32)
+        times = time_runs(lambda: numpy_render(batch, out), cfg.repeat, warmup=1)
         floor_threads = 1 if 1 in floors else min(floors)
         cell = Cell(
             implementation=NUMPY,

@@ -284,7 +284,7 @@ def test_numpy_budget_bounds_the_subset(monkeypatch: pytest.MonkeyPatch) -> None
     assert cell.times == [3.0, 3.0]
     assert ran.count(16) == 0
     (skip,) = result.skipped
-    assert skip.grid_size == 16 and "scaled from a smaller grid" in skip.reason
+    assert skip.grid_size == 16 and "about 8 s per structure (scaled from 8³)" in skip.reason
     # A budget below one structure per run skips on the first structure.
     result = run_sweep(BenchConfig(**{**cfg.__dict__, "numpy_budget": 1.5}))
     assert result.cells == [] and "one structure took 1 s" in result.skipped[0].reason

@@ -158,7 +158,7 @@ def bench_cli(
     ] = None,
     quick: Annotated[
         bool,
-        typer.Option("--quick", help="A small sweep for a first look (about 30 s)."),
+        typer.Option("--quick", help="A small sweep for a first look (under 30 s)."),
     ] = False,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the results as JSON.")
