@@ -1267,12 +1267,12 @@ def _grouped_bars(
             kw = {"color": colours[k]} if colours is not None else {}
             ax.bar(xs, ys, width=width, label=label, **kw)
     if drawn:
-        from matplotlib.ticker import FuncFormatter
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
         ax.set_yscale("log")
-        label = FuncFormatter(lambda v, _: f"{v:g}×")
-        ax.yaxis.set_major_formatter(label)
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.axhline(1.0, color="k", linewidth=0.8)
         ax.legend(fontsize=7)
         ax.grid(True, axis="y", which="both", alpha=0.3)
