@@ -262,10 +262,11 @@ def _implementation_names(names: Sequence[str]) -> tuple[str, ...]:
 
 def default_input() -> Path:
     """``sample_data/drugs.sdf`` here, or in the source tree pgrid was installed from."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        path = base / DEFAULT_SAMPLE
-        if path.is_file():
-            return path
+    if DEFAULT_SAMPLE.is_file():
+        return DEFAULT_SAMPLE
+    source_tree = Path(__file__).resolve().parents[1] / DEFAULT_SAMPLE
+    if source_tree.is_file():
+        return source_tree
     raise ValueError(
         f"no input given and {DEFAULT_SAMPLE} was not found (it ships with pgrid's source "
         f"tree): pass a molecule file, e.g. pgrid bench molecules.xyz"
@@ -619,16 +620,13 @@ def load_structures(
     rejected: list[Rejection] = []
     for path in expand_inputs(inputs):
         for item in iter_records(path, format):
+            why = item if isinstance(item, Rejection) else _unbenchable(item, specs, box, padding)
+            if why is not None:
+                rejected.append(why)
+                continue
+            kept.append(item)  # type: ignore[arg-type]
             if limit is not None and len(kept) >= limit:
                 return kept, rejected
-            if isinstance(item, Rejection):
-                rejected.append(item)
-                continue
-            why = _unbenchable(item, specs, box, padding)
-            if why is None:
-                kept.append(item)
-            else:
-                rejected.append(why)
     return kept, rejected
 
 
@@ -1109,6 +1107,20 @@ def _end_to_end_runs(cfg: BenchConfig) -> list[EndToEnd]:
 
 
 # ---------------------------------------------------------------------- the figure
+def check_plot_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` if matplotlib can write its format (from the suffix), else ValueError."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    out = Path(path)
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if out.suffix.lstrip(".").lower() not in kinds:
+        raise ValueError(
+            f"cannot draw {out}: the file name must end in an image format matplotlib "
+            f"writes, such as .png, .svg or .pdf"
+        )
+    return out
+
+
 def plot_result(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     """Draw the sweep as a PNG (or any format matplotlib infers from the suffix).
 
@@ -1120,6 +1132,7 @@ def plot_result(result: BenchResult, path: str | os.PathLike[str]) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
+    out = check_plot_path(path)
     cells = result.cells
     channels = list(dict.fromkeys(c.channels for c in cells))
     if not channels:
@@ -1228,7 +1241,6 @@ def plot_result(result: BenchResult, path: str | os.PathLike[str]) -> Path:
         f"{result.input.get('structures', '?')} structures, {h.get('date', '')}",
         fontsize=10,
     )
-    out = Path(path)
     fig.savefig(out, dpi=110)
     return out
 

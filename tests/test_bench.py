@@ -312,6 +312,12 @@ def test_records_without_a_channel_are_reported_not_dropped() -> None:
         assert set(s.numbers) <= {1, 6, 8}
 
 
+def test_limit_takes_the_first_structures() -> None:
+    structures, rejected = load_structures([SMALL], limit=3)
+    assert [s.record for s in structures] == [0, 1, 2] and rejected == []
+    assert [s.name for s in structures] == ["water", "methane", "ammonia"]
+
+
 def test_no_usable_structure_is_an_error() -> None:
     with pytest.raises(ValueError, match=r"no structure to benchmark.*19 record"):
         run_sweep(BenchConfig(inputs=(str(SMALL),), channels=("He",), grid_sizes=(8,)))
@@ -515,6 +521,7 @@ def test_cli_refuses_a_wrong_implementation(
         (["--channels", "C,Xx"], "'Xx' is not a chemical element"),
         (["--implementations", "avx1024"], "unknown implementation"),
         (["--json", "/nonexistent/dir/x.json"], "is not a directory"),
+        (["--plot", "bench.xyz"], "must end in an image format"),
     ],
 )
 def test_cli_bad_options_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

@@ -21,6 +21,7 @@ from ..bench import (
     BenchResult,
     Cell,
     VerificationError,
+    check_plot_path,
     plot_result,
     run_sweep,
 )
@@ -213,6 +214,8 @@ def bench_cli(
         for out in (json_out, csv_out, plot):
             if out is not None and not out.parent.is_dir():
                 raise ValueError(f"cannot write {out}: {out.parent} is not a directory")
+        if plot is not None:
+            check_plot_path(plot)
         command = shlex.join(["pgrid", *sys.argv[1:]])
         try:
             with _progress(enabled=not quiet and err_console.is_terminal) as update:
