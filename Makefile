@@ -9,7 +9,7 @@ STAMP := $(VENV)/.pgrid-installed
 # Re-install when the build or the native sources change (Python files are editable).
 NATIVE := pyproject.toml CMakeLists.txt $(wildcard native/include/pgrid/*.hpp native/src/*)
 
-.PHONY: help install demo test lint format bench bench-pipeline bench-invert clean
+.PHONY: help install demo test lint format bench bench-pipeline bench-invert bench-results clean
 
 help:
 	@echo "make demo    install and run the main job on sample_data/"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench   the kernel benchmark (docs/benchmarks.md)"
 	@echo "make bench-pipeline   SDF -> shards throughput against the kernel alone"
 	@echo "make bench-invert     inversion quality and speed table (docs/benchmarks.md)"
+	@echo "make bench-results  re-measure docs/bench/ with pgrid bench (about 10 min)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +54,11 @@ bench-pipeline: install
 
 bench-invert: install
 	$(PY) benchmarks/bench_invert.py
+
+# The committed pgrid bench results (docs/benchmarks.md, "pgrid bench").
+bench-results: install
+	$(VENV)/bin/pgrid bench --end-to-end --json docs/bench/bench.json --csv docs/bench/bench.csv \
+	  --plot docs/bench/bench.png > docs/bench/bench.txt
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,539 @@
+"""pgrid bench (pgrid_cli.bench and the CLI): a tiny sweep runs and measures every cell,
+its derived figures follow from its raw times, its JSON/CSV round-trip, a wrong
+implementation is refused before anything is timed. Nothing here asserts a speed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from typer.testing import CliRunner
+
+from pgrid_cli import available_isas, render_batch
+from pgrid_cli import bench as pbench
+from pgrid_cli.bench import (
+    CSV_COLUMNS,
+    NUMPY,
+    SCHEMA,
+    BenchConfig,
+    BenchResult,
+    Prepared,
+    VerificationError,
+    load_structures,
+    plot_result,
+    reference_structure,
+    run_end_to_end,
+    run_sweep,
+    spread,
+)
+from pgrid_cli.channels import ChannelSpec
+from pgrid_cli.cli import app
+from pgrid_cli.cli.bench import parse_channel_sets, parse_list
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ROOT / "sample_data" / "small_molecules.xyz"  # 19 molecules, H C N O S P Cl
+CRYSTALS = ROOT / "sample_data" / "crystals" / "perovskite.extxyz"  # cubic + triclinic
+NATIVE = list(reversed(available_isas()))
+
+TINY = BenchConfig(
+    inputs=(str(SMALL),),
+    grid_sizes=(8, 12),
+    sigmas=(0.5, 1.0),
+    channels=("single", "elements"),
+    threads=(1, 2),
+    limit=5,
+    repeat=2,
+    verify=2,
+    numpy_budget=30.0,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> BenchResult:
+    return run_sweep(TINY, command="test")
+
+
+def _structures(limit: int = 5):
+    return load_structures([SMALL], channels=["single", "elements"], limit=limit)[0]
+
+
+# ---------------------------------------------------------------------- the sweep
+def test_every_cell_is_measured_and_verified(tiny: BenchResult) -> None:
+    per_setting = len(NATIVE) * 2 + 1  # every ISA at 1 and 2 threads, and NumPy
+    assert len(tiny.cells) == 2 * 2 * 2 * per_setting
+    assert tiny.skipped == []
+    for c in tiny.cells:
+        assert len(c.times) == TINY.repeat and min(c.times) > 0
+        if c.implementation == NUMPY:
+            assert c.threads is None and 1 <= c.structures <= 5
+        else:
+            assert c.structures == 5 and c.threads in (1, 2)
+        assert 0 < c.nonzero_fraction <= 1
+    assert tiny.input["structures"] == 5 and tiny.input["rejected"] == []
+    assert tiny.input["atoms"] == sum(len(s) for s in _structures())
+    # One check per native path, thread count and setting, each inside SPEC §3.
+    keys = {(k.implementation, k.threads, k.grid_size, k.sigma, k.channels) for k in tiny.checks}
+    assert len(keys) == len(tiny.checks) == len(NATIVE) * 2 * 8
+    for k in tiny.checks:
+        assert len(k.structures) == 2
+        assert 0 <= k.max_abs_error <= 1e-6 and k.worst_ratio <= 1.0
+
+
+def test_derived_figures_follow_from_the_raw_times(tiny: BenchResult) -> None:
+    for c in tiny.cells:
+        t = float(np.median(c.times))
+        assert_allclose(c.structures_per_s, c.structures / t, rtol=1e-12)
+        lo, hi = c.structures_per_s_range
+        assert_allclose([lo, hi], [c.structures / max(c.times), c.structures / min(c.times)])
+        voxels = c.structures * c.n_channels * c.grid_size**3
+        assert_allclose(c.ns_per_voxel, t / voxels * 1e9, rtol=1e-12)
+        floor = float(np.median(c.floor_times)) / c.floor_structures
+        assert_allclose(c.floor_ratio, (t / c.structures) / floor, rtol=1e-12)
+        _, threads, n, sigma, ch = c.key
+        scalar = tiny.cell("scalar", threads, n, sigma, ch)
+        ref = tiny.cell(NUMPY, None, n, sigma, ch)
+        per = t / c.structures
+        if c.implementation == NUMPY:
+            assert c.speedup_vs_scalar is None
+        else:
+            assert_allclose(c.speedup_vs_scalar, scalar.seconds_per_structure / per, rtol=1e-12)
+        assert_allclose(c.speedup_vs_numpy, ref.seconds_per_structure / per, rtol=1e-12)
+        if threads is not None:
+            one = tiny.cell(c.implementation, 1, n, sigma, ch)
+            assert_allclose(c.speedup_vs_1_thread, one.seconds_per_structure / per)
+    for c in tiny.cells:
+        if c.implementation == "scalar":
+            assert c.speedup_vs_scalar == 1.0
+        if c.threads == 1:
+            assert c.speedup_vs_1_thread == 1.0
+
+
+def test_nonzero_fraction_counts_the_kernel_output(tiny: BenchResult) -> None:
+    structures = _structures()
+    for c in tiny.cells:
+        prep = Prepared(structures, c.grid_size, ChannelSpec.parse(c.channels), "fit", 2.0)
+        if c.implementation == NUMPY:
+            idx = spread(len(structures), c.structures)
+            batch = prep.batch(idx, c.sigma)
+            grids = [reference_structure(batch, s).astype(np.float32) for s in range(len(idx))]
+            expected = sum(np.count_nonzero(g) for g in grids) / sum(g.size for g in grids)
+        else:
+            grids = render_batch(
+                prep.batch(slice(None), c.sigma), threads=c.threads, isa=c.implementation
+            )
+            expected = np.count_nonzero(grids) / grids.size
+        assert c.nonzero_fraction == pytest.approx(expected, abs=1e-12), c.key
+
+
+def test_small_batches_give_the_same_voxels(tmp_path: Path) -> None:
+    """A buffer smaller than one structure still grids (and verifies) every structure."""
+    cfg = BenchConfig(
+        inputs=(str(SMALL),),
+        grid_sizes=(16,),
+        sigmas=(0.5,),
+        channels=("elements",),
+        threads=(1,),
+        limit=3,
+        repeat=1,
+        verify=1,
+        implementations=(NATIVE[0],),
+        batch_mb=1e-3,
+    )
+    result = run_sweep(cfg)
+    (cell,) = result.cells
+    structures = _structures(3)
+    prep = Prepared(structures, 16, ChannelSpec.parse("elements"), "fit", 2.0)
+    grids = render_batch(prep.batch(slice(None), 0.5), isa=NATIVE[0])
+    assert cell.structures == 3
+    assert cell.nonzero_fraction == pytest.approx(np.count_nonzero(grids) / grids.size, abs=0)
+
+
+def test_crystals_verify_with_the_spec_tolerances() -> None:
+    """Periodic cells: the cubic one at 1e-6 absolute, the triclinic one at 1e-4 · max."""
+    cfg = BenchConfig(
+        inputs=(str(CRYSTALS),),
+        grid_sizes=(8,),
+        sigmas=(0.5,),
+        channels=("single",),
+        threads=(1,),
+        repeat=1,
+        verify=2,
+        numpy_budget=30.0,
+    )
+    result = run_sweep(cfg)
+    assert result.input["structures"] == 2 and result.input["periodic"] == 2
+    assert len(result.checks) == len(NATIVE)
+    for k in result.checks:
+        assert len(k.structures) == 2 and k.worst_ratio <= 1.0
+    assert {c.implementation for c in result.cells} == {*NATIVE, NUMPY}
+
+
+# ---------------------------------------------------------------------- refusing wrong answers
+def _wrong_on(bad: str, delta: float = 2e-6):
+    """render_batch, but the ``bad`` path adds ``delta`` to the densest voxel of each grid."""
+
+    def wrong(batch, out=None, *, threads=None, isa=None):
+        grids = render_batch(batch, out, threads=threads, isa=isa)
+        if isa == bad:
+            for g in grids:
+                g.flat[np.argmax(g)] += np.float32(delta)
+        return grids
+
+    return wrong
+
+
+@pytest.mark.parametrize("bad", ["scalar", NATIVE[0]])
+def test_a_wrong_implementation_is_refused_before_timing(
+    monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    calls: list[int] = []
+    real_time_runs = pbench.time_runs
+
+    def spy(*args, **kw):
+        calls.append(1)
+        return real_time_runs(*args, **kw)
+
+    monkeypatch.setattr(pbench, "render_batch", _wrong_on(bad))
+    monkeypatch.setattr(pbench, "time_runs", spy)
+    with pytest.raises(VerificationError, match=rf"^{bad} \(1 thread\) disagrees") as err:
+        run_sweep(TINY)
+    assert "tolerance 1e-06 absolute" in str(err.value)
+    assert calls == []  # nothing was timed
+
+
+def test_a_nan_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pbench, "render_batch", _wrong_on(NATIVE[-1], float("nan")))
+    with pytest.raises(VerificationError, match=re.escape("max |error| nan >")):
+        run_sweep(TINY)
+
+
+def test_an_error_within_tolerance_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check is SPEC §3's bound, not equality: 5e-7 on one voxel is accepted."""
+    monkeypatch.setattr(pbench, "render_batch", _wrong_on("scalar", 5e-7))
+    cfg = BenchConfig(
+        inputs=(str(SMALL),),
+        grid_sizes=(8,),
+        sigmas=(0.5,),
+        channels=("single",),
+        threads=(1,),
+        limit=2,
+        repeat=1,
+        implementations=("scalar",),
+    )
+    (check,) = run_sweep(cfg).checks
+    assert 4e-7 < check.max_abs_error < 6e-7 and check.worst_ratio < 1
+
+
+# ---------------------------------------------------------------------- NumPy budget
+def test_numpy_is_skipped_and_said_so_when_over_budget() -> None:
+    cfg = BenchConfig(
+        inputs=(str(SMALL),),
+        grid_sizes=(8,),
+        sigmas=(0.5, 1.0),
+        channels=("single",),
+        threads=(1,),
+        limit=3,
+        repeat=1,
+        numpy_budget=1e-9,
+    )
+    result = run_sweep(cfg)
+    assert [s.sigma for s in result.skipped] == [0.5, 1.0]
+    for s in result.skipped:
+        assert s.implementation == NUMPY and "exceed the 1e-09 s budget" in s.reason
+    assert all(c.implementation != NUMPY and c.speedup_vs_numpy is None for c in result.cells)
+    off = run_sweep(BenchConfig(**{**cfg.__dict__, "numpy_budget": 0.0}))
+    assert all("off" in s.reason for s in off.skipped) and len(off.skipped) == 2
+
+
+def test_numpy_budget_bounds_the_subset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake clock makes each reference structure cost 1 s (× 8 at 16³). With 4.5 s for
+    2 runs, the warm-up takes structures until 2.25 s are spent: 3 of them, spread over
+    the input; the 16³ cell is skipped on the estimate scaled from 8³, without running."""
+    clock = {"t": 0.0}
+    real = pbench.reference_structure
+    ran: list[int] = []
+
+    def slow(batch, s):
+        ran.append(batch.shape[0])
+        clock["t"] += 1.0 * (batch.shape[0] / 8) ** 3
+        return real(batch, s)
+
+    monkeypatch.setattr(pbench, "time", SimpleNamespace(perf_counter=lambda: clock["t"]))
+    monkeypatch.setattr(pbench, "reference_structure", slow)
+    cfg = BenchConfig(
+        inputs=(str(SMALL),),
+        grid_sizes=(8, 16),
+        sigmas=(0.5,),
+        channels=("single",),
+        threads=(1,),
+        limit=8,
+        repeat=2,
+        numpy_budget=4.5,
+        implementations=(NUMPY,),
+    )
+    result = run_sweep(cfg)
+    (cell,) = result.cells
+    assert cell.grid_size == 8 and cell.structures == 3
+    assert cell.times == [3.0, 3.0]
+    assert ran.count(16) == 0
+    (skip,) = result.skipped
+    assert skip.grid_size == 16 and "about 8 s per structure (scaled from 8³)" in skip.reason
+    # A budget below one structure per run skips on the first structure.
+    result = run_sweep(BenchConfig(**{**cfg.__dict__, "numpy_budget": 1.5}))
+    assert result.cells == [] and "one structure took 1 s" in result.skipped[0].reason
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8, 19, 100])
+def test_spread_order_visits_every_index_once(n: int) -> None:
+    order = list(pbench.spread_order(n))
+    assert sorted(order) == list(range(n))
+    assert order[:2] == [0, n // 2][: min(n, 2)]
+
+
+def test_spread_order_is_van_der_corput() -> None:
+    assert list(pbench.spread_order(8)) == [0, 4, 2, 6, 1, 5, 3, 7]
+    assert list(pbench.spread_order(5)) == [0, 2, 1, 3, 4]
+
+
+# ---------------------------------------------------------------------- input
+def test_records_without_a_channel_are_reported_not_dropped() -> None:
+    structures, rejected = load_structures([SMALL], channels=["single", "C,H,O"])
+    assert len(structures) + len(rejected) == 19
+    assert {r.name for r in rejected} >= {"ammonia", "pyridine", "thiophene", "phosphine"}
+    assert all("no channel" in r.reason for r in rejected)
+    for s in structures:
+        assert set(s.numbers) <= {1, 6, 8}
+
+
+def test_limit_takes_the_first_structures() -> None:
+    structures, rejected = load_structures([SMALL], limit=3)
+    assert [s.record for s in structures] == [0, 1, 2] and rejected == []
+    assert [s.name for s in structures] == ["water", "methane", "ammonia"]
+
+
+def test_no_usable_structure_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"no structure to benchmark.*19 record"):
+        run_sweep(BenchConfig(inputs=(str(SMALL),), channels=("He",), grid_sizes=(8,)))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"grid_sizes": (0,)}, "grid size must be at least 1"),
+        ({"grid_sizes": (8.5,)}, "grid size must be a whole number"),
+        ({"sigmas": (-0.5,)}, "sigma .* must be positive"),
+        ({"sigmas": (float("nan"),)}, "must be positive"),
+        ({"channels": ("C,Xx",)}, "not a chemical element"),
+        ({"threads": (0,)}, "thread count must be at least 1"),
+        ({"box": "sphere"}, "unknown box 'sphere'"),
+        ({"box": "cube:-3"}, "cube"),
+        ({"implementations": ("avx1024",)}, "unknown implementation 'avx1024'"),
+        ({"repeat": 0}, "repeat must be at least 1"),
+        ({"verify": 0}, "verify must be at least 1"),
+        ({"numpy_budget": -1.0}, "numpy budget"),
+        ({"batch_mb": 0.0}, "batch size"),
+        ({"inputs": ("/nonexistent/x.xyz",)}, "no such file"),
+    ],
+)
+def test_bad_options_are_refused(change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        run_sweep(BenchConfig(**{**TINY.__dict__, **change}))
+
+
+def test_defaults_resolve() -> None:
+    cfg = BenchConfig().resolved()
+    assert Path(cfg.inputs[0]).name == "drugs.sdf"
+    assert cfg.threads[0] == 1
+    assert cfg.implementations == (*NATIVE, NUMPY)
+    quick = BenchConfig.quick(grid_sizes=(8,)).resolved()
+    assert quick.grid_sizes == (8,) and quick.repeat == 3 and quick.limit == 32
+    # duplicates collapse; 'elements' and its explicit spelling are one channel set
+    cfg = BenchConfig(
+        sigmas=(0.5, 0.5), channels=("elements", "H,C,N,O,F,P,S,Cl,Br,I,*")
+    ).resolved()
+    assert cfg.sigmas == (0.5,) and cfg.channels == ("elements",)
+
+
+# ---------------------------------------------------------------------- outputs
+def test_json_schema_and_round_trip(tiny: BenchResult, tmp_path: Path) -> None:
+    path = tiny.write_json(tmp_path / "bench.json")
+    d = json.loads(path.read_text())
+    assert d["schema"] == SCHEMA and d["schema_version"] == 1 and d["command"] == "test"
+    assert set(d) == {
+        "schema",
+        "schema_version",
+        "command",
+        "seconds",
+        "header",
+        "config",
+        "input",
+        "cells",
+        "skipped",
+        "checks",
+        "end_to_end",
+    }
+    h = d["header"]
+    for key in (
+        "cpu",
+        "cores",
+        "isa_detected",
+        "isa_available",
+        "implementations",
+        "compiler",
+        "flags",
+        "pgrid_version",
+        "numpy_version",
+        "date",
+    ):
+        assert h[key] not in (None, "", []), key
+    assert h["isa_detected"] in h["isa_available"]
+    assert d["config"]["grid_sizes"] == [8, 12] and d["config"]["threads"] == [1, 2]
+    numeric = ("structures_per_s", "ns_per_voxel", "floor_ratio", "median_s")
+    for c in d["cells"]:
+        for key in numeric:
+            assert isinstance(c[key], float) and math.isfinite(c[key]) and c[key] > 0
+        assert isinstance(c["times"], list) and len(c["times"]) == 2
+        assert c["structures_per_s_min"] <= c["structures_per_s"] <= c["structures_per_s_max"]
+    again = BenchResult.from_json(d)
+    assert json.loads(json.dumps(again.to_json())) == d
+    with pytest.raises(ValueError, match="not a pgrid-bench version 1"):
+        BenchResult.from_json({**d, "schema_version": 2})
+
+
+def test_csv_has_a_row_per_cell(tiny: BenchResult, tmp_path: Path) -> None:
+    path = tiny.write_csv(tmp_path / "bench.csv")
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == CSV_COLUMNS
+    assert len(rows) == len(tiny.cells) + len(tiny.skipped)
+    for row, c in zip(rows, tiny.cells, strict=False):
+        assert row["implementation"] == c.implementation
+        assert float(row["structures_per_s"]) == pytest.approx(c.structures_per_s, rel=1e-5)
+        assert row["threads"] == ("" if c.threads is None else str(c.threads))
+
+
+def test_plot_writes_a_png(tiny: BenchResult, tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
+    path = plot_result(tiny, tmp_path / "bench.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = imread(path)
+    assert image.shape[0] > 1000 and image.shape[1] > 1000
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_result(BenchResult(tiny.header, tiny.config, tiny.input), tmp_path / "x.png")
+
+
+# ---------------------------------------------------------------------- end to end
+def test_end_to_end_splits_the_pipeline_time(tmp_path: Path) -> None:
+    e = run_end_to_end([SMALL], grid_size=8, sigma=0.5, workers=0, threads=1, scratch=tmp_path)
+    assert e.structures == 19 and e.rejected == 0
+    assert set(e.stages) == {"parse", "grid", "compress", "write"}
+    assert all(v > 0 for v in e.stages.values())
+    assert sum(e.stages.values()) <= e.seconds  # one process: the stages are inside the run
+    assert e.bytes_per_structure > 0
+    assert list(tmp_path.iterdir()) == []  # the shards are cleaned up
+
+
+# ---------------------------------------------------------------------- the command line
+runner = CliRunner()
+
+
+def _tiny_args(tmp_path: Path) -> list[str]:
+    return [
+        "bench",
+        str(SMALL),
+        "--grid-sizes",
+        "8",
+        "--sigmas",
+        "0.5",
+        "--channels",
+        "single,elements",
+        "--threads",
+        "1",
+        "--limit",
+        "3",
+        "--repeat",
+        "1",
+    ]
+
+
+def test_cli_runs_and_writes_every_output(tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    out.mkdir()
+    args = [
+        *_tiny_args(tmp_path),
+        "--end-to-end",
+        "--json",
+        str(out / "b.json"),
+        "--csv",
+        str(out / "b.csv"),
+        "--plot",
+        str(out / "b.png"),
+    ]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    for text in ("CPU", "compiler", "8³ σ=0.5 single", "verified", "end to end"):
+        assert text in res.output
+    d = json.loads((out / "b.json").read_text())
+    assert d["config"]["channels"] == ["single", "elements"]
+    assert [(e["grid_size"], e["channels"]) for e in d["end_to_end"]] == [
+        (8, "single"),
+        (8, "elements"),
+    ]
+    assert all(e["structures"] == 19 for e in d["end_to_end"])
+    assert (out / "b.csv").stat().st_size > 0 and (out / "b.png").stat().st_size > 0
+
+
+def test_cli_quick_takes_explicit_options(tmp_path: Path) -> None:
+    path = tmp_path / "q.json"
+    args = ["bench", str(SMALL), "--quick", "--grid-sizes", "8", "--limit", "2", "-q"]
+    res = runner.invoke(app, [*args, "--json", str(path)])
+    assert res.exit_code == 0, res.output
+    assert res.output == ""
+    cfg = json.loads(path.read_text())["config"]
+    assert cfg["grid_sizes"] == [8] and cfg["limit"] == 2
+    assert cfg["repeat"] == 3 and cfg["sigmas"] == [0.5]  # from --quick
+
+
+def test_cli_refuses_a_wrong_implementation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pbench, "render_batch", _wrong_on("scalar", 1e-3))
+    res = runner.invoke(app, [*_tiny_args(tmp_path), "--json", str(tmp_path / "x.json")])
+    assert res.exit_code == 1
+    assert "scalar (1 thread) disagrees with the float64 reference" in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--grid-sizes", "a,b"], "--grid-sizes must be a comma-separated list of whole"),
+        (["--sigmas", ""], "--sigmas needs at least one value"),
+        (["--channels", "C,Xx"], "'Xx' is not a chemical element"),
+        (["--implementations", "avx1024"], "unknown implementation"),
+        (["--json", "/nonexistent/dir/x.json"], "is not a directory"),
+        (["--plot", "bench.xyz"], "must end in an image format"),
+    ],
+)
+def test_cli_bad_options_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    res = runner.invoke(app, [*_tiny_args(tmp_path), *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+
+
+def test_channel_and_list_parsing() -> None:
+    assert parse_channel_sets(["single,elements"]) == ("single", "elements")
+    assert parse_channel_sets(["C,H,N,O,*"]) == ("C,H,N,O,*",)
+    assert parse_channel_sets(["Single", "C,H,*"]) == ("single", "C,H,*")
+    assert parse_list("16, 32,64", int, "x") == (16, 32, 64)
+    with pytest.raises(ValueError, match="x must be a comma-separated list of numbers"):
+        parse_list("0.5,abc", float, "x")
