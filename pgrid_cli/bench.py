@@ -26,9 +26,10 @@ a first pass grids them one by one, in :func:`spread_order`, until it has spent 
 share of ``numpy_budget`` (budget / repeat); then that subset gets a warm-up run and
 ``repeat`` timed runs, so the timed runs take about ``numpy_budget`` seconds. Where one
 structure alone would exceed that share, or the time scaled from the largest grid measured
-so far would, the cell is skipped and :attr:`BenchResult.skipped` says why. NumPy does
-not take a thread count (its matrix products use its BLAS's own threads), so its cells
-have ``threads = None``.
+so far would, the cell is skipped and :attr:`BenchResult.skipped` says why. The whole sweep
+holds NumPy's BLAS to one thread (threadpoolctl): OpenBLAS threads otherwise keep spinning
+on the cores after each call and halve the kernel's two-thread rates measured after them.
+NumPy cells are therefore single-threaded (``threads = 1``).
 
 Verification before timing
 --------------------------
@@ -61,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import __version__, _core
 from .box import normalize_shape
@@ -284,7 +286,7 @@ class Cell:
     """
 
     implementation: str
-    threads: int | None  #: None for NumPy (its BLAS chooses its own threads)
+    threads: int | None  #: threads used (NumPy: 1, its BLAS held to one thread)
     grid_size: int
     sigma: float  #: Å
     channels: str
@@ -815,7 +817,8 @@ def run_sweep(
         },
         command=command,
     )
-    _Sweep(cfg, structures, result, progress).run()
+    with threadpool_limits(limits=1, user_api="blas"):
+        _Sweep(cfg, structures, result, progress).run()
     _speedups(result.cells)
     if cfg.end_to_end:
         result.end_to_end = _end_to_end_runs(cfg)
@@ -987,7 +990,7 @@ class _Sweep:
                 if spent >= per_run or len(idx) >= room:
                     break
         if reason is not None:
-            self.result.skipped.append(Skip(NUMPY, None, n, sigma, ch, reason))
+            self.result.skipped.append(Skip(NUMPY, 1, n, sigma, ch, reason))
             self.step(f"numpy {n}³ σ={sigma:g} {ch} (skipped)")
             return
         idx.sort()
@@ -997,7 +1000,7 @@ class _Sweep:
         floor_threads = 1 if 1 in floors else min(floors)
         cell = Cell(
             implementation=NUMPY,
-            threads=None,
+            threads=1,
             grid_size=n,
             sigma=sigma,
             channels=ch,
@@ -1020,7 +1023,7 @@ def _speedups(cells: list[Cell]) -> None:
     for c in cells:
         _, threads, n, sigma, ch = c.key
         scalar = by_key.get(("scalar", threads, n, sigma, ch))
-        ref = by_key.get((NUMPY, None, n, sigma, ch))
+        ref = by_key.get((NUMPY, 1, n, sigma, ch))
         one = by_key.get((c.implementation, 1, n, sigma, ch))
         t = c.seconds_per_structure
         c.speedup_vs_scalar = scalar.seconds_per_structure / t if scalar else None

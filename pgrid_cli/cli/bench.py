@@ -16,7 +16,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..bench import (
-    NUMPY,
     BenchConfig,
     BenchResult,
     Cell,
@@ -363,7 +362,7 @@ def cells_table(result: BenchResult) -> Table:
         t.add_row(
             f"{c.grid_size}³ σ={c.sigma:g} {c.channels}" if first else "",
             c.implementation,
-            "BLAS" if c.implementation == NUMPY else str(c.threads),
+            str(c.threads),
             _rate(c.structures_per_s),
             f"{_rate(lo)}–{_rate(hi)}",
             f"{c.ns_per_voxel:.3g}",
