@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
+from pgrid_cli import available_isas
 from pgrid_cli.codec import DEFAULT_STEP, GridCodec, deflate, shuffle, unshuffle
 
 
@@ -167,3 +168,17 @@ def test_rounding_keeps_sums_on_wide_random_grids(seed):
     again = grid.copy()
     codec.round(again)
     np.testing.assert_array_equal(again, rounded)  # deterministic
+
+
+@pytest.mark.parametrize("isa", available_isas())
+def test_native_shuffle_round_trip_on_every_isa(isa):
+    from pgrid_cli import _core
+
+    x = np.random.default_rng(5).random(1001).astype(np.float32)  # not a vector multiple
+    shuffled = np.empty(4 * x.size, np.uint8)
+    _core.shuffle4(x, shuffled, isa)
+    assert_array_equal(shuffled, shuffle(x))
+    back = np.empty_like(x)
+    _core.unshuffle4(shuffled, back, isa)
+    assert_array_equal(back, x)
+    assert_array_equal(unshuffle(shuffled, np.float32), x)

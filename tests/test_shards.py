@@ -117,3 +117,38 @@ def test_not_a_shard(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no shard-"):
         ShardSet(tmp_path / "empty")
+
+
+def test_fast_read_path_matches_hdf5_filters(tmp_path):
+    """Shard.grid decodes shuffle+gzip chunks itself (ISA-L + native unshuffle); the
+    result must be exactly what HDF5's filters give, including chunks stored with deflate
+    skipped (incompressible data, filter mask bit 1)."""
+    from pgrid_cli.codec import GridCodec
+
+    rng = np.random.default_rng(6)
+    structs = _structures(rng, 3)
+    meta = ShardMeta(sigma=0.5, channels=["all"], grid_shape=(12, 12, 12))
+    codec = GridCodec(step=0.0)  # lossless, gzip
+    grids = np.stack([grid(p, b, 0.5) for _, p, b in structs])
+    # Random bit patterns: deflate cannot shrink them, so the chunk is stored shuffled only.
+    grids[2] = rng.integers(0, 2**32, size=(1, 12, 12, 12), dtype=np.uint32).view(np.float32)
+    chunks = [codec.encode(g) for g in grids]
+    assert chunks[2][1] == 0b10 and chunks[0][1] == 0
+    path = tmp_path / shard_name(0)
+    with ShardWriter(path, meta, compression=codec) as w:
+        w.append(
+            chunks,
+            [b for *_, b in structs],
+            [z for z, *_ in structs],
+            [p for _, p, _ in structs],
+            ["a", "b", "c"],
+            ["x"] * 3,
+            [0, 1, 2],
+            encoded=True,
+        )
+    shard = Shard(path)
+    with h5py.File(path) as f:
+        for i in range(3):
+            assert_array_equal(shard.grid(i), f["grids"][i])  # HDF5's own decoding
+            assert_array_equal(shard.grid(i), grids[i])
+    assert shard._fast is True

@@ -238,6 +238,22 @@ PYBIND11_MODULE(_core, m) {
         py::arg("data"), py::arg("out"), py::arg("isa") = "",
         "HDF5's byte shuffle of float32 data (n,) into out (4n,) uint8.");
 
+    m.def(
+        "unshuffle4",
+        [](const py::array& data, py::array out, const std::string& isa) {
+            require<std::uint8_t>(data, "data", {-1});
+            if (data.shape(0) % 4 != 0) value_error("data must hold 4 bytes per element");
+            require<float>(out, "out", {data.shape(0) / 4}, true);
+            const pgrid::Isa chosen = isa_from(isa);
+            const auto* in = static_cast<const std::uint8_t*>(data.data());
+            float* dst = static_cast<float*>(out.mutable_data());
+            const std::int64_t n = out.shape(0);
+            py::gil_scoped_release release;
+            pgrid::unshuffle4(in, n, dst, chosen);
+        },
+        py::arg("data"), py::arg("out"), py::arg("isa") = "",
+        "Inverse of shuffle4: HDF5-shuffled bytes (4n,) uint8 into float32 out (n,).");
+
     m.def("supported_isas", [] {
         std::vector<std::string> out;
         for (pgrid::Isa s : pgrid::supported_isas()) out.emplace_back(pgrid::isa_name(s));

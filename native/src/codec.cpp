@@ -80,4 +80,8 @@ void shuffle4(const float* in, std::int64_t n, std::uint8_t* out, Isa isa) {
     detail::kernels_checked(isa).shuffle4(in, n, out);
 }
 
+void unshuffle4(const std::uint8_t* in, std::int64_t n, float* out, Isa isa) {
+    detail::kernels_checked(isa).unshuffle4(in, n, out);
+}
+
 }  // namespace pgrid

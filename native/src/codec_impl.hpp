@@ -103,3 +103,15 @@ void shuffle4(const float* in, std::int64_t n, std::uint8_t* out) {
         p3[i] = static_cast<std::uint8_t>(w >> 24);
     }
 }
+
+/// Inverse of shuffle4: element i from bytes in[k*n + i], k = 0..3.
+void unshuffle4(const std::uint8_t* in, std::int64_t n, float* out) {
+    const std::uint8_t* p0 = in;
+    const std::uint8_t* p1 = in + n;
+    const std::uint8_t* p2 = in + 2 * n;
+    const std::uint8_t* p3 = in + 3 * n;
+    std::uint32_t* u = reinterpret_cast<std::uint32_t*>(out);
+    for (std::int64_t i = 0; i < n; ++i)  // vectorised by the compiler for the ISA
+        u[i] = static_cast<std::uint32_t>(p0[i]) | static_cast<std::uint32_t>(p1[i]) << 8 |
+               static_cast<std::uint32_t>(p2[i]) << 16 | static_cast<std::uint32_t>(p3[i]) << 24;
+}

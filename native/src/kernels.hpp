@@ -47,6 +47,7 @@ struct IsaKernels {
     void (*shuffle4)(const float* in, std::int64_t n, std::uint8_t* out);
     std::int64_t (*pick_in_tier)(const float* residual, std::int64_t n, float sign, float lo,
                                  float hi, std::int64_t need, std::int64_t* out);
+    void (*unshuffle4)(const std::uint8_t* in, std::int64_t n, float* out);
 };
 
 const IsaKernels& kernels_scalar();
@@ -55,24 +56,26 @@ const IsaKernels& kernels_avx512();
 
 }  // namespace pgrid::detail
 
-/// Defines pgrid::detail::kernels_<ns>() from the functions compiled in pgrid::<ns>.
+/// Defines pgrid::detail::kernels_<ns>() from the functions compiled in pgrid::<ns>, in the
+/// order of IsaKernels' members (a member left out would be null: tests call every one).
 /// Expanded outside any target region so that building the table is baseline code.
-#define PGRID_KERNEL_TABLE(ns)                                \
-    namespace pgrid::detail {                                 \
-    const IsaKernels& kernels_##ns() {                        \
-        static const IsaKernels k{#ns,                        \
-                                  ::pgrid::ns::kFloatWidth,   \
-                                  ::pgrid::ns::normal_cdf,    \
-                                  ::pgrid::ns::render_ortho,  \
-                                  ::pgrid::ns::grad_ortho,    \
-                                  ::pgrid::ns::render_tric,   \
-                                  ::pgrid::ns::grad_tric,     \
-                                  ::pgrid::ns::zero,          \
-                                  ::pgrid::ns::round_row,     \
-                                  ::pgrid::ns::scale_row,     \
-                                  ::pgrid::ns::row_extent,    \
-                                  ::pgrid::ns::shuffle4,      \
-                                  ::pgrid::ns::pick_in_tier}; \
-        return k;                                             \
-    }                                                         \
+#define PGRID_KERNEL_TABLE(ns)                               \
+    namespace pgrid::detail {                                \
+    const IsaKernels& kernels_##ns() {                       \
+        static const IsaKernels k{#ns,                       \
+                                  ::pgrid::ns::kFloatWidth,  \
+                                  ::pgrid::ns::normal_cdf,   \
+                                  ::pgrid::ns::render_ortho, \
+                                  ::pgrid::ns::grad_ortho,   \
+                                  ::pgrid::ns::render_tric,  \
+                                  ::pgrid::ns::grad_tric,    \
+                                  ::pgrid::ns::zero,         \
+                                  ::pgrid::ns::round_row,    \
+                                  ::pgrid::ns::scale_row,    \
+                                  ::pgrid::ns::row_extent,   \
+                                  ::pgrid::ns::shuffle4,     \
+                                  ::pgrid::ns::pick_in_tier, \
+                                  ::pgrid::ns::unshuffle4};  \
+        return k;                                            \
+    }                                                        \
     }

@@ -27,4 +27,7 @@ void nonzero_rows(const float* data, std::int64_t rows, std::int64_t voxels, boo
 /// HDF5's shuffle filter for 4-byte elements: out[k*n + i] = byte k of element i.
 void shuffle4(const float* in, std::int64_t n, std::uint8_t* out, Isa isa);
 
+/// Inverse of shuffle4: out[i] = the element whose byte k is in[k*n + i].
+void unshuffle4(const std::uint8_t* in, std::int64_t n, float* out, Isa isa);
+
 }  // namespace pgrid
