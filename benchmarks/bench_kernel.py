@@ -22,6 +22,7 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from pgrid_cli import Batch, Box, ChannelSpec, kernel_info, render_batch
 from pgrid_cli.bench import Prepared, cpu_model, load_structures, memory_floor, time_runs
@@ -225,4 +226,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # BLAS held to one thread (as pgrid bench does): the NumPy reference is single-threaded
+    # and no OpenBLAS thread keeps spinning on a core during the kernel's two-thread runs.
+    with threadpool_limits(limits=1, user_api="blas"):
+        main()
