@@ -70,7 +70,7 @@ from .channels import ChannelSpec, UnknownElementError
 from .grid import ISA_NAMES, Batch, available_isas, kernel_info, render_batch
 from .io import OUTSIDE_BOX, UNKNOWN_ELEMENT, Rejection, Structure, expand_inputs, iter_records
 from .preprocess import GridOptions, available_cores, grid_files
-from .reference import reference_grid
+from .reference import reference_structure
 from .shards import write_json
 
 SCHEMA = "pgrid-bench"
@@ -710,19 +710,6 @@ def native(isa: str) -> Render:
         render_batch(batch, out, threads=threads, isa=isa)  # looked up at call time
 
     return run
-
-
-def reference_structure(batch: Batch, s: int) -> np.ndarray:
-    """Float64 reference grid (C, nx, ny, nz) of structure ``s`` of ``batch``."""
-    a, b = int(batch.offsets[s]), int(batch.offsets[s + 1])
-    return reference_grid(
-        batch.positions[a:b],
-        batch.box(s),
-        batch.sigmas[a:b],
-        batch.channels[a:b],
-        batch.n_channels,
-        batch.weights[a:b],
-    )
 
 
 def numpy_render(batch: Batch, out: np.ndarray, threads: int | None = None) -> None:

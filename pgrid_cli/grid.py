@@ -142,6 +142,19 @@ class Batch:
         """(B, C, nx, ny, nz) of the batch's grids."""
         return (self.n_structures, self.n_channels, *self.shape)
 
+    def kernel_arrays(self) -> tuple[np.ndarray, ...]:
+        """The atom and box arrays in the order the native kernel takes them."""
+        return (
+            self.positions,
+            self.offsets,
+            self.channels,
+            self.sigmas,
+            self.weights,
+            self.origins,
+            self.axes,
+            self.periodic,
+        )
+
     def box(self, s: int) -> Box:
         """The :class:`Box` of structure ``s``."""
         return Box(self.origins[s], self.axes[s], self.shape, bool(self.periodic[s]))
@@ -272,14 +285,7 @@ def render_batch(
     else:
         _check_out(out, shape)
     _core.grid_batch(
-        batch.positions,
-        batch.offsets,
-        batch.channels,
-        batch.sigmas,
-        batch.weights,
-        batch.origins,
-        batch.axes,
-        batch.periodic,
+        *batch.kernel_arrays(),
         out,
         threads=_threads(threads),
         isa=resolve_isa(isa),
@@ -295,14 +301,7 @@ def gradient_batch(
     if g.shape != batch.grid_shape:
         raise ValueError(f"dgrid has shape {g.shape}, expected {batch.grid_shape}")
     dpos, dw = _core.grid_gradient_batch(
-        batch.positions,
-        batch.offsets,
-        batch.channels,
-        batch.sigmas,
-        batch.weights,
-        batch.origins,
-        batch.axes,
-        batch.periodic,
+        *batch.kernel_arrays(),
         g,
         threads=_threads(threads),
         isa=resolve_isa(isa),

@@ -499,3 +499,25 @@ def _window_integrals(
             coef = dens * gwin[i0 : i0 + bx, None, :, None, :, None]
             out += np.einsum("xyz,xyzc->c", coef.reshape(bx * n, wy * n, wz * n), disp) / (s * s)
     return out
+
+
+def reference_structure(batch: Any, s: int) -> np.ndarray:
+    """(C, nx, ny, nz) float64 reference grid of structure ``s`` of a
+    :class:`pgrid_cli.grid.Batch` (its per-atom σ, channels and weights)."""
+    a, b = int(batch.offsets[s]), int(batch.offsets[s + 1])
+    return reference_grid(
+        batch.positions[a:b],
+        batch.box(s),
+        batch.sigmas[a:b],
+        batch.channels[a:b],
+        batch.n_channels,
+        batch.weights[a:b],
+    )
+
+
+def reference_batch(batch: Any) -> np.ndarray:
+    """(B, C, nx, ny, nz) float64 reference grids of every structure of a batch."""
+    out = np.zeros(batch.grid_shape, dtype=np.float64)
+    for s in range(batch.n_structures):
+        out[s] = reference_structure(batch, s)
+    return out

@@ -29,7 +29,7 @@ from pgrid_cli import Box, ChannelSpec, grid  # noqa: E402
 from pgrid_cli.codec import DEFAULT_STEP  # noqa: E402
 from pgrid_cli.io import Rejection, Structure, iter_records  # noqa: E402
 from pgrid_cli.preprocess import grid_files  # noqa: E402
-from pgrid_cli.reference import reference_gradient, reference_grid  # noqa: E402
+from pgrid_cli.reference import reference_batch, reference_gradient, reference_grid  # noqa: E402
 from pgrid_cli.shards import ShardMeta, ShardWriter, shard_name  # noqa: E402
 from pgrid_cli.torch import (  # noqa: E402
     Augmentation,
@@ -506,18 +506,7 @@ class ReferenceEngine:
     through the same autograd.Function, so torch.autograd.gradcheck is meaningful."""
 
     def render(self, batch, threads):
-        out = np.zeros(batch.grid_shape)
-        for s in range(batch.n_structures):
-            a, b = batch.offsets[s], batch.offsets[s + 1]
-            out[s] = reference_grid(
-                batch.positions[a:b],
-                batch.box(s),
-                batch.sigmas[a:b],
-                batch.channels[a:b],
-                batch.n_channels,
-                batch.weights[a:b],
-            )
-        return out
+        return reference_batch(batch)
 
     def gradient(self, batch, dgrid, threads):
         dpos = np.zeros((batch.n_atoms, 3))
