@@ -359,6 +359,17 @@ def _args(m=3, b=1, shape=(4, 4, 4), c=1):
         ),
         ({"offsets": np.array([0, 2], np.int64)}, "offsets must end at the number of atoms"),
         ({"offsets": np.array([1, 3], np.int64)}, "offsets must start at 0"),
+        # An offset past the atoms in the middle must be caught before any atom is read.
+        (
+            {
+                "offsets": np.array([0, 100, 3], np.int64),
+                "origins": np.zeros((2, 3)),
+                "axes": np.tile(np.eye(3) * 4, (2, 1, 1)),
+                "periodic": np.zeros(2, bool),
+                "out": np.zeros((2, 1, 4, 4, 4), np.float32),
+            },
+            "non-decreasing",
+        ),
         ({"axes": np.zeros((1, 3, 3))}, "degenerate"),
         ({"axes": np.full((1, 3, 3), np.nan)}, "not finite"),
         ({"origins": np.zeros((2, 3))}, "origins has shape"),
@@ -456,3 +467,49 @@ def test_isa_selection(monkeypatch):
     monkeypatch.setenv("PGRID_ISA", "avx2")
     with pytest.raises(ValueError, match=r"PGRID_ISA=avx2 .* \(supported: scalar\)"):
         resolve_isa()
+
+
+def test_native_boundary_survives_random_garbage():
+    """Seeded fuzzing of the bindings: every call raises ValueError or fills a finite grid;
+    none may crash the interpreter (a crash would abort the whole test run)."""
+    rng = np.random.default_rng(2024)
+    dtypes = [np.float64, np.float32, np.int64, np.int32, bool]
+    for trial in range(400):
+        b = int(rng.integers(0, 4))
+        m = int(rng.integers(0, 6))
+        args = _args(m=m, b=1)
+        args["offsets"] = np.sort(rng.integers(0, m + 1, size=b + 1)).astype(np.int64)
+        args["origins"] = rng.normal(size=(b, 3))
+        args["axes"] = np.tile(np.eye(3) * 4, (b, 1, 1)) + rng.normal(size=(b, 3, 3)) * 0.5
+        args["periodic"] = rng.random(b) < 0.5
+        args["out"] = np.zeros((b, 2, 5, 4, 3), np.float32)
+        args["channels"] = rng.integers(-1, 3, size=m).astype(np.int32)
+        args["positions"] = rng.normal(size=(m, 3)) * 3
+        args["sigmas"] = rng.uniform(0.05, 2.0, size=m)
+        # Corrupt one or two arguments at random.
+        for key in rng.choice(sorted(args), size=int(rng.integers(1, 3)), replace=False):
+            v = args[key]
+            kind = int(rng.integers(0, 5))
+            if kind == 0:
+                args[key] = v.astype(dtypes[int(rng.integers(0, len(dtypes)))])
+            elif kind == 1 and v.size:
+                w = v.copy()
+                bad = [np.nan, np.inf, -1e300, 1e9] if w.dtype.kind == "f" else [-7, 10**6]
+                with np.errstate(invalid="ignore", over="ignore"):  # NaN into an int array
+                    value = np.array(bad[int(rng.integers(0, len(bad)))]).astype(w.dtype)
+                w.flat[int(rng.integers(0, v.size))] = value
+                args[key] = w
+            elif kind == 2:
+                args[key] = v.reshape(-1)
+            elif kind == 3 and key == "offsets" and v.size:
+                w = v.copy()
+                w[int(rng.integers(0, v.size))] = int(rng.integers(-5, 50))
+                args[key] = w
+            else:
+                args[key] = v[..., :-1] if v.ndim and v.shape[-1] else v
+        try:
+            _core.grid_batch(**args)
+        except (ValueError, TypeError, OverflowError):
+            continue
+        out = args["out"]
+        assert np.all(np.isfinite(out)), f"trial {trial}"

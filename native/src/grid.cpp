@@ -642,9 +642,12 @@ void validate(const BatchInput& in) {
     if (in.offsets[in.n_structures] != in.n_atoms)
         fail("atom offsets must end at the number of atoms (", in.n_atoms, "), got ",
              in.offsets[in.n_structures]);
+    // Every offset first: non-decreasing from 0 to M bounds them all before any atom is read.
+    for (std::int64_t s = 0; s < in.n_structures; ++s)
+        if (in.offsets[s + 1] < in.offsets[s])
+            fail("atom offsets must be non-decreasing (structure ", s, ")");
     for (std::int64_t s = 0; s < in.n_structures; ++s) {
         const std::int64_t a0 = in.offsets[s], a1 = in.offsets[s + 1];
-        if (a1 < a0) fail("atom offsets must be non-decreasing (structure ", s, ")");
         const BoxGeom box = box_of(in, s);
         for (int d = 0; d < 3; ++d) {
             if (!std::isfinite(box.origin[d])) fail("structure ", s, ": box origin is not finite");
