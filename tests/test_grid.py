@@ -8,7 +8,17 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.special import ndtr
 
-from pgrid_cli import Batch, Box, ChannelSpec, _core, grid, grid_batch, grid_gradient, render_batch
+from pgrid_cli import (
+    Batch,
+    Box,
+    ChannelSpec,
+    _core,
+    gradient_batch,
+    grid,
+    grid_batch,
+    grid_gradient,
+    render_batch,
+)
 from pgrid_cli.reference import reference_gradient, reference_grid
 
 from .conftest import triclinic_lattice
@@ -513,3 +523,18 @@ def test_native_boundary_survives_random_garbage():
             continue
         out = args["out"]
         assert np.all(np.isfinite(out)), f"trial {trial}"
+
+
+def test_gradient_is_identical_for_every_thread_count(isa):
+    rng = np.random.default_rng(21)
+    pos = [_random_molecule(rng, 20) for _ in range(3)]
+    boxes = [Box.fit(p, shape=16) for p in pos[:2]] + [
+        Box.from_lattice(triclinic_lattice(7, 7.5, 8), 16)
+    ]
+    batch = Batch.from_structures(pos, boxes, 0.5)
+    dgrid = rng.normal(size=batch.grid_shape).astype(np.float32)
+    one = gradient_batch(batch, dgrid, threads=1, isa=isa)
+    for t in (2, 5):
+        other = gradient_batch(batch, dgrid, threads=t, isa=isa)
+        assert_array_equal(other[0], one[0])
+        assert_array_equal(other[1], one[1])
