@@ -18,7 +18,7 @@ help:
 	@echo "make bench   the kernel benchmark (docs/benchmarks.md)"
 	@echo "make bench-pipeline   SDF -> shards throughput against the kernel alone"
 	@echo "make bench-invert     inversion quality and speed table (docs/benchmarks.md)"
-	@echo "make bench-results  re-measure docs/bench/ with pgrid bench (about 10 min)"
+	@echo "make bench-results  re-measure docs/bench/ with pgrid bench (about 4 min)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
