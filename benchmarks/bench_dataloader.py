@@ -35,13 +35,14 @@ import time
 from pathlib import Path
 
 import torch
+from _paths import MOSES100
 from torch.utils.data import DataLoader
 
 from pgrid_cli import kernel_info
 from pgrid_cli.preprocess import grid_files
 from pgrid_cli.torch import GridOptions, ShardDataset, StructureDataset
 
-DEFAULT_MOLECULES = Path(__file__).resolve().parents[2] / "shared" / "data" / "moses100.xyz"
+DEFAULT_MOLECULES = MOSES100
 
 
 def cpu_seconds(pids: list[int]) -> float:

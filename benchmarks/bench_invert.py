@@ -34,6 +34,7 @@ from pathlib import Path
 
 import ase.io
 import numpy as np
+from _paths import MOSES100
 
 from pgrid_cli import Box, ChannelSpec, grid_batch, kernel_info
 from pgrid_cli.grid_sources import ShardGrids
@@ -41,11 +42,6 @@ from pgrid_cli.invert import invert_grid, match_atoms
 from pgrid_cli.preprocess import GridOptions, grid_files
 from pgrid_cli.recovery import collect, invert_source, summarize, write_structures
 
-ROOT = Path(__file__).resolve().parents[1]
-MOSES_CANDIDATES = [
-    ROOT.parent / "shared" / "data" / "moses100.xyz",  # /work/main -> /work/shared
-    ROOT.parent.parent / "shared" / "data" / "moses100.xyz",  # a worktree under /work/wt
-]
 # (exact composition, median RMSD Å, atoms within 0.1 Å) from the issue.
 TARGETS = {
     ("elements", 0.3, 0.0): (0.99, 0.01, 0.999),
@@ -171,7 +167,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="noise seed")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
-    data = args.data or next((p for p in MOSES_CANDIDATES if p.is_file()), None)
+    data = args.data or (MOSES100 if MOSES100.is_file() else None)
     if data is None or not data.is_file():
         print("moses100.xyz not found: pass --data", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+from _paths import MOSES100
 from threadpoolctl import threadpool_limits
 
 from pgrid_cli import Batch, Box, ChannelSpec, kernel_info, render_batch
@@ -29,15 +30,7 @@ from pgrid_cli.bench import Prepared, cpu_model, load_structures, memory_floor, 
 from pgrid_cli.io import Structure
 from pgrid_cli.reference import reference_grid
 
-#: ../shared/data/moses100.xyz beside the checkout (or beside a worktree's parent).
-DEFAULT_MOLECULES = next(
-    (
-        p / "shared" / "data" / "moses100.xyz"
-        for p in Path(__file__).resolve().parents
-        if (p / "shared" / "data" / "moses100.xyz").is_file()
-    ),
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "moses100.xyz",
-)
+DEFAULT_MOLECULES = MOSES100
 #: The paper's 8 element channels of moses100 (its channel_map): C N O S F Cl Br H.
 EIGHT = ChannelSpec(["C", "N", "O", "S", "F", "Cl", "Br", "H"])
 

@@ -37,7 +37,8 @@ from pgrid_cli.channels import ChannelSpec
 from pgrid_cli.cli import app
 from pgrid_cli.cli.bench import parse_channel_sets, parse_list
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import ROOT
+
 SMALL = ROOT / "sample_data" / "small_molecules.xyz"  # 19 molecules, H C N O S P Cl
 CRYSTALS = ROOT / "sample_data" / "crystals" / "perovskite.extxyz"  # cubic + triclinic
 NATIVE = list(reversed(available_isas()))

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from pgrid_cli.cli import app
 from pgrid_cli.shards import ShardSet
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "sample_data"
+from .conftest import SAMPLE
+
 CORPUS = Path(__file__).parent / "data" / "malformed"
 
 runner = CliRunner()

@@ -24,7 +24,8 @@ from pgrid_cli.invert import match_atoms
 from pgrid_cli.recovery import invert_source, write_structures
 from pgrid_cli.shards import ShardMeta, ShardWriter, shard_name
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+from .conftest import SAMPLE
+
 SIGMA = 0.4
 SHAPE = 40
 ELEMENTS = ChannelSpec.parse("elements")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from pathlib import Path
 
 import ase.io
 import cripser
@@ -29,21 +28,9 @@ from pgrid_cli.invert import (
     match_atoms,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "sample_data"
-# ../shared beside the repository (/work/main) or beside the worktree folder (/work/wt/x).
-MOSES = (
-    next(
-        (
-            p
-            for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared")
-            if (p / "data" / "moses100.xyz").is_file()
-        ),
-        ROOT / "missing",
-    )
-    / "data"
-    / "moses100.xyz"
-)
+from .conftest import SAMPLE
+from .conftest import SHARED_MOLECULES as MOSES
+
 ELEMENTS = ChannelSpec.parse("elements")
 
 

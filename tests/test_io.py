@@ -29,8 +29,8 @@ from pgrid_cli.io import (
     iter_records,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "sample_data"
+from .conftest import SAMPLE
+
 CORPUS = Path(__file__).parent / "data" / "malformed"
 ASE_DATA = Path(ase.__file__).parent / "test" / "testdata"
 MINERALS = sorted((ASE_DATA / "minerals").glob("*.cif"))

@@ -38,8 +38,8 @@ from pgrid_cli.shards import (
     write_index,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "sample_data"
+from .conftest import ROOT, SAMPLE
+
 CORPUS = Path(__file__).parent / "data" / "malformed"
 #: Records per corpus file (see tests/test_io.py for what each one is).
 CORPUS_RECORDS = {

@@ -42,7 +42,7 @@ from pgrid_cli.torch import (  # noqa: E402
     grid_tensor,
 )
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+from .conftest import SAMPLE  # noqa: E402
 
 
 # ------------------------------------------------------------------------ fixtures
