@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_invert.py            # the whole table (~1-2 min)
     .venv/bin/python benchmarks/bench_invert.py --molecules 20 --json out.json
 
-Grids the 100 MOSES molecules of the ParticleGrid paper (../shared/data/moses100.xyz,
+Grids the 100 MOSES molecules of the ParticleGrid paper (benchmarks/data/moses100.xyz,
 read with ASE) at 64³ in the paper's cubic `fit` box, then inverts every grid with
 :func:`pgrid_cli.invert.invert_grid` in this process on one core (one native thread, one
 BLAS thread) and scores it against the original atoms (Hungarian match per channel):

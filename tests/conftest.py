@@ -11,7 +11,7 @@ from pgrid_cli import available_isas
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
-SHARED_MOLECULES = ROOT.parent / "shared" / "data" / "moses100.xyz"
+MOSES100 = ROOT / "benchmarks" / "data" / "moses100.xyz"
 
 #: Every instruction-set path this CPU can run; each kernel test runs on all of them.
 ISAS = available_isas()

@@ -29,7 +29,7 @@ from pgrid_cli.invert import (
 )
 
 from .conftest import SAMPLE
-from .conftest import SHARED_MOLECULES as MOSES
+from .conftest import MOSES100 as MOSES
 
 ELEMENTS = ChannelSpec.parse("elements")
 
@@ -190,7 +190,6 @@ def test_single_channel_round_trip_and_element():
         assert set(res_c.symbols) == {"C"} and len(res_c) == len(z)
 
 
-@pytest.mark.skipif(not MOSES.is_file(), reason="needs ../shared/data/moses100.xyz")
 @pytest.mark.parametrize("channels", ["elements", "single"])
 def test_moses_sigma_05(channels):
     spec = ChannelSpec.parse(channels)
