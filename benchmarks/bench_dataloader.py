@@ -11,7 +11,7 @@ channels (``--channels elements``), σ = 0.5 Å, ``fit`` box — ``pgrid grid``'
   the collate function, straight into the batch tensor;
   each with and without random rotation (uniform over SO(3)) + 1 Å random translation;
 * shards: :class:`ShardDataset` over the same grids written once by ``pgrid grid``'s
-  library call (:func:`pgrid_cli.preprocess.grid_files`): its default storage (gzip with
+  library call (:func:`pgrid_cli.runs.grid.grid_files`): its default storage (gzip with
   shuffle, values rounded to 2⁻²¹) and uncompressed float32 (``--compression none
   --lossless``, the fastest a shard can be read). The shard files were just written, so
   they are read from the OS page cache: the most favourable case for shards.
@@ -26,7 +26,6 @@ grids from shards.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -38,9 +37,9 @@ import torch
 from _paths import MOSES100
 from torch.utils.data import DataLoader
 
-from pgrid_cli import kernel_info
-from pgrid_cli.preprocess import grid_files
-from pgrid_cli.torch import GridOptions, ShardDataset, StructureDataset
+from pgrid_cli import GridRecipe, kernel_info
+from pgrid_cli.runs.grid import GridOptions, grid_files
+from pgrid_cli.torch import ShardDataset, StructureDataset
 
 DEFAULT_MOLECULES = MOSES100
 
@@ -97,7 +96,8 @@ def main() -> None:
     args = ap.parse_args()
 
     workers = [int(w) for w in args.workers.split(",")]
-    opts = GridOptions(grid_size=args.grid_size, sigma=0.5, channels=args.channels, box=args.box)
+    fields = dict(grid_size=args.grid_size, sigma=0.5, channels=args.channels, box=args.box)
+    opts = GridRecipe(**fields)
     info = kernel_info()
     load = os.getloadavg()
     print(
@@ -149,7 +149,7 @@ def main() -> None:
         }
         for label, storage in storages.items():
             out = Path(tmp) / label.split()[1]
-            shard_opts = dataclasses.replace(opts, **storage)
+            shard_opts = GridOptions(**fields, **storage)
             grid_files([args.molecules], out, shard_opts, workers=0)
             ds = ShardDataset(out)
             size = sum(f.stat().st_size for f in out.glob("shard-*.h5"))

@@ -37,10 +37,10 @@ import numpy as np
 from _paths import MOSES100
 
 from pgrid_cli import Box, ChannelSpec, grid_batch, kernel_info
-from pgrid_cli.grid_sources import ShardGrids
 from pgrid_cli.invert import invert_grid, match_atoms
-from pgrid_cli.preprocess import GridOptions, grid_files
-from pgrid_cli.recovery import collect, invert_source, summarize, write_structures
+from pgrid_cli.invert.sources import ShardGrids
+from pgrid_cli.runs.grid import GridOptions, grid_files
+from pgrid_cli.runs.invert import collect, invert_source, summarize, write_structures
 
 # (exact composition, median RMSD Å, atoms within 0.1 Å) from the issue.
 TARGETS = {

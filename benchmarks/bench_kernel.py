@@ -25,10 +25,16 @@ import numpy as np
 from _paths import MOSES100
 from threadpoolctl import threadpool_limits
 
-from pgrid_cli import Batch, Box, ChannelSpec, kernel_info, render_batch
-from pgrid_cli.bench import Prepared, cpu_model, load_structures, memory_floor, time_runs
-from pgrid_cli.io import Structure
-from pgrid_cli.reference import reference_grid
+from pgrid_cli import Batch, Box, ChannelSpec, GridRecipe, kernel_info, render_batch
+from pgrid_cli.core.reference import reference_grid
+from pgrid_cli.readers import Structure
+from pgrid_cli.runs.bench import (
+    Prepared,
+    cpu_model,
+    load_structures,
+    memory_floor,
+    time_runs,
+)
 
 DEFAULT_MOLECULES = MOSES100
 #: The paper's 8 element channels of moses100 (its channel_map): C N O S F Cl Br H.
@@ -54,7 +60,7 @@ def load(path: Path) -> list[Structure]:
 
 def molecule_batch(mols, n: int, channels: ChannelSpec | None, sigma: float) -> Batch:
     spec = ChannelSpec.parse("single") if channels is None else channels
-    return Prepared(mols, n, spec, "fit", 2.0).batch(slice(None), sigma)
+    return Prepared(mols, GridRecipe(n, sigma, spec)).batch(slice(None), sigma)
 
 
 def crystal(n_atoms: int, lattice: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ temporary directory, then measures, in one run:
 
 1. kernel only: every molecule already parsed and boxed, gridded with the batch entry
    point (``render_batch``) on all cores, 64 structures per call, into a reused buffer;
-2. the whole pipeline: :func:`pgrid_cli.preprocess.grid_files` at its defaults (32³,
+2. the whole pipeline: :func:`pgrid_cli.runs.grid.grid_files` at its defaults (32³,
    element channels, σ = 0.5 Å, fit box, rounding + gzip level 1 + shuffle), workers =
    cores — reading, parsing, gridding, rounding, compressing and writing the shards;
 3. each stage alone on one core (parse, grid, round, shuffle + deflate as the pipeline
@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from pgrid_cli import Batch, ChannelSpec, kernel_info, render_batch
-from pgrid_cli.codec import GridCodec
-from pgrid_cli.io import iter_records
-from pgrid_cli.preprocess import GridOptions, available_cores, grid_files
+from pgrid_cli.core import available_cores
+from pgrid_cli.readers import iter_records
+from pgrid_cli.runs.grid import GridOptions, grid_files
+from pgrid_cli.store.codec import GridCodec
 
 ROOT = Path(__file__).resolve().parents[1]
 

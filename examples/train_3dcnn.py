@@ -44,7 +44,8 @@ from rdkit.Chem import Descriptors
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from pgrid_cli.torch import GridOptions, StructureDataset
+from pgrid_cli import GridRecipe
+from pgrid_cli.torch import StructureDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +96,7 @@ def main() -> None:
 
     # The target, offline: one TPSA value per SD record, looked up by record index.
     tpsa = tpsa_of_sdf(args.data)
-    options = GridOptions(grid_size=24, sigma=0.5, channels="elements", box="fit")
+    options = GridRecipe(grid_size=24, sigma=0.5, channels="elements", box="fit")
     data = StructureDataset.from_files(
         args.data,
         options,
@@ -113,7 +114,7 @@ def main() -> None:
     mean, std = y[order[:100]].mean(), y[order[:100]].std()
     print(
         f"{len(data)} molecules ({len(train)} train, {len(val)} validation), grids "
-        f"{tuple(options.resolve().shape)} × {len(options.resolve().channels)} channels made "
+        f"{tuple(options.shape)} × {options.n_channels} channels made "
         f"on the fly by {args.workers} worker(s); target TPSA {mean:.1f} ± {std:.1f} Å²"
     )
 
@@ -129,7 +130,7 @@ def main() -> None:
         )
 
     train_loader, val_loader = loader(train, True), loader(val, False)
-    model = SmallCNN(len(options.resolve().channels)).to(device)
+    model = SmallCNN(options.n_channels).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma=0.93)
     # Densities are about 0–0.3 per voxel; a fixed scale keeps the inputs near unit size.

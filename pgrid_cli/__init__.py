@@ -2,24 +2,28 @@
 
 The public API::
 
-    from pgrid_cli import Box, grid, grid_batch, grid_gradient, ChannelSpec
+    from pgrid_cli import GridRecipe, Box, grid
 
-    box = Box.fit(positions, shape=32, padding=2.0)        # a cube around the molecule
-    g = grid(positions, box, sigma=0.5, channels=chans)     # (C, 32, 32, 32) float32
+    recipe = GridRecipe(grid_size=32, sigma=0.5, channels="elements", box="fit")
+    g = recipe.grid(positions, numbers)                     # (11, 32, 32, 32) float32
 
-See ``Box`` for the box choices (fit / tight / cube:L / a crystal's lattice), ``grid`` for
-the density (SPEC §3) and ``kernel_info()`` for the instruction set in use.
+    box = Box.fit(positions, shape=32, padding=2.0)         # or: a box of your own
+    g1 = grid(positions, box, sigma=0.5)                    # (1, 32, 32, 32) float32
+
+See ``GridRecipe`` for the recipe, ``Box`` for the box choices (fit / tight / cube:L / a
+crystal's lattice), ``grid`` for the density (docs/format.md) and ``kernel_info()`` for
+the instruction set in use.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
-
-from .box import Box
-from .channels import ChannelSpec, UnknownElementError
-from .grid import (
+from .core import (
     Batch,
+    Box,
+    ChannelSpec,
+    GridRecipe,
+    Structure,
+    UnknownElementError,
     available_isas,
     get_memory_limit,
     gradient_batch,
@@ -31,16 +35,14 @@ from .grid import (
     resolve_isa,
     set_memory_limit,
 )
-
-try:
-    __version__ = _version("pgrid-cli")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0"
+from .core.version import __version__
 
 __all__ = [
     "Batch",
     "Box",
     "ChannelSpec",
+    "GridRecipe",
+    "Structure",
     "UnknownElementError",
     "__version__",
     "available_isas",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .channels import CATCH_ALL, SINGLE, ChannelSpec, element_symbol
-from .shards import ShardRecord
+from .core.channels import CATCH_ALL, SINGLE, ChannelSpec, element_symbol
+from .store.shard import ShardRecord
 
 MODES = ("max", "slice")
 

@@ -1,4 +1,4 @@
-"""pgrid bench (pgrid_cli.bench and the CLI): a tiny sweep runs and measures every cell,
+"""pgrid bench (pgrid_cli.runs.bench and the CLI): a tiny sweep runs and measures every cell,
 its derived figures follow from its raw times, its JSON/CSV round-trip, a wrong
 implementation is refused before anything is timed. Nothing here asserts a speed."""
 
@@ -16,26 +16,17 @@ import pytest
 from numpy.testing import assert_allclose
 from typer.testing import CliRunner
 
-from pgrid_cli import available_isas, render_batch
-from pgrid_cli import bench as pbench
-from pgrid_cli.bench import (
-    CSV_COLUMNS,
-    NUMPY,
-    SCHEMA,
-    BenchConfig,
-    BenchResult,
-    Prepared,
-    VerificationError,
-    load_structures,
-    plot_result,
-    reference_structure,
-    run_end_to_end,
-    run_sweep,
-    spread,
-)
-from pgrid_cli.channels import ChannelSpec
+from pgrid_cli import GridRecipe, available_isas, render_batch
 from pgrid_cli.cli import app
 from pgrid_cli.cli.bench import parse_channel_sets, parse_list
+from pgrid_cli.core.reference import reference_structure
+from pgrid_cli.runs.bench import machine as bench_machine
+from pgrid_cli.runs.bench import sweep as pbench
+from pgrid_cli.runs.bench.config import NUMPY, SCHEMA, BenchConfig, VerificationError
+from pgrid_cli.runs.bench.endtoend import run_end_to_end
+from pgrid_cli.runs.bench.plot import plot_result
+from pgrid_cli.runs.bench.results import CSV_COLUMNS, BenchResult
+from pgrid_cli.runs.bench.sweep import Prepared, load_structures, run_sweep, spread
 
 from .conftest import ROOT
 
@@ -79,7 +70,7 @@ def test_every_cell_is_measured_and_verified(tiny: BenchResult) -> None:
         assert 0 < c.nonzero_fraction <= 1
     assert tiny.input["structures"] == 5 and tiny.input["rejected"] == []
     assert tiny.input["atoms"] == sum(len(s) for s in _structures())
-    # One check per native path, thread count and setting, each inside SPEC §3.
+    # One check per native path, thread count and setting, each inside docs/format.md §3.
     keys = {(k.implementation, k.threads, k.grid_size, k.sigma, k.channels) for k in tiny.checks}
     assert len(keys) == len(tiny.checks) == len(NATIVE) * 2 * 8
     for k in tiny.checks:
@@ -118,7 +109,7 @@ def test_derived_figures_follow_from_the_raw_times(tiny: BenchResult) -> None:
 def test_nonzero_fraction_counts_the_kernel_output(tiny: BenchResult) -> None:
     structures = _structures()
     for c in tiny.cells:
-        prep = Prepared(structures, c.grid_size, ChannelSpec.parse(c.channels), "fit", 2.0)
+        prep = Prepared(structures, GridRecipe(c.grid_size, 1.0, c.channels))
         if c.implementation == NUMPY:
             idx = spread(len(structures), c.structures)
             batch = prep.batch(idx, c.sigma)
@@ -149,7 +140,7 @@ def test_small_batches_give_the_same_voxels(tmp_path: Path) -> None:
     result = run_sweep(cfg)
     (cell,) = result.cells
     structures = _structures(3)
-    prep = Prepared(structures, 16, ChannelSpec.parse("elements"), "fit", 2.0)
+    prep = Prepared(structures, GridRecipe(16, 1.0, "elements"))
     grids = render_batch(prep.batch(slice(None), 0.5), isa=NATIVE[0])
     assert cell.structures == 3
     assert cell.nonzero_fraction == pytest.approx(np.count_nonzero(grids) / grids.size, abs=0)
@@ -215,7 +206,7 @@ def test_a_nan_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_an_error_within_tolerance_passes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The check is SPEC §3's bound, not equality: 5e-7 on one voxel is accepted."""
+    """The check is docs/format.md §3's bound, not equality: 5e-7 on one voxel is accepted."""
     monkeypatch.setattr(pbench, "render_batch", _wrong_on("scalar", 5e-7))
     cfg = BenchConfig(
         inputs=(str(SMALL),),
@@ -265,7 +256,9 @@ def test_numpy_budget_bounds_the_subset(monkeypatch: pytest.MonkeyPatch) -> None
         clock["t"] += 1.0 * (batch.shape[0] / 8) ** 3
         return real(batch, s)
 
-    monkeypatch.setattr(pbench, "time", SimpleNamespace(perf_counter=lambda: clock["t"]))
+    fake_clock = SimpleNamespace(perf_counter=lambda: clock["t"])
+    monkeypatch.setattr(pbench, "time", fake_clock)
+    monkeypatch.setattr(bench_machine, "time", fake_clock)
     monkeypatch.setattr(pbench, "reference_structure", slow)
     cfg = BenchConfig(
         inputs=(str(SMALL),),
@@ -328,8 +321,8 @@ def test_no_usable_structure_is_an_error() -> None:
     [
         ({"grid_sizes": (0,)}, "grid size must be at least 1"),
         ({"grid_sizes": (8.5,)}, "grid size must be a whole number"),
-        ({"sigmas": (-0.5,)}, "sigma .* must be positive"),
-        ({"sigmas": (float("nan"),)}, "must be positive"),
+        ({"sigmas": (-0.5,)}, "sigma must be a positive width"),
+        ({"sigmas": (float("nan"),)}, "sigma must be a positive width"),
         ({"channels": ("C,Xx",)}, "not a chemical element"),
         ({"threads": (0,)}, "thread count must be at least 1"),
         ({"box": "sphere"}, "unknown box 'sphere'"),

@@ -1,4 +1,4 @@
-"""Box: the SPEC §4 constructors, validation and conversions."""
+"""Box: the docs/format.md §4 constructors, validation and conversions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Channel sets (SPEC §5)."""
+"""Channel sets (docs/format.md §5)."""
 
 from __future__ import annotations
 

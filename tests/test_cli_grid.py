@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pgrid_cli.cli import app
-from pgrid_cli.shards import ShardSet
+from pgrid_cli.store.shard import ShardSet
 
 from .conftest import SAMPLE
 

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 from pgrid_cli import Box, ChannelSpec, grid_batch
 from pgrid_cli.cli import app
-from pgrid_cli.grid_sources import open_grids, parse_indices
 from pgrid_cli.invert import match_atoms
-from pgrid_cli.recovery import invert_source, write_structures
-from pgrid_cli.shards import ShardMeta, ShardWriter, shard_name
+from pgrid_cli.invert.sources import open_grids, parse_indices
+from pgrid_cli.runs.invert import invert_source, write_structures
+from pgrid_cli.store.shard import ShardMeta, ShardWriter, shard_name
 
 from .conftest import SAMPLE
 
@@ -50,7 +50,7 @@ def structures() -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]:
 
 
 def write_shards(directory: Path, structs, splits=(6,), channels=ELEMENTS, sigma=SIGMA):
-    """Grid ``structs`` and write them as shards split at ``splits`` (SPEC §6)."""
+    """Grid ``structs`` and write them as shards split at ``splits`` (docs/format.md §6)."""
     directory.mkdir(parents=True, exist_ok=True)
     boxes = [
         Box.fit(p, SHAPE) if lat is None else Box.from_lattice(lat, SHAPE)

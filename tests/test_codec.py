@@ -1,4 +1,4 @@
-"""Grid storage (pgrid_cli.codec): the rounding bound, and chunks encoded outside HDF5 that
+"""Grid storage (pgrid_cli.store.codec): the rounding bound, and chunks encoded outside HDF5 that
 plain h5py (HDF5's own shuffle + deflate filters) decodes to the same values."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from pgrid_cli import available_isas
-from pgrid_cli.codec import DEFAULT_STEP, GridCodec, deflate, shuffle, unshuffle
+from pgrid_cli.store.codec import DEFAULT_STEP, GridCodec, deflate, shuffle, unshuffle
 
 
 def sparse_grid(seed=0, shape=(3, 20, 20, 20)):
@@ -84,7 +84,7 @@ def test_rounding_bounds_and_exactness():
 
 
 def test_grids_of_tiny_values_get_a_finer_step():
-    """SPEC §3 also bounds the error by 1e-4 × max(value): a grid whose largest value is
+    """docs/format.md §3 also bounds the error by 1e-4 × max(value): a grid whose largest value is
     2e-4 (a small cell on a fine grid) is rounded to a step of 2^-26, not 2^-21."""
     codec = GridCodec()
     assert codec.step_for(0.05) == DEFAULT_STEP

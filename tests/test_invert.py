@@ -21,15 +21,15 @@ from pgrid_cli.invert import (
     AtomProfile,
     InversionError,
     InvertOptions,
-    _persistent_maxima,
     estimate_noise,
     find_peaks,
     invert_grid,
     match_atoms,
 )
+from pgrid_cli.invert.peaks import _persistent_maxima
 
-from .conftest import SAMPLE
 from .conftest import MOSES100 as MOSES
+from .conftest import SAMPLE
 
 ELEMENTS = ChannelSpec.parse("elements")
 
@@ -333,7 +333,7 @@ def test_metadata_errors():
         invert_grid(g, box.with_shape(20), 0.4, spec)
     with pytest.raises(InversionError, match="no σ"):
         invert_grid(g, box, None, spec)  # type: ignore[arg-type]
-    with pytest.raises(InversionError, match="positive length"):
+    with pytest.raises(InversionError, match="positive width"):
         invert_grid(g, box, -1.0, spec)
     with pytest.raises(InversionError, match="no channel list"):
         invert_grid(g, box, 0.4, None)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Tests of the float64 reference density (pgrid_cli.reference) against independent truths.
+"""Tests of the float64 reference density (pgrid_cli.core.reference) against independent truths.
 
 The truths used here do not rely on the code under test: total mass, symmetry,
 adaptive scipy.integrate quadrature, the erf path vs the Gauss–Legendre path on the
@@ -16,8 +16,8 @@ from numpy.testing import assert_allclose
 from scipy import integrate
 from scipy.special import ndtr
 
-from pgrid_cli.box import Box
-from pgrid_cli.reference import quadrature_order, reference_gradient, reference_grid
+from pgrid_cli.core.box import Box
+from pgrid_cli.core.reference import quadrature_order, reference_gradient, reference_grid
 
 # A general triclinic cell (Å), rows a, b, c; no two edges perpendicular.
 LATTICE = np.array([[4.0, 0.0, 0.0], [1.5, 4.2, 0.0], [0.8, 1.1, 3.9]])

@@ -1,6 +1,6 @@
 """PyTorch integration (pgrid_cli.torch): datasets, augmentation, collate, the grid layer.
 
-Independent truths used here: the float64 NumPy reference (pgrid_cli.reference) for grids
+Independent truths used here: the float64 NumPy reference (pgrid_cli.core.reference) for grids
 and gradients, finite differences, analytic moments of Gaussians (a grid's centroid is
 the atoms' centroid; its second moment is the atoms' plus (σ² + h²/12)·I), the atom
 count (a grid holding all the density sums to it), and round trips through shard files.
@@ -25,17 +25,21 @@ from ase.io import iread  # noqa: E402
 from rdkit import Chem, RDLogger  # noqa: E402
 from torch.utils.data import DataLoader, get_worker_info  # noqa: E402
 
-from pgrid_cli import Box, ChannelSpec, grid  # noqa: E402
-from pgrid_cli.codec import DEFAULT_STEP  # noqa: E402
-from pgrid_cli.io import Rejection, Structure, iter_records  # noqa: E402
-from pgrid_cli.preprocess import grid_files  # noqa: E402
-from pgrid_cli.reference import reference_batch, reference_gradient, reference_grid  # noqa: E402
-from pgrid_cli.shards import ShardMeta, ShardWriter, shard_name  # noqa: E402
+from pgrid_cli import (  # noqa: E402
+    Box,
+    ChannelSpec,
+    GridRecipe,
+    grid,
+)
+from pgrid_cli.core.reference import reference_batch, reference_gradient, reference_grid  # noqa: E402
+from pgrid_cli.readers import Rejection, Structure, iter_records  # noqa: E402
+from pgrid_cli.runs.grid import GridOptions, grid_files  # noqa: E402
+from pgrid_cli.store.codec import DEFAULT_STEP  # noqa: E402
+from pgrid_cli.store.shard import ShardMeta, ShardWriter, shard_name  # noqa: E402
 from pgrid_cli.torch import (  # noqa: E402
     Augmentation,
     GridCollate,
     GridLayer,
-    GridOptions,
     ShardDataset,
     StructureDataset,
     collate,
@@ -82,7 +86,7 @@ def crystals() -> list[Structure]:
     ]
 
 
-OPTS = GridOptions(sigma=0.5, grid_size=16, box="cube:20", channels="elements")
+OPTS = GridRecipe(sigma=0.5, grid_size=16, box="cube:20", channels="elements")
 
 
 def _dataset(structures, options=OPTS, **kw) -> StructureDataset:
@@ -245,7 +249,7 @@ def test_rotation_preserves_mass_and_moves_moments_as_expected(drugs):
     """Fine voxels (h = 0.5 Å, h/σ = 1) make voxel-centre moments exact to ~1e-9: the
     grid's centroid must be the gridded atoms' centroid, its second moment the atoms'
     plus (σ² + h²/12)·I (Gaussian width plus Sheppard's correction)."""
-    opts = GridOptions(sigma=0.5, grid_size=48, box="cube:24", channels="single")
+    opts = GridRecipe(sigma=0.5, grid_size=48, box="cube:24", channels="single")
     plain = _dataset(drugs[:3], opts)
     moved = _dataset(drugs[:3], opts, rotate=True, translate=1.5, seed=1)
     rotated_only = _dataset(drugs[:3], opts, rotate=True, seed=1)
@@ -291,7 +295,7 @@ def test_rotations_are_uniform_over_so3():
 
 
 def test_crystals_are_translated_but_not_rotated(crystals):
-    opts = GridOptions(sigma=0.4, grid_size=16, channels="single")
+    opts = GridRecipe(sigma=0.4, grid_size=16, channels="single")
     ds = _dataset(crystals, opts, rotate=True, translate=0.7, seed=4)
     plain = _dataset(crystals, opts)
     for i, s in enumerate(crystals):
@@ -314,7 +318,7 @@ def test_bad_augmentation_options():
     with pytest.raises(ValueError, match="seed"):
         Augmentation(seed=-3)
     with pytest.raises(ValueError, match="sigma"):
-        StructureDataset.from_structures([], GridOptions(sigma=0))
+        StructureDataset.from_structures([], GridRecipe(sigma=0))
     with pytest.raises(ValueError, match="unknown box"):
         GridLayer(box="sphere")
     with pytest.raises(ValueError, match="render"):
@@ -323,7 +327,7 @@ def test_bad_augmentation_options():
 
 # ------------------------------------------------------------------------ bad records
 def test_unusable_records_are_kept_as_rejections(drugs):
-    opts = GridOptions(grid_size=8, channels="C,H,N,O")  # no channel for S, Cl, ...
+    opts = GridRecipe(grid_size=8, channels="C,H,N,O")  # no channel for S, Cl, ...
     records = [*drugs[:10], Rejection("x.sdf", 3, "broken", "cannot parse line 7")]
     with pytest.warns(UserWarning, match=r"record\(s\) skipped"):
         ds = StructureDataset.from_structures(records, opts)
@@ -365,7 +369,7 @@ def test_from_files_reads_what_pgrid_grid_reads(drugs):
         assert_allclose(item["positions"].numpy(), drugs[i].positions, rtol=0, atol=1e-12)
     # A directory: every CIF block and extended-XYZ frame, as periodic cells.
     crystals = StructureDataset.from_files(
-        [SAMPLE / "crystals"], GridOptions(grid_size=8, channels="single")
+        [SAMPLE / "crystals"], GridRecipe(grid_size=8, channels="single")
     )
     assert len(crystals) == 9
     assert all(crystals[i]["periodic"] for i in range(9))
@@ -380,7 +384,7 @@ def test_from_files_accounts_for_every_record():
     bad = [r for r in records if isinstance(r, Rejection)]
     assert bad, "the malformed corpus should hold rejected records"
     with pytest.warns(UserWarning, match=r"record\(s\) skipped"):
-        ds = StructureDataset.from_files(path, GridOptions(grid_size=8))
+        ds = StructureDataset.from_files(path, GridRecipe(grid_size=8))
     assert len(ds) + len(ds.rejections) == len(records)
     assert [r.record for r in ds.rejections] == [r.record for r in bad]
     assert [ds[i]["record"] for i in range(len(ds))] == [
@@ -389,10 +393,11 @@ def test_from_files_accounts_for_every_record():
 
 
 def test_grids_match_the_shards_of_pgrid_grid(tmp_path, drugs):
-    """The same GridOptions give the same grids on the fly as ``pgrid grid`` stores
+    """The same recipe gives the same grids on the fly as ``pgrid grid`` stores
     (its default rounding changes each value by less than one step, at most 2⁻²¹)."""
-    opts = GridOptions(grid_size=16, box="cube:20", sigma=0.5, channels="elements")
-    summary = grid_files([SAMPLE / "drugs.sdf"], tmp_path / "out", opts, workers=0)
+    opts = GridRecipe(grid_size=16, box="cube:20", sigma=0.5, channels="elements")
+    run = GridOptions(grid_size=16, box="cube:20", sigma=0.5, channels="elements")
+    summary = grid_files([SAMPLE / "drugs.sdf"], tmp_path / "out", run, workers=0)
     assert summary.written == 126
     shards = ShardDataset(tmp_path / "out")
     fly = StructureDataset.from_files(SAMPLE / "drugs.sdf", opts)
@@ -445,7 +450,7 @@ def test_shards_load_with_multiple_workers(tmp_path, drugs, context):
     grids = _write_shards(tmp_path, structures)
     ds = ShardDataset(tmp_path)
     assert len(ds) == 30 and ds.grid_shape == (11, 12, 12, 12) and ds.sigma == 0.5
-    assert ds.options.resolve().channels == ChannelSpec.parse("elements").names
+    assert ds.recipe.spec.names == ChannelSpec.parse("elements").names
     assert ds.rejections == []
     ds[3]  # opens a handle in this process: it must not reach the workers
     loader = DataLoader(
@@ -567,7 +572,7 @@ def test_gradcheck_double_reference_path():
 
 
 def test_kernel_layer_matches_reference_values_and_gradients():
-    """The float32 kernel path against the float64 reference: same grid (SPEC §3
+    """The float32 kernel path against the float64 reference: same grid (docs/format.md §3
     tolerances) and same gradients for a random upstream dL/dgrid."""
     pos, w, boxes, sigma, kw = _layer_problem()
     dgrid = torch.tensor(np.random.default_rng(1).normal(size=(2, 2, 6, 6, 6)))

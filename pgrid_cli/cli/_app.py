@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+
+from ..core.errors import ParameterError
 
 #: Exit codes (documented in the README).
 EXIT_OK = 0
@@ -34,11 +35,19 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
+def flag(parameter: str) -> str:
+    """The command-line spelling of a library parameter: ``shard_index`` → ``--shard-index``."""
+    return "--" + parameter.replace("_", "-")
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the library's ValueError / OSError into one line and exit code 2."""
+    """Turn the library's ValueError / OSError into one line and exit code 2; parameters
+    named in a :class:`~pgrid_cli.core.errors.ParameterError` are spelled as flags."""
     try:
         yield
+    except ParameterError as exc:
+        fail(exc.render(flag))
     except (ValueError, OSError, KeyError) as exc:
         msg = str(exc) if not isinstance(exc, KeyError) else f"missing {exc}"
         fail(msg or type(exc).__name__)
@@ -46,7 +55,8 @@ def user_errors() -> Iterator[None]:
 
 def _version_callback(value: bool) -> None:
     if value:
-        from .. import __version__, kernel_info
+        from ..core import kernel_info
+        from ..core.version import __version__
 
         try:
             info = kernel_info()
@@ -71,6 +81,3 @@ def _root(
 ) -> None:
     """Exact, fast 3D Gaussian density grids of molecules and crystals for deep learning."""
 
-
-def stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..bench import (
+from ..runs.bench import (
     BenchConfig,
     BenchResult,
     Cell,
@@ -274,7 +274,7 @@ def print_result(result: BenchResult, console: Console) -> None:
         console.print(
             f"verified: every native path at every thread count matches the float64 "
             f"reference on {n_struct} structure(s) per setting (worst error "
-            f"{worst.max_abs_error:.2g}, {worst.worst_ratio:.2g} of the SPEC §3 tolerance)",
+            f"{worst.max_abs_error:.2g}, {worst.worst_ratio:.2g} of the tolerance",
             soft_wrap=True,
         )
     if result.end_to_end:

@@ -21,8 +21,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..preprocess import GridOptions, RunSummary, grid_files
-from ..preprocess import Progress as RunProgress
+from ..runs.grid import GridOptions, grid_files
+from ..runs.summary import Progress as RunProgress
+from ..runs.summary import RunSummary
 from ._app import EXIT_NOTHING, EXIT_OK, EXIT_REJECTED, app, err_console, fail, user_errors
 
 EPILOG = (
@@ -131,7 +132,7 @@ def grid_cli(
         bool, typer.Option("--json", help="Print the summary as JSON (no progress bar).")
     ] = False,
 ) -> None:
-    """Grid molecules and crystals into HDF5 shards (SPEC §6), resumably, losing nothing.
+    """Grid molecules and crystals into HDF5 shards (docs/format.md §6), resumably, losing nothing.
 
     Every input record ends in exactly one shard or in OUT/errors.jsonl with its reason.
     """

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..shards import describe, write_index
+from ..store.rundir import describe, write_index
 from ._app import app, user_errors
 
 #: Exit status of ``pgrid info`` when a shard is invalid or the run is incomplete.

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..grid_sources import open_grids, parse_indices
 from ..invert import InvertOptions
-from ..recovery import (
+from ..invert.sources import open_grids, parse_indices
+from ..runs.invert import (
     StructureReport,
     collect,
     default_workers,
@@ -21,7 +21,7 @@ from ..recovery import (
     summarize,
     write_structures,
 )
-from ..shards import write_json
+from ..store.rundir import write_json
 from ._app import EXIT_NOTHING, EXIT_REJECTED, app, err_console, fail, user_errors
 
 #: Up to this many structures the table lists every one of them.
@@ -107,13 +107,13 @@ def invert_cli(
     recovery table."""
     with user_errors():
         if output.suffix.lower() not in OUTPUT_SUFFIXES:
-            raise ValueError(f"{output}: write .xyz or .extxyz (extended XYZ, SPEC §7)")
+            raise ValueError(f"{output}: write .xyz or .extxyz (extended XYZ, docs/format.md §7)")
         if not output.parent.is_dir():
             raise ValueError(f"{output.parent}: no such directory for the output")
         if not (tolerance > 0):
             raise ValueError(f"--tolerance must be a positive distance in Å, got {tolerance}")
         if element is not None:
-            from ..channels import atomic_number
+            from ..core.channels import atomic_number
 
             atomic_number(element)
         source = open_grids(input, meta)

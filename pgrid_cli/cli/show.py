@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..shards import ShardSet
+from ..store.shard import ShardSet
 from ._app import app, user_errors
 
 

@@ -4,17 +4,18 @@ differentiable grid layer.
 Needs PyTorch (``pip install pgrid-cli[torch]``); ``import pgrid_cli`` alone never imports
 it. The pieces::
 
-    from pgrid_cli.torch import GridOptions, StructureDataset, ShardDataset, grid_tensor
+    from pgrid_cli import GridRecipe
+    from pgrid_cli.torch import StructureDataset, ShardDataset, grid_tensor
 
-    opts = GridOptions(sigma=0.5, shape=32, box="cube:24", channels="elements")
-    ds = StructureDataset.from_files(["drugs.sdf"], opts, rotate=True, translate=1.0)
+    recipe = GridRecipe(sigma=0.5, grid_size=32, box="cube:24", channels="elements")
+    ds = StructureDataset.from_files(["sample_data/drugs.sdf"], recipe, rotate=True)
     loader = DataLoader(ds, batch_size=32, num_workers=2, collate_fn=ds.collate)
     batch = next(iter(loader))          # batch["grid"]: (32, 11, 32, 32, 32) float32
 
 * :class:`StructureDataset` grids each structure when it is read (per item, or per batch
   in the collate function with ``render="batch"``), with random rotation / translation
   seeded by (seed, epoch, index), so items do not depend on the number of workers.
-* :class:`ShardDataset` reads the HDF5 shards of ``pgrid grid`` (SPEC §6), opening the
+* :class:`ShardDataset` reads the HDF5 shards of ``pgrid grid`` (docs/format.md), opening the
   files lazily in each process.
 * :func:`collate` / :class:`GridCollate` batch items: grids stacked (or rendered with the
   kernel's multi-threaded batch path) into one preallocated tensor, atoms concatenated
@@ -35,7 +36,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 from .augment import Augmentation, Transform
 from .collate import GridCollate, collate
 from .layer import GridLayer, grid_tensor
-from .options import GridOptions
 from .shard_dataset import ShardDataset
 from .structure_dataset import StructureDataset, StructureTable
 
@@ -43,7 +43,6 @@ __all__ = [
     "Augmentation",
     "GridCollate",
     "GridLayer",
-    "GridOptions",
     "ShardDataset",
     "StructureDataset",
     "StructureTable",

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from ..grid import Batch, render_batch
-from .options import GridOptions, Settings, channel_spec, resolve
+from ..core.kernel import Batch, render_batch
+from ..core.recipe import GridRecipe
 
 #: Per-atom keys: concatenated along the atoms, with ``offsets`` added.
 ATOM_KEYS = ("positions", "numbers", "weights")
@@ -81,35 +81,6 @@ def default_threads(threads: int | None) -> int | None:
     if threads is not None:
         return threads
     return 1 if get_worker_info() is not None else None
-
-
-def flat_batch(
-    positions: np.ndarray,
-    offsets: np.ndarray,
-    channels: np.ndarray,
-    sigma: float | np.ndarray,
-    weights: np.ndarray | None,
-    origins: np.ndarray,
-    axes: np.ndarray,
-    periodic: np.ndarray,
-    shape: Sequence[int],
-    n_channels: int,
-) -> Batch:
-    """A :class:`pgrid_cli.Batch` from arrays already in the flat (CSR) layout."""
-    m = len(positions)
-    sig = np.asarray(sigma, dtype=np.float64)
-    return Batch(
-        positions=np.ascontiguousarray(positions, dtype=np.float64).reshape(m, 3),
-        offsets=np.ascontiguousarray(offsets, dtype=np.int64),
-        channels=np.ascontiguousarray(channels, dtype=np.int32),
-        sigmas=np.full(m, float(sig)) if sig.ndim == 0 else np.ascontiguousarray(sig),
-        weights=np.ones(m) if weights is None else np.ascontiguousarray(weights, np.float64),
-        origins=np.ascontiguousarray(origins, dtype=np.float64).reshape(-1, 3),
-        axes=np.ascontiguousarray(axes, dtype=np.float64).reshape(-1, 3, 3),
-        periodic=np.ascontiguousarray(periodic, dtype=bool).reshape(-1),
-        shape=tuple(int(s) for s in shape),  # type: ignore[arg-type]
-        n_channels=int(n_channels),
-    )
 
 
 def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -166,17 +137,18 @@ class GridCollate:
 
     Parameters
     ----------
-    options : GridOptions or Settings
+    recipe : GridRecipe
         σ, grid size and channels (the boxes come with the items).
     threads : int, optional
         Kernel threads; default one inside a worker, every core in the main process.
     """
 
-    def __init__(self, options: GridOptions | Settings, threads: int | None = None) -> None:
+    def __init__(self, recipe: GridRecipe, threads: int | None = None) -> None:
+        if not isinstance(recipe, GridRecipe):
+            raise TypeError(f"recipe must be a pgrid_cli.GridRecipe, got {type(recipe).__name__}")
         if threads is not None and int(threads) < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
-        self.settings = resolve(options)
-        self.channels = channel_spec(self.settings)
+        self.recipe = recipe
         self.threads = threads
 
     def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -186,22 +158,22 @@ class GridCollate:
         missing = [k for k in RENDER_KEYS if k not in out]
         if missing:
             raise ValueError(f"cannot grid items without {', '.join(missing)}")
-        opts = self.settings
-        batch = flat_batch(
+        recipe = self.recipe
+        batch = Batch.from_flat(
             out["positions"].numpy(),
             out["offsets"].numpy(),
-            self.channels.assign(out["numbers"].numpy()),
-            opts.sigma,
+            recipe.spec.assign(out["numbers"].numpy()),
+            recipe.sigma,
             out["weights"].numpy() if "weights" in out else None,
             out["origin"].numpy(),
             out["axes"].numpy(),
             out["periodic"].numpy(),
-            opts.shape,
-            self.channels.n_channels,
+            recipe.shape,
+            recipe.n_channels,
         )
         grids = empty_shared(batch.grid_shape)
         render_batch(batch, grids.numpy(), threads=default_threads(self.threads))
         return {"grid": grids, **out}
 
     def __repr__(self) -> str:
-        return f"GridCollate({self.settings!r}, threads={self.threads})"
+        return f"GridCollate({self.recipe!r}, threads={self.threads})"

@@ -20,10 +20,9 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
-from ..box import Box
-from ..grid import Batch, gradient_batch, render_batch
-from .collate import flat_batch
-from .options import GridOptions, Settings, channel_spec, make_box, resolve
+from ..core.box import Box
+from ..core.kernel import Batch, gradient_batch, render_batch
+from ..core.recipe import GridRecipe
 
 BoxesLike = Box | Sequence[Box] | Mapping[str, Any]
 
@@ -68,7 +67,7 @@ class _Frame:
     n_channels: int
 
     def batch(self, positions: torch.Tensor, weights: torch.Tensor | None) -> Batch:
-        return flat_batch(
+        return Batch.from_flat(
             _numpy(positions, np.float64),
             self.offsets,
             self.channels,
@@ -126,7 +125,7 @@ def grid_tensor(
     threads: int | None = None,
     engine: Engine | None = None,
 ) -> torch.Tensor:
-    """Density grids (SPEC §3) of position tensors, differentiable in positions and weights.
+    """Density grids (docs/format.md §3) of position tensors, differentiable in positions, weights.
 
     Parameters
     ----------
@@ -198,36 +197,35 @@ def grid_tensor(
 
 
 class GridLayer(torch.nn.Module):
-    """``torch.nn.Module`` form of :func:`grid_tensor` with the CLI's grid options.
+    """``torch.nn.Module`` form of :func:`grid_tensor` with a :class:`~pgrid_cli.GridRecipe`.
 
     ``layer(positions, numbers, offsets)`` grids B structures given their (M, 3) positions
-    (Å, may require grad), (M,) atomic numbers (channels from ``options.channels``) and
+    (Å, may require grad), (M,) atomic numbers (channels from ``recipe.channels``) and
     (B+1,) offsets; boxes are built around each structure's (detached) positions with
-    ``options.box``, or passed as ``boxes``: a sequence of Boxes, or a mapping with
+    ``recipe.box``, or passed as ``boxes``: a sequence of Boxes, or a mapping with
     ``origin``, ``axes`` and ``periodic`` such as a collated batch (for crystals, or to
     reuse a dataset's boxes). Returns (B, C, nx, ny, nz) float32.
 
     Parameters
     ----------
-    options : GridOptions, optional
+    recipe : GridRecipe, optional
         σ, grid size, box, padding and channels, as ``pgrid grid`` (default
-        ``GridOptions()``); or give them as keywords (``sigma=0.5, grid_size=32, ...``).
+        ``GridRecipe()``); or give them as keywords (``sigma=0.5, grid_size=32, ...``).
     threads : int, optional
         Kernel threads (default every core).
     """
 
     def __init__(
         self,
-        options: GridOptions | Settings | None = None,
+        recipe: GridRecipe | None = None,
         *,
         threads: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        if options is not None and kwargs:
-            raise ValueError("give either options or option keywords, not both")
-        self.settings = resolve(options if options is not None else GridOptions(**kwargs))
-        self.channels = channel_spec(self.settings)
+        if recipe is not None and kwargs:
+            raise ValueError("give either a recipe or recipe keywords, not both")
+        self.recipe = recipe if recipe is not None else GridRecipe(**kwargs)
         self.threads = threads
 
     def forward(
@@ -239,12 +237,12 @@ class GridLayer(torch.nn.Module):
         weights: torch.Tensor | None = None,
         boxes: Sequence[Box] | Mapping[str, Any] | None = None,
     ) -> torch.Tensor:
-        opts = self.settings
+        opts = self.recipe
         m = positions.shape[0]
         offs = np.array([0, m]) if offsets is None else _numpy(offsets, np.int64).reshape(-1)
         if boxes is None:
             pos = _numpy(positions, np.float64)
-            box_list = [make_box(opts, pos[a:b]) for a, b in pairwise(offs)]
+            box_list = [opts.box_for(pos[a:b]) for a, b in pairwise(offs)]
         elif isinstance(boxes, Mapping):
             origin = _numpy(boxes["origin"], np.float64).reshape(-1, 3)
             axes = _numpy(boxes["axes"], np.float64).reshape(-1, 3, 3)
@@ -260,17 +258,17 @@ class GridLayer(torch.nn.Module):
             box_list,
             opts.sigma,
             offsets=offs,
-            channels=self.channels.assign(_numpy(numbers, np.int64)),
-            n_channels=self.channels.n_channels,
+            channels=opts.spec.assign(_numpy(numbers, np.int64)),
+            n_channels=opts.n_channels,
             weights=weights,
             threads=self.threads,
         )
 
     def extra_repr(self) -> str:
-        o = self.settings
+        o = self.recipe
         return (
             f"sigma={o.sigma}, grid_size={o.shape}, box={o.box!r}, padding={o.padding}, "
-            f"channels={','.join(o.channels)!r}"
+            f"channels={o.channels!r}"
         )
 
 

@@ -1,4 +1,4 @@
-"""A dataset over the HDF5 shards of ``pgrid grid`` (SPEC §6).
+"""A dataset over the HDF5 shards of ``pgrid grid`` (docs/format.md §6).
 
 HDF5 handles must not cross process boundaries: :class:`pgrid_cli.shards.Shard` opens
 its file lazily in whichever process reads it (and never pickles the handle), and this
@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..io import Rejection
-from ..shards import ShardSet
+from ..core.recipe import GridRecipe
+from ..readers.records import Rejection
+from ..store.shard import ShardSet
 from .collate import collate
-from .options import GridOptions
 
 _LIVE: weakref.WeakSet[ShardDataset] = weakref.WeakSet()
 
@@ -98,9 +98,9 @@ class ShardDataset(Dataset):
         return (len(self.channels), *(int(n) for n in self.attrs["grid_shape"]))  # type: ignore[return-value]
 
     @property
-    def options(self) -> GridOptions:
-        """The options the grids were made with (to grid more structures the same way)."""
-        return GridOptions(
+    def recipe(self) -> GridRecipe:
+        """The recipe the grids were made with (to grid more structures the same way)."""
+        return GridRecipe(
             sigma=self.sigma,
             grid_size=self.grid_shape[1:],
             box=str(self.attrs.get("box", "fit")),

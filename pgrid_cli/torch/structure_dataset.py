@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..grid import grid
-from ..io import Rejection, Structure, expand_inputs, iter_records
-from ..preprocess import prepare_structure
+from ..core.kernel import grid
+from ..core.recipe import GridRecipe
+from ..core.structure import Structure
+from ..readers import ReadOptions, Rejection, expand_inputs, iter_records, prepare_structure
 from .augment import Augmentation, Transform
 from .collate import GridCollate
-from .options import GridOptions, Settings, channel_spec, make_box, resolve
 
 Errors = Literal["warn", "raise", "ignore"]
 Render = Literal["item", "batch"]
@@ -146,7 +146,7 @@ class StructureTable:
         return str(self.sources[self._source_index[i]])
 
     def structure(self, i: int) -> Structure:
-        """Structure ``i`` as a :class:`pgrid_cli.io.Structure` (arrays copied)."""
+        """Structure ``i`` as a :class:`pgrid_cli.Structure` (arrays copied)."""
         a0, a1 = self.atom_range(i)
         return Structure(
             numbers=self.numbers[a0:a1].astype(np.int64),
@@ -177,7 +177,7 @@ class StructureDataset(Dataset):
     Parameters
     ----------
     table : StructureTable
-    options : GridOptions
+    recipe : GridRecipe
         σ, grid size, box, padding and channels, exactly as ``pgrid grid`` takes them.
     rotate, translate, seed
         Augmentation (see :class:`Augmentation`): item ``i`` of epoch ``e`` is transformed
@@ -194,7 +194,7 @@ class StructureDataset(Dataset):
     def __init__(
         self,
         table: StructureTable,
-        options: GridOptions | Settings | None = None,
+        recipe: GridRecipe | None = None,
         *,
         rotate: bool = False,
         translate: float = 0.0,
@@ -205,8 +205,7 @@ class StructureDataset(Dataset):
         if render not in ("item", "batch"):
             raise ValueError(f"render must be 'item' or 'batch', got {render!r}")
         self.table = table
-        self.settings = resolve(options)
-        self.channels = channel_spec(self.settings)
+        self.recipe = _recipe(recipe)
         self.augmentation = Augmentation(rotate, translate, seed)
         self.render = render
         self.threads = threads
@@ -219,7 +218,7 @@ class StructureDataset(Dataset):
     def from_structures(
         cls,
         structures: Iterable[Structure | Rejection],
-        options: GridOptions | Settings | None = None,
+        recipe: GridRecipe | None = None,
         *,
         target: Callable[[Structure], Any] | None = None,
         errors: Errors = "warn",
@@ -235,14 +234,14 @@ class StructureDataset(Dataset):
         """
         if errors not in ("warn", "raise", "ignore"):
             raise ValueError(f"errors must be 'warn', 'raise' or 'ignore', got {errors!r}")
-        settings = resolve(options)
+        recipe = _recipe(recipe)
         kept: list[Structure] = []
         rejected: list[Rejection] = []
         values: list[Any] = []
         for s in structures:
             rej = s if isinstance(s, Rejection) else None
             if rej is None:
-                prepared = prepare_structure(s, settings)
+                prepared = prepare_structure(s, recipe)
                 rej = prepared if isinstance(prepared, Rejection) else None
             value = None
             if rej is None and target is not None:
@@ -258,7 +257,7 @@ class StructureDataset(Dataset):
                 raise ValueError(f"{rej.source} record {rej.record} ({rej.name}): {rej.reason}")
             rejected.append(rej)
         table = StructureTable.from_structures(kept, None if target is None else values)
-        ds = cls(table, settings, **kwargs)
+        ds = cls(table, recipe, **kwargs)
         ds.rejections = rejected
         if rejected and errors == "warn":
             first = rejected[0]
@@ -273,8 +272,10 @@ class StructureDataset(Dataset):
     def from_files(
         cls,
         inputs: str | Path | Sequence[str | Path],
-        options: GridOptions | None = None,
+        recipe: GridRecipe | None = None,
         *,
+        format: str | None = None,
+        read: ReadOptions | None = None,
         target: Callable[[Structure], Any] | None = None,
         errors: Errors = "warn",
         recursive: bool = True,
@@ -283,18 +284,19 @@ class StructureDataset(Dataset):
         """Read every structure of ``inputs`` into memory: files, directories (searched
         recursively) or glob patterns of anything ``pgrid grid`` reads (.xyz/.extxyz with
         ASE, .sdf/.mol with RDKit, .cif with pymatgen, optionally gzipped), with the same
-        readers, ``options.format`` and ``options.disorder``. See :meth:`from_structures`
-        for ``target``, ``errors`` and the other keywords."""
-        settings = resolve(options)
+        readers: ``format`` forces a format, ``read`` says how records are interpreted
+        (e.g. ``ReadOptions(disorder="weight")``). See :meth:`from_structures` for
+        ``target``, ``errors`` and the other keywords."""
+        recipe = _recipe(recipe)
         if isinstance(inputs, (str, Path)):
             inputs = [inputs]
         paths = expand_inputs(list(inputs), recursive=recursive)
 
         def records() -> Iterable[Structure | Rejection]:
             for path in paths:
-                yield from iter_records(path, settings.format, disorder=settings.disorder)
+                yield from iter_records(path, format, read)
 
-        return cls.from_structures(records(), settings, target=target, errors=errors, **kwargs)
+        return cls.from_structures(records(), recipe, target=target, errors=errors, **kwargs)
 
     # ------------------------------------------------------------------ epochs
     @property
@@ -312,7 +314,7 @@ class StructureDataset(Dataset):
     def collate(self) -> GridCollate:
         """The collate function for a DataLoader over this dataset (grids the batch when
         ``render="batch"``, else stacks the items' grids)."""
-        return GridCollate(self.settings, self.threads)
+        return GridCollate(self.recipe, self.threads)
 
     # ------------------------------------------------------------------ items
     def __len__(self) -> int:
@@ -339,17 +341,18 @@ class StructureDataset(Dataset):
         numbers = t.numbers[a0:a1]
         xf = self.transform(i)
         rotated = xf.rotate(t.positions[a0:a1])
-        box = make_box(self.settings, rotated, t.lattices[i] if t.periodic[i] else None)
+        box = self.recipe.box_for(rotated, t.lattices[i] if t.periodic[i] else None)
         positions = rotated + xf.translation
         weights = None if t.weights is None else t.weights[a0:a1].copy()
         item: dict[str, Any] = {}
         if self.render == "item":
+            recipe = self.recipe
             g = grid(
                 positions,
                 box,
-                self.settings.sigma,
-                channels=self.channels.assign(numbers),
-                n_channels=self.channels.n_channels,
+                recipe.sigma,
+                channels=recipe.spec.assign(numbers),
+                n_channels=recipe.n_channels,
                 weights=weights,
                 threads=self.threads or 1,  # one structure is too little work to split
             )
@@ -375,8 +378,16 @@ class StructureDataset(Dataset):
 
     def __repr__(self) -> str:
         return (
-            f"StructureDataset({len(self)} structures, {self.settings.shape} voxels, "
-            f"σ = {self.settings.sigma} Å, box {self.settings.box}, channels "
-            f"{','.join(self.settings.channels)}, "
+            f"StructureDataset({len(self)} structures, {self.recipe.shape} voxels, "
+            f"σ = {self.recipe.sigma} Å, box {self.recipe.box}, channels "
+            f"{self.recipe.channels}, "
             f"{self.augmentation!r}, render={self.render!r})"
         )
+
+
+def _recipe(recipe: GridRecipe | None) -> GridRecipe:
+    if recipe is None:
+        return GridRecipe()
+    if not isinstance(recipe, GridRecipe):
+        raise TypeError(f"recipe must be a pgrid_cli.GridRecipe, got {type(recipe).__name__}")
+    return recipe

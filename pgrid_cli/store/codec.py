@@ -1,12 +1,12 @@
 """How grids are stored in shards: a controlled rounding, then HDF5 chunks encoded here.
 
 Density grids are mostly near-zero, and the low mantissa bits of a float32 carry detail far
-below SPEC §3's accuracy. :class:`GridCodec` therefore rounds the values of each grid to
+below docs/format.md §3's accuracy. :class:`GridCodec` therefore rounds the values of each grid to
 multiples of a power-of-two step before storing them:
 
 * the step of a grid is the largest power of two ≤ min(2⁻²¹, 5e-5 × the grid's maximum)
   — 2⁻²¹ ≈ 4.8e-7 for ordinary grids, finer for grids of tiny values (small cells, fine
-  voxels), so that both SPEC bounds hold: |error| ≤ 1e-6 and ≤ 1e-4 × max(value);
+  voxels), so that both bounds of docs/format.md §3 hold: |error| ≤ 1e-6 and ≤ 1e-4 × max(value);
 * values go to the nearest multiple, then each channel's total is restored: as many
   values as needed, among those whose rounding residual points the right way (strongest
   first), move one more step, so every value changes by less than one step and every
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from .. import _core
 
 try:  # ISA-L writes the same zlib/deflate format, several times faster than zlib
     from isal import isal_zlib as _fast_zlib

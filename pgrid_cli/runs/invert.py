@@ -5,7 +5,7 @@ grid source (a shard directory or a ``.npy`` file, :mod:`pgrid_cli.grid_sources`
 several worker processes and yields one :class:`StructureReport` per structure, in input
 order. A structure that cannot be inverted (NaN values, a grid that does not match its
 box, a missing σ…) gives a report with ``error`` set; the others go on.
-:func:`write_structures` writes the recovered atoms (SPEC §7) and :func:`summarize`
+:func:`write_structures` writes the recovered atoms (docs/format.md §7) and :func:`summarize`
 condenses the reports into the recovery table.
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .grid_sources import GridItem
-from .invert import InversionError, InversionResult, InvertOptions, Match, invert_grid, match_atoms
+from ..invert import InversionError, InversionResult, InvertOptions, Match, invert_grid, match_atoms
+from ..invert.sources import GridItem
 
 __all__ = [
     "StructureReport",
@@ -142,7 +142,7 @@ def invert_item(
     rep.result = res
     if item.ref_weights is not None and not np.allclose(item.ref_weights, 1.0):
         # Partial occupancies: the grid holds fractions of atoms, the inversion finds
-        # whole ones (SPEC §1 weights default to 1; invert assumes it).
+        # whole ones (docs/format.md §1 weights default to 1; invert assumes it).
         rep.note = "atoms with weights ≠ 1 (site occupancies): inversion assumes unit weights"
     if item.ref_numbers is not None and item.ref_positions is not None:
         try:
@@ -234,7 +234,7 @@ def invert_source(
 def write_structures(
     path: str | os.PathLike[str], reports: Iterable[StructureReport]
 ) -> Iterator[StructureReport]:
-    """Write the atoms of each successful report to ``path`` as extended XYZ (SPEC §7),
+    """Write the atoms of each successful report to ``path`` as extended XYZ (docs/format.md §7),
     one frame per structure in order, and pass every report on (its ``result`` dropped).
 
     Crystals get ``Lattice=`` and ``pbc="T T T"``; every frame's comment carries the

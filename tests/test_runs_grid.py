@@ -1,4 +1,4 @@
-"""The gridding pipeline (pgrid_cli.preprocess.grid_files): accuracy of what it stores,
+"""The gridding pipeline (pgrid_cli.runs.grid.grid_files): accuracy of what it stores,
 every record accounted for, determinism across workers, resume after a kill, slicing,
 and the output-directory rules."""
 
@@ -18,30 +18,20 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from pgrid_cli import ChannelSpec, grid
-from pgrid_cli import io as pio
-from pgrid_cli.codec import GridCodec
-from pgrid_cli.io import iter_records
-from pgrid_cli.preprocess import (
-    GridOptions,
-    default_shard_size,
-    grid_files,
-    slice_from_env,
-)
-from pgrid_cli.reference import reference_grid
-from pgrid_cli.shards import (
-    ERRORS,
-    MANIFEST,
-    Shard,
-    ShardSet,
-    describe,
-    verify_shard,
-    write_index,
-)
+from pgrid_cli import readers as pio
+from pgrid_cli.core.reference import reference_grid
+from pgrid_cli.readers import iter_records
+from pgrid_cli.runs.grid import GridOptions, default_shard_size, grid_files
+from pgrid_cli.runs.slicing import slice_from_env
+from pgrid_cli.store.codec import GridCodec
+from pgrid_cli.store.rundir import ERRORS, MANIFEST, describe, write_index
+from pgrid_cli.store.shard import Shard, ShardSet
+from pgrid_cli.store.verify import verify_shard
 
 from .conftest import ROOT, SAMPLE
 
 CORPUS = Path(__file__).parent / "data" / "malformed"
-#: Records per corpus file (see tests/test_io.py for what each one is).
+#: Records per corpus file (see tests/test_readers.py for what each one is).
 CORPUS_RECORDS = {
     "blocks.cif": 2,
     "disorder.cif": 1,
@@ -77,7 +67,7 @@ def contents(out: Path) -> dict:
 
 # ---------------------------------------------------------------------- accuracy
 def test_stored_grids_match_the_float64_reference(tmp_path):
-    """SPEC §3 holds for what is stored (after rounding): |error| ≤ 1e-6 for orthogonal
+    """docs/format.md §3 holds for what is stored (after rounding): |error| ≤ 1e-6 for orthogonal
     boxes (molecules at the default 32³, orthogonal crystals), ≤ 1e-4·max for triclinic
     cells (at 16³, where the float64 reference is affordable; the 1-atom Cu cell has
     values small enough to need a finer rounding step), and periodic grids sum to their
@@ -170,7 +160,7 @@ def test_disorder_weights_reach_the_grid(tmp_path):
     rec = ShardSet(tmp_path / "o")[0]
     assert sorted(rec.weights.tolist()) == [0.3, 0.4, 0.7, 1.0]
     assert rec.grid.sum() == pytest.approx(2.4, rel=1e-5)  # Σ occupancies of the cell
-    assert s.notes == {"partial occupancy handled with --disorder weight": 1}
+    assert s.notes == {"partial occupancy handled with disorder=weight": 1}
 
 
 # ---------------------------------------------------------------------- nothing lost
@@ -232,7 +222,7 @@ def test_resume_after_a_kill_equals_a_clean_run(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal
-        from pgrid_cli import preprocess as pp
+        from pgrid_cli.runs import grid as pp
         pp._TASK_BYTES = 8 * 11 * 12**3 * 4  # tasks of 8 records
         def die(p):
             if p.items >= 60:  # shard 0 (50 records) done, shard 1 half written
@@ -248,7 +238,7 @@ def test_resume_after_a_kill_equals_a_clean_run(tmp_path):
     assert describe(out)["problems"]  # info sees an unfinished run
 
     opts = GridOptions(grid_size=12, shard_size=50)
-    with pytest.raises(ValueError, match=r"not empty.*--resume"):
+    with pytest.raises(ValueError, match=r"not empty.*use resume"):
         run(MIXED, out, opts)
     s = run(MIXED, out, opts, resume=True)
     assert s.shards_kept == 1 and s.shards_written == 3 - 1 + 1  # shards 1, 2, 3 redone
@@ -309,7 +299,7 @@ def test_slurm_environment_picks_the_slice():
     ) == (3, 4)
     assert slice_from_env(1, 2, environ=env) == (1, 2)
     assert slice_from_env(environ={}) == (0, 1)
-    with pytest.raises(ValueError, match=r"--shard-index must be in 0\.\.3"):
+    with pytest.raises(ValueError, match=r"shard_index must be in 0\.\.3"):
         slice_from_env(environ={**env, "SLURM_ARRAY_TASK_ID": "7"})
     with pytest.raises(ValueError, match="not an integer"):
         slice_from_env(environ={"SLURM_ARRAY_TASK_COUNT": "four"})
@@ -347,12 +337,12 @@ def test_bad_options_fail_before_any_work(tmp_path):
         (GridOptions(dtype="int8"), "float32 or float16"),
         (GridOptions(disorder="drop"), "unknown disorder policy"),
         (GridOptions(format="pdb"), "unknown format"),
-        (GridOptions(shard_size=0), "shard size must be at least 1"),
+        (GridOptions(shard_size=0), "shard_size must be at least 1"),
     ]:
         with pytest.raises(ValueError, match=msg):
             run([SAMPLE / "crystals"], tmp_path / "never", opts)
     assert not (tmp_path / "never").exists()
-    with pytest.raises(ValueError, match="--workers must be 0 or more"):
+    with pytest.raises(ValueError, match=r"^workers must be 0 or more"):
         run([SAMPLE / "crystals"], tmp_path / "never", workers=-1)
 
 

@@ -1,4 +1,4 @@
-"""Gridding: atoms → density grids (SPEC §3), and gradients back to the atoms.
+"""The kernel's API: atoms → density grids (docs/format.md, "Density"), and gradients.
 
 Every function here fills float32, C-contiguous arrays laid out (C, nx, ny, nz) for one
 structure and (B, C, nx, ny, nz) for a batch (index [c, i, j, k], i along the box's first
@@ -13,6 +13,7 @@ The work runs in the native kernel (:mod:`pgrid_cli._core`), without the GIL, on
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from .. import _core
 from .box import Box
 
 ISA_NAMES = ("scalar", "avx2", "avx512")
@@ -52,6 +53,25 @@ def set_memory_limit(nbytes: int | None) -> None:
     if nbytes is not None and nbytes <= 0:
         raise ValueError("the memory limit must be a positive number of bytes")
     _memory_limit = None if nbytes is None else int(nbytes)
+
+
+def check_sigma(sigma: Any, what: str = "sigma") -> float:
+    """σ as a float: a positive, finite width in Å (the one σ check of the package)."""
+    try:
+        value = float(sigma)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number of Å, got {sigma!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{what} must be a positive width in Å, got {sigma!r}")
+    return value
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def available_isas() -> list[str]:
@@ -158,6 +178,37 @@ class Batch:
     def box(self, s: int) -> Box:
         """The :class:`Box` of structure ``s``."""
         return Box(self.origins[s], self.axes[s], self.shape, bool(self.periodic[s]))
+
+    @classmethod
+    def from_flat(
+        cls,
+        positions: Any,
+        offsets: Any,
+        channels: Any,
+        sigma: float | Any,
+        weights: Any,
+        origins: Any,
+        axes: Any,
+        periodic: Any,
+        shape: Sequence[int],
+        n_channels: int,
+    ) -> Batch:
+        """A batch from arrays already in the flat (CSR) layout (see the attributes);
+        ``sigma`` a float or (M,), ``weights`` (M,) or None for all ones."""
+        m = len(positions)
+        sig = np.asarray(sigma, dtype=np.float64)
+        return cls(
+            positions=np.ascontiguousarray(positions, dtype=np.float64).reshape(m, 3),
+            offsets=np.ascontiguousarray(offsets, dtype=np.int64),
+            channels=np.ascontiguousarray(channels, dtype=np.int32),
+            sigmas=np.full(m, float(sig)) if sig.ndim == 0 else np.ascontiguousarray(sig),
+            weights=np.ones(m) if weights is None else np.ascontiguousarray(weights, np.float64),
+            origins=np.ascontiguousarray(origins, dtype=np.float64).reshape(-1, 3),
+            axes=np.ascontiguousarray(axes, dtype=np.float64).reshape(-1, 3, 3),
+            periodic=np.ascontiguousarray(periodic, dtype=bool).reshape(-1),
+            shape=tuple(int(s) for s in shape),  # type: ignore[arg-type]
+            n_channels=int(n_channels),
+        )
 
     @classmethod
     def from_structures(

@@ -1,4 +1,4 @@
-"""Grids to invert, with what inverting them needs: box, σ, channel names (SPEC §6, §7).
+"""Grids to invert, with what inverting them needs: box, σ, channel names (docs/format.md §6, §7).
 
 Two kinds of input:
 
@@ -24,7 +24,6 @@ ValueError.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +31,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .box import Box
-from .channels import ChannelSpec
-from .shards import Shard, ShardSet
+from ..core.box import Box
+from ..core.channels import ChannelSpec
+from ..core.errors import ParameterError
+from ..core.kernel import check_sigma
+from ..store.shard import Shard, ShardSet
 
 __all__ = [
     "GridItem",
@@ -94,7 +95,7 @@ def open_grids(path: str | os.PathLike[str], meta: str | os.PathLike[str] | None
     if p.suffix.lower() == ".npy":
         return NpyGrids(p, meta)
     if meta is not None:
-        raise ValueError("--meta is for .npy grids; shards carry their own metadata")
+        raise ParameterError("{meta} is for .npy grids; shards carry their own metadata")
     return ShardGrids(p)
 
 
@@ -224,9 +225,9 @@ class NpyGrids:
         self._batched = arr.ndim == 5
         self._n = arr.shape[0] if self._batched else 1
         if not self.meta_path.is_file():
-            raise ValueError(
+            raise ParameterError(
                 f"{self.meta_path}: no metadata file for {self.path.name} (a JSON file with "
-                f"sigma, channels and box; pass it with --meta)"
+                f"sigma, channels and box; pass it with {{meta}})"
             )
         try:
             self.meta = json.loads(self.meta_path.read_text())
@@ -284,15 +285,7 @@ class NpyGrids:
 
 
 def _sigma(v: Any) -> float | None:
-    if v is None:
-        return None  # reported by the inversion as a missing σ
-    try:
-        s = float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"sigma must be a number of Å, got {v!r}") from None
-    if not (math.isfinite(s) and s > 0):
-        raise ValueError(f"sigma must be a positive length in Å, got {v!r}")
-    return s
+    return None if v is None else check_sigma(v)  # None: reported as a missing σ
 
 
 def _channels(v: Any) -> ChannelSpec | None:

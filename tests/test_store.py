@@ -1,4 +1,4 @@
-"""Shard files (SPEC §6): round trips, atomic completion, format checks."""
+"""Shard files (docs/format.md §6): round trips, atomic completion, format checks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from pgrid_cli import Box, grid
-from pgrid_cli.shards import Shard, ShardMeta, ShardSet, ShardWriter, shard_name
+from pgrid_cli.store.shard import Shard, ShardMeta, ShardSet, ShardWriter, shard_name
 
 
 def _structures(rng, n):
@@ -123,7 +123,7 @@ def test_fast_read_path_matches_hdf5_filters(tmp_path):
     """Shard.grid decodes shuffle+gzip chunks itself (ISA-L + native unshuffle); the
     result must be exactly what HDF5's filters give, including chunks stored with deflate
     skipped (incompressible data, filter mask bit 1)."""
-    from pgrid_cli.codec import GridCodec
+    from pgrid_cli.store.codec import GridCodec
 
     rng = np.random.default_rng(6)
     structs = _structures(rng, 3)

@@ -1,4 +1,4 @@
-"""Readers (pgrid_cli.io): finding files, cutting records, parsing them with ASE, RDKit and
+"""Readers (pgrid_cli.readers): finding files, cutting records, parsing them with ASE, RDKit and
 pymatgen, and rejecting bad records with a reason.
 
 Truth comes from the libraries' own whole-file readers (ase.io.read(":"),
@@ -18,8 +18,8 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from rdkit import Chem, RDConfig
 
-from pgrid_cli import io as pio
-from pgrid_cli.io import (
+from pgrid_cli import readers as pio
+from pgrid_cli.readers import (
     RawRecord,
     Rejection,
     Structure,
@@ -341,15 +341,15 @@ def test_disorder_policies():
     path = CORPUS / "disorder.cif"
     (rej,) = list(iter_records(path))
     assert isinstance(rej, Rejection) and rej.kind == pio.DISORDER
-    assert "--disorder majority or weight" in rej.reason
-    (maj,) = list(iter_records(path, disorder="majority"))
+    assert "disorder policy majority or weight" in rej.reason
+    (maj,) = list(iter_records(path, options=pio.ReadOptions("majority")))
     # Fe 0.7 / Co 0.3 → Fe; Fe 1.0 stays; Ni 0.4 (vacancy 0.6) is dropped.
     assert sorted(maj.numbers.tolist()) == [26, 26]
     assert_allclose(maj.weights, 1.0)
-    (w,) = list(iter_records(path, disorder="weight"))
+    (w,) = list(iter_records(path, options=pio.ReadOptions("weight")))
     got = sorted(zip(w.numbers.tolist(), w.weights.tolist(), strict=True))
     assert got == [(26, 0.7), (26, 1.0), (27, 0.3), (28, 0.4)]
     a = 2.87
     assert_allclose(np.diag(w.lattice), [a, a, a], atol=1e-12)
     with pytest.raises(ValueError, match="unknown disorder policy"):
-        list(iter_records(path, disorder="random"))
+        list(iter_records(path, options=pio.ReadOptions("random")))

@@ -1,4 +1,4 @@
-"""Channels: which atoms go into which grid channel (SPEC §5).
+"""Channels: which atoms go into which grid channel (docs/format.md §5).
 
 ``single`` puts every atom in one channel; ``elements`` gives H, C, N, O, F, P, S, Cl, Br
 and I a channel each plus a catch-all ``*``; an explicit list such as ``C,H,N,O,*`` names

@@ -1,4 +1,4 @@
-"""The grid box: where a grid sits in space (SPEC §2, §4).
+"""The grid box: where a grid sits in space (docs/format.md, "Boxes").
 
 A :class:`Box` is a value: ``origin`` (Å, the corner of voxel (0,0,0)), ``axes``
 (Å, rows a, b, c are the edge vectors of the whole box), ``shape`` (nx, ny, nz) and
@@ -12,6 +12,7 @@ boxes from :meth:`Box.from_lattice`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +22,7 @@ ShapeLike = int | Sequence[int]
 
 #: Relative tolerance under which two edge vectors count as orthogonal. Orthogonal
 #: boxes take the exact separable path of the kernel; others are integrated by
-#: quadrature (SPEC §3).
+#: quadrature (docs/format.md §3).
 ORTHOGONAL_RTOL = 1e-9
 
 
@@ -140,15 +141,13 @@ class Box:
     def for_molecule(
         cls, kind: str, positions: Any, shape: ShapeLike = 32, padding: float = 2.0
     ) -> Box:
-        """Build a molecule box from a SPEC §4 choice: ``fit``, ``tight`` or ``cube:L``."""
-        kind_l = kind.strip().lower()
-        if kind_l == "fit":
+        """Build a molecule box from a box choice: ``fit``, ``tight`` or ``cube:L``."""
+        name, side = parse_box_kind(kind)
+        if name == "fit":
             return cls.fit(positions, shape, padding)
-        if kind_l == "tight":
+        if name == "tight":
             return cls.tight(positions, shape, padding)
-        if kind_l.startswith("cube:"):
-            return cls.cube(positions, parse_cube_side(kind_l), shape)
-        raise ValueError(f"unknown box {kind!r}: use fit, tight or cube:L (L in Å)")
+        return cls.cube(positions, side, shape)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Box:
@@ -274,15 +273,51 @@ class Box:
         return f"Box(origin={o}, axes={a}, shape={self._shape}, periodic={self._periodic})"
 
 
-def parse_cube_side(kind: str) -> float:
-    """Side length (Å) from a ``cube:L`` box option."""
-    try:
-        side = float(kind.split(":", 1)[1])
-    except (IndexError, ValueError):
-        raise ValueError(f"cube box must look like cube:24 (side in Å), got {kind!r}") from None
-    if not np.isfinite(side) or side <= 0:
-        raise ValueError(f"cube side must be a positive length in Å, got {kind!r}")
-    return side
+#: The molecule box choices (``cube:L`` takes the side L in Å).
+BOX_KINDS = ("fit", "tight", "cube:L")
+
+
+def parse_box_kind(kind: str) -> tuple[str, float]:
+    """``("fit", 0)``, ``("tight", 0)`` or ``("cube", L)`` from a box choice string.
+
+    The one parser of box choices: the recipe, :meth:`Box.for_molecule` and the command
+    line all use it. Raises ValueError naming the choices.
+    """
+    text = str(kind).strip().lower()
+    if text in ("fit", "tight"):
+        return text, 0.0
+    if text.startswith("cube:"):
+        try:
+            side = float(text.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(
+                f"cube box must look like cube:24 (side in Å), got {kind!r}"
+            ) from None
+        if not np.isfinite(side) or side <= 0:
+            raise ValueError(f"cube side must be a positive length in Å, got {kind!r}")
+        return "cube", side
+    raise ValueError(f"unknown box {kind!r}: use fit, tight or cube:L (L in Å)")
+
+
+def minimum_image(displacements: Any, lattice: Any) -> np.ndarray:
+    """(N, 3) shortest periodic images (Å) of displacement vectors (N, 3) in the lattice
+    whose rows are the cell vectors (Å): fractional parts rounded, then the best of the
+    27 neighbouring images (exact for any cell shape)."""
+    lat = np.asarray(lattice, dtype=np.float64)
+    diff = np.asarray(displacements, dtype=np.float64).reshape(-1, 3)
+    frac = np.linalg.solve(lat.T, diff.T).T
+    frac -= np.round(frac)
+    best = frac @ lat
+    best_d2 = np.sum(best**2, axis=1)
+    for shift in itertools.product((-1, 0, 1), repeat=3):
+        if shift == (0, 0, 0):
+            continue
+        cart = (frac + np.array(shift)) @ lat
+        d2 = np.sum(cart**2, axis=1)
+        closer = d2 < best_d2
+        best[closer] = cart[closer]
+        best_d2[closer] = d2[closer]
+    return best
 
 
 def _check_padding(padding: float) -> None:

@@ -1,4 +1,4 @@
-"""Float64 NumPy reference implementation of the pgrid density (SPEC §1–§3).
+"""Float64 NumPy reference implementation of the pgrid density (docs/format.md §1–§3).
 
 This module is the *ground truth* the fast native kernel is tested against, so it
 favours being obviously correct over being fast. It is still vectorised (there are no
@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 from scipy.special import erf, erfc
 
-from pgrid_cli.box import Box
+from .box import Box
 
 __all__ = ["CUTOFF_SIGMAS", "quadrature_order", "reference_gradient", "reference_grid"]
 

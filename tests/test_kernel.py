@@ -19,12 +19,12 @@ from pgrid_cli import (
     grid_gradient,
     render_batch,
 )
-from pgrid_cli.reference import reference_gradient, reference_grid
+from pgrid_cli.core.reference import reference_gradient, reference_grid
 
 from .conftest import triclinic_lattice
 
-ABS_TOL = 1e-6  # SPEC §3: axis-aligned / orthogonal boxes
-TRIC_REL = 1e-4  # SPEC §3: triclinic cells, relative to the grid maximum
+ABS_TOL = 1e-6  # docs/format.md §3: axis-aligned / orthogonal boxes
+TRIC_REL = 1e-4  # docs/format.md §3: triclinic cells, relative to the grid maximum
 
 
 def _random_molecule(rng, m=25, spread=2.5):
@@ -469,7 +469,7 @@ def test_isa_selection(monkeypatch):
     monkeypatch.delenv("PGRID_ISA")
     # A path the CPU lacks is a clear error: pretend this CPU has only the scalar path.
     # (pgrid_cli.grid the attribute is the function; the module is in sys.modules.)
-    monkeypatch.setattr(sys.modules["pgrid_cli.grid"], "available_isas", lambda: ["scalar"])
+    monkeypatch.setattr(sys.modules["pgrid_cli.core.kernel"], "available_isas", lambda: ["scalar"])
     with pytest.raises(
         ValueError, match="isa=avx512 asks for an instruction set this CPU does not"
     ):

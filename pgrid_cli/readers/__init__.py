@@ -1,0 +1,70 @@
+"""Readers: input files → structures, one record at a time.
+
+Every record of every input file becomes one :class:`~pgrid_cli.core.Structure` or one
+:class:`Rejection` with a one-line reason. Formats register themselves
+(:mod:`.registry`); each lives in its own module: :mod:`.xyz` (ASE), :mod:`.sdf` (RDKit),
+:mod:`.cif` (pymatgen).
+"""
+
+from __future__ import annotations
+
+from ..core.structure import Structure
+from . import cif, sdf, xyz  # noqa: F401  (each registers its format)
+from .files import (
+    expand_inputs,
+    iter_raw_records,
+    iter_records,
+    parse_record,
+    preload_readers,
+)
+from .records import (
+    BAD_CELL,
+    DISORDER,
+    DISORDER_POLICIES,
+    EMPTY,
+    MALFORMED,
+    NO_3D,
+    NON_FINITE,
+    OUTSIDE_BOX,
+    PARSE_ERROR,
+    TRUNCATED,
+    UNKNOWN_ELEMENT,
+    UNREADABLE,
+    RawRecord,
+    ReadOptions,
+    Rejection,
+    check_structure,
+    prepare_structure,
+)
+from .registry import Reader, detect_format, format_from_name, formats, register
+
+__all__ = [
+    "BAD_CELL",
+    "DISORDER",
+    "DISORDER_POLICIES",
+    "EMPTY",
+    "MALFORMED",
+    "NON_FINITE",
+    "NO_3D",
+    "OUTSIDE_BOX",
+    "PARSE_ERROR",
+    "TRUNCATED",
+    "UNKNOWN_ELEMENT",
+    "UNREADABLE",
+    "RawRecord",
+    "ReadOptions",
+    "Reader",
+    "Rejection",
+    "Structure",
+    "check_structure",
+    "detect_format",
+    "expand_inputs",
+    "format_from_name",
+    "formats",
+    "iter_raw_records",
+    "iter_records",
+    "parse_record",
+    "preload_readers",
+    "prepare_structure",
+    "register",
+]

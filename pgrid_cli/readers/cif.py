@@ -1,0 +1,134 @@
+"""CIF (read with pymatgen): one structure per ``data_`` block."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..core.structure import Structure
+from .files import Lines
+from .records import (
+    DISORDER,
+    MALFORMED,
+    PARSE_ERROR,
+    RawRecord,
+    ReadOptions,
+    Rejection,
+    one_line,
+    reject,
+    warning_texts,
+)
+from .registry import Reader, register
+
+
+def _frame_cif(lines: Lines, source: str) -> Iterator[RawRecord | Rejection]:
+    """CIF data blocks: from one ``data_`` line to the next (outside ``;`` text fields).
+
+    Lines before the first block (comments, ``#\\#CIF_2.0``) are put in front of it.
+    """
+    record = 0
+    preamble: list[str] = []
+    body: list[str] | None = None
+    in_text = False
+    name = ""
+    while True:
+        line = lines.readline()
+        if line.startswith(";"):
+            in_text = not in_text
+        starts = bool(line) and not in_text and line[:5].lower() == "data_"
+        if not line or starts:
+            if body is not None:
+                yield RawRecord(source, record, "cif", "".join(body), name, lines.offset)
+                record += 1
+            elif not line and any(s.strip() and not s.lstrip().startswith("#") for s in preamble):
+                yield Rejection(source, 0, "", "no data_ block in the CIF file", MALFORMED)
+            if not line:
+                return
+            name = line.strip()[5:][:200]
+            body = [*preamble, line] if record == 0 else [line]
+        elif body is None:
+            preamble.append(line)
+        else:
+            body.append(line)
+
+
+def _parse_cif(raw: RawRecord, options: ReadOptions) -> Structure | Rejection:
+    from pymatgen.io.cif import CifParser
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            parser = CifParser.from_str(raw.text)
+            structures = parser.parse_structures(primitive=False, on_error="raise")
+        except Exception as exc:
+            return reject(
+                raw, f"pymatgen cannot read the block: {one_line(str(exc))}", PARSE_ERROR
+            )
+    notes = warning_texts(caught)
+    if not structures:
+        why = notes[-1] if notes else "no structure in the block"
+        return reject(raw, f"pymatgen cannot read the block: {why}", PARSE_ERROR)
+    s = structures[0]
+    info: dict[str, object] = {"warnings": notes} if notes else {}
+    lattice = np.array(s.lattice.matrix, dtype=np.float64)
+    if s.is_ordered:
+        numbers = np.array([site.specie.Z for site in s], dtype=np.int64)
+        return Structure(
+            numbers,
+            np.array(s.cart_coords, dtype=np.float64),
+            lattice,
+            name=raw.name,
+            source=raw.source,
+            record=raw.record,
+            info=info,
+        )
+    disordered = [i for i, site in enumerate(s) if not site.is_ordered]
+    disorder = options.disorder
+    if disorder == "error":
+        first = s[disordered[0]]
+        return reject(
+            raw,
+            f"partial occupancy at {len(disordered)} site(s), e.g. site {disordered[0]} "
+            f"({first.species.formula}); choose the disorder policy majority or weight",
+            DISORDER,
+        )
+    numbers_l: list[int] = []
+    positions_l: list[np.ndarray] = []
+    weights_l: list[float] = []
+    for site in s:
+        occ = sorted(
+            ((float(o), sp) for sp, o in site.species.items()),
+            key=lambda t: (-t[0], str(t[1])),
+        )
+        if disorder == "majority":
+            top_occ, top = occ[0]
+            vacancy = 1.0 - sum(o for o, _ in occ)
+            if top_occ >= vacancy:
+                numbers_l.append(int(top.Z))
+                positions_l.append(site.coords)
+                weights_l.append(1.0)
+        else:  # weight
+            for o, sp in occ:
+                numbers_l.append(int(sp.Z))
+                positions_l.append(site.coords)
+                weights_l.append(o)
+    info["disorder"] = f"{len(disordered)} partially occupied site(s), policy {disorder}"
+    return Structure(
+        np.array(numbers_l, dtype=np.int64),
+        np.array(positions_l, dtype=np.float64).reshape(-1, 3),
+        lattice,
+        weights=np.array(weights_l, dtype=np.float64),
+        name=raw.name,
+        source=raw.source,
+        record=raw.record,
+        info=info,
+    )
+
+
+def _preload() -> None:
+    from pymatgen.io.cif import CifParser  # noqa: F401
+
+
+register(Reader("cif", (".cif",), _frame_cif, _parse_cif, _preload))

@@ -1,0 +1,213 @@
+"""Finding input files and streaming their records.
+
+Reading happens in two steps, so that the second can run in worker processes:
+
+1. :func:`iter_raw_records` streams a file and cuts it into the text of its records
+   (:class:`~pgrid_cli.readers.records.RawRecord`) with its format's ``frame`` function.
+   This only finds record boundaries; it never interprets chemistry, and it never holds
+   more than one record.
+2. :func:`parse_record` hands one record's text to its format's ``parse`` function (the
+   field's library: ASE, RDKit, pymatgen) and checks the result.
+
+:func:`iter_records` does both. Record indices count from 0 within each file. A file that
+cannot be opened at all yields a single Rejection with ``record = -1``; a read error part
+way through (e.g. a corrupt gzip stream) rejects the record where it happened and ends
+that file.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+from ..core.structure import Structure
+from .records import (
+    MALFORMED,
+    PARSE_ERROR,
+    UNREADABLE,
+    RawRecord,
+    ReadOptions,
+    Rejection,
+    check_structure,
+    one_line,
+    reject,
+)
+from .registry import detect_format, format_from_name, reader
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike[str]], recursive: bool = True) -> list[Path]:
+    """The input files named by ``inputs``, in a deterministic order.
+
+    Each input is a file (kept whatever its extension), a directory (its files with a
+    known extension, sorted by their path below it; subdirectories too when
+    ``recursive``; hidden files and directories skipped) or a glob pattern (its matches,
+    sorted). Inputs keep the order given; a file reached twice is listed once. Raises
+    ValueError for a path that does not exist, a pattern that matches nothing, or when no
+    input file is found.
+    """
+    out: list[Path] = []
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+
+    for item in inputs:
+        text = os.fspath(item)
+        p = Path(text)
+        if p.is_dir():
+            for f in _walk(p, recursive):
+                add(f)
+        elif p.exists():
+            add(p)
+        elif glob.has_magic(text):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise ValueError(f"no files match {text!r}")
+            for m in matches:
+                mp = Path(m)
+                if mp.is_dir():
+                    for f in _walk(mp, recursive):
+                        add(f)
+                else:
+                    add(mp)
+        else:
+            raise ValueError(f"{text}: no such file or directory")
+    if not out:
+        names = ", ".join(os.fspath(i) for i in inputs) or "(nothing)"
+        raise ValueError(f"no input files with a known extension found in {names}")
+    return out
+
+
+def _walk(root: Path, recursive: bool) -> list[Path]:
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
+        for name in filenames:
+            if not name.startswith(".") and format_from_name(name) is not None:
+                files.append(Path(dirpath) / name)
+    return sorted(files, key=lambda f: f.relative_to(root).parts)
+
+
+def iter_records(
+    path: str | os.PathLike[str],
+    format: str | None = None,
+    options: ReadOptions | None = None,
+) -> Iterator[Structure | Rejection]:
+    """Stream the records of one file: one Structure or Rejection each.
+
+    ``format`` overrides the extension (see :func:`~pgrid_cli.readers.detect_format`);
+    ``options`` say how records are interpreted (:class:`ReadOptions`). A file that cannot
+    be opened yields one Rejection with ``record = -1``.
+    """
+    fmt = detect_format(path, format)
+    opts = options or ReadOptions()
+    for raw in iter_raw_records(path, fmt):
+        yield raw if isinstance(raw, Rejection) else parse_record(raw, opts)
+
+
+def iter_raw_records(path: str | os.PathLike[str], format: str) -> Iterator[RawRecord | Rejection]:
+    """Stream the text of each record of one file (see the module docstring)."""
+    source = os.fspath(path)
+    framer = reader(detect_format(path, format)).frame
+    try:
+        raw = open(path, "rb")
+    except OSError as exc:
+        yield Rejection(source, -1, "", f"cannot open the file: {_os_reason(exc)}", UNREADABLE)
+        return
+    with raw:
+        stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if _is_gzip(path) else raw
+        text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
+        lines = Lines(text, raw)
+        records = framer(lines, source)
+        count = 0
+        while True:
+            try:
+                item = next(records)
+            except StopIteration:
+                break
+            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                # The stream itself broke (corrupt gzip, I/O error): the record being
+                # read is lost and nothing after it can be found.
+                if count == 0 and lines.lineno == 0:
+                    reason = f"cannot read the file: {_os_reason(exc)}"
+                    record = -1
+                else:
+                    reason = (
+                        f"read error at line {lines.lineno + 1}, the rest of the file is "
+                        f"unreadable: {_os_reason(exc)}"
+                    )
+                    record = count
+                yield Rejection(source, record, "", reason, UNREADABLE)
+                return
+            count += 1
+            yield item
+
+
+def _is_gzip(path: str | os.PathLike[str]) -> bool:
+    return os.fspath(path).lower().endswith(".gz")
+
+
+def _os_reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+class Lines:
+    """Line reader with one line of push-back and a running line number."""
+
+    __slots__ = ("_pushed", "_raw", "_text", "lineno")
+
+    def __init__(self, text: IO[str], raw: IO[bytes]) -> None:
+        self._text = text
+        self._raw = raw
+        self._pushed: str | None = None
+        self.lineno = 0
+
+    def readline(self) -> str:
+        if self._pushed is not None:
+            line, self._pushed = self._pushed, None
+        else:
+            line = self._text.readline()
+        if line:
+            self.lineno += 1
+        return line
+
+    def unread(self, line: str) -> None:
+        self._pushed = line
+        self.lineno -= 1
+
+    @property
+    def offset(self) -> int:
+        """Bytes of the file read so far (approximate: the reader buffers ahead)."""
+        try:
+            return self._raw.tell()
+        except (OSError, ValueError):
+            return 0
+
+def parse_record(raw: RawRecord, options: ReadOptions | None = None) -> Structure | Rejection:
+    """Parse one record's text with its format's library and check the result."""
+    if "\x00" in raw.text:
+        return reject(raw, "the record holds binary data (NUL bytes), not text", MALFORMED)
+    try:
+        item = reader(raw.format).parse(raw, options or ReadOptions())
+    except Exception as exc:  # a library failing on odd input must not stop the run
+        return reject(raw, f"{type(exc).__name__}: {one_line(str(exc))}", PARSE_ERROR)
+    if isinstance(item, Rejection):
+        return item
+    return check_structure(item)
+
+
+def preload_readers(formats: Sequence[str]) -> None:
+    """Import the libraries that read ``formats`` now (they take about a second to import;
+    worker processes forked afterwards then share them instead of importing each)."""
+    for fmt in set(formats):
+        reader(fmt).preload()

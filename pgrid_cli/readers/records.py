@@ -1,0 +1,172 @@
+"""What reading produces besides structures: raw record texts, rejections and their kinds.
+
+Every input record becomes exactly one :class:`~pgrid_cli.core.Structure` or one
+:class:`Rejection` (why it cannot be gridded, in one line), so that every input record is
+accounted for.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..core.box import Box
+from ..core.channels import UnknownElementError
+from ..core.recipe import GridRecipe, OutsideBoxError
+from ..core.structure import Structure
+
+#: Policies for partially occupied CIF sites (``disorder``).
+DISORDER_POLICIES = ("error", "majority", "weight")
+
+
+# Rejection kinds: short, stable labels for the summary table (the reason says the rest).
+UNREADABLE = "unreadable file"
+MALFORMED = "malformed record"
+TRUNCATED = "truncated record"
+PARSE_ERROR = "parse error"
+NO_3D = "no 3D coordinates"
+NON_FINITE = "non-finite coordinates"
+UNKNOWN_ELEMENT = "unknown element"
+DISORDER = "disorder"
+EMPTY = "empty structure"
+BAD_CELL = "bad cell"
+OUTSIDE_BOX = "atoms outside box"
+
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How records are interpreted. ``disorder`` is the policy for partially occupied
+    CIF sites: ``error`` (reject the block), ``majority`` (each site keeps its most
+    occupied species) or ``weight`` (every species of a site, weighted by occupancy)."""
+
+    disorder: str = "error"
+
+    def __post_init__(self) -> None:
+        if self.disorder not in DISORDER_POLICIES:
+            raise ValueError(
+                f"unknown disorder policy {self.disorder!r}: use one of "
+                f"{', '.join(DISORDER_POLICIES)}"
+            )
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An input record that could not be gridded, and why (one line).
+
+    ``record`` is the index of the record in its file, or -1 when the file itself could
+    not be opened. ``kind`` is a short label (one of the module's kind constants) used to
+    count rejections by cause.
+    """
+
+    source: str
+    record: int
+    name: str
+    reason: str
+    kind: str = PARSE_ERROR
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "record": self.record,
+            "name": self.name,
+            "reason": self.reason,
+            "kind": self.kind,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Rejection:
+        return cls(
+            str(d["source"]),
+            int(d["record"]),
+            str(d.get("name", "")),
+            str(d["reason"]),
+            str(d.get("kind", PARSE_ERROR)),
+        )
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """The text of one record, cut from its file but not yet parsed (picklable).
+
+    ``offset`` is how many bytes of the (possibly compressed) file had been read when the
+    record was complete — for progress reporting only.
+    """
+
+    source: str
+    record: int
+    format: str
+    text: str
+    name: str = ""
+    offset: int = 0
+
+
+def reject(raw: RawRecord, reason: str, kind: str, name: str | None = None) -> Rejection:
+    """The rejection of a raw record (its provenance kept)."""
+    return Rejection(raw.source, raw.record, raw.name if name is None else name, reason, kind)
+
+
+def one_line(text: str) -> str:
+    """A library's (possibly multi-line) message as one line of at most 300 characters."""
+    parts = [p.strip() for p in text.strip().splitlines() if p.strip()]
+    return "; ".join(parts)[:300] if parts else "unknown error"
+
+
+def warning_texts(caught: list[warnings.WarningMessage]) -> list[str]:
+    """The distinct warnings a library raised while parsing, one line each."""
+    out: list[str] = []
+    for w in caught:
+        if issubclass(w.category, ResourceWarning):
+            continue
+        text = one_line(str(w.message))
+        if text not in out:
+            out.append(text)
+    return out
+
+
+def check_structure(s: Structure) -> Structure | Rejection:
+    """Reject structures that cannot be gridded: no atoms, non-finite coordinates, atoms
+    of no known element, a degenerate cell."""
+
+    def reject(reason: str, kind: str) -> Rejection:
+        return Rejection(s.source, s.record, s.name, reason, kind)
+
+    if len(s.numbers) == 0:
+        return reject("empty structure (no atoms)", EMPTY)
+    bad = ~np.all(np.isfinite(s.positions), axis=1)
+    if np.any(bad):
+        i = int(np.flatnonzero(bad)[0])
+        return reject(
+            f"non-finite coordinates (NaN or inf) for {int(bad.sum())} atom(s), first atom {i}",
+            NON_FINITE,
+        )
+    z = np.asarray(s.numbers)
+    unknown = (z < 1) | (z > 118)
+    if np.any(unknown):
+        i = int(np.flatnonzero(unknown)[0])
+        return reject(
+            f"atom {i} has no chemical element (atomic number {int(z[i])}: a dummy or query atom)",
+            UNKNOWN_ELEMENT,
+        )
+    if s.lattice is not None:
+        lat = np.asarray(s.lattice, dtype=np.float64)
+        if not np.all(np.isfinite(lat)) or abs(np.linalg.det(lat)) < 1e-6:
+            return reject("the unit cell is degenerate (zero volume)", BAD_CELL)
+    if s.weights is not None and not np.all(np.isfinite(s.weights)):
+        return reject("non-finite atom weights", NON_FINITE)
+    return s
+
+
+def prepare_structure(s: Structure, recipe: GridRecipe) -> tuple[np.ndarray, Box] | Rejection:
+    """(channel of each atom, box) of a parsed structure, or why it cannot be gridded."""
+    try:
+        return recipe.prepare(s)
+    except UnknownElementError as exc:
+        return Rejection(s.source, s.record, s.name, str(exc), UNKNOWN_ELEMENT)
+    except OutsideBoxError as exc:
+        return Rejection(s.source, s.record, s.name, str(exc), OUTSIDE_BOX)
+    except ValueError as exc:
+        return Rejection(s.source, s.record, s.name, f"no {recipe.box} box: {exc}", OUTSIDE_BOX)

@@ -1,0 +1,103 @@
+"""SDF / MDL mol files (read with RDKit): records cut at their ``$$$$`` line."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..core.structure import Structure
+from .files import Lines
+from .records import EMPTY, NO_3D, PARSE_ERROR, RawRecord, ReadOptions, Rejection, reject
+from .registry import Reader, register
+
+
+def _frame_sdf(lines: Lines, source: str) -> Iterator[RawRecord | Rejection]:
+    """SDF records: everything up to a ``$$$$`` line (the last one may lack it)."""
+    record = 0
+    body: list[str] = []
+    start = 1
+    while True:
+        line = lines.readline()
+        if not line or line.startswith("$$$$"):
+            text = "".join(body)
+            if line or text.strip():
+                if text.strip():
+                    name = body[0].strip()[:200]
+                    yield RawRecord(source, record, "sdf", text, name, lines.offset)
+                else:
+                    yield Rejection(source, record, "", f"line {start}: empty SDF record", EMPTY)
+                record += 1
+            if not line:
+                return
+            body = []
+            start = lines.lineno + 1
+        else:
+            body.append(line)
+
+
+class _LogCapture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+_TIMESTAMP = re.compile(r"^\[\d\d:\d\d:\d\d\]\s*")
+
+
+def _rdkit_reason(messages: list[str]) -> str:
+    """The last meaningful line RDKit logged (its final line names the problem)."""
+    lines = [_TIMESTAMP.sub("", m).strip() for m in messages]
+    lines = [ln for ln in lines if ln and not ln.startswith(("*", "-")) and "#" not in ln[:4]]
+    return lines[-1] if lines else "RDKit could not parse the record"
+
+
+def _parse_sdf(raw: RawRecord, _options: ReadOptions) -> Structure | Rejection:
+    from rdkit import Chem, rdBase
+
+    # RDKit reports why a record failed only through its log: route the log to Python
+    # logging for this call and keep the messages instead of printing them.
+    logger = logging.getLogger("rdkit")
+    capture = _LogCapture()
+    saved = (logger.handlers[:], logger.propagate, logger.level)
+    rdBase.LogToPythonLogger()
+    logger.handlers[:] = [capture]
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    try:
+        # Gridding needs elements and coordinates only, so the molecule is not
+        # sanitised: an unusual valence is no reason to lose a record.
+        mol = Chem.MolFromMolBlock(raw.text, sanitize=False, removeHs=False, strictParsing=True)
+    finally:
+        logger.handlers[:], logger.propagate = saved[0], saved[1]
+        logger.setLevel(saved[2])
+        rdBase.LogToCppStreams()
+    if mol is None:
+        return reject(
+            raw, f"RDKit cannot parse the record: {_rdkit_reason(capture.messages)}", PARSE_ERROR
+        )
+    name = mol.GetProp("_Name").strip() if mol.HasProp("_Name") else raw.name
+    if mol.GetNumAtoms() == 0:
+        return reject(raw, "empty structure (no atoms)", EMPTY, name)
+    if mol.GetNumConformers() == 0 or not mol.GetConformer().Is3D():
+        return reject(raw, "no 3D coordinates (a 2D record; embed it in 3D first)", NO_3D, name)
+    positions = np.array(mol.GetConformer().GetPositions(), dtype=np.float64)
+    # Indexing atoms directly is twice as fast as RDKit's Python-level atom sequence.
+    numbers = np.array(
+        [mol.GetAtomWithIdx(i).GetAtomicNum() for i in range(mol.GetNumAtoms())], dtype=np.int64
+    )
+    notes = [_TIMESTAMP.sub("", m).strip() for m in capture.messages if m.strip()]
+    info: dict[str, object] = {"warnings": notes} if notes else {}
+    return Structure(numbers, positions, name=name, source=raw.source, record=raw.record, info=info)
+
+
+def _preload() -> None:
+    from rdkit import Chem  # noqa: F401
+
+
+register(Reader("sdf", (".sdf", ".sd", ".mol"), _frame_sdf, _parse_sdf, _preload, ("mol", "sd")))

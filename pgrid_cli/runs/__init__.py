@@ -1,0 +1,1 @@
+"""Runs: the orchestrators behind ``pgrid grid``, ``pgrid invert`` and ``pgrid bench``."""

@@ -1,0 +1,595 @@
+"""``pgrid grid``: molecule and crystal files → a directory of HDF5 shards.
+
+:func:`grid_files` is what ``pgrid grid`` runs. The input records (every record of every
+input file, in :func:`~pgrid_cli.readers.expand_inputs` order) form one numbered stream of
+*items*; shard ``k`` holds items ``[k·S, (k+1)·S)`` for the shard size ``S`` — the
+structures among them, and the rejected ones in its ``rejected`` dataset. That fixed
+assignment is what makes a run deterministic, resumable and divisible:
+
+* the main process only cuts files into records (:func:`~pgrid_cli.readers.iter_raw_records`)
+  and writes shards; worker processes (``workers``) parse, grid (the recipe's one kernel
+  call per task), round and compress, and their results are written in item order, so the
+  shards do not depend on the number of workers or threads;
+* ``resume`` keeps every complete, valid shard and redoes the rest;
+* slice ``I`` of ``N`` (``shard_index``/``num_shards``, see
+  :func:`~pgrid_cli.runs.slicing.slice_from_env`) writes shards ``k ≡ I (mod N)``, so N
+  jobs share one directory; when the last slice finishes (or on ``pgrid index``) the
+  manifest and ``errors.jsonl`` are written by :func:`~pgrid_cli.store.rundir.write_index`.
+
+The output directory's files and states are :mod:`pgrid_cli.store.rundir`'s.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.box import Box, ShapeLike, normalize_shape
+from ..core.errors import ParameterError
+from ..core.kernel import available_cores, render_batch
+from ..core.recipe import GridRecipe
+from ..core.structure import Structure
+from ..core.version import __version__
+from ..readers import (
+    RawRecord,
+    ReadOptions,
+    Rejection,
+    detect_format,
+    expand_inputs,
+    iter_raw_records,
+    parse_record,
+    preload_readers,
+    prepare_structure,
+)
+from ..store.codec import GridCodec
+from ..store.rundir import (
+    SLICE_FORMAT,
+    input_meta,
+    prepare_output,
+    read_slice_states,
+    run_id,
+    slice_state_path,
+    write_index,
+    write_json,
+)
+from ..store.shard import Shard, ShardMeta, ShardWriter, shard_name
+from .slicing import slice_from_env
+from .summary import Progress, RunSummary
+
+#: Shards aim at about this many bytes on disk when ``shard_size`` is not given.
+TARGET_SHARD_BYTES = 250e6
+#: Assumed compression of rounded, gzip'd grids when choosing the default shard size
+#: (drug-like molecules at 32³ with element channels compress about 35×).
+_ASSUMED_RATIO = {"gzip": 35.0, "lzf": 8.0, "none": 1.0}
+#: Grids per worker task: about this many bytes of raw float32 (bounded to 1..64).
+_TASK_BYTES = 32 << 20
+_MAX_NOTES = 50
+
+
+# ---------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class GridOptions:
+    """The parameters of a ``pgrid grid`` run: the gridding recipe, storage and reading.
+
+    Attributes
+    ----------
+    grid_size, sigma, channels, box, padding : the :class:`~pgrid_cli.core.GridRecipe`
+    dtype : ``float32`` or ``float16`` storage
+    compression : ``gzip`` (``gzip:1``…``gzip:9``), ``lzf`` or ``none``
+    lossless : store the kernel's float32 values unrounded (see :mod:`pgrid_cli.store.codec`)
+    disorder : CIF partial occupancy policy, ``error``, ``majority`` or ``weight``
+    format : force an input format (``xyz``, ``sdf``, ``cif``) instead of the extension
+    shard_size : input records per shard (default: see :func:`default_shard_size`)
+    """
+
+    grid_size: ShapeLike = 32
+    sigma: float = 0.5
+    channels: str = "elements"
+    box: str = "fit"
+    padding: float = 2.0
+    dtype: str = "float32"
+    compression: str = "gzip"
+    lossless: bool = False
+    disorder: str = "error"
+    format: str | None = None
+    shard_size: int | None = None
+
+    def resolve(self) -> Settings:
+        """Validate every option (ValueError with a specific message) → :class:`Settings`."""
+        recipe = GridRecipe(self.grid_size, self.sigma, self.channels, self.box, self.padding)
+        codec = GridCodec.parse(self.compression, self.dtype, self.lossless)
+        read = ReadOptions(self.disorder)
+        fmt = detect_format("", self.format) if self.format is not None else None
+        if self.shard_size is not None and int(self.shard_size) < 1:
+            raise ParameterError(f"{{shard_size}} must be at least 1, got {self.shard_size}")
+        size = (
+            int(self.shard_size)
+            if self.shard_size is not None
+            else default_shard_size(recipe.shape, recipe.n_channels, codec)
+        )
+        return Settings(recipe=recipe, codec=codec, read=read, format=fmt, shard_size=size)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated run parameters (from :meth:`GridOptions.resolve`); picklable."""
+
+    recipe: GridRecipe
+    codec: GridCodec
+    read: ReadOptions
+    format: str | None
+    shard_size: int
+    threads: int = 1  #: kernel threads in the process that grids
+
+    def parameters(self) -> dict[str, Any]:
+        """The parameters that determine shard contents (JSON-friendly)."""
+        c = self.codec
+        return {
+            **self.recipe.parameters(),
+            "dtype": c.dtype,
+            "compression": c.compression,
+            "compression_level": c.level if c.compression == "gzip" else 0,
+            "rounding_step": c.step,
+            "disorder": self.read.disorder,
+            "format": self.format,
+            "shard_size": self.shard_size,
+        }
+
+
+def default_shard_size(shape: ShapeLike, n_channels: int, codec: GridCodec) -> int:
+    """Records per shard so that a shard is about :data:`TARGET_SHARD_BYTES` on disk.
+
+    Assumes typical compression for the codec and rounds down to 1, 2 or 5 × 10ⁿ.
+    """
+    raw = n_channels * int(np.prod(normalize_shape(shape))) * codec.np_dtype.itemsize
+    ratio = (
+        _ASSUMED_RATIO[codec.compression]
+        if codec.step
+        else min(_ASSUMED_RATIO[codec.compression], 10.0)
+    )
+    n = max(1.0, TARGET_SHARD_BYTES / (raw / ratio))
+    exp = 10 ** math.floor(math.log10(n))
+    for m in (5, 2, 1):
+        if n >= m * exp:
+            return int(min(m * exp, 100_000))
+    return 1
+
+
+# ---------------------------------------------------------------------- worker side
+@dataclass
+class _Gridded:
+    """One structure, gridded and encoded (what a worker sends back)."""
+
+    structure: Structure  #: its atoms and provenance
+    box: Box
+    chunk: tuple[bytes, int] | None  # encoded chunk, or
+    grid: np.ndarray | None  # the rounded grid when h5py compresses (lzf)
+    notes: list[str]
+
+
+@dataclass
+class _Task:
+    shard: int
+    items: list[RawRecord | Rejection]
+    bytes_end: int = 0
+
+
+@dataclass
+class _TaskResult:
+    shard: int
+    entries: list[_Gridded | Rejection]
+    bytes_end: int
+    parse_s: float = 0.0
+    grid_s: float = 0.0
+    encode_s: float = 0.0
+
+
+_buffers: dict[tuple[int, ...], np.ndarray] = {}
+
+
+def _buffer(shape: tuple[int, ...]) -> np.ndarray:
+    """A reused float32 output array of ``shape`` (B, C, nx, ny, nz) for this process:
+    allocating a fresh one per task costs a page fault per 4 KiB, more than gridding."""
+    key = shape[1:]
+    buf = _buffers.get(key)
+    if buf is None or len(buf) < shape[0]:
+        _buffers.clear()
+        buf = _buffers[key] = np.empty((max(shape[0], 1), *key), dtype=np.float32)
+    return buf[: shape[0]]
+
+
+def run_task(task: _Task, settings: Settings) -> _TaskResult:
+    """Parse, check, grid, round and encode the records of one task (in a worker).
+
+    The stage timings are CPU seconds of this process (kernel threads included).
+    """
+    t0 = time.process_time()
+    recipe = settings.recipe
+    entries: list[_Gridded | Rejection | None] = []
+    ready: list[tuple[int, Structure, tuple[np.ndarray, Box]]] = []
+    for item in task.items:
+        s = item if isinstance(item, Rejection) else parse_record(item, settings.read)
+        if isinstance(s, Rejection):
+            entries.append(s)
+            continue
+        prepared = prepare_structure(s, recipe)
+        if isinstance(prepared, Rejection):
+            entries.append(prepared)
+            continue
+        ready.append((len(entries), s, prepared))
+        entries.append(None)
+    t1 = time.process_time()
+    result = _TaskResult(task.shard, [], task.bytes_end, parse_s=t1 - t0)
+    if ready:
+        batch = recipe.batch([s for _, s, _ in ready], [p for *_, p in ready])
+        grids = render_batch(batch, _buffer(batch.grid_shape), threads=settings.threads)
+        t2 = time.process_time()
+        codec = settings.codec
+        for (idx, s, (_, box)), g in zip(ready, grids, strict=True):
+            codec.round(g)  # one structure at a time: its temporaries stay in cache
+            notes = [str(n) for n in s.info.get("warnings", [])]  # type: ignore[attr-defined]
+            if "disorder" in s.info:
+                notes.append(f"partial occupancy handled with disorder={settings.read.disorder}")
+            entries[idx] = _Gridded(
+                structure=s,
+                box=box,
+                chunk=codec.encode(g) if codec.encodes_chunks else None,
+                grid=None if codec.encodes_chunks else g.astype(codec.np_dtype),
+                notes=notes,
+            )
+        result.grid_s = t2 - t1
+        result.encode_s = time.process_time() - t2
+    result.entries = [e for e in entries if e is not None]
+    return result
+
+
+class _Done:
+    """A finished 'future' for tasks run in the calling process."""
+
+    def __init__(self, value: _TaskResult) -> None:
+        self._value = value
+
+    def result(self) -> _TaskResult:
+        return self._value
+
+    def done(self) -> bool:
+        return True
+
+
+# ---------------------------------------------------------------------- the writing side
+class _ShardSink:
+    """Writes task results, in item order, into this slice's shards and counts them."""
+
+    def __init__(
+        self,
+        out: Path,
+        settings: Settings,
+        run: str,
+        command: str,
+        summary: RunSummary,
+        report: Callable[[int], None],
+    ) -> None:
+        self.out = out
+        self.settings = settings
+        self.run = run
+        self.command = command
+        self.summary = summary
+        self.report = report
+        self.kinds: Counter[str] = Counter()
+        self.notes: Counter[str] = Counter()
+        self.timings = Counter({"read": 0.0, "parse": 0.0, "grid": 0.0, "encode": 0.0})
+        self.timings["write"] = 0.0
+        self.written_shards: list[int] = []
+        self._writer: ShardWriter | None = None
+        self._shard = -1
+
+    def _open(self, k: int) -> ShardWriter:
+        s = self.settings
+        meta = ShardMeta(
+            sigma=s.recipe.sigma,
+            channels=s.recipe.spec.names,
+            grid_shape=s.recipe.shape,
+            box=s.recipe.box,
+            padding=s.recipe.padding,
+            command=self.command,
+            extra={
+                "run_id": self.run,
+                "first_item": k * s.shard_size,
+                "disorder": s.read.disorder,
+            },
+        )
+        return ShardWriter(self.out / shard_name(k), meta, compression=s.codec)
+
+    def _finish(self) -> None:
+        w = self._writer
+        if w is None:
+            return
+        path = w.close({"n_items": len(w) + w.n_rejected})
+        self._writer = None
+        self.summary.shards_written += 1
+        self.summary.bytes_written += path.stat().st_size
+
+    def consume(self, res: _TaskResult) -> None:
+        t = time.thread_time()
+        if self._writer is not None and res.shard != self._shard:
+            self._finish()  # tasks arrive in order: that shard has all its items
+        if self._writer is None:
+            self._writer = self._open(res.shard)
+            self._shard = res.shard
+            self.written_shards.append(res.shard)
+        writer = self._writer
+        done = [e for e in res.entries if isinstance(e, _Gridded)]
+        rejected = [e for e in res.entries if isinstance(e, Rejection)]
+        if done:
+            structures = [d.structure for d in done]
+            args = (
+                [d.box for d in done],
+                [s.numbers for s in structures],
+                [s.positions for s in structures],
+                [s.name for s in structures],
+                [s.source for s in structures],
+                [s.record for s in structures],
+                [s.weights for s in structures],
+            )
+            if self.settings.codec.encodes_chunks:
+                writer.append([d.chunk for d in done], *args, encoded=True)  # type: ignore[arg-type]
+            else:  # rounded in the worker already
+                writer.append(np.stack([d.grid for d in done]), *args, rounded=True)  # type: ignore[arg-type]
+        writer.add_rejections(rejected)
+        for d in done:
+            for n in d.notes:
+                if n in self.notes or len(self.notes) < _MAX_NOTES:
+                    self.notes[n] += 1
+        self.kinds.update(r.kind for r in rejected)
+        summary = self.summary
+        summary.read += len(res.entries)
+        summary.written += len(done)
+        summary.gridded += len(done)
+        self.timings["parse"] += res.parse_s
+        self.timings["grid"] += res.grid_s
+        self.timings["encode"] += res.encode_s
+        self.timings["write"] += time.thread_time() - t
+        self.report(res.bytes_end)
+
+    def close(self) -> None:
+        self._finish()
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+
+
+# ---------------------------------------------------------------------- the run
+def grid_files(
+    inputs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    options: GridOptions | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    shard_index: int | None = None,
+    num_shards: int | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    recursive: bool = True,
+    command: str = "",
+    progress: Callable[[Progress], None] | None = None,
+) -> RunSummary:
+    """Grid every record of ``inputs`` into shards in ``out_dir`` (``pgrid grid``).
+
+    Parameters
+    ----------
+    inputs : files, directories (recursed) and glob patterns (see
+        :func:`~pgrid_cli.readers.expand_inputs`)
+    out_dir : output directory; must be empty or absent unless ``resume`` (continue an
+        interrupted run with the same inputs and options: complete shards are verified and
+        kept, the rest redone) or ``overwrite`` (replace pgrid's files in it)
+    options : :class:`GridOptions`
+    shard_index, num_shards : run slice I of N (shards k with k mod N = I); default from
+        the Slurm array variables, else the whole input
+    workers : processes that parse, grid and compress (default: one per core; 0 runs
+        everything in this process)
+    threads : kernel threads in all (default: one per core), split between workers
+    command : the command line, stored in every shard
+    progress : called with a :class:`Progress` as work completes
+
+    Returns a :class:`RunSummary`. Raises ValueError for bad options or an output
+    directory that cannot be used; bad input records never raise, they are rejected.
+    """
+    started = time.perf_counter()
+    settings = (options or GridOptions()).resolve()
+    index, count = slice_from_env(shard_index, num_shards)
+    cores = available_cores()
+    n_workers = cores if workers is None else int(workers)
+    if n_workers < 0:
+        raise ParameterError(f"{{workers}} must be 0 or more, got {n_workers}")
+    n_threads = cores if threads is None else int(threads)
+    if n_threads < 1:
+        raise ParameterError(f"{{threads}} must be at least 1, got {n_threads}")
+    files = expand_inputs(inputs, recursive=recursive)
+    formats = [detect_format(f, settings.format) for f in files]
+    inputs_meta = [input_meta(f, fmt) for f, fmt in zip(files, formats, strict=True)]
+    params = settings.parameters()
+    run = run_id(params, inputs_meta)
+
+    out = Path(out_dir)
+    kept = prepare_output(out, run, params, settings.shard_size, index, count, resume, overwrite)
+    state_path = slice_state_path(out, index, count)
+    state: dict[str, Any] = {
+        "format": SLICE_FORMAT,
+        "run_id": run,
+        "slice_index": index,
+        "num_slices": count,
+        "parameters": params,
+        "inputs": inputs_meta,
+        "shard_size": settings.shard_size,
+        "command": command,
+        "pgrid_version": __version__,
+        "complete": False,
+        "total_items": None,
+    }
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(state_path, state)
+
+    summary = RunSummary(out, index, count, files=len(files), shards_kept=len(kept))
+    bytes_total = sum(int(m["bytes"] or 0) for m in inputs_meta)
+
+    def report(bytes_done: int) -> None:
+        if progress is not None:
+            progress(
+                Progress(
+                    bytes_done,
+                    bytes_total,
+                    summary.read,
+                    summary.written,
+                    summary.read - summary.written,
+                    time.perf_counter() - started,
+                )
+            )
+
+    sink = _ShardSink(out, settings, run, command, summary, report)
+    for check in kept.values():
+        summary.read += check.n_structures + check.n_rejected
+        summary.written += check.n_structures
+        shard = Shard(check.path)
+        sink.kinds.update(r.kind for r in shard.rejections())
+        shard.close()
+    per_worker = max(1, n_threads // max(1, n_workers))
+    work = replace(settings, threads=per_worker if n_workers else n_threads)
+    raw_bytes = settings.recipe.n_channels * int(np.prod(settings.recipe.shape)) * 4
+    task_size = int(min(64, max(1, _TASK_BYTES // raw_bytes)))
+
+    pool: Executor | None = None
+    pending: deque[Future[_TaskResult] | _Done] = deque()
+    max_pending = 2 * n_workers + 1
+    total_items = 0
+    try:
+        preload_readers(formats)
+        if n_workers:
+            pool = _start_pool(n_workers)
+        task: _Task | None = None
+
+        def submit(t: _Task) -> None:
+            if pool is None:
+                pending.append(_Done(run_task(t, work)))
+            else:
+                pending.append(pool.submit(run_task, t, work))
+            while len(pending) > max_pending or (pending and pending[0].done()):
+                sink.consume(pending.popleft().result())
+
+        items = _numbered_items(files, formats, inputs_meta)
+        skipped = 0
+        while True:
+            t = time.thread_time()
+            nxt = next(items, None)
+            sink.timings["read"] += time.thread_time() - t
+            if nxt is None:
+                break
+            number, item, position = nxt
+            total_items = number + 1
+            k = number // settings.shard_size
+            if k % count != index or k in kept:
+                if task is not None:
+                    submit(task)
+                    task = None
+                skipped += 1
+                if not pending and skipped % 4096 == 0:
+                    report(position)
+                continue
+            if task is not None and (task.shard != k or len(task.items) >= task_size):
+                submit(task)
+                task = None
+            if task is None:
+                task = _Task(k, [])
+            task.items.append(item)
+            task.bytes_end = position
+        if task is not None:
+            submit(task)
+        while pending:
+            sink.consume(pending.popleft().result())
+        sink.close()
+    except BaseException:
+        sink.abort()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+            pool = None
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    report(bytes_total)
+
+    summary.total_items = total_items
+    summary.rejected = summary.read - summary.written
+    summary.rejected_by_kind = dict(sink.kinds)
+    summary.notes = dict(sink.notes)
+    summary.timings = dict(sink.timings)
+    state.update(
+        complete=True,
+        total_items=total_items,
+        shards=sorted([*sink.written_shards, *kept]),
+        counts={
+            "read": summary.read,
+            "written": summary.written,
+            "rejected": summary.rejected,
+            "rejected_by_kind": dict(sorted(sink.kinds.items())),
+        },
+        notes=dict(sink.notes),
+    )
+    write_json(state_path, state)
+    states = read_slice_states(out)
+    done = {
+        int(s["slice_index"])
+        for s in states
+        if s["run_id"] == run and s["complete"] and int(s["num_slices"]) == count
+    }
+    if len(done) == count:  # the last slice to finish writes the manifest
+        write_index(out)
+        summary.manifest = True
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _mp_context() -> Any:
+    # On Linux, fork: workers start at once and need not re-import the caller's main
+    # module. Forking is safe as long as no
+    # other thread runs at that moment: _start_pool() forks every worker up front, before
+    # any progress display starts. Elsewhere, the platform's default (spawn).
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context()
+
+
+def _start_pool(n_workers: int) -> ProcessPoolExecutor:
+    pool = ProcessPoolExecutor(n_workers, mp_context=_mp_context())
+    pool.submit(int).result()  # with fork, this starts all the workers now
+    return pool
+
+
+def _numbered_items(
+    files: Sequence[Path], formats: Sequence[str], meta: Sequence[dict[str, Any]]
+) -> Iterator[tuple[int, RawRecord | Rejection, int]]:
+    """(item number, raw record or rejection, bytes of input read) over every file."""
+    number = 0
+    base = 0
+    for f, fmt, m in zip(files, formats, meta, strict=True):
+        position = base
+        for item in iter_raw_records(f, fmt):
+            if isinstance(item, RawRecord):
+                position = base + item.offset
+            yield number, item, position
+            number += 1
+        base += int(m["bytes"] or 0)
+

@@ -1,0 +1,74 @@
+"""What a ``pgrid grid`` run reports: progress while it runs, a summary when it ends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Progress:
+    """Where a run is: reported to the ``progress`` callback of :func:`grid_files`."""
+
+    bytes_done: int
+    bytes_total: int
+    items: int  #: input records of this slice handled so far
+    written: int
+    rejected: int
+    elapsed: float  #: seconds
+
+
+@dataclass
+class RunSummary:
+    """What a run did. Counts are for this slice (all of the input when unsliced)."""
+
+    out_dir: Path
+    slice_index: int
+    num_slices: int
+    read: int = 0  #: input records handled by this slice (kept shards included)
+    written: int = 0  #: structures in this slice's shards
+    rejected: int = 0
+    rejected_by_kind: dict[str, int] = field(default_factory=dict)
+    total_items: int = 0  #: input records of the whole input (every slice)
+    shards_written: int = 0
+    shards_kept: int = 0  #: complete shards of an earlier run, kept by ``resume``
+    bytes_written: int = 0  #: size of the shards written by this run
+    gridded: int = 0  #: structures gridded by this run (not counting kept shards)
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  #: CPU seconds by stage
+    notes: dict[str, int] = field(default_factory=dict)  #: reader warnings, counted
+    manifest: bool = False  #: True when manifest.json and errors.jsonl were written
+    files: int = 0
+
+    @property
+    def structures_per_s(self) -> float:
+        return self.gridded / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def bytes_per_structure(self) -> float:
+        return self.bytes_written / self.gridded if self.gridded else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "out_dir": str(self.out_dir),
+            "slice": [self.slice_index, self.num_slices],
+            "files": self.files,
+            "read": self.read,
+            "written": self.written,
+            "rejected": self.rejected,
+            "rejected_by_kind": dict(sorted(self.rejected_by_kind.items())),
+            "total_items": self.total_items,
+            "shards_written": self.shards_written,
+            "shards_kept": self.shards_kept,
+            "bytes_written": self.bytes_written,
+            "bytes_per_structure": round(self.bytes_per_structure, 1),
+            "gridded": self.gridded,
+            "seconds": round(self.seconds, 3),
+            "structures_per_s": round(self.structures_per_s, 1),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "notes": self.notes,
+            "manifest": self.manifest,
+        }
+
+

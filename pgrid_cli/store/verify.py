@@ -1,0 +1,122 @@
+"""Checking a shard: complete, self-consistent, and (with ``deep``) every grid readable."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .shard import REJECTED, check_format, plain
+
+_REQUIRED = (
+    "grids",
+    "origin",
+    "axes",
+    "periodic",
+    "atom_offset",
+    "atomic_numbers",
+    "positions",
+    "name",
+    "source",
+    "record",
+)
+
+
+@dataclass
+class ShardCheck:
+    """The result of :func:`verify_shard`: ``problem`` is empty when the shard is valid."""
+
+    path: Path
+    problem: str = ""
+    n_structures: int = 0
+    n_rejected: int = 0
+    n_atoms: int = 0
+    dtype: str = ""
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem
+
+
+def verify_shard(
+    path: str | os.PathLike[str], *, expect: dict[str, Any] | None = None, deep: bool = False
+) -> ShardCheck:
+    """Check that a file is a complete, self-consistent shard.
+
+    Checks the format attributes, that every dataset has one entry per structure (or per
+    atom), the ``atom_offset`` index, the grid shape against ``channels``/``grid_shape``,
+    the counts written when the shard was closed, and that file attributes equal
+    ``expect`` (e.g. ``{"run_id": …, "first_item": …}``). ``deep`` also decompresses every
+    grid and checks its values are finite (slower: it reads the whole file).
+    """
+    check = ShardCheck(Path(path))
+    try:
+        with h5py.File(path, "r") as f:
+            check.problem = _shard_problem(f, check, expect or {}, deep)
+    except OSError as exc:
+        check.problem = f"not a readable HDF5 file ({exc})"
+    return check
+
+
+def _shard_problem(f: h5py.File, check: ShardCheck, expect: dict[str, Any], deep: bool) -> str:
+    try:
+        check_format(f, check.path.name)
+    except ValueError as exc:
+        return str(exc).split(": ", 1)[-1]
+    missing = [d for d in _REQUIRED if d not in f]
+    if missing:
+        return f"missing dataset(s) {', '.join(missing)}"
+    attrs = {k: plain(v) for k, v in f.attrs.items()}
+    check.attrs = attrs
+    n = int(f["grids"].shape[0])
+    check.n_structures = n
+    check.dtype = str(f["grids"].dtype)
+    for d in ("origin", "axes", "periodic", "name", "source", "record"):
+        if f[d].shape[0] != n:
+            return f"{d} has {f[d].shape[0]} entries for {n} grids"
+    try:
+        shape = (len(attrs["channels"]), *[int(v) for v in attrs["grid_shape"]])
+    except (KeyError, TypeError):
+        return "missing channels or grid_shape attribute"
+    if tuple(f["grids"].shape[1:]) != shape:
+        return f"grids have shape {f['grids'].shape[1:]}, attributes say {shape}"
+    offsets = f["atom_offset"][:]
+    m = int(f["atomic_numbers"].shape[0])
+    check.n_atoms = m
+    if len(offsets) != n + 1 or offsets[0] != 0 or np.any(np.diff(offsets) < 0):
+        return "atom_offset is not a valid index (N+1 non-decreasing offsets from 0)"
+    if offsets[-1] != m or f["positions"].shape[0] != m:
+        return f"atom_offset ends at {offsets[-1]}, but there are {m} atoms / positions"
+    if "weights" in f and f["weights"].shape[0] != m:
+        return f"weights has {f['weights'].shape[0]} entries for {m} atoms"
+    if "n_structures" not in attrs:
+        return "the shard was not closed (no n_structures attribute)"
+    if int(attrs["n_structures"]) != n:
+        return f"n_structures attribute is {attrs['n_structures']}, but there are {n} grids"
+    n_rej = int(f[REJECTED].shape[0]) if REJECTED in f else 0
+    check.n_rejected = n_rej
+    if int(attrs.get("n_rejected", n_rej)) != n_rej:
+        return f"n_rejected attribute is {attrs['n_rejected']}, but {n_rej} are stored"
+    if "n_items" in attrs and int(attrs["n_items"]) != n + n_rej:
+        return f"holds {n} structures + {n_rej} rejections, but n_items is {attrs['n_items']}"
+    for key, want in expect.items():
+        got = attrs.get(key)
+        if got != want:
+            return f"{key} is {got!r}, expected {want!r}"
+    if deep:
+        g = f["grids"]
+        for i in range(n):
+            try:
+                values = g[i]
+            except OSError as exc:
+                return f"grid {i} cannot be read ({exc})"
+            if not np.all(np.isfinite(values)):
+                return f"grid {i} holds non-finite values"
+    return ""
+
+
