@@ -17,42 +17,8 @@ the instruction set in use.
 
 from __future__ import annotations
 
-from .core import (
-    Batch,
-    Box,
-    ChannelSpec,
-    GridRecipe,
-    Structure,
-    UnknownElementError,
-    available_isas,
-    get_memory_limit,
-    gradient_batch,
-    grid,
-    grid_batch,
-    grid_gradient,
-    kernel_info,
-    render_batch,
-    resolve_isa,
-    set_memory_limit,
-)
+from . import core as _core_api
+from .core import *  # noqa: F403  (the public API is the core's, see pgrid_cli.core.__all__)
 from .core.version import __version__
 
-__all__ = [
-    "Batch",
-    "Box",
-    "ChannelSpec",
-    "GridRecipe",
-    "Structure",
-    "UnknownElementError",
-    "__version__",
-    "available_isas",
-    "get_memory_limit",
-    "gradient_batch",
-    "grid",
-    "grid_batch",
-    "grid_gradient",
-    "kernel_info",
-    "render_batch",
-    "resolve_isa",
-    "set_memory_limit",
-]
+__all__ = [*_core_api.__all__, "__version__"]

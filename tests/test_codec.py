@@ -11,7 +11,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from pgrid_cli import available_isas
-from pgrid_cli.store.codec import DEFAULT_STEP, GridCodec, deflate, shuffle, unshuffle
+from pgrid_cli.store.codec import DEFAULT_STEP, GridCodec, deflate, shuffle
 
 
 def sparse_grid(seed=0, shape=(3, 20, 20, 20)):
@@ -30,7 +30,8 @@ def test_shuffle_is_hdf5_byte_transpose(dtype):
     size = np.dtype(dtype).itemsize
     expect = a.view(np.uint8).reshape(-1, size).T.reshape(-1)
     assert_array_equal(s, expect)
-    assert_array_equal(unshuffle(s, dtype), a)
+    back = np.ascontiguousarray(np.asarray(s).reshape(size, -1).T).view(dtype).reshape(-1)
+    assert_array_equal(back, a)
 
 
 @pytest.mark.parametrize(
@@ -181,4 +182,3 @@ def test_native_shuffle_round_trip_on_every_isa(isa):
     back = np.empty_like(x)
     _core.unshuffle4(shuffled, back, isa)
     assert_array_equal(back, x)
-    assert_array_equal(unshuffle(shuffled, np.float32), x)

@@ -31,7 +31,11 @@ from pgrid_cli import (  # noqa: E402
     GridRecipe,
     grid,
 )
-from pgrid_cli.core.reference import reference_batch, reference_gradient, reference_grid  # noqa: E402
+from pgrid_cli.core.reference import (  # noqa: E402
+    reference_gradient,
+    reference_grid,
+    reference_structure,
+)
 from pgrid_cli.readers import Rejection, Structure, iter_records  # noqa: E402
 from pgrid_cli.runs.grid import GridOptions, grid_files  # noqa: E402
 from pgrid_cli.store.codec import DEFAULT_STEP  # noqa: E402
@@ -511,7 +515,7 @@ class ReferenceEngine:
     through the same autograd.Function, so torch.autograd.gradcheck is meaningful."""
 
     def render(self, batch, threads):
-        return reference_batch(batch)
+        return np.stack([reference_structure(batch, s) for s in range(batch.n_structures)])
 
     def gradient(self, batch, dgrid, threads):
         dpos = np.zeros((batch.n_atoms, 3))

@@ -513,11 +513,3 @@ def reference_structure(batch: Any, s: int) -> np.ndarray:
         batch.n_channels,
         batch.weights[a:b],
     )
-
-
-def reference_batch(batch: Any) -> np.ndarray:
-    """(B, C, nx, ny, nz) float64 reference grids of every structure of a batch."""
-    out = np.zeros(batch.grid_shape, dtype=np.float64)
-    for s in range(batch.n_structures):
-        out[s] = reference_structure(batch, s)
-    return out

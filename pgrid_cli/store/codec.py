@@ -226,13 +226,6 @@ def shuffle(arr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def unshuffle(data: bytes | np.ndarray, dtype: Any) -> np.ndarray:
-    """Inverse of :func:`shuffle` (1-D array of ``dtype``)."""
-    dt = np.dtype(dtype)
-    raw = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
-    return np.ascontiguousarray(raw.reshape(dt.itemsize, -1).T).view(dt).reshape(-1)
-
-
 _zero_fragments: dict[int, bytes] = {}
 
 
