@@ -9,7 +9,8 @@ STAMP := $(VENV)/.pgrid-installed
 # Re-install when the build or the native sources change (Python files are editable).
 NATIVE := pyproject.toml CMakeLists.txt $(wildcard native/include/pgrid/*.hpp native/src/*)
 
-.PHONY: help install demo test lint format bench bench-pipeline bench-invert bench-results clean
+.PHONY: help install demo test lint format bench bench-pipeline bench-invert bench-results \
+	bench-peers peers-venv clean
 
 help:
 	@echo "make demo    install and run the main job on sample_data/"
@@ -19,6 +20,8 @@ help:
 	@echo "make bench-pipeline   SDF -> shards throughput against the kernel alone"
 	@echo "make bench-invert     inversion quality and speed table (docs/benchmarks.md)"
 	@echo "make bench-results  re-measure docs/bench/ with pgrid bench (about 4 min)"
+	@echo "make bench-peers    pgrid against ParticleGrid / libmolgrid (PG_PY=... MG_PY=...)"
+	@echo "make peers-venv     a libmolgrid venv from PyPI in $(MG_VENV) (MG_VENV=...)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +62,24 @@ bench-invert: install
 bench-results: install
 	$(VENV)/bin/pgrid bench --end-to-end --json docs/bench/bench.json --csv docs/bench/bench.csv \
 	  --plot docs/bench/bench.png > docs/bench/bench.txt
+
+# pgrid against its peers (docs/benchmarks.md, "Against ParticleGrid and libmolgrid").
+# Only pgrid unless interpreters that import the peers are given:
+#   make bench-peers PG_PY=/path/to/particlegrid/venv/bin/python MG_PY=$(MG_VENV)/bin/python
+# PEERS_ARGS passes more options, e.g. PEERS_ARGS="--json docs/bench/peers.json".
+PG_PY ?=
+MG_PY ?=
+PEERS_ARGS ?=
+MG_VENV ?= build/venv-molgrid
+bench-peers: install
+	$(PY) benchmarks/bench_peers.py $(if $(PG_PY),--particlegrid-python $(PG_PY)) \
+	  $(if $(MG_PY),--molgrid-python $(MG_PY)) $(PEERS_ARGS)
+
+# libmolgrid's CPU build from PyPI (its wheels need numpy < 2).
+peers-venv:
+	$(PYTHON) -m venv $(MG_VENV)
+	$(MG_VENV)/bin/python -m pip --disable-pip-version-check install --quiet molgrid 'numpy<2'
+	$(MG_VENV)/bin/python -c "import molgrid; print('molgrid', molgrid.__version__)"
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
