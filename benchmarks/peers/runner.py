@@ -390,7 +390,7 @@ class Runner:
             ans["verified_total"] = ref
         return ans
 
-    def release(self, cmd):
+    def release(self, _cmd):
         self.cases.clear()
         return {}
 

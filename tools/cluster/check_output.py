@@ -41,7 +41,8 @@ failures = 0
 def report(ok: bool, what: str, detail: str = "") -> None:
     global failures
     failures += not ok
-    print(f"{'PASS' if ok else 'FAIL'} {LABEL}: {what}" + (f" — {detail}" if detail and not ok else ""))
+    tail = f" — {detail}" if detail and not ok else ""
+    print(f"{'PASS' if ok else 'FAIL'} {LABEL}: {what}{tail}")
 
 
 def count_records(path: Path) -> int:
@@ -213,7 +214,8 @@ def main() -> int:
         diff_keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         report(
             not diff_keys,
-            f"manifest.json equals the reference's (but {sorted(IGNORED_MANIFEST)} and shard bytes)",
+            f"manifest.json equals the reference's "
+            f"(but {sorted(IGNORED_MANIFEST)} and shard bytes)",
             f"differs in {diff_keys}",
         )
     else:
