@@ -7,8 +7,17 @@ from typing import Annotated
 
 import typer
 
-from ..shards import ShardSet
+from ..shards import Shard, ShardRecord, ShardSet
 from ._app import app, user_errors
+
+
+def read_record(path: Path, index: int) -> tuple[ShardRecord, Shard]:
+    """Structure ``index`` of a shard file or directory, and the shard that holds it."""
+    shards = ShardSet(path)
+    if not -len(shards) <= index < len(shards):
+        raise ValueError(f"--index {index} is out of range: {path} holds {len(shards)} grids")
+    shard, j = shards.locate(index)
+    return shard[j], shard
 
 
 @app.command("show")
@@ -31,11 +40,7 @@ def show_cli(
     from ..plot import draw_grid
 
     with user_errors():
-        shards = ShardSet(path)
-        if not -len(shards) <= index < len(shards):
-            raise ValueError(f"--index {index} is out of range: {path} holds {len(shards)} grids")
-        record = shards[index]
-        shard, _ = shards.locate(index)
+        record, shard = read_record(path, index)
         names = [c.strip() for c in channels.split(",")] if channels else None
         written = draw_grid(record, shard.channels, out, channels=names, mode=mode)
     typer.echo(f"{record.name or 'structure'} (#{index}) → {written}")
