@@ -3,7 +3,7 @@ on :data:`app`; every ``*_cli`` function only parses options and calls a library
 
 from __future__ import annotations
 
-from . import bench, grid, info, invert, show  # noqa: F401  (each registers its commands on app)
+from . import bench, export, grid, info, invert, show  # noqa: F401  (each registers its commands on app)
 from ._app import app
 
 __all__ = ["app", "main"]

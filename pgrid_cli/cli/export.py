@@ -1,0 +1,71 @@
+"""``pgrid export``: write one grid of a shard in a format that viewers read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._app import app, user_errors
+from .show import read_record
+
+
+@app.command("export")
+def export_cli(
+    path: Annotated[Path, typer.Argument(help="A shard file or an output directory.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="File to write; its suffix picks the format (.cube, .dx, .mrc/.map, "
+            ".chgcar or a file named CHGCAR) unless --format is given.",
+        ),
+    ],
+    index: Annotated[
+        int,
+        typer.Option("--index", "-i", help="Structure to export (global index in a directory)."),
+    ] = 0,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="cube (Bohr, atoms/Bohr³, with atoms), dx (Å, atoms/Å³), chgcar (ρ·V, "
+            "crystals only, with atoms) or mrc (Å, atoms/Å³, axis-aligned boxes only).",
+        ),
+    ] = None,
+    channel: Annotated[
+        str,
+        typer.Option(
+            "--channel",
+            "-c",
+            help="all: one file per non-empty channel (OUT with the channel name inserted "
+            "before the suffix: g.C.cube; '*' is written 'other'); sum: the channels "
+            "summed into OUT; a name (C) into OUT; or a list (C,N,O).",
+        ),
+    ] = "all",
+    quantity: Annotated[
+        str,
+        typer.Option(
+            help="density: amount / voxel volume (per Bohr³ in cube files, per Å³ "
+            "otherwise); amount: pgrid's values (atoms per voxel). CHGCAR always stores "
+            "ρ·V_cell.",
+        ),
+    ] = "density",
+) -> None:
+    """Export one grid to cube, DX, CHGCAR or MRC for VMD, PyMOL, VESTA, ChimeraX ….
+
+    Grid points are written at the voxel centres (pgrid's corner origin + ½ voxel).
+    Conventions of every format: docs/export.md.
+    """
+    from ..export import export_record
+
+    with user_errors():
+        record, shard = read_record(path, index)
+        written = export_record(
+            record, out, shard.channels, fmt=fmt, channel=channel, quantity=quantity
+        )
+    for p in written:
+        typer.echo(f"{record.name or 'structure'} (#{index}) → {p}")
