@@ -336,6 +336,37 @@ def test_normal_cdf_is_double_precision(isa):
     assert np.all(pdf[~normal] <= 1e-300)
 
 
+# ---------------------------------------------------------------------- API messages
+def test_api_messages_name_what_is_wrong(monkeypatch):
+    """Issue 9, item 17: a wrong argument gets a message about that argument, never an
+    AttributeError, a pybind signature dump or a silent truncation."""
+    pos = np.zeros((1, 3))
+    box = Box.fit(pos, 8)
+    with pytest.raises(TypeError, match=r"^box must be a pgrid_cli\.Box, got str$"):
+        grid(pos, "box")
+    with pytest.raises(TypeError, match=r"^box must be a pgrid_cli\.Box"):
+        grid_gradient(pos, "box", 0.5, np.ones((1, 8, 8, 8), np.float32))
+    for threads in (2**31, 0, -3):
+        with pytest.raises(ValueError, match=r"^threads must be between 1 and 4096"):
+            grid(pos, box, threads=threads)
+    with pytest.raises(ValueError, match=r"^threads must be a whole number"):
+        grid(pos, box, threads=1.5)
+    with pytest.raises(ValueError, match=r"channels\[0\] must hold whole numbers"):
+        grid(pos, box, channels=[1.7], n_channels=2)
+    with pytest.raises(ValueError, match="must hold whole numbers"):
+        grid_batch([pos], [box], channels=[np.array([np.nan])], n_channels=2)
+    # A float that is a whole number is still a channel index.
+    g = grid(pos, box, channels=np.array([1.0]), n_channels=2)
+    assert g[0].sum() == 0 and g[1].sum() > 0.99
+    for bad in ("-1", "0", "nan", "lots"):
+        monkeypatch.setenv("PGRID_MAX_GRID_BYTES", bad)
+        with pytest.raises(ValueError, match="PGRID_MAX_GRID_BYTES must be a positive number"):
+            grid(pos, box)
+    monkeypatch.setenv("PGRID_MAX_GRID_BYTES", "1000")
+    with pytest.raises(ValueError, match=r"needs .* GiB, more than the .* limit"):
+        grid(pos, box)
+
+
 # ---------------------------------------------------------------------- validation
 def _args(m=3, b=1, shape=(4, 4, 4), c=1):
     return dict(

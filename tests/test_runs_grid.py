@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -303,6 +304,96 @@ def test_slurm_environment_picks_the_slice():
         slice_from_env(environ={**env, "SLURM_ARRAY_TASK_ID": "7"})
     with pytest.raises(ValueError, match="not an integer"):
         slice_from_env(environ={"SLURM_ARRAY_TASK_COUNT": "four"})
+
+
+# ---------------------------------------------------------------------- what the kernel refuses
+TINY_CELL = """1
+Lattice="10 0 0 0 10 0 0 0 0.001" Properties=species:S:1:pos:R:3 pbc="T T T"
+C 0 0 0
+"""
+COARSE_TRICLINIC = """2
+Lattice="30 0 0 15 26 0 5 5 30" Properties=species:S:1:pos:R:3 pbc="T T T"
+C 1 1 1
+O 5 5 5
+"""
+
+
+def test_a_structure_the_kernel_refuses_is_one_rejection(tmp_path):
+    """Issue 9, item 6: a cell too small for σ, or a triclinic cell too coarse for it, is
+    rejected alone; the other structures of its task are written."""
+    mixed = tmp_path / "mixed.xyz"
+    mixed.write_text((SAMPLE / "small_molecules.xyz").read_text() + TINY_CELL + COARSE_TRICLINIC)
+    n_good = sum(1 for _ in iter_records(SAMPLE / "small_molecules.xyz"))
+    s = run([mixed], tmp_path / "o", GridOptions(grid_size=8, sigma=0.02))
+    assert s.written == n_good and s.rejected == 2
+    assert s.rejected_by_kind == {"cannot grid": 2}
+    errors = [json.loads(x) for x in (tmp_path / "o" / ERRORS).read_text().splitlines()]
+    assert [e["record"] for e in errors] == [n_good, n_good + 1]
+    assert errors[0]["reason"].startswith("atom 0: sigma")
+    assert "triclinic" in errors[1]["reason"]
+    # The same run resumed is complete at once: the refusals are final, not retried forever.
+    again = run([mixed], tmp_path / "o", GridOptions(grid_size=8, sigma=0.02), resume=True)
+    assert again.shards_kept == again.shards_written + again.shards_kept
+
+
+def test_the_memory_cap_is_checked_before_any_work(tmp_path, monkeypatch):
+    """Issue 9, item 8: PGRID_MAX_GRID_BYTES holds for pgrid grid, before anything is
+    written (a grid of 11 × 256³ float32 is 0.69 GiB)."""
+    monkeypatch.setenv("PGRID_MAX_GRID_BYTES", str(100_000_000))
+    with pytest.raises(
+        ValueError, match=r"one grid of shape \(11, 256, 256, 256\) needs 0\.69 GiB"
+    ):
+        run([SAMPLE / "crystals"], tmp_path / "never", GridOptions(grid_size=256))
+    assert not (tmp_path / "never").exists()
+
+
+def test_density_cut_off_by_the_box_is_counted(tmp_path):
+    """Issue 9, item 19: the share of each structure's weight its grid holds is measured;
+    structures below 99% are counted in the summary."""
+    tight = run(
+        [SAMPLE / "drugs.sdf"],
+        tmp_path / "t",
+        GridOptions(grid_size=8, box="tight", padding=1.5, sigma=1.0),
+    )
+    assert tight.low_capture > 100 and tight.min_captured < 0.95
+    roomy = run(
+        [SAMPLE / "drugs.sdf"], tmp_path / "f", GridOptions(grid_size=8, padding=4.0, sigma=0.5)
+    )
+    assert roomy.low_capture == 0 and roomy.min_captured > 0.999
+
+
+WORKER_SCRIPT = """
+import sys, time
+from pgrid_cli.runs.grid import _start_pool  # the pool pgrid grid uses
+pool = _start_pool(2)
+print(" ".join(str(p) for p in pool._processes), flush=True)
+time.sleep(600)
+"""
+
+
+def test_workers_exit_when_the_main_process_is_killed():
+    """Issue 9, item 11: kill -9 of the main process takes its workers with it."""
+    with subprocess.Popen(
+        [sys.executable, "-c", WORKER_SCRIPT], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        alive = pids
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [p for p in pids if _alive(p)]
+        assert not alive, f"workers {alive} outlived their parent"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
 
 
 # ---------------------------------------------------------------------- output directory

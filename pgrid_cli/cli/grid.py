@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..runs.grid import GridOptions, grid_files
+from ..runs.grid import CAPTURE_WARNING, GridOptions, grid_files
 from ..runs.summary import Progress as RunProgress
 from ..runs.summary import RunSummary
 from ._app import EXIT_NOTHING, EXIT_OK, EXIT_REJECTED, app, err_console, fail, user_errors
@@ -264,6 +264,13 @@ def print_summary(s: RunSummary, console: Console) -> None:
     if busy:
         parts = ", ".join(f"{k} {v:.1f}" for k, v in busy.items())
         table.add_row("CPU seconds", "", parts)
+    if s.low_capture:
+        table.add_row(
+            "[yellow]warning[/]",
+            f"{s.low_capture:,}",
+            f"structures keep less than {CAPTURE_WARNING:.0%} of their density in the box "
+            f"(lowest {s.min_captured:.1%}): use a larger box (--box, --padding)",
+        )
     for note, n in sorted(s.notes.items(), key=lambda kv: -kv[1])[:3]:
         table.add_row("note", f"{n:,}×", note[:100])
     if s.manifest:

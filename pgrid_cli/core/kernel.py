@@ -14,6 +14,7 @@ The work runs in the native kernel (:mod:`pgrid_cli._core`), without the GIL, on
 from __future__ import annotations
 
 import math
+import operator
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,11 +40,14 @@ def get_memory_limit() -> int:
     env = os.environ.get("PGRID_MAX_GRID_BYTES")
     if env:
         try:
-            return int(float(env))
+            value = float(env)
         except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value >= 1):
             raise ValueError(
-                f"PGRID_MAX_GRID_BYTES must be a number of bytes, got {env!r}"
-            ) from None
+                f"PGRID_MAX_GRID_BYTES must be a positive number of bytes, got {env!r}"
+            )
+        return int(value)
     return DEFAULT_MEMORY_LIMIT
 
 
@@ -232,10 +236,11 @@ class Batch:
             raise ValueError(f"got {n} structures but {len(boxes)} boxes")
         if n == 0:
             raise ValueError("a batch needs at least one structure")
-        shape = boxes[0].shape
         for s, b in enumerate(boxes):
             if not isinstance(b, Box):
                 raise TypeError(f"boxes[{s}] is {type(b).__name__}, not a pgrid_cli.Box")
+        shape = boxes[0].shape
+        for s, b in enumerate(boxes):
             if b.shape != shape:
                 raise ValueError(
                     f"every box of a batch needs one grid shape: boxes[0] is {shape}, "
@@ -278,12 +283,15 @@ def _per_atom(values: Any, counts: np.ndarray, name: str, dtype: Any, default: A
             raise ValueError(f"{name} is required")
         return np.full(total, default, dtype=dtype)
     if np.isscalar(values):
+        _check_whole(np.asarray(values), name, dtype)
         return np.full(total, values, dtype=dtype)
     if len(values) != len(counts):
         raise ValueError(f"{name} has {len(values)} entries for {len(counts)} structures")
     parts = []
     for s, (v, m) in enumerate(zip(values, counts, strict=False)):
-        arr = np.asarray(v, dtype=dtype)
+        raw = np.asarray(v)
+        _check_whole(raw, f"{name}[{s}]", dtype)
+        arr = raw.astype(dtype)
         if arr.ndim == 0:
             arr = np.full(int(m), arr, dtype=dtype)
         if arr.shape != (int(m),):
@@ -292,12 +300,28 @@ def _per_atom(values: Any, counts: np.ndarray, name: str, dtype: Any, default: A
     return np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros(0, dtype), dtype=dtype)
 
 
-def _check_memory(shape: tuple[int, ...]) -> None:
+def _check_whole(values: np.ndarray, name: str, dtype: Any) -> None:
+    """Integer options (channel indices) must not be truncated silently from floats."""
+    if np.dtype(dtype).kind != "i" or values.dtype.kind in "iu":
+        return
+    whole = np.isfinite(values) & (values == np.round(values)) if values.dtype.kind == "f" else None
+    if whole is None or not bool(np.all(whole)):
+        raise ValueError(f"{name} must hold whole numbers, got {values.dtype} values")
+
+
+def _require_box(box: Any) -> None:
+    if not isinstance(box, Box):
+        raise TypeError(f"box must be a pgrid_cli.Box, got {type(box).__name__}")
+
+
+def check_memory(shape: tuple[int, ...], what: str = "a grid") -> None:
+    """Raise ValueError when float32 ``shape`` is larger than the memory cap
+    (:func:`get_memory_limit`); every path that allocates grids checks this first."""
     nbytes = int(np.prod(np.asarray(shape, dtype=np.float64))) * 4
     limit = get_memory_limit()
     if nbytes > limit:
         raise ValueError(
-            f"a grid of shape {shape} needs {nbytes / 2**30:.2f} GiB, more than the "
+            f"{what} of shape {shape} needs {nbytes / 2**30:.2f} GiB, more than the "
             f"{limit / 2**30:.2f} GiB limit (raise it with pgrid_cli.set_memory_limit() "
             f"or PGRID_MAX_GRID_BYTES)"
         )
@@ -313,12 +337,20 @@ def _check_out(out: Any, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
+#: Most kernel threads one call may ask for.
+MAX_THREADS = 4096
+
+
 def _threads(threads: int | None) -> int:
     if threads is None:
         return 0
-    if int(threads) < 1:
-        raise ValueError(f"threads must be at least 1, got {threads}")
-    return int(threads)
+    try:
+        n = operator.index(threads)
+    except TypeError:
+        raise ValueError(f"threads must be a whole number, got {threads!r}") from None
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"threads must be between 1 and {MAX_THREADS}, got {threads}")
+    return n
 
 
 def render_batch(
@@ -331,7 +363,7 @@ def render_batch(
     """Grids of every structure of a :class:`Batch`: (B, C, nx, ny, nz) float32."""
     shape = batch.grid_shape
     if out is None:
-        _check_memory(shape)
+        check_memory(shape)
         out = np.empty(shape, dtype=np.float32)
     else:
         _check_out(out, shape)
@@ -395,6 +427,7 @@ def grid(
     -------
     (C, nx, ny, nz) float32 array.
     """
+    _require_box(box)
     positions = _positions(positions)
     batch = Batch.from_structures(
         [positions],
@@ -452,6 +485,7 @@ def grid_gradient(
     ``dgrid`` has the grid's (C, nx, ny, nz) shape. Returns (M, 3) float64 in Å⁻¹ units
     of L; with ``return_weights`` also dL/dweights (M,).
     """
+    _require_box(box)
     g = np.asarray(dgrid)
     if g.ndim != 4:
         raise ValueError(f"dgrid must have shape (C, nx, ny, nz), got {g.shape}")

@@ -19,6 +19,7 @@ from .files import (
 )
 from .records import (
     BAD_CELL,
+    CANNOT_GRID,
     DISORDER,
     DISORDER_POLICIES,
     EMPTY,
@@ -40,6 +41,7 @@ from .registry import Reader, detect_format, format_from_name, formats, register
 
 __all__ = [
     "BAD_CELL",
+    "CANNOT_GRID",
     "DISORDER",
     "DISORDER_POLICIES",
     "EMPTY",

@@ -34,6 +34,7 @@ DISORDER = "disorder"
 EMPTY = "empty structure"
 BAD_CELL = "bad cell"
 OUTSIDE_BOX = "atoms outside box"
+CANNOT_GRID = "cannot grid"
 
 
 

@@ -22,8 +22,8 @@ The output directory's files and states are :mod:`pgrid_cli.store.rundir`'s.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
+import re
 import sys
 import time
 from collections import Counter, deque
@@ -37,11 +37,12 @@ import numpy as np
 
 from ..core.box import Box, ShapeLike, normalize_shape
 from ..core.errors import ParameterError
-from ..core.kernel import available_cores, render_batch
+from ..core.kernel import available_cores, check_memory, get_memory_limit, render_batch
 from ..core.recipe import GridRecipe
 from ..core.structure import Structure
 from ..core.version import __version__
 from ..readers import (
+    CANNOT_GRID,
     RawRecord,
     ReadOptions,
     Rejection,
@@ -66,6 +67,7 @@ from ..store.rundir import (
 from ..store.shard import Shard, ShardMeta, ShardWriter, shard_name
 from .slicing import slice_from_env
 from .summary import Progress, RunSummary
+from .workers import process_pool
 
 #: Shards aim at about this many bytes on disk when ``shard_size`` is not given.
 TARGET_SHARD_BYTES = 250e6
@@ -75,6 +77,11 @@ _ASSUMED_RATIO = {"gzip": 35.0, "lzf": 8.0, "none": 1.0}
 #: Grids per worker task: about this many bytes of raw float32 (bounded to 1..64).
 _TASK_BYTES = 32 << 20
 _MAX_NOTES = 50
+#: The kernel names the structure of its batch in its messages; a rejection does not.
+_STRUCTURE_PREFIX = re.compile(r"^structure \d+(: |, )")
+#: A structure whose grid holds less than this share of its weight is counted (and
+#: warned about) in the summary: its box cuts off part of its density.
+CAPTURE_WARNING = 0.99
 
 
 # ---------------------------------------------------------------------- options
@@ -108,6 +115,8 @@ class GridOptions:
     def resolve(self) -> Settings:
         """Validate every option (ValueError with a specific message) → :class:`Settings`."""
         recipe = GridRecipe(self.grid_size, self.sigma, self.channels, self.box, self.padding)
+        # Workers allocate at least one grid: refuse a size over the cap before any work.
+        check_memory((recipe.n_channels, *recipe.shape), "one grid")
         codec = GridCodec.parse(self.compression, self.dtype, self.lossless)
         read = ReadOptions(self.disorder)
         fmt = detect_format("", self.format) if self.format is not None else None
@@ -176,6 +185,7 @@ class _Gridded:
     chunk: tuple[bytes, int] | None  # encoded chunk, or
     grid: np.ndarray | None  # the rounded grid when h5py compresses (lzf)
     notes: list[str]
+    captured: float = 1.0  #: Σ grid ÷ Σ weights, before rounding
 
 
 @dataclass
@@ -232,11 +242,17 @@ def run_task(task: _Task, settings: Settings) -> _TaskResult:
     t1 = time.process_time()
     result = _TaskResult(task.shard, [], task.bytes_end, parse_s=t1 - t0)
     if ready:
-        batch = recipe.batch([s for _, s, _ in ready], [p for *_, p in ready])
-        grids = render_batch(batch, _buffer(batch.grid_shape), threads=settings.threads)
+        grids, failed = _render(ready, recipe, settings.threads)
+        for idx, s, reason in failed:
+            entries[idx] = Rejection(s.source, s.record, s.name, reason, CANNOT_GRID)
         t2 = time.process_time()
         codec = settings.codec
-        for (idx, s, (_, box)), g in zip(ready, grids, strict=True):
+        for k, (idx, s, (_, box)) in enumerate(ready):
+            if entries[idx] is not None:
+                continue
+            g = grids[k]
+            total = float(np.sum(s.weights)) if s.weights is not None else float(len(s))
+            captured = float(g.sum(dtype=np.float64)) / total if total else 1.0
             codec.round(g)  # one structure at a time: its temporaries stay in cache
             notes = [str(n) for n in s.info.get("warnings", [])]  # type: ignore[attr-defined]
             if "disorder" in s.info:
@@ -247,11 +263,37 @@ def run_task(task: _Task, settings: Settings) -> _TaskResult:
                 chunk=codec.encode(g) if codec.encodes_chunks else None,
                 grid=None if codec.encodes_chunks else g.astype(codec.np_dtype),
                 notes=notes,
+                captured=captured,
             )
         result.grid_s = t2 - t1
         result.encode_s = time.process_time() - t2
     result.entries = [e for e in entries if e is not None]
     return result
+
+
+def _render(
+    ready: list[tuple[int, Structure, tuple[np.ndarray, Box]]], recipe: GridRecipe, threads: int
+) -> tuple[np.ndarray, list[tuple[int, Structure, str]]]:
+    """Grids of the ready structures in one kernel call; when the kernel refuses one of
+    them (a cell too small for σ, voxels too coarse, coordinates it cannot represent), each
+    is gridded alone so that only the ones it refuses are lost: (grids, [(entry, structure,
+    reason)])."""
+    structures = [s for _, s, _ in ready]
+    prepared = [p for *_, p in ready]
+    batch = recipe.batch(structures, prepared)
+    out = _buffer(batch.grid_shape)
+    try:
+        render_batch(batch, out, threads=threads)
+        return out, []
+    except ValueError:
+        pass
+    failed = []
+    for k, (idx, s, p) in enumerate(ready):
+        try:
+            render_batch(recipe.batch([s], [p]), out[k : k + 1], threads=threads)
+        except ValueError as exc:
+            failed.append((idx, s, _STRUCTURE_PREFIX.sub("", str(exc))))
+    return out, failed
 
 
 class _Done:
@@ -348,6 +390,10 @@ class _ShardSink:
                 writer.append(np.stack([d.grid for d in done]), *args, rounded=True)  # type: ignore[arg-type]
         writer.add_rejections(rejected)
         for d in done:
+            if d.captured < CAPTURE_WARNING:
+                self.summary.low_capture += 1
+            low = self.summary.min_captured
+            self.summary.min_captured = d.captured if low is None else min(low, d.captured)
             for n in d.notes:
                 if n in self.notes or len(self.notes) < _MAX_NOTES:
                     self.notes[n] += 1
@@ -469,7 +515,8 @@ def grid_files(
     per_worker = max(1, n_threads // max(1, n_workers))
     work = replace(settings, threads=per_worker if n_workers else n_threads)
     raw_bytes = settings.recipe.n_channels * int(np.prod(settings.recipe.shape)) * 4
-    task_size = int(min(64, max(1, _TASK_BYTES // raw_bytes)))
+    budget = min(_TASK_BYTES, get_memory_limit())
+    task_size = int(min(64, max(1, budget // raw_bytes)))
 
     pool: Executor | None = None
     pending: deque[Future[_TaskResult] | _Done] = deque()
@@ -545,6 +592,7 @@ def grid_files(
             "written": summary.written,
             "rejected": summary.rejected,
             "rejected_by_kind": dict(sorted(sink.kinds.items())),
+            "low_capture": summary.low_capture,
         },
         notes=dict(sink.notes),
     )
@@ -562,18 +610,13 @@ def grid_files(
     return summary
 
 
-def _mp_context() -> Any:
-    # On Linux, fork: workers start at once and need not re-import the caller's main
-    # module. Forking is safe as long as no
-    # other thread runs at that moment: _start_pool() forks every worker up front, before
-    # any progress display starts. Elsewhere, the platform's default (spawn).
-    if sys.platform.startswith("linux"):
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context()
-
-
 def _start_pool(n_workers: int) -> ProcessPoolExecutor:
-    pool = ProcessPoolExecutor(n_workers, mp_context=_mp_context())
+    # On Linux, fork: workers start at once and need not re-import the caller's main
+    # module. Forking is safe as long as no other thread runs at that moment: every
+    # worker is forked up front, before any progress display starts. Elsewhere, the
+    # platform's default (spawn).
+    context = "fork" if sys.platform.startswith("linux") else None
+    pool = process_pool(n_workers, context)
     pool.submit(int).result()  # with fork, this starts all the workers now
     return pool
 

@@ -12,11 +12,10 @@ condenses the reports into the recovery table.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 
 from ..invert import InversionError, InversionResult, InvertOptions, Match, invert_grid, match_atoms
 from ..invert.sources import GridItem
+from .workers import process_pool
 
 __all__ = [
     "StructureReport",
@@ -211,8 +211,7 @@ def invert_source(
         return
     chunks = [idx[s : s + CHUNK] for s in range(0, len(idx), CHUNK)]
     # spawn: a clean interpreter per worker (no inherited threads or open HDF5 handles).
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with process_pool(workers, "spawn") as pool:
         pending: list[Future[list[StructureReport]]] = []
         it = iter(chunks)
         try:

@@ -39,6 +39,9 @@ class RunSummary:
     timings: dict[str, float] = field(default_factory=dict)  #: CPU seconds by stage
     notes: dict[str, int] = field(default_factory=dict)  #: reader warnings, counted
     manifest: bool = False  #: True when manifest.json and errors.jsonl were written
+    #: structures of this run whose grid holds less than CAPTURE_WARNING of their weight
+    low_capture: int = 0
+    min_captured: float | None = None  #: the smallest Σ grid ÷ Σ weights gridded here
     files: int = 0
 
     @property
@@ -69,6 +72,8 @@ class RunSummary:
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "notes": self.notes,
             "manifest": self.manifest,
+            "low_capture": self.low_capture,
+            "min_captured": self.min_captured,
         }
 
 
