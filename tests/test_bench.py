@@ -16,17 +16,17 @@ import pytest
 from numpy.testing import assert_allclose
 from typer.testing import CliRunner
 
-from pgrid_cli import GridRecipe, available_isas, render_batch
+from pgrid_cli import Box, ChannelSpec, available_isas, grid_batch, render_batch
 from pgrid_cli.cli import app
 from pgrid_cli.cli.bench import parse_channel_sets, parse_list
-from pgrid_cli.core.reference import reference_structure
+from pgrid_cli.core.reference import reference_grid
 from pgrid_cli.runs.bench import machine as bench_machine
 from pgrid_cli.runs.bench import sweep as pbench
 from pgrid_cli.runs.bench.config import NUMPY, SCHEMA, BenchConfig, VerificationError
 from pgrid_cli.runs.bench.endtoend import run_end_to_end
 from pgrid_cli.runs.bench.plot import plot_result
 from pgrid_cli.runs.bench.results import CSV_COLUMNS, BenchResult
-from pgrid_cli.runs.bench.sweep import Prepared, load_structures, run_sweep, spread
+from pgrid_cli.runs.bench.sweep import load_structures, run_sweep, spread
 
 from .conftest import ROOT
 
@@ -106,18 +106,41 @@ def test_derived_figures_follow_from_the_raw_times(tiny: BenchResult) -> None:
             assert c.speedup_vs_1_thread == 1.0
 
 
+def _independent_grids(structures, n, sigma, channels, isa=None, threads=None):
+    """The structures' grids made with the public API alone (Box.fit, ChannelSpec,
+    grid_batch), not with the bench's own batching."""
+    spec = ChannelSpec.parse(channels)
+    return grid_batch(
+        [s.positions for s in structures],
+        [Box.fit(s.positions, n, 2.0) for s in structures],
+        sigma,
+        channels=[spec.assign(s.numbers) for s in structures],
+        n_channels=spec.n_channels,
+        isa=isa,
+        threads=threads,
+    )
+
+
 def test_nonzero_fraction_counts_the_kernel_output(tiny: BenchResult) -> None:
     structures = _structures()
     for c in tiny.cells:
-        prep = Prepared(structures, GridRecipe(c.grid_size, 1.0, c.channels))
         if c.implementation == NUMPY:
-            idx = spread(len(structures), c.structures)
-            batch = prep.batch(idx, c.sigma)
-            grids = [reference_structure(batch, s).astype(np.float32) for s in range(len(idx))]
+            chosen = [structures[i] for i in spread(len(structures), c.structures)]
+            spec = ChannelSpec.parse(c.channels)
+            grids = [
+                reference_grid(
+                    s.positions,
+                    Box.fit(s.positions, c.grid_size, 2.0),
+                    c.sigma,
+                    spec.assign(s.numbers),
+                    spec.n_channels,
+                ).astype(np.float32)
+                for s in chosen
+            ]
             expected = sum(np.count_nonzero(g) for g in grids) / sum(g.size for g in grids)
         else:
-            grids = render_batch(
-                prep.batch(slice(None), c.sigma), threads=c.threads, isa=c.implementation
+            grids = _independent_grids(
+                structures, c.grid_size, c.sigma, c.channels, c.implementation, c.threads
             )
             expected = np.count_nonzero(grids) / grids.size
         assert c.nonzero_fraction == pytest.approx(expected, abs=1e-12), c.key
@@ -139,9 +162,7 @@ def test_small_batches_give_the_same_voxels(tmp_path: Path) -> None:
     )
     result = run_sweep(cfg)
     (cell,) = result.cells
-    structures = _structures(3)
-    prep = Prepared(structures, GridRecipe(16, 1.0, "elements"))
-    grids = render_batch(prep.batch(slice(None), 0.5), isa=NATIVE[0])
+    grids = _independent_grids(_structures(3), 16, 0.5, "elements", NATIVE[0])
     assert cell.structures == 3
     assert cell.nonzero_fraction == pytest.approx(np.count_nonzero(grids) / grids.size, abs=0)
 

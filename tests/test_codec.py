@@ -57,7 +57,10 @@ def test_shuffle_is_hdf5_byte_transpose(dtype):
 def test_deflate_is_a_valid_zlib_stream(data, level):
     packed = deflate(data, level)
     assert zlib.decompress(packed) == data.tobytes()  # checks the Adler-32 trailer too
-    assert len(packed) < max(64, data.nbytes // 100) or data.any()
+    if not data.any():  # all zeros: next to nothing
+        assert len(packed) < max(64, data.nbytes // 100)
+    # incompressible data grows by at most ~0.1% (block headers, the zlib wrapper)
+    assert len(packed) <= data.nbytes + data.nbytes // 1000 + 64
 
 
 def test_rounding_bounds_and_exactness():

@@ -9,9 +9,11 @@ the prose leaves to the reader (a molecule's ``positions``/``numbers``, a loss
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,8 @@ import pytest
 from .conftest import ROOT, SAMPLE
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+#: Modules whose docstring literal blocks are not Python (what they show instead).
+NOT_PYTHON = {"pgrid_cli/invert/sources.py": "the JSON metadata file"}
 BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 
 
@@ -73,3 +77,60 @@ def test_python_examples_run(path: Path, workdir: Path, monkeypatch: pytest.Monk
         except Exception as exc:
             raise AssertionError(f"{path.name}, python block {k} fails: {exc!r}") from exc
     assert os.getcwd() == str(workdir)
+
+
+def _docstring_blocks(path: Path) -> list[str]:
+    """The indented literal blocks after ``::`` in a module's docstring."""
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    blocks = []
+    for m in re.finditer(r"::\n\n((?:    .*\n|\n)+)", doc + "\n"):
+        blocks.append(textwrap.dedent(m.group(1)))
+    return blocks
+
+
+MODULES = [
+    p
+    for p in sorted((ROOT / "pgrid_cli").rglob("*.py"))
+    if _docstring_blocks(p) and str(p.relative_to(ROOT)) not in NOT_PYTHON
+]
+
+
+def test_docstring_examples_are_found() -> None:
+    assert {"pgrid_cli/__init__.py", "pgrid_cli/core/recipe.py"} <= {
+        str(p.relative_to(ROOT)) for p in MODULES
+    }
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_docstring_examples_run(path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ase.build import molecule
+
+    from pgrid_cli import GridRecipe, Structure
+    from pgrid_cli.store import ShardSet
+
+    if "pgrid_cli.torch" in path.read_text():
+        torch = pytest.importorskip("torch")
+        namespace: dict[str, object] = {"DataLoader": torch.utils.data.DataLoader}
+    else:
+        namespace = {}
+    benzene = molecule("C6H6")
+    recipe = GridRecipe(grid_size=16, channels="H,C")
+    shards = ShardSet(workdir / "out")
+    shard, j = shards.locate(3)
+    namespace.update(
+        positions=benzene.positions.copy(),
+        numbers=benzene.numbers.copy(),
+        structures=[Structure(benzene.numbers, benzene.positions)] * 2,
+        xyz=benzene.positions.copy(),
+        z=benzene.numbers.copy(),
+        box=recipe.box_for(benzene.positions),
+        g=recipe.grid(benzene.positions, benzene.numbers),
+        shard=shard,
+        record=shard[j],
+    )
+    monkeypatch.chdir(workdir)
+    for k, code in enumerate(_docstring_blocks(path)):
+        try:
+            exec(compile(code, f"{path.name} docstring block {k}", "exec"), namespace)
+        except Exception as exc:
+            raise AssertionError(f"{path}: docstring block {k} fails: {exc!r}") from exc

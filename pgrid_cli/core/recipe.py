@@ -5,6 +5,8 @@ A :class:`GridRecipe` holds σ (Å), the grid shape, the molecule box policy (``
 when it is built, and then used everywhere a structure is gridded: ``pgrid grid``, the
 PyTorch datasets, ``pgrid bench`` and the inversion's checks::
 
+    from pgrid_cli import GridRecipe
+
     recipe = GridRecipe(grid_size=32, sigma=0.5, channels="elements", box="fit")
     g = recipe.grid(positions, numbers)           # (11, 32, 32, 32) float32
     grids = recipe.grid_structures(structures)    # (B, 11, 32, 32, 32), one kernel call
