@@ -8,23 +8,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..runs.bench import (
-    BenchConfig,
-    BenchResult,
-    Cell,
-    VerificationError,
-    check_plot_path,
-    plot_result,
-    run_sweep,
-)
 from ._app import app, err_console, fail, user_errors
+
+if TYPE_CHECKING:  # the bench (and SciPy behind its reference) loads only when it runs
+    from ..runs.bench import BenchResult, Cell
 
 #: Exit status when an implementation disagrees with the reference.
 EXIT_WRONG = 1
@@ -179,6 +173,14 @@ def bench_cli(
     """Measure gridding speed on this machine: grid sizes × σ × channels × threads, every
     instruction-set path and NumPy side by side, each checked against the float64
     reference before it is timed."""
+    from ..runs.bench import (
+        BenchConfig,
+        VerificationError,
+        check_plot_path,
+        plot_result,
+        run_sweep,
+    )
+
     with user_errors():
         changes: dict[str, Any] = {}
         if inputs:

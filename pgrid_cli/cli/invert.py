@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..invert import InvertOptions
-from ..invert.sources import open_grids, parse_indices
-from ..runs.invert import (
-    StructureReport,
-    collect,
-    default_workers,
-    invert_source,
-    summarize,
-    write_structures,
-)
-from ..store.rundir import write_json
 from ._app import EXIT_NOTHING, EXIT_REJECTED, app, err_console, fail, user_errors
+
+if TYPE_CHECKING:  # the inversion (SciPy, cripser) loads only when it runs
+    from ..runs.invert import StructureReport
 
 #: Up to this many structures the table lists every one of them.
 DETAIL_ROWS = 50
@@ -105,6 +97,10 @@ def invert_cli(
 ) -> None:
     """Parse the options, invert (:func:`pgrid_cli.recovery.invert_source`), print the
     recovery table."""
+    from ..invert.sources import open_grids, parse_indices
+    from ..runs.invert import default_workers, summarize
+    from ..store.rundir import write_json
+
     with user_errors():
         if output.suffix.lower() not in OUTPUT_SUFFIXES:
             raise ValueError(f"{output}: write .xyz or .extxyz (extended XYZ, docs/format.md §7)")
@@ -165,6 +161,9 @@ def _run(
     tolerance: float,
     quiet: bool,
 ) -> list[StructureReport]:
+    from ..invert import InvertOptions
+    from ..runs.invert import collect, invert_source, write_structures
+
     progress = Progress(
         TextColumn("inverting"),
         BarColumn(),
