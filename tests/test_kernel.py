@@ -461,7 +461,7 @@ def test_memory_cap_is_checked_before_allocating(monkeypatch):
     with pytest.raises(ValueError, match="limit"):
         grid(pos, Box.cube(pos, 10.0, 8), 0.5)
     monkeypatch.setenv("PGRID_MAX_GRID_BYTES", "lots")
-    with pytest.raises(ValueError, match="PGRID_MAX_GRID_BYTES must be a number"):
+    with pytest.raises(ValueError, match="PGRID_MAX_GRID_BYTES must be a positive number"):
         grid(pos, Box.cube(pos, 10.0, 8), 0.5)
 
 
@@ -474,7 +474,7 @@ def test_python_api_validation():
         grid(pos, box, 0.5, out=np.zeros((1, 5, 4, 4), np.float32))
     with pytest.raises(ValueError, match="writeable, C-contiguous float32"):
         grid(pos, box, 0.5, out=np.zeros((1, 4, 4, 4), np.float64))
-    with pytest.raises(ValueError, match="threads must be at least 1"):
+    with pytest.raises(ValueError, match="threads must be between 1 and 4096"):
         grid(pos, box, 0.5, threads=0)
     with pytest.raises(ValueError, match=r"sigma\[0\] must have shape \(2,\)"):
         grid(pos, box, np.array([0.5, 0.5, 0.5]))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 import time
 from collections import Counter, deque
@@ -35,23 +34,19 @@ from typing import Any
 
 import numpy as np
 
-from ..core.box import Box, ShapeLike, normalize_shape
+from ..core.box import ShapeLike, normalize_shape
 from ..core.errors import ParameterError
-from ..core.kernel import available_cores, check_memory, get_memory_limit, render_batch
+from ..core.kernel import available_cores, check_memory, get_memory_limit
 from ..core.recipe import GridRecipe
-from ..core.structure import Structure
 from ..core.version import __version__
 from ..readers import (
-    CANNOT_GRID,
     RawRecord,
     ReadOptions,
     Rejection,
     detect_format,
     expand_inputs,
     iter_raw_records,
-    parse_record,
     preload_readers,
-    prepare_structure,
 )
 from ..store.codec import GridCodec
 from ..store.rundir import (
@@ -65,6 +60,7 @@ from ..store.rundir import (
     write_json,
 )
 from ..store.shard import Shard, ShardMeta, ShardWriter, shard_name
+from .gridtask import Done, Gridded, Task, TaskResult, run_task
 from .slicing import slice_from_env
 from .summary import Progress, RunSummary
 from .workers import process_pool
@@ -77,8 +73,6 @@ _ASSUMED_RATIO = {"gzip": 35.0, "lzf": 8.0, "none": 1.0}
 #: Grids per worker task: about this many bytes of raw float32 (bounded to 1..64).
 _TASK_BYTES = 32 << 20
 _MAX_NOTES = 50
-#: The kernel names the structure of its batch in its messages; a rejection does not.
-_STRUCTURE_PREFIX = re.compile(r"^structure \d+(: |, )")
 #: A structure whose grid holds less than this share of its weight is counted (and
 #: warned about) in the summary: its box cuts off part of its density.
 CAPTURE_WARNING = 0.99
@@ -175,140 +169,6 @@ def default_shard_size(shape: ShapeLike, n_channels: int, codec: GridCodec) -> i
     return 1
 
 
-# ---------------------------------------------------------------------- worker side
-@dataclass
-class _Gridded:
-    """One structure, gridded and encoded (what a worker sends back)."""
-
-    structure: Structure  #: its atoms and provenance
-    box: Box
-    chunk: tuple[bytes, int] | None  # encoded chunk, or
-    grid: np.ndarray | None  # the rounded grid when h5py compresses (lzf)
-    notes: list[str]
-    captured: float = 1.0  #: Σ grid ÷ Σ weights, before rounding
-
-
-@dataclass
-class _Task:
-    shard: int
-    items: list[RawRecord | Rejection]
-    bytes_end: int = 0
-
-
-@dataclass
-class _TaskResult:
-    shard: int
-    entries: list[_Gridded | Rejection]
-    bytes_end: int
-    parse_s: float = 0.0
-    grid_s: float = 0.0
-    encode_s: float = 0.0
-
-
-_buffers: dict[tuple[int, ...], np.ndarray] = {}
-
-
-def _buffer(shape: tuple[int, ...]) -> np.ndarray:
-    """A reused float32 output array of ``shape`` (B, C, nx, ny, nz) for this process:
-    allocating a fresh one per task costs a page fault per 4 KiB, more than gridding."""
-    key = shape[1:]
-    buf = _buffers.get(key)
-    if buf is None or len(buf) < shape[0]:
-        _buffers.clear()
-        buf = _buffers[key] = np.empty((max(shape[0], 1), *key), dtype=np.float32)
-    return buf[: shape[0]]
-
-
-def run_task(task: _Task, settings: Settings) -> _TaskResult:
-    """Parse, check, grid, round and encode the records of one task (in a worker).
-
-    The stage timings are CPU seconds of this process (kernel threads included).
-    """
-    t0 = time.process_time()
-    recipe = settings.recipe
-    entries: list[_Gridded | Rejection | None] = []
-    ready: list[tuple[int, Structure, tuple[np.ndarray, Box]]] = []
-    for item in task.items:
-        s = item if isinstance(item, Rejection) else parse_record(item, settings.read)
-        if isinstance(s, Rejection):
-            entries.append(s)
-            continue
-        prepared = prepare_structure(s, recipe)
-        if isinstance(prepared, Rejection):
-            entries.append(prepared)
-            continue
-        ready.append((len(entries), s, prepared))
-        entries.append(None)
-    t1 = time.process_time()
-    result = _TaskResult(task.shard, [], task.bytes_end, parse_s=t1 - t0)
-    if ready:
-        grids, failed = _render(ready, recipe, settings.threads)
-        for idx, s, reason in failed:
-            entries[idx] = Rejection(s.source, s.record, s.name, reason, CANNOT_GRID)
-        t2 = time.process_time()
-        codec = settings.codec
-        for k, (idx, s, (_, box)) in enumerate(ready):
-            if entries[idx] is not None:
-                continue
-            g = grids[k]
-            total = float(np.sum(s.weights)) if s.weights is not None else float(len(s))
-            captured = float(g.sum(dtype=np.float64)) / total if total else 1.0
-            codec.round(g)  # one structure at a time: its temporaries stay in cache
-            notes = [str(n) for n in s.info.get("warnings", [])]  # type: ignore[attr-defined]
-            if "disorder" in s.info:
-                notes.append(f"partial occupancy handled with disorder={settings.read.disorder}")
-            entries[idx] = _Gridded(
-                structure=s,
-                box=box,
-                chunk=codec.encode(g) if codec.encodes_chunks else None,
-                grid=None if codec.encodes_chunks else g.astype(codec.np_dtype),
-                notes=notes,
-                captured=captured,
-            )
-        result.grid_s = t2 - t1
-        result.encode_s = time.process_time() - t2
-    result.entries = [e for e in entries if e is not None]
-    return result
-
-
-def _render(
-    ready: list[tuple[int, Structure, tuple[np.ndarray, Box]]], recipe: GridRecipe, threads: int
-) -> tuple[np.ndarray, list[tuple[int, Structure, str]]]:
-    """Grids of the ready structures in one kernel call; when the kernel refuses one of
-    them (a cell too small for σ, voxels too coarse, coordinates it cannot represent), each
-    is gridded alone so that only the ones it refuses are lost: (grids, [(entry, structure,
-    reason)])."""
-    structures = [s for _, s, _ in ready]
-    prepared = [p for *_, p in ready]
-    batch = recipe.batch(structures, prepared)
-    out = _buffer(batch.grid_shape)
-    try:
-        render_batch(batch, out, threads=threads)
-        return out, []
-    except ValueError:
-        pass
-    failed = []
-    for k, (idx, s, p) in enumerate(ready):
-        try:
-            render_batch(recipe.batch([s], [p]), out[k : k + 1], threads=threads)
-        except ValueError as exc:
-            failed.append((idx, s, _STRUCTURE_PREFIX.sub("", str(exc))))
-    return out, failed
-
-
-class _Done:
-    """A finished 'future' for tasks run in the calling process."""
-
-    def __init__(self, value: _TaskResult) -> None:
-        self._value = value
-
-    def result(self) -> _TaskResult:
-        return self._value
-
-    def done(self) -> bool:
-        return True
-
-
 # ---------------------------------------------------------------------- the writing side
 class _ShardSink:
     """Writes task results, in item order, into this slice's shards and counts them."""
@@ -362,7 +222,7 @@ class _ShardSink:
         self.summary.shards_written += 1
         self.summary.bytes_written += path.stat().st_size
 
-    def consume(self, res: _TaskResult) -> None:
+    def consume(self, res: TaskResult) -> None:
         t = time.thread_time()
         if self._writer is not None and res.shard != self._shard:
             self._finish()  # tasks arrive in order: that shard has all its items
@@ -371,7 +231,7 @@ class _ShardSink:
             self._shard = res.shard
             self.written_shards.append(res.shard)
         writer = self._writer
-        done = [e for e in res.entries if isinstance(e, _Gridded)]
+        done = [e for e in res.entries if isinstance(e, Gridded)]
         rejected = [e for e in res.entries if isinstance(e, Rejection)]
         if done:
             structures = [d.structure for d in done]
@@ -519,18 +379,18 @@ def grid_files(
     task_size = int(min(64, max(1, budget // raw_bytes)))
 
     pool: Executor | None = None
-    pending: deque[Future[_TaskResult] | _Done] = deque()
+    pending: deque[Future[TaskResult] | Done] = deque()
     max_pending = 2 * n_workers + 1
     total_items = 0
     try:
         preload_readers(formats)
         if n_workers:
             pool = _start_pool(n_workers)
-        task: _Task | None = None
+        task: Task | None = None
 
-        def submit(t: _Task) -> None:
+        def submit(t: Task) -> None:
             if pool is None:
-                pending.append(_Done(run_task(t, work)))
+                pending.append(Done(run_task(t, work)))
             else:
                 pending.append(pool.submit(run_task, t, work))
             while len(pending) > max_pending or (pending and pending[0].done()):
@@ -559,7 +419,7 @@ def grid_files(
                 submit(task)
                 task = None
             if task is None:
-                task = _Task(k, [])
+                task = Task(k, [])
             task.items.append(item)
             task.bytes_end = position
         if task is not None:

@@ -1,0 +1,162 @@
+"""The worker side of ``pgrid grid``: parse, check, grid, round and encode one task.
+
+A task is a run of consecutive input records of one shard. :func:`run_task` runs in a
+worker process (or in the main process with ``workers=0``) and returns what the writer
+needs, in input order; nothing here touches the output directory.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..core.box import Box
+from ..core.kernel import render_batch
+from ..core.recipe import GridRecipe
+from ..core.structure import Structure
+from ..readers import CANNOT_GRID, RawRecord, Rejection, parse_record, prepare_structure
+
+if TYPE_CHECKING:
+    from .grid import Settings
+
+#: The kernel names the structure of its batch in its messages; a rejection does not.
+_STRUCTURE_PREFIX = re.compile(r"^structure \d+(: |, )")
+
+
+@dataclass
+class Gridded:
+    """One structure, gridded and encoded (what a worker sends back)."""
+
+    structure: Structure  #: its atoms and provenance
+    box: Box
+    chunk: tuple[bytes, int] | None  # encoded chunk, or
+    grid: np.ndarray | None  # the rounded grid when h5py compresses (lzf)
+    notes: list[str]
+    captured: float = 1.0  #: Σ grid ÷ Σ weights, before rounding
+
+
+@dataclass
+class Task:
+    shard: int
+    items: list[RawRecord | Rejection]
+    bytes_end: int = 0
+
+
+@dataclass
+class TaskResult:
+    shard: int
+    entries: list[Gridded | Rejection]
+    bytes_end: int
+    parse_s: float = 0.0
+    grid_s: float = 0.0
+    encode_s: float = 0.0
+
+
+_buffers: dict[tuple[int, ...], np.ndarray] = {}
+
+
+def _buffer(shape: tuple[int, ...]) -> np.ndarray:
+    """A reused float32 output array of ``shape`` (B, C, nx, ny, nz) for this process:
+    allocating a fresh one per task costs a page fault per 4 KiB, more than gridding."""
+    key = shape[1:]
+    buf = _buffers.get(key)
+    if buf is None or len(buf) < shape[0]:
+        _buffers.clear()
+        buf = _buffers[key] = np.empty((max(shape[0], 1), *key), dtype=np.float32)
+    return buf[: shape[0]]
+
+
+def run_task(task: Task, settings: Settings) -> TaskResult:
+    """Parse, check, grid, round and encode the records of one task (in a worker).
+
+    The stage timings are CPU seconds of this process (kernel threads included).
+    """
+    t0 = time.process_time()
+    recipe = settings.recipe
+    entries: list[Gridded | Rejection | None] = []
+    ready: list[tuple[int, Structure, tuple[np.ndarray, Box]]] = []
+    for item in task.items:
+        s = item if isinstance(item, Rejection) else parse_record(item, settings.read)
+        if isinstance(s, Rejection):
+            entries.append(s)
+            continue
+        prepared = prepare_structure(s, recipe)
+        if isinstance(prepared, Rejection):
+            entries.append(prepared)
+            continue
+        ready.append((len(entries), s, prepared))
+        entries.append(None)
+    t1 = time.process_time()
+    result = TaskResult(task.shard, [], task.bytes_end, parse_s=t1 - t0)
+    if ready:
+        grids, failed = _render(ready, recipe, settings.threads)
+        for idx, s, reason in failed:
+            entries[idx] = Rejection(s.source, s.record, s.name, reason, CANNOT_GRID)
+        t2 = time.process_time()
+        codec = settings.codec
+        for k, (idx, s, (_, box)) in enumerate(ready):
+            if entries[idx] is not None:
+                continue
+            g = grids[k]
+            total = float(np.sum(s.weights)) if s.weights is not None else float(len(s))
+            captured = float(g.sum(dtype=np.float64)) / total if total else 1.0
+            codec.round(g)  # one structure at a time: its temporaries stay in cache
+            notes = [str(n) for n in s.info.get("warnings", [])]  # type: ignore[attr-defined]
+            if "disorder" in s.info:
+                notes.append(f"partial occupancy handled with disorder={settings.read.disorder}")
+            entries[idx] = Gridded(
+                structure=s,
+                box=box,
+                chunk=codec.encode(g) if codec.encodes_chunks else None,
+                grid=None if codec.encodes_chunks else g.astype(codec.np_dtype),
+                notes=notes,
+                captured=captured,
+            )
+        result.grid_s = t2 - t1
+        result.encode_s = time.process_time() - t2
+    result.entries = [e for e in entries if e is not None]
+    return result
+
+
+def _render(
+    ready: list[tuple[int, Structure, tuple[np.ndarray, Box]]], recipe: GridRecipe, threads: int
+) -> tuple[np.ndarray, list[tuple[int, Structure, str]]]:
+    """Grids of the ready structures in one kernel call; when the kernel refuses one of
+    them (a cell too small for σ, voxels too coarse, coordinates it cannot represent), each
+    is gridded alone so that only the ones it refuses are lost: (grids, [(entry, structure,
+    reason)])."""
+    structures = [s for _, s, _ in ready]
+    prepared = [p for *_, p in ready]
+    batch = recipe.batch(structures, prepared)
+    out = _buffer(batch.grid_shape)
+    try:
+        render_batch(batch, out, threads=threads)
+        return out, []
+    except ValueError:
+        pass
+    failed = []
+    for k, (idx, s, p) in enumerate(ready):
+        try:
+            render_batch(recipe.batch([s], [p]), out[k : k + 1], threads=threads)
+        except ValueError as exc:
+            failed.append((idx, s, _STRUCTURE_PREFIX.sub("", str(exc))))
+    return out, failed
+
+
+class Done:
+    """A finished 'future' for tasks run in the calling process."""
+
+    def __init__(self, value: TaskResult) -> None:
+        self._value = value
+
+    def result(self) -> TaskResult:
+        return self._value
+
+    def done(self) -> bool:
+        return True
+
+
