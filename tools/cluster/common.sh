@@ -22,7 +22,7 @@ die() {
 pid_of() {
     local name=$1 pidfile=$2 pid comm
     [[ -s $pidfile ]] || return 0
-    pid=$(tr -dc '0-9' <"$pidfile" 2>/dev/null) || return 0
+    pid=$(tr -dc '0-9' 2>/dev/null <"$pidfile") || return 0
     [[ -n $pid ]] || return 0
     comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 0
     [[ $comm == "$name" ]] && echo "$pid"
