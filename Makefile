@@ -9,12 +9,13 @@ STAMP := $(VENV)/.pgrid-installed
 # Re-install when the build or the native sources change (Python files are editable).
 NATIVE := pyproject.toml CMakeLists.txt $(wildcard native/include/pgrid/*.hpp native/src/*)
 
-.PHONY: help install demo test lint format bench bench-pipeline bench-invert bench-results \
-	bench-peers peers-venv clean
+.PHONY: help install demo test test-cluster lint format bench bench-pipeline bench-invert \
+	bench-results bench-peers peers-venv clean
 
 help:
 	@echo "make demo    install and run the main job on sample_data/"
 	@echo "make test    install and run every test"
+	@echo "make test-cluster   opt-in, root: a real one-node Slurm runs docs/grid-array.sbatch (about 3 min)"
 	@echo "make lint    ruff + clang-format checks"
 	@echo "make bench   the kernel benchmark (docs/benchmarks.md)"
 	@echo "make bench-pipeline   SDF -> shards throughput against the kernel alone"
@@ -40,6 +41,14 @@ demo: install
 
 test: install
 	$(VENV)/bin/pytest
+
+# Opt-in, not part of `make test`; needs root (installs slurm-wlm and munge when missing).
+# Brings up a one-node Slurm (tools/cluster/slurm-up.sh, state in /tmp/pgrid-slurm), runs
+# docs/grid-array.sbatch end to end in several scenarios, stops the cluster again and
+# exits with the test's status.
+test-cluster: install
+	tools/cluster/slurm-up.sh && tools/cluster/test-recipe.sh; status=$$?; \
+	  tools/cluster/slurm-down.sh; exit $$status
 
 lint: install
 	$(VENV)/bin/ruff check pgrid_cli tests tools examples benchmarks

@@ -22,10 +22,10 @@ die() {
 pid_of() {
     local name=$1 pidfile=$2 pid comm
     [[ -s $pidfile ]] || return 0
-    pid=$(tr -dc '0-9' <"$pidfile" 2>/dev/null) || return 0
+    pid=$(tr -dc '0-9' 2>/dev/null <"$pidfile") || return 0
     [[ -n $pid ]] || return 0
     comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 0
-    [[ $comm == "$name" ]] && echo "$pid"
+    [[ $comm == "$name" ]] && alive "$pid" && echo "$pid"
     return 0
 }
 
@@ -37,4 +37,32 @@ tail_log() {
     else
         say "--- $1 does not exist"
     fi
+}
+
+# alive PID: the process exists and is not a zombie.
+alive() {
+    local st
+    st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $st && $st != Z ]]
+}
+
+# stop_daemon NAME PIDFILE: SIGTERM, wait up to 10 s for the process itself to end (the
+# daemons remove their pid files before they are gone), then SIGKILL.
+stop_daemon() {
+    local pid i
+    pid=$(pid_of "$1" "$2")
+    [[ -n $pid ]] || return 0
+    say "stopping $1 ($pid)"
+    kill "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        alive "$pid" || return 0
+        sleep 0.2
+    done
+    say "$1 ($pid) still running after 10 s: SIGKILL"
+    kill -9 "$pid" 2>/dev/null || true
+    for ((i = 0; i < 25; i++)); do
+        alive "$pid" || return 0
+        sleep 0.2
+    done
+    die "$1 ($pid) did not stop"
 }

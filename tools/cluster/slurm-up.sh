@@ -75,19 +75,7 @@ if [[ ! -f $SLURM_CONF ]] || [[ $(cat "$SLURM_CONF") != "$conf_new" ]]; then
     restart=1
 fi
 
-stop_daemon() { # NAME PIDFILE
-    local pid i
-    pid=$(pid_of "$1" "$2")
-    [[ -n $pid ]] || return 0
-    say "stopping $1 ($pid): slurm.conf changed"
-    kill "$pid"
-    for ((i = 0; i < 50; i++)); do
-        [[ -n $(pid_of "$1" "$2") ]] || return 0
-        sleep 0.2
-    done
-    die "$1 ($pid) did not stop"
-}
-if ((restart)); then
+if ((restart)); then # slurm.conf changed: restart the daemons with it
     stop_daemon slurmd "$STATE/run/slurmd.pid"
     stop_daemon slurmctld "$STATE/run/slurmctld.pid"
 fi

@@ -11,7 +11,8 @@
 #   c-sparse          --array=0-3 with tasks 1 and 3 failing, resubmitted: --array=1,3
 #   c-stepped         --array=0-4 with tasks 0, 2, 4 failing, resubmitted: --array=0-4:2
 #   d-trailing-slash  --array=0-2 with the output directory given as OUT/
-# Each checks the outcome: every task of the final submission COMPLETED with exit 0,
+# Each checks the outcome: every task of the final submission COMPLETED with exit 0 and
+# ran its own slice (task t of an N-task run is slice t of N, also when resubmitted),
 # manifest.json written by the last task, `pgrid index OUT --vds` and `pgrid info OUT`
 # exit 0, every input record in a shard or in errors.jsonl, shards equal to the reference.
 #
@@ -172,9 +173,10 @@ run_array() {
 }
 
 # --- checks of a finished output directory ---------------------------------------------
-# check_output OUT TASKS: OUT as given to sbatch; TASKS are the ids of the last submission.
+# check_output OUT TASKS N: OUT as given to sbatch; TASKS are the ids of the last
+# submission, N the size of the first (the run's number of slices).
 check_output() {
-    local out=$1 tasks=$2 dir t msg
+    local out=$1 tasks=$2 n=$3 dir t msg slice
     dir=$out
     while [[ $dir == */ ]]; do dir=${dir%/}; done
     if [[ -f $dir/manifest.json ]]; then
@@ -182,9 +184,16 @@ check_output() {
     else
         fail "no manifest.json after the array: the last task did not see a complete run"
     fi
+    # Task t of the run is slice t of N, resubmitted or not (its --json summary says which
+    # slice it ran): a resubmitted task redoes its own slice, not some other division.
     for t in $tasks; do
-        if [[ -s $dir.task-$t.json ]] && "$PYTHON" -c 'import json,sys; json.load(open(sys.argv[1]))' "$dir.task-$t.json" 2>/dev/null; then
-            pass "task $t's summary in $(basename "$dir").task-$t.json"
+        if slice=$("$PYTHON" -c 'import json,sys; print(*json.load(open(sys.argv[1]))["slice"])' \
+            "$dir.task-$t.json" 2>/dev/null); then
+            if [[ $slice == "$t $n" ]]; then
+                pass "task $t ran slice $t of $n ($(basename "$dir").task-$t.json)"
+            else
+                fail "task $t ran slice ${slice% *} of ${slice#* } ($(basename "$dir").task-$t.json), not slice $t of the run's $n"
+            fi
         else
             fail "task $t's summary $dir.task-$t.json is missing, empty or not JSON"
         fi
@@ -219,7 +228,7 @@ scenario_a-clean() {
     local d=$WORK/a-clean
     mkdir -p "$d"
     run_array "$d" 0-2 "$d/out" "0 1 2" || return 0
-    check_output "$d/out" "0 1 2"
+    check_output "$d/out" "0 1 2" 3
 }
 
 scenario_b-resubmit-one() {
@@ -227,7 +236,7 @@ scenario_b-resubmit-one() {
     mkdir -p "$d"
     run_array "$d" 0-2 "$d/out" "0 2" "1" || return 0
     run_array "$d" 1 "$d/out" "1" || return 0
-    check_output "$d/out" "1"
+    check_output "$d/out" "1" 3
 }
 
 scenario_c-sparse() {
@@ -235,7 +244,7 @@ scenario_c-sparse() {
     mkdir -p "$d"
     run_array "$d" 0-3 "$d/out" "0 2" "1 3" || return 0
     run_array "$d" 1,3 "$d/out" "1 3" || return 0
-    check_output "$d/out" "1 3"
+    check_output "$d/out" "1 3" 4
 }
 
 scenario_c-stepped() {
@@ -243,14 +252,14 @@ scenario_c-stepped() {
     mkdir -p "$d"
     run_array "$d" 0-4 "$d/out" "1 3" "0 2 4" || return 0
     run_array "$d" 0-4:2 "$d/out" "0 2 4" || return 0
-    check_output "$d/out" "0 2 4"
+    check_output "$d/out" "0 2 4" 5
 }
 
 scenario_d-trailing-slash() {
     local d=$WORK/d-trailing-slash
     mkdir -p "$d"
     run_array "$d" 0-2 "$d/out/" "0 1 2" || return 0
-    check_output "$d/out/" "0 1 2"
+    check_output "$d/out/" "0 1 2" 3
 }
 
 # --- main ------------------------------------------------------------------------------
