@@ -6,10 +6,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.pgrid-installed
-# Re-install when the build or the native sources change (Python files are editable).
+TEST_STAMP := $(VENV)/.pgrid-test-installed
+# Re-install when the build or the native sources change, or when a package module is added
+# or removed (the editable install maps the modules it knew; edits need no reinstall).
 NATIVE := pyproject.toml CMakeLists.txt $(wildcard native/include/pgrid/*.hpp native/src/*)
+MODULES := $(VENV)/.modules-$(shell find pgrid_cli -name '*.py' | sort | cksum | cut -d' ' -f1)
 
-.PHONY: help install demo test test-cluster lint format bench bench-pipeline bench-invert \
+.PHONY: help install install-test demo test test-cluster lint format bench bench-pipeline bench-invert \
 	bench-results bench-peers peers-venv clean
 
 help:
@@ -27,19 +30,31 @@ help:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(PY) $(NATIVE)
+$(MODULES): | $(PY)
+	@rm -f $(VENV)/.modules-*
+	@touch $@
+
+# What the demo needs: pgrid and its dependencies (no torch, no test tools).
+$(STAMP): $(PY) $(NATIVE) $(MODULES)
+	$(PIP) install --quiet -e .
+	@touch $@
+
+# The tests also need pytest, ruff, clang-format and torch (CPU build, a local wheel).
+$(TEST_STAMP): $(STAMP)
 	$(PIP) install --quiet -e ".[test,dev]"
-	$(PIP) install --quiet torch==2.13.0  # CPU build (local wheel); tests/test_torch.py needs it
+	$(PIP) install --quiet torch==2.13.0
 	@touch $@
 
 install: $(STAMP)
+
+install-test: $(TEST_STAMP)
 
 demo: install
 	$(VENV)/bin/pgrid grid sample_data -o demo_out --overwrite
 	$(VENV)/bin/pgrid info demo_out
 	$(VENV)/bin/pgrid invert demo_out --index 0:4,-4: -o demo_out/inverted.xyz --report demo_out/inverted.json
 
-test: install
+test: install-test
 	$(VENV)/bin/pytest
 
 # Opt-in, not part of `make test`; needs root (installs slurm-wlm and munge when missing).
@@ -50,11 +65,11 @@ test-cluster: install
 	tools/cluster/slurm-up.sh && tools/cluster/test-recipe.sh; status=$$?; \
 	  tools/cluster/slurm-down.sh; exit $$status
 
-lint: install
+lint: install-test
 	$(VENV)/bin/ruff check pgrid_cli tests tools examples benchmarks
 	$(VENV)/bin/clang-format --dry-run --Werror native/include/pgrid/*.hpp native/src/*.cpp native/src/*.hpp
 
-format: install
+format: install-test
 	$(VENV)/bin/ruff check --fix pgrid_cli tests tools examples benchmarks
 	$(VENV)/bin/clang-format -i native/include/pgrid/*.hpp native/src/*.cpp native/src/*.hpp
 
@@ -69,7 +84,7 @@ bench-invert: install
 
 # The committed pgrid bench results (docs/benchmarks.md, "pgrid bench").
 bench-results: install
-	$(VENV)/bin/pgrid bench --end-to-end --json docs/bench/bench.json --csv docs/bench/bench.csv \
+	$(VENV)/bin/pgrid bench --end-to-end --report docs/bench/bench.json --csv docs/bench/bench.csv \
 	  --plot docs/bench/bench.png > docs/bench/bench.txt
 
 # pgrid against its peers (docs/benchmarks.md, "Against ParticleGrid and libmolgrid").

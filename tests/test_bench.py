@@ -484,7 +484,7 @@ def test_cli_runs_and_writes_every_output(tmp_path: Path) -> None:
     args = [
         *_tiny_args(tmp_path),
         "--end-to-end",
-        "--json",
+        "--report",
         str(out / "b.json"),
         "--csv",
         str(out / "b.csv"),
@@ -508,9 +508,13 @@ def test_cli_runs_and_writes_every_output(tmp_path: Path) -> None:
 def test_cli_quick_takes_explicit_options(tmp_path: Path) -> None:
     path = tmp_path / "q.json"
     args = ["bench", str(SMALL), "--quick", "--grid-sizes", "8", "--limit", "2", "-q"]
-    res = runner.invoke(app, [*args, "--json", str(path)])
+    res = runner.invoke(app, [*args, "--report", str(path)])
     assert res.exit_code == 0, res.output
     assert res.output == ""
+    # --json: the same results as JSON on stdout, nothing else
+    res = runner.invoke(app, ["bench", str(SMALL), "--quick", "--grid-sizes", "8", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["config"]["grid_sizes"] == [8]
     cfg = json.loads(path.read_text())["config"]
     assert cfg["grid_sizes"] == [8] and cfg["limit"] == 2
     assert cfg["repeat"] == 3 and cfg["sigmas"] == [0.5]  # from --quick
@@ -520,7 +524,7 @@ def test_cli_refuses_a_wrong_implementation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pbench, "render_batch", _wrong_on("scalar", 1e-3))
-    res = runner.invoke(app, [*_tiny_args(tmp_path), "--json", str(tmp_path / "x.json")])
+    res = runner.invoke(app, [*_tiny_args(tmp_path), "--report", str(tmp_path / "x.json")])
     assert res.exit_code == 1
     assert "scalar (1 thread) disagrees with the float64 reference" in res.output
     assert "Traceback" not in res.output
@@ -534,7 +538,7 @@ def test_cli_refuses_a_wrong_implementation(
         (["--sigmas", ""], "--sigmas needs at least one value"),
         (["--channels", "C,Xx"], "'Xx' is not a chemical element"),
         (["--implementations", "avx1024"], "unknown implementation"),
-        (["--json", "/nonexistent/dir/x.json"], "is not a directory"),
+        (["--report", "/nonexistent/dir/x.json"], "is not a directory"),
         (["--plot", "bench.xyz"], "must end in an image format"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from . import options
 from ._app import app, err_console, fail, user_errors
 
 if TYPE_CHECKING:  # the bench (and SciPy behind its reference) loads only when it runs
@@ -154,21 +156,22 @@ def bench_cli(
         bool,
         typer.Option("--quick", help="A small sweep for a first look (under 30 s)."),
     ] = False,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the results as JSON.")
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write the results as JSON.", metavar="FILE")
     ] = None,
     csv_out: Annotated[
-        Path | None, typer.Option("--csv", help="Write one CSV row per cell.")
+        Path | None, typer.Option("--csv", help="Write one CSV row per cell.", metavar="FILE")
     ] = None,
     plot: Annotated[
         Path | None,
         typer.Option(
-            "--plot", help="Draw throughput against grid size and the speedup bars (PNG)."
+            "--plot",
+            help="Draw throughput against grid size and the speedup bars (PNG).",
+            metavar="FILE",
         ),
     ] = None,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bar and no tables.")
-    ] = False,
+    json_out: options.JSON = False,
+    quiet: options.QUIET = False,
 ) -> None:
     """Measure gridding speed on this machine: grid sizes × σ × channels × threads, every
     instruction-set path and NumPy side by side, each checked against the float64
@@ -212,30 +215,32 @@ def bench_cli(
         changes["end_to_end"] = end_to_end
         config = BenchConfig.quick(**changes) if quick else replace(BenchConfig(), **changes)
         config = config.resolved()  # bad options fail before anything runs
-        for out in (json_out, csv_out, plot):
+        for out in (report, csv_out, plot):
             if out is not None and not out.parent.is_dir():
                 raise ValueError(f"cannot write {out}: {out.parent} is not a directory")
         if plot is not None:
             check_plot_path(plot)
         command = shlex.join(["pgrid", *sys.argv[1:]])
         try:
-            with _progress(enabled=not quiet and err_console.is_terminal) as update:
+            with _progress(enabled=not (quiet or json_out) and err_console.is_terminal) as update:
                 result = run_sweep(config, progress=update, command=command)
         except VerificationError as exc:
             fail(str(exc), EXIT_WRONG)
         console = Console()
         if not console.is_terminal:  # a file or a pipe: room for every column
             console = Console(width=max(console.width, 140))
-        if not quiet:
+        if json_out:
+            typer.echo(json.dumps(result.to_json(), indent=2))
+        elif not quiet:
             print_result(result, console)
-        if json_out is not None:
-            result.write_json(json_out)
+        if report is not None:
+            result.write_json(report)
         if csv_out is not None:
             result.write_csv(csv_out)
         if plot is not None:
             plot_result(result, plot)
-        if not quiet:
-            for label, path in (("JSON", json_out), ("CSV", csv_out), ("plot", plot)):
+        if not (quiet or json_out):
+            for label, path in (("JSON", report), ("CSV", csv_out), ("plot", plot)):
                 if path is not None:
                     console.print(f"{label} written to {path}")
 

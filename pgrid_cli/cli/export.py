@@ -7,26 +7,22 @@ from typing import Annotated
 
 import typer
 
+from . import options
 from ._app import app, user_errors
-from .show import read_record
+from .show import numbered, read_records, report_written
+
+OUT = options.out(
+    "File to write; its suffix picks the format (.cube, .dx, .mrc/.map, .chgcar or a file "
+    "named CHGCAR) unless --format is given; g.7.cube etc. for several structures."
+)
+INDEX = options.index("Structures to export, global indices in a directory (default: 0)")
 
 
 @app.command("export")
 def export_cli(
     path: Annotated[Path, typer.Argument(help="A shard file or an output directory.")],
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "-o",
-            help="File to write; its suffix picks the format (.cube, .dx, .mrc/.map, "
-            ".chgcar or a file named CHGCAR) unless --format is given.",
-        ),
-    ],
-    index: Annotated[
-        int,
-        typer.Option("--index", "-i", help="Structure to export (global index in a directory)."),
-    ] = 0,
+    out: OUT,
+    index: INDEX = None,
     fmt: Annotated[
         str | None,
         typer.Option(
@@ -54,6 +50,7 @@ def export_cli(
             "ρ·V_cell.",
         ),
     ] = "density",
+    json_out: options.JSON = False,
 ) -> None:
     """Export one grid to cube, DX, CHGCAR or MRC for VMD, PyMOL, VESTA, ChimeraX ….
 
@@ -62,10 +59,17 @@ def export_cli(
     """
     from ..export import export_record
 
+    done = []
     with user_errors():
-        record, shard = read_record(path, index)
-        written = export_record(
-            record, out, shard.channels, fmt=fmt, channel=channel, quantity=quantity
-        )
-    for p in written:
-        typer.echo(f"{record.name or 'structure'} (#{index}) → {p}")
+        selected = list(read_records(path, index))
+        for i, record, shard in selected:
+            written = export_record(
+                record,
+                numbered(out, i, len(selected) > 1),
+                shard.channels,
+                fmt=fmt,
+                channel=channel,
+                quantity=quantity,
+            )
+            done.append({"index": i, "name": record.name, "files": [str(p) for p in written]})
+    report_written(done, json_out)

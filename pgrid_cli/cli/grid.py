@@ -24,6 +24,7 @@ from rich.table import Table
 from ..runs.grid import CAPTURE_WARNING, GridOptions, grid_files
 from ..runs.summary import Progress as RunProgress
 from ..runs.summary import RunSummary
+from . import options
 from ._app import EXIT_NOTHING, EXIT_OK, EXIT_REJECTED, app, err_console, fail, user_errors
 
 EPILOG = (
@@ -48,6 +49,10 @@ def parse_grid_size(text: str) -> tuple[int, int, int] | int:
     return values[0], values[1], values[2]
 
 
+WORKERS = options.workers("Processes that parse, grid and compress (default: one per core).")
+STRICT = options.strict("Exit 1 when any record was rejected.")
+
+
 @app.command("grid", epilog=EPILOG)
 def grid_cli(
     inputs: Annotated[
@@ -65,7 +70,9 @@ def grid_cli(
     grid_size: Annotated[
         str, typer.Option("--grid-size", help="Voxels per axis: N or NX,NY,NZ.")
     ] = "32",
-    sigma: Annotated[float, typer.Option(help="Gaussian standard deviation, Å.")] = 0.5,
+    sigma: Annotated[
+        float, typer.Option(help="Gaussian standard deviation of every atom.", metavar="Å")
+    ] = 0.5,
     channels: Annotated[
         str, typer.Option(help="single, elements, or a list such as C,H,N,O,* .")
     ] = "elements",
@@ -73,7 +80,9 @@ def grid_cli(
         str,
         typer.Option(help="Molecule box: fit, tight or cube:L (L in Å). Crystals use their cell."),
     ] = "fit",
-    padding: Annotated[float, typer.Option(help="Padding around molecules (fit, tight), Å.")] = 2.0,
+    padding: Annotated[
+        float, typer.Option(help="Padding around molecules (fit, tight).", metavar="Å")
+    ] = 2.0,
     dtype: Annotated[str, typer.Option(help="Grid storage: float32 or float16.")] = "float32",
     compression: Annotated[
         str, typer.Option(help="gzip (with shuffle; gzip:1 … gzip:9 sets the level), lzf or none.")
@@ -115,22 +124,13 @@ def grid_cli(
         int | None,
         typer.Option(help="Number of slices (default: $SLURM_ARRAY_TASK_COUNT, else 1)."),
     ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(help="Processes that parse, grid and compress (default: one per core)."),
-    ] = None,
+    workers: WORKERS = None,
     threads: Annotated[
         int | None, typer.Option(help="Kernel threads in all (default: one per core).")
     ] = None,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Exit 1 when any record was rejected.")
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")
-    ] = False,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the summary as JSON (no progress bar).")
-    ] = False,
+    strict: STRICT = False,
+    quiet: options.QUIET = False,
+    json_out: options.JSON = False,
 ) -> None:
     """Grid molecules and crystals into HDF5 shards (docs/format.md §6), resumably, losing nothing.
 

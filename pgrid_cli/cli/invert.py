@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from . import options
 from ._app import EXIT_NOTHING, EXIT_REJECTED, app, err_console, fail, user_errors
 
 if TYPE_CHECKING:  # the inversion (SciPy, cripser) loads only when it runs
@@ -33,6 +35,12 @@ HELP = (
 )
 
 
+OUT = options.out("Recovered atoms: multi-frame extended XYZ (Lattice= and pbc for crystals).")
+INDEX = options.index("Structures to invert (default: all)")
+WORKERS = options.workers("Worker processes (default: one per CPU, one per 32 structures at most).")
+STRICT = options.strict(f"Exit {EXIT_REJECTED} when any structure could not be inverted.")
+
+
 @app.command("invert", help=HELP)
 def invert_cli(
     input: Annotated[
@@ -43,24 +51,8 @@ def invert_cli(
             show_default=False,
         ),
     ],
-    output: Annotated[
-        Path,
-        typer.Option(
-            "--output",
-            "-o",
-            help="Recovered atoms: multi-frame extended XYZ (Lattice= and pbc for crystals).",
-            show_default=False,
-        ),
-    ],
-    index: Annotated[
-        str | None,
-        typer.Option(
-            "--index",
-            "-i",
-            help="Structures to invert: 3, 0:10, 5,7,-1, ::2 (Python slices, comma-separated). "
-            "Default: all.",
-        ),
-    ] = None,
+    output: OUT,
+    index: INDEX = None,
     meta: Annotated[
         Path | None,
         typer.Option(
@@ -74,26 +66,20 @@ def invert_cli(
             "Default: X.",
         ),
     ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            help="Worker processes. Default: one per CPU, but one per 32 structures at most.",
-            min=1,
-        ),
-    ] = None,
+    workers: WORKERS = None,
     report: Annotated[
         Path | None,
         typer.Option(help="Write the per-structure results and the summary as JSON here."),
     ] = None,
     tolerance: Annotated[
         float,
-        typer.Option(help="Å: an original atom counts as recovered within this distance."),
+        typer.Option(
+            help="An original atom counts as recovered within this distance.", metavar="Å"
+        ),
     ] = 0.1,
-    strict: Annotated[
-        bool,
-        typer.Option(help=f"Exit {EXIT_REJECTED} when any structure could not be inverted."),
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table.")] = False,
+    strict: STRICT = False,
+    json_out: options.JSON = False,
+    quiet: options.QUIET = False,
 ) -> None:
     """Parse the options, invert (:func:`pgrid_cli.recovery.invert_source`), print the
     recovery table."""
@@ -114,9 +100,9 @@ def invert_cli(
             atomic_number(element)
         source = open_grids(input, meta)
         indices = parse_indices(index, len(source))
-    n_workers = workers or default_workers(len(indices))
+    n_workers = default_workers(len(indices)) if workers is None else workers
     t0 = time.perf_counter()
-    reports = _run(source, indices, output, element, n_workers, tolerance, quiet)
+    reports = _run(source, indices, output, element, n_workers, tolerance, quiet or json_out)
     seconds = time.perf_counter() - t0
     summary = summarize(reports, seconds)
     summary["workers"] = n_workers
@@ -133,7 +119,9 @@ def invert_cli(
                     "structures": [r.to_dict() for r in reports],
                 },
             )
-    if not quiet:
+    if json_out:
+        typer.echo(json.dumps({"output": str(output), **summary}, indent=2, default=str))
+    elif not quiet:
         out = Console(highlight=False)
         if len(reports) <= DETAIL_ROWS:
             out.print(_detail_table(reports))

@@ -2,33 +2,44 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ..store.shard import Shard, ShardRecord, ShardSet
+from . import options
 from ._app import app, user_errors
 
 
-def read_record(path: Path, index: int) -> tuple[ShardRecord, Shard]:
-    """Structure ``index`` of a shard file or directory, and the shard that holds it."""
+def read_records(path: Path, index: str | None) -> Iterator[tuple[int, ShardRecord, Shard]]:
+    """(global index, record, its shard) of the structures ``index`` selects in a shard
+    file or directory (default: the first)."""
+    from ..invert.sources import parse_indices
+
     shards = ShardSet(path)
-    if not -len(shards) <= index < len(shards):
-        raise ValueError(f"--index {index} is out of range: {path} holds {len(shards)} grids")
-    shard, j = shards.locate(index)
-    return shard[j], shard
+    for i in parse_indices(index or "0", len(shards)):
+        shard, j = shards.locate(i)
+        yield i, shard[j], shard
+
+
+def numbered(path: Path, i: int, many: bool) -> Path:
+    """``path`` itself, or with ``.i`` before its suffix when several structures are
+    written (``g.png`` → ``g.7.png``)."""
+    return path.with_name(f"{path.stem}.{i}{path.suffix}") if many else path
+
+
+OUT = options.out("Picture to write (.png, .pdf, .svg); g.7.png etc. for several.", False)
+INDEX = options.index("Structures to draw, global indices in a directory (default: 0)")
 
 
 @app.command("show")
 def show_cli(
     path: Annotated[Path, typer.Argument(help="A shard file or an output directory.")],
-    index: Annotated[
-        int, typer.Option("--index", "-i", help="Structure to draw (global index in a directory).")
-    ] = 0,
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Picture to write (.png, .pdf, .svg).")
-    ] = Path("grid.png"),
+    index: INDEX = None,
+    out: OUT = None,
     channels: Annotated[
         str | None, typer.Option(help="Channels to draw, e.g. C,N,O (default: non-empty ones).")
     ] = None,
@@ -46,23 +57,38 @@ def show_cli(
         typer.Option(
             help="iso mode: the isosurface level as a fraction of the largest value of the "
             "drawn channels (default 0.1).",
+            metavar="X",
         ),
     ] = None,
+    json_out: options.JSON = False,
 ) -> None:
     """Draw one grid in Cartesian space: a panel per channel (max, slice) or one 3D view
     (iso). Crystals are drawn with their real cell and its periodic images."""
     from ..plot import draw_grid
 
+    target = out or Path("grid.png")
+    names = [c.strip() for c in channels.split(",")] if channels else None
+    done = []
     with user_errors():
-        record, shard = read_record(path, index)
-        names = [c.strip() for c in channels.split(",")] if channels else None
-        written = draw_grid(
-            record,
-            shard.channels,
-            out,
-            channels=names,
-            mode=mode,
-            sigma=shard.sigma,
-            level=level,
-        )
-    typer.echo(f"{record.name or 'structure'} (#{index}) → {written}")
+        selected = list(read_records(path, index))
+        for i, record, shard in selected:
+            written = draw_grid(
+                record,
+                shard.channels,
+                numbered(target, i, len(selected) > 1),
+                channels=names,
+                mode=mode,
+                sigma=shard.sigma,
+                level=level,
+            )
+            done.append({"index": i, "name": record.name, "files": [str(written)]})
+    report_written(done, json_out)
+
+
+def report_written(done: list[dict[str, Any]], json_out: bool) -> None:
+    """What show and export wrote: one line per structure, or JSON with ``--json``."""
+    if json_out:
+        typer.echo(json.dumps(done, indent=2))
+        return
+    for d in done:
+        typer.echo(f"{d['name'] or 'structure'} (#{d['index']}) → {', '.join(d['files'])}")
