@@ -93,7 +93,7 @@ def test_nothing_written_exits_3(tmp_path):
         (["--disorder", "drop"], "unknown disorder policy"),
         (["--format", "pdb"], "unknown format 'pdb'"),
         (["--shard-index", "3", "--num-shards", "2"], "--shard-index must be in 0..1"),
-        (["--workers", "-2"], "Invalid value for '--workers': -2 is not in the range x>=0"),
+        (["--workers", "-2"], "Invalid value for '--workers': Input should be greater than or equal to 0"),
         (["--threads", "0"], "--threads must be at least 1"),
     ],
 )
