@@ -68,6 +68,10 @@ EXPECTED = {
     "no_blocks.cif": [pio.MALFORMED],
     "not_gzip.xyz.gz": [pio.UNREADABLE],
     "empty.xyz": [],
+    # Issue 9 (the adversarial audit): deflate data corrupted after three records ...
+    "corrupt_deflate.sdf.gz": [None, None, None, pio.UNREADABLE],
+    # ... and count lines of Unicode digits (², ٣) and of 5000 digits, each before a good frame.
+    "count_lines.xyz": [pio.MALFORMED, None, pio.MALFORMED, None, pio.MALFORMED, None],
 }
 
 
@@ -353,3 +357,38 @@ def test_disorder_policies():
     assert_allclose(np.diag(w.lattice), [a, a, a], atol=1e-12)
     with pytest.raises(ValueError, match="unknown disorder policy"):
         list(iter_records(path, options=pio.ReadOptions("random")))
+
+
+# ---------------------------------------------------------------------- issue 9: the audit
+def test_corrupt_deflate_rejects_the_record_and_ends_the_file(tmp_path):
+    """Item 3: bytes 2000–2040 of a gzipped SDF flipped → zlib.error, caught like any
+    other read error: the records before it are read, the one being read is rejected."""
+    data = bytearray(gzip.compress((SAMPLE / "drugs.sdf").read_bytes(), mtime=0))
+    data[2000:2041] = bytes(b ^ 0xFF for b in data[2000:2041])
+    path = tmp_path / "b.sdf.gz"
+    path.write_bytes(bytes(data))
+    items = list(iter_records(path))
+    assert items and all(isinstance(i, Structure) for i in items[:-1])
+    last = items[-1]
+    assert isinstance(last, Rejection) and last.kind == pio.UNREADABLE
+    assert last.record == len(items) - 1 and "rest of the file is unreadable" in last.reason
+    assert "decompressing" in last.reason
+    # Corrupt from the start: the file itself is unreadable (record -1).
+    head = bytearray(gzip.compress((SAMPLE / "drugs.sdf").read_bytes(), mtime=0))
+    head[12:60] = bytes(60 - 12)
+    path.write_bytes(bytes(head))
+    (item,) = list(iter_records(path))
+    assert (item.record, item.kind) == (-1, pio.UNREADABLE), item.reason
+
+
+def test_count_lines_must_be_ascii_digits():
+    """Item 4: '²' and '٣' pass str.isdigit() but int() refuses them; 5000 digits pass
+    isdigit() but int() refuses them too (Python's digit limit)."""
+    items = list(iter_records(CORPUS / "count_lines.xyz"))
+    assert [getattr(i, "name", "") for i in items[1::2]] == [
+        "after_superscript",
+        "after_arabic_indic",
+        "after_long_count",
+    ]
+    assert "expected the number of atoms" in items[0].reason and "'²'" in items[0].reason
+    assert "'٣'" in items[2].reason

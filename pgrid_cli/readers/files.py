@@ -21,6 +21,7 @@ import glob
 import gzip
 import io
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
@@ -133,9 +134,9 @@ def iter_raw_records(path: str | os.PathLike[str], format: str) -> Iterator[RawR
                 item = next(records)
             except StopIteration:
                 break
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                # The stream itself broke (corrupt gzip, I/O error): the record being
-                # read is lost and nothing after it can be found.
+            except (OSError, EOFError, zlib.error) as exc:
+                # The stream itself broke (corrupt or truncated gzip, I/O error): the
+                # record being read is lost and nothing after it can be found.
                 if count == 0 and lines.lineno == 0:
                     reason = f"cannot read the file: {_os_reason(exc)}"
                     record = -1

@@ -27,7 +27,9 @@ from .registry import Reader, register
 
 
 def _is_count_line(s: str) -> bool:
-    return s.isdigit()
+    """An atom count: ASCII digits only (``str.isdigit`` also accepts '²' and '٣', which
+    ``int`` refuses), at most 12 of them (``int`` refuses thousands)."""
+    return len(s) <= 12 and s.isascii() and s.isdigit()
 
 
 def _frame_xyz(lines: Lines, source: str) -> Iterator[RawRecord | Rejection]:
