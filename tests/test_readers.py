@@ -70,8 +70,10 @@ EXPECTED = {
     "empty.xyz": [],
     # Issue 9 (the adversarial audit): deflate data corrupted after three records ...
     "corrupt_deflate.sdf.gz": [None, None, None, pio.UNREADABLE],
-    # ... and count lines of Unicode digits (², ٣) and of 5000 digits, each before a good frame.
+    # ... count lines of Unicode digits (², ٣) and of 5000 digits, each before a good frame ...
     "count_lines.xyz": [pio.MALFORMED, None, pio.MALFORMED, None, pio.MALFORMED, None],
+    # ... and occupancies -0.5, nan, inf, '.', 1.5 (invalid), 0 (a vacancy) and 1.0(1).
+    "occupancy.cif": [pio.MALFORMED] * 5 + [pio.DISORDER, None],
 }
 
 
@@ -392,3 +394,26 @@ def test_count_lines_must_be_ascii_digits():
     ]
     assert "expected the number of atoms" in items[0].reason and "'²'" in items[0].reason
     assert "'٣'" in items[2].reason
+
+
+def test_invalid_occupancies_are_rejected():
+    """Item 12: pymatgen drops a site of occupancy -0.5, nan, '.' or 0 and writes 7 of
+    8 atoms; pgrid checks the raw values and rejects the block instead."""
+    items = list(iter_records(CORPUS / "occupancy.cif"))
+    names = [i.name for i in items]
+    assert names == ["negative", "not_a_number", "infinite", "dot", "above_one", "vacant", "full"]
+    reasons = [i.reason for i in items[:6]]
+    assert "site O1 has occupancy -0.5" in reasons[0]
+    assert "site O1 has occupancy nan" in reasons[1]
+    assert "site O1 has occupancy inf" in reasons[2]
+    assert "site O1 has occupancy '.'" in reasons[3]
+    assert "site O1 has occupancy 1.5" in reasons[4]
+    assert "partial occupancy" in reasons[5] and "O1" in reasons[5]
+    assert len(items[6]) == 8
+    # The other policies keep a vacancy out (it is one), but never an invalid value.
+    for policy in ("majority", "weight"):
+        got = list(iter_records(CORPUS / "occupancy.cif", options=pio.ReadOptions(policy)))
+        assert [None if isinstance(i, Structure) else i.kind for i in got] == [
+            pio.MALFORMED
+        ] * 5 + [None, None]
+        assert [len(i) for i in got[5:]] == [7, 8]

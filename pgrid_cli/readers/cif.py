@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import re
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +64,9 @@ def _parse_cif(raw: RawRecord, options: ReadOptions) -> Structure | Rejection:
         warnings.simplefilter("always")
         try:
             parser = CifParser.from_str(raw.text)
+            problem = _occupancy_problem(parser.as_dict(), options.disorder)
+            if problem is not None:
+                return reject(raw, *problem)
             structures = parser.parse_structures(primitive=False, on_error="raise")
         except Exception as exc:
             return reject(
@@ -125,6 +131,62 @@ def _parse_cif(raw: RawRecord, options: ReadOptions) -> Structure | Rejection:
         record=raw.record,
         info=info,
     )
+
+
+#: How far above 1 an occupancy may be (rounding in the file) before it is invalid.
+OCCUPANCY_TOLERANCE = 0.01
+_UNCERTAINTY = re.compile(r"\(.*$")
+
+
+def _occupancy_problem(blocks: dict[str, Any], disorder: str) -> tuple[str, str] | None:
+    """(reason, kind) when the raw ``_atom_site_occupancy`` values of the block would
+    make pymatgen lose atoms silently, else None.
+
+    pymatgen keeps a site only if its occupancy is > 0: it drops one of -0.5, nan, ``.``
+    or 0 without a word, and the block would be gridded with an atom missing. A value
+    that is not a number (``?``, unknown, counts as 1, as in pymatgen), not finite,
+    negative or above 1 (+ :data:`OCCUPANCY_TOLERANCE`) rejects the block; so does an
+    occupancy of 0 (a vacancy) when the disorder policy is ``error``.
+    """
+    if not blocks:
+        return None
+    data = next(iter(blocks.values()))
+    values = _column(data, "_atom_site_occupancy")
+    labels = _column(data, "_atom_site_label") or _column(data, "_atom_site_type_symbol")
+    for i, text in enumerate(values):
+        label = labels[i] if i < len(labels) else f"#{i + 1}"
+        value = _occupancy(text)
+        if value is None:
+            return f"site {label} has occupancy {text!r}, which is not a number", MALFORMED
+        if not math.isfinite(value) or value < 0 or value > 1 + OCCUPANCY_TOLERANCE:
+            return (
+                f"site {label} has occupancy {text}: an occupancy is a fraction from 0 to 1",
+                MALFORMED,
+            )
+        if value == 0 and disorder == "error":
+            return (
+                f"partial occupancy: site {label} has occupancy 0 (a vacancy); choose the "
+                f"disorder policy majority or weight",
+                DISORDER,
+            )
+    return None
+
+
+def _column(data: dict[str, Any], key: str) -> list[str]:
+    v = data.get(key)
+    if v is None:
+        return []
+    return [str(v)] if isinstance(v, str) else [str(x) for x in v]
+
+
+def _occupancy(text: str) -> float | None:
+    s = _UNCERTAINTY.sub("", text.strip())  # 0.25(3): the uncertainty in brackets
+    if s == "?":
+        return 1.0
+    try:
+        return float(s)
+    except ValueError:
+        return None
 
 
 def _preload() -> None:
