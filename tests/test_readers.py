@@ -9,7 +9,12 @@ tests/data/malformed, whose expected outcome is listed record by record below.
 from __future__ import annotations
 
 import gzip
+import json
+import os
 import shutil
+import signal
+import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 import ase.io
@@ -417,3 +422,139 @@ def test_invalid_occupancies_are_rejected():
             pio.MALFORMED
         ] * 5 + [None, None]
         assert [len(i) for i in got[5:]] == [7, 8]
+
+
+class Hung(Exception):
+    """Raised by :func:`deadline` (not an OSError, which a reader would catch)."""
+
+
+@contextmanager
+def deadline(seconds: int):
+    """Fail (instead of hanging the suite) when the body runs longer than ``seconds``."""
+
+    def expire(*_):
+        raise Hung(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _one_rejection_each(files):
+    """{file name: reason} of inputs that must each give one rejection of the file."""
+    reasons = {}
+    for f in files:
+        got = list(iter_raw_records(f, detect_format(f, "xyz")))
+        assert len(got) == 1 and isinstance(got[0], Rejection), f
+        assert (got[0].record, got[0].kind) == (-1, pio.UNREADABLE)
+        reasons[f.name] = got[0].reason
+    return reasons
+
+
+def test_fifos_sockets_and_devices_are_rejected_never_opened(tmp_path):
+    """Item 7: a FIFO (opening it would wait for a writer forever), a socket and a
+    device, in a directory or named, give one rejection each (record -1)."""
+    d = tmp_path / "in"
+    d.mkdir()
+    os.mkfifo(d / "a_fifo.xyz")
+    (d / "good.xyz").write_text("1\nname=ok\nC 0 0 0\n")
+    (d / "null.sdf").symlink_to("/dev/null")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(d / "sock.cif"))
+    try:
+        with deadline(20):
+            files = expand_inputs([d])
+            names = [f.name for f in files]
+            assert names == ["a_fifo.xyz", "good.xyz", "null.sdf", "sock.cif"]
+            (good,) = list(iter_raw_records(files.pop(1), "xyz"))
+            assert isinstance(good, RawRecord)
+            reasons = _one_rejection_each(files)
+            named = _one_rejection_each(expand_inputs([d / "a_fifo.xyz", "/dev/null"]))
+    finally:
+        sock.close()
+    assert "not a regular file (a FIFO)" in reasons["a_fifo.xyz"]
+    assert "not a regular file (a socket)" in reasons["sock.cif"]
+    assert "not a regular file (a character device)" in reasons["null.sdf"]
+    assert named.keys() == {"a_fifo.xyz", "null"}
+
+
+def test_symlink_loops_are_one_rejection(tmp_path):
+    """Item 7: a symlink loop, found in a directory or named, is one rejection."""
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "loop.xyz").symlink_to(d / "loop.xyz")
+    (d / "ping.sdf").symlink_to(d / "pong.sdf")
+    (d / "pong.sdf").symlink_to(d / "ping.sdf")
+    files = expand_inputs([d])
+    assert [f.name for f in files] == ["loop.xyz", "ping.sdf", "pong.sdf"]
+    reasons = _one_rejection_each(files)
+    assert all("too many levels of symbolic links" in r.lower() for r in reasons.values())
+    assert _one_rejection_each(expand_inputs([d / "loop.xyz"])).keys() == {"loop.xyz"}
+
+
+def test_unreadable_directory_is_one_rejection(tmp_path, monkeypatch):
+    """Item 7: a directory that cannot be listed is one rejection (record -1), whether
+    it was named or found in a walk; the other files are read."""
+    d = tmp_path / "in"
+    locked = d / "locked"
+    locked.mkdir(parents=True)
+    (d / "ok.xyz").write_text("1\nname=ok\nC 0 0 0\n")
+    (locked / "hidden_by_permissions.xyz").write_text("1\nx\nC 0 0 0\n")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    files = expand_inputs([d])
+    assert [f.relative_to(d).as_posix() for f in files] == ["locked", "ok.xyz"]
+    reasons = _one_rejection_each(files[:1])
+    assert "cannot list the directory: Permission denied" in reasons["locked"]
+    (named,) = expand_inputs([locked])
+    assert detect_format(named) == "directory"
+    assert _one_rejection_each([named]).keys() == {"locked"}
+
+
+def test_special_files_in_a_run(tmp_path):
+    """Item 7 end to end: the run finishes and accounts for every input."""
+    from pgrid_cli.runs.grid import GridOptions, grid_files
+
+    d = tmp_path / "in"
+    d.mkdir()
+    os.mkfifo(d / "a_fifo.xyz")
+    (d / "good.xyz").write_text("1\nname=ok\nC 0 0 0\n")
+    (d / "loop.sdf").symlink_to(d / "loop.sdf")
+    with deadline(60):
+        s = grid_files([d], tmp_path / "out", GridOptions(grid_size=8), workers=0)
+    assert (s.read, s.written, s.rejected_by_kind) == (3, 1, {pio.UNREADABLE: 2})
+    errors = [json.loads(x) for x in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert sorted(Path(e["source"]).name for e in errors) == ["a_fifo.xyz", "loop.sdf"]
+
+
+def test_unreadable_directory_for_real(tmp_path):
+    """Item 7 with real permissions (skipped where they do not bind, e.g. for root with
+    CAP_DAC_OVERRIDE): a directory that cannot be listed, and a file below it."""
+    d = tmp_path / "in"
+    (d / "locked").mkdir(parents=True)
+    (d / "ok.xyz").write_text("1\nname=ok\nC 0 0 0\n")
+    (d / "locked" / "x.xyz").write_text("1\nname=x\nC 0 0 0\n")
+    (d / "locked").chmod(0)
+    try:
+        try:
+            os.listdir(d / "locked")
+            pytest.skip("permissions do not stop this user")
+        except PermissionError:
+            pass
+        files = expand_inputs([d, d / "locked" / "x.xyz"])
+        assert [f.name for f in files] == ["locked", "ok.xyz", "x.xyz"]
+        reasons = _one_rejection_each([files[0], files[2]])
+        assert reasons["locked"] == "cannot list the directory: Permission denied"
+        assert reasons["x.xyz"] == "cannot open the file: Permission denied"
+    finally:
+        (d / "locked").chmod(0o755)

@@ -20,6 +20,7 @@ from .files import (
 from .records import (
     BAD_CELL,
     CANNOT_GRID,
+    DIRECTORY,
     DISORDER,
     DISORDER_POLICIES,
     EMPTY,
@@ -34,6 +35,7 @@ from .records import (
     RawRecord,
     ReadOptions,
     Rejection,
+    UnreadableDirectory,
     check_structure,
     prepare_structure,
 )
@@ -42,6 +44,7 @@ from .registry import Reader, detect_format, format_from_name, formats, register
 __all__ = [
     "BAD_CELL",
     "CANNOT_GRID",
+    "DIRECTORY",
     "DISORDER",
     "DISORDER_POLICIES",
     "EMPTY",
@@ -58,6 +61,7 @@ __all__ = [
     "Reader",
     "Rejection",
     "Structure",
+    "UnreadableDirectory",
     "check_structure",
     "detect_format",
     "expand_inputs",

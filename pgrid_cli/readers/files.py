@@ -10,17 +10,20 @@ Reading happens in two steps, so that the second can run in worker processes:
    field's library: ASE, RDKit, pymatgen) and checks the result.
 
 :func:`iter_records` does both. Record indices count from 0 within each file. A file that
-cannot be opened at all yields a single Rejection with ``record = -1``; a read error part
-way through (e.g. a corrupt gzip stream) rejects the record where it happened and ends
-that file.
+cannot be opened at all — or that is not a regular file (a FIFO, a socket, a device, a
+directory that could not be listed) and so is never opened — yields a single Rejection
+with ``record = -1``; a read error part way through (e.g. a corrupt gzip stream) rejects
+the record where it happened and ends that file.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import gzip
 import io
 import os
+import stat
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -34,11 +37,13 @@ from .records import (
     RawRecord,
     ReadOptions,
     Rejection,
+    UnreadableDirectory,
     check_structure,
     one_line,
     reject,
 )
 from .registry import detect_format, format_from_name, reader
+from .registry import formats as registered_formats
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike[str]], recursive: bool = True) -> list[Path]:
@@ -47,15 +52,17 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]], recursive: bool = Tr
     Each input is a file (kept whatever its extension), a directory (its files with a
     known extension, sorted by their path below it; subdirectories too when
     ``recursive``; hidden files and directories skipped) or a glob pattern (its matches,
-    sorted). Inputs keep the order given; a file reached twice is listed once. Raises
-    ValueError for a path that does not exist, a pattern that matches nothing, or when no
-    input file is found.
+    sorted). Inputs keep the order given; a file reached twice is listed once. Nothing is
+    opened here: a FIFO, socket, device or symlink loop is listed like a file (reading it
+    rejects it), and a directory that cannot be listed is listed itself, as an
+    :class:`~pgrid_cli.readers.records.UnreadableDirectory`. Raises ValueError for a path
+    that does not exist, a pattern that matches nothing, or when no input file is found.
     """
     out: list[Path] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
 
     def add(p: Path) -> None:
-        key = p.resolve()
+        key = os.path.realpath(p)  # unlike Path.resolve(), never raises on a symlink loop
         if key not in seen:
             seen.add(key)
             out.append(p)
@@ -63,10 +70,11 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]], recursive: bool = Tr
     for item in inputs:
         text = os.fspath(item)
         p = Path(text)
-        if p.is_dir():
+        kind = _kind(p)
+        if kind == "dir":
             for f in _walk(p, recursive):
                 add(f)
-        elif p.exists():
+        elif kind == "other":
             add(p)
         elif glob.has_magic(text):
             matches = sorted(glob.glob(text, recursive=True))
@@ -74,11 +82,8 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]], recursive: bool = Tr
                 raise ValueError(f"no files match {text!r}")
             for m in matches:
                 mp = Path(m)
-                if mp.is_dir():
-                    for f in _walk(mp, recursive):
-                        add(f)
-                else:
-                    add(mp)
+                for f in _walk(mp, recursive) if _kind(mp) == "dir" else [mp]:
+                    add(f)
         else:
             raise ValueError(f"{text}: no such file or directory")
     if not out:
@@ -87,9 +92,25 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]], recursive: bool = Tr
     return out
 
 
+def _kind(p: Path) -> str:
+    """``dir``, ``missing`` (nothing there, not even a symlink) or ``other``."""
+    try:
+        return "dir" if stat.S_ISDIR(os.stat(p).st_mode) else "other"
+    except OSError as exc:  # a dangling symlink, a loop, no permission to look: reading
+        # it says so, in one rejection
+        missing = exc.errno in (errno.ENOENT, errno.ENOTDIR) and not os.path.lexists(p)
+        return "missing" if missing else "other"
+
+
 def _walk(root: Path, recursive: bool) -> list[Path]:
     files: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unlisted(exc: OSError) -> None:
+        d = UnreadableDirectory(exc.filename if exc.filename is not None else root)
+        d.reason = _os_reason(exc)
+        files.append(d)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlisted):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
         for name in filenames:
             if not name.startswith(".") and format_from_name(name) is not None:
@@ -117,13 +138,23 @@ def iter_records(
 def iter_raw_records(path: str | os.PathLike[str], format: str) -> Iterator[RawRecord | Rejection]:
     """Stream the text of each record of one file (see the module docstring)."""
     source = os.fspath(path)
+    problem = _not_a_file(path)
+    if problem is not None:
+        yield Rejection(source, -1, "", problem, UNREADABLE)
+        return
     framer = reader(detect_format(path, format)).frame
     try:
-        raw = open(path, "rb")
+        # O_NONBLOCK: should the path have become a FIFO since it was looked at, opening
+        # it must not wait for a writer (the check below rejects it).
+        raw = open(path, "rb", opener=_open_nonblocking)
     except OSError as exc:
         yield Rejection(source, -1, "", f"cannot open the file: {_os_reason(exc)}", UNREADABLE)
         return
     with raw:
+        problem = _special(os.fstat(raw.fileno()).st_mode)
+        if problem is not None:
+            yield Rejection(source, -1, "", problem, UNREADABLE)
+            return
         stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if _is_gzip(path) else raw
         text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
         lines = Lines(text, raw)
@@ -150,6 +181,44 @@ def iter_raw_records(path: str | os.PathLike[str], format: str) -> Iterator[RawR
                 return
             count += 1
             yield item
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+
+
+_SPECIAL = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def _special(mode: int) -> str | None:
+    """Why a file of this mode is not read (None for a regular file)."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _SPECIAL if test(mode)), "not a file")
+    return f"not a regular file ({kind}): not opened, pgrid reads regular files only"
+
+
+def _not_a_file(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not read (it is never opened), or None: it may be a file."""
+    if isinstance(path, UnreadableDirectory):
+        return f"cannot list the directory: {path.reason or 'unknown error'}"
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:  # a symlink loop, a dangling symlink, no permission
+        return f"cannot open the file: {_os_reason(exc)}"
+    if stat.S_ISDIR(mode):
+        try:
+            os.listdir(path)
+        except OSError as exc:
+            return f"cannot list the directory: {_os_reason(exc)}"
+        return "cannot open the file: it is a directory"
+    return _special(mode)
 
 
 def _is_gzip(path: str | os.PathLike[str]) -> bool:
@@ -194,6 +263,7 @@ class Lines:
         except (OSError, ValueError):
             return 0
 
+
 def parse_record(raw: RawRecord, options: ReadOptions | None = None) -> Structure | Rejection:
     """Parse one record's text with its format's library and check the result."""
     if "\x00" in raw.text:
@@ -211,4 +281,5 @@ def preload_readers(formats: Sequence[str]) -> None:
     """Import the libraries that read ``formats`` now (they take about a second to import;
     worker processes forked afterwards then share them instead of importing each)."""
     for fmt in set(formats):
-        reader(fmt).preload()
+        if fmt in registered_formats():  # not, e.g., an unreadable directory's
+            reader(fmt).preload()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,21 @@ class ReadOptions:
                 f"unknown disorder policy {self.disorder!r}: use one of "
                 f"{', '.join(DISORDER_POLICIES)}"
             )
+
+
+class UnreadableDirectory(type(Path())):  # type: ignore[misc]
+    """A directory among the inputs that could not be listed (``reason`` says why).
+
+    :func:`~pgrid_cli.readers.expand_inputs` lists it in place of its files so that it is
+    accounted for: reading it gives one rejection (record -1), its format is
+    :data:`DIRECTORY`.
+    """
+
+    reason: str = ""
+
+
+#: The "format" of an :class:`UnreadableDirectory` (no reader: it is only rejected).
+DIRECTORY = "directory"
 
 
 @dataclass(frozen=True)
