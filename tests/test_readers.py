@@ -558,3 +558,38 @@ def test_unreadable_directory_for_real(tmp_path):
         assert reasons["x.xyz"] == "cannot open the file: Permission denied"
     finally:
         (d / "locked").chmod(0o755)
+
+
+def _write(path: bytes, text: str) -> None:
+    with open(path, "wb") as fh:
+        fh.write(text.encode())
+
+
+def test_file_names_that_are_not_utf8(tmp_path):
+    """Item 5: a file name that is not UTF-8 (or holds a newline) is read, and its
+    ``source`` is one printable line from which the name's bytes can be recovered."""
+    from pgrid_cli.runs.grid import GridOptions, grid_files
+    from pgrid_cli.store.shard import ShardSet
+
+    root = os.fsencode(tmp_path / "in")
+    os.mkdir(root)
+    bad = os.path.join(root, b"a\xff.xyz")  # not UTF-8
+    odd = os.path.join(root, b'q"\\\n\x1b.xyz')  # a quote, a backslash, a newline, ESC
+    _write(bad, "1\nname=one\nC 0 0 0\nthree\nname=bad\nC 0 0 0\n")
+    _write(odd, "1\nname=two\nN 0 0 0\n")
+    want_bad = str(tmp_path / "in") + "/a\\xff.xyz"
+    want_odd = str(tmp_path / "in") + '/q"\\\\\\n\\x1b.xyz'
+    out = tmp_path / "out"
+    s = grid_files([os.fsdecode(root)], out, GridOptions(grid_size=8), workers=0)
+    assert (s.read, s.written) == (3, 2)
+    assert sorted(r.source for r in ShardSet(out)) == sorted([want_bad, want_odd])
+    (err,) = [json.loads(x) for x in (out / "errors.jsonl").read_text().splitlines()]
+    assert (err["source"], err["record"]) == (want_bad, 1)
+    assert pio.source_name(os.fsdecode(bad)) == want_bad
+    assert pio.source_name(odd) == want_odd
+    assert pio.source_bytes(want_bad) == bad and pio.source_bytes(want_odd) == odd
+    assert pio.source_name("plain/é ü.xyz") == "plain/é ü.xyz"  # ordinary names unchanged
+
+    items = list(iter_records(os.fsdecode(bad)))
+    assert [type(i) for i in items] == [Structure, Rejection]
+    assert {i.source for i in items} == {want_bad}

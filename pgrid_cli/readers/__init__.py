@@ -16,6 +16,8 @@ from .files import (
     iter_records,
     parse_record,
     preload_readers,
+    source_bytes,
+    source_name,
 )
 from .records import (
     BAD_CELL,
@@ -38,6 +40,7 @@ from .records import (
     UnreadableDirectory,
     check_structure,
     prepare_structure,
+    printable,
 )
 from .registry import Reader, detect_format, format_from_name, formats, register
 
@@ -72,5 +75,8 @@ __all__ = [
     "parse_record",
     "preload_readers",
     "prepare_structure",
+    "printable",
     "register",
+    "source_bytes",
+    "source_name",
 ]

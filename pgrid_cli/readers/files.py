@@ -14,6 +14,11 @@ cannot be opened at all — or that is not a regular file (a FIFO, a socket, a d
 directory that could not be listed) and so is never opened — yields a single Rejection
 with ``record = -1``; a read error part way through (e.g. a corrupt gzip stream) rejects
 the record where it happened and ends that file.
+
+A record's ``source`` is its file's path as one printable line (:func:`source_name`): a
+byte of the name that is not UTF-8, or a control character, is written as a backslash
+escape and a backslash is doubled, so the name's bytes can be recovered
+(:func:`source_bytes`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import glob
 import gzip
 import io
 import os
+import re
 import stat
 import zlib
 from collections.abc import Iterator, Sequence
@@ -40,6 +46,7 @@ from .records import (
     UnreadableDirectory,
     check_structure,
     one_line,
+    printable,
     reject,
 )
 from .registry import detect_format, format_from_name, reader
@@ -137,7 +144,7 @@ def iter_records(
 
 def iter_raw_records(path: str | os.PathLike[str], format: str) -> Iterator[RawRecord | Rejection]:
     """Stream the text of each record of one file (see the module docstring)."""
-    source = os.fspath(path)
+    source = source_name(path)
     problem = _not_a_file(path)
     if problem is not None:
         yield Rejection(source, -1, "", problem, UNREADABLE)
@@ -181,6 +188,36 @@ def iter_raw_records(path: str | os.PathLike[str], format: str) -> Iterator[RawR
                 return
             count += 1
             yield item
+
+
+def source_name(path: str | os.PathLike[str]) -> str:
+    """The ``source`` stored for a file: its path as one printable line, reversibly
+    (:func:`~pgrid_cli.readers.records.printable` of ``os.fsdecode(path)``; ordinary
+    paths are unchanged)."""
+    return printable(os.fsdecode(path))
+
+
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)", re.DOTALL)
+_SHORT = {"n": b"\n", "t": b"\t", "r": b"\r", "\\": b"\\"}
+
+
+def source_bytes(source: str) -> bytes:
+    """The file name (bytes, as ``os.fsencode`` gives them) that :func:`source_name`
+    turned into ``source``."""
+    out = bytearray()
+    pos = 0
+    for m in _ESCAPE.finditer(source):
+        out += source[pos : m.start()].encode("utf-8", "surrogateescape")
+        esc = m.group(1)
+        if esc[0] == "x" and len(esc) == 3:
+            out.append(int(esc[1:], 16))
+        elif esc[0] in "uU" and len(esc) > 1:
+            out += chr(int(esc[1:], 16)).encode("utf-8", "surrogatepass")
+        else:
+            out += _SHORT.get(esc, ("\\" + esc).encode("utf-8", "surrogateescape"))
+        pos = m.end()
+    out += source[pos:].encode("utf-8", "surrogateescape")
+    return bytes(out)
 
 
 def _open_nonblocking(path: str, flags: int) -> int:

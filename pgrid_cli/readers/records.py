@@ -126,6 +126,40 @@ def reject(raw: RawRecord, reason: str, kind: str, name: str | None = None) -> R
     return Rejection(raw.source, raw.record, raw.name if name is None else name, reason, kind)
 
 
+def printable(text: str, backslashes: bool = True) -> str:
+    """``text`` as one printable line: every character that is not printable written as
+    a backslash escape — ``\\n``, ``\\t``, ``\\r``, ``\\xNN`` for other ASCII control
+    characters and for the bytes of a file name that are not UTF-8 (``os.fsdecode``'s
+    surrogate escapes), ``\\uNNNN`` / ``\\UNNNNNNNN`` for other characters.
+
+    With ``backslashes`` a backslash is doubled, which makes the escaping reversible
+    (:func:`~pgrid_cli.readers.source_bytes`). Printable text without a backslash is
+    returned unchanged.
+    """
+    if text.isprintable() and not (backslashes and "\\" in text):
+        return text
+    out = []
+    for c in text:
+        if c.isprintable():
+            out.append("\\\\" if backslashes and c == "\\" else c)
+            continue
+        code = ord(c)
+        if c in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[c])
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
+
+
+_SHORT_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
 def one_line(text: str) -> str:
     """A library's (possibly multi-line) message as one line of at most 300 characters."""
     parts = [p.strip() for p in text.strip().splitlines() if p.strip()]
