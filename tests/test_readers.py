@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import tracemalloc
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -593,3 +594,81 @@ def test_file_names_that_are_not_utf8(tmp_path):
     items = list(iter_records(os.fsdecode(bad)))
     assert [type(i) for i in items] == [Structure, Rejection]
     assert {i.source for i in items} == {want_bad}
+
+
+def _sdf_record(name: str, extra_lines: int = 0) -> str:
+    """A record of drugs.sdf named ``name``, with a data field of ``extra_lines`` lines."""
+    text = (SAMPLE / "drugs.sdf").read_text().split("$$$$\n")[0]
+    text = name + text[text.index("\n") :]
+    if extra_lines:
+        text += "> <junk>\n" + "".join("0123456789" * 6 + "\n" for _ in range(extra_lines)) + "\n"
+    return text
+
+
+def test_oversize_records_are_rejected_and_reading_goes_on(tmp_path):
+    """Item 13: a record larger than ``max_record_bytes`` is not accumulated: reading
+    skips to the next separator and rejects it with the reason; the next one is read."""
+    limit = 64 << 10
+    opts = pio.ReadOptions(max_record_bytes=limit)
+    sdf = tmp_path / "big.sdf"
+    big = _sdf_record("big", extra_lines=20_000)  # 1.2 MB
+    sdf.write_text(
+        _sdf_record("first") + "$$$$\n" + big + "$$$$\n" + _sdf_record("third") + "$$$$\n" + big
+    )
+    got = list(iter_records(sdf, options=opts))
+    assert [None if isinstance(i, Structure) else i.kind for i in got] == [
+        None,
+        pio.TOO_LARGE,
+        None,
+        pio.TOO_LARGE,
+    ]
+    assert [i.name for i in got] == ["first", "big", "third", "big"]
+    assert "larger than 64 KiB" in got[1].reason and "max_record_bytes" in got[1].reason
+    assert [i.record for i in got] == [0, 1, 2, 3]
+    # The default limit reads the same file whole.
+    assert [type(i) for i in iter_records(sdf)] == [Structure] * 4
+
+    xyz = tmp_path / "big.xyz"
+    n = 30_000
+    xyz.write_text(
+        f"{n}\nname=cloud\n" + "He 0.000000 0.000000 0.000000\n" * n + "1\nname=after\nC 0 0 0\n"
+    )
+    got = list(iter_records(xyz, options=opts))
+    assert [(type(i), i.name) for i in got] == [(Rejection, "cloud"), (Structure, "after")]
+    assert got[0].kind == pio.TOO_LARGE
+
+    cif = tmp_path / "big.cif"
+    atoms = "".join(f"He{i} He 0.5 0.5 {i / n:.6f}\n" for i in range(n))
+    good = (SAMPLE / "crystals" / "NaCl.cif").read_text()
+    cif.write_text(good.replace("data_NaCl", "data_huge") + atoms + good)
+    got = list(iter_records(cif, options=opts))
+    assert [(type(i), i.name) for i in got] == [(Rejection, "huge"), (Structure, "NaCl")]
+    assert got[0].kind == pio.TOO_LARGE
+
+
+@pytest.mark.parametrize("fmt", ["xyz", "sdf", "cif"])
+def test_a_long_single_line_stays_in_bounded_memory(tmp_path, fmt):
+    """Item 13: an 8 MB file of one line, read with a 256 KiB limit, never holds it."""
+    path = tmp_path / f"line.{fmt}"
+    with open(path, "w") as fh:
+        fh.write("1" if fmt == "xyz" else "data_x" if fmt == "cif" else "")
+        for _ in range(64):
+            fh.write("0123456789abcdef" * 8192)  # 128 KiB at a time, no newline
+        fh.write("\n1\nname=after\nC 0 0 0\n" if fmt == "xyz" else "\n")
+    tracemalloc.start()
+    try:
+        items = list(iter_raw_records(path, fmt, max_record_bytes=256 << 10))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20, f"peak {peak / 2**20:.1f} MiB for an 8 MiB line"
+    assert isinstance(items[0], Rejection) and items[0].record == 0
+    assert items[0].kind in (pio.TOO_LARGE, pio.MALFORMED)
+    if fmt == "xyz":
+        assert isinstance(items[-1], RawRecord) and items[-1].name == "after"
+
+
+def test_record_size_limit_is_checked():
+    assert pio.ReadOptions().max_record_bytes == pio.MAX_RECORD_BYTES == 64 << 20
+    with pytest.raises(ValueError, match="max_record_bytes"):
+        pio.ReadOptions(max_record_bytes=0)

@@ -29,32 +29,48 @@ from .registry import Reader, register
 def _frame_cif(lines: Lines, source: str) -> Iterator[RawRecord | Rejection]:
     """CIF data blocks: from one ``data_`` line to the next (outside ``;`` text fields).
 
-    Lines before the first block (comments, ``#\\#CIF_2.0``) are put in front of it.
+    Lines before the first block (comments, ``#\\#CIF_2.0``) are put in front of it. A
+    block larger than ``lines.limit`` (preamble included) is read to its end without
+    being kept and rejected.
     """
     record = 0
     preamble: list[str] = []
+    content = False  # anything but comments before the first block
     body: list[str] | None = None
+    size = 0
+    limit = lines.limit
     in_text = False
     name = ""
+    start = 1
     while True:
         line = lines.readline()
         if line.startswith(";"):
             in_text = not in_text
         starts = bool(line) and not in_text and line[:5].lower() == "data_"
         if not line or starts:
-            if body is not None:
+            if body is not None and size > limit:
+                yield lines.too_large(source, record, name, start)
+                record += 1
+            elif body is not None:
                 yield RawRecord(source, record, "cif", "".join(body), name, lines.offset)
                 record += 1
-            elif not line and any(s.strip() and not s.lstrip().startswith("#") for s in preamble):
+            elif not line and content:
                 yield Rejection(source, 0, "", "no data_ block in the CIF file", MALFORMED)
             if not line:
                 return
             name = line.strip()[5:][:200]
-            body = [*preamble, line] if record == 0 else [line]
-        elif body is None:
-            preamble.append(line)
+            start = lines.lineno
+            body = [*preamble, line]  # the preamble goes in front of the first block
+            size = (size if record == 0 else 0) + len(line)
+            preamble = []
         else:
-            body.append(line)
+            size += len(line)
+            if body is None:
+                content = content or bool(line.strip() and not line.lstrip().startswith("#"))
+                if size <= limit:
+                    preamble.append(line)
+            elif size <= limit:
+                body.append(line)
 
 
 def _parse_cif(raw: RawRecord, options: ReadOptions) -> Structure | Rejection:

@@ -13,7 +13,9 @@ Reading happens in two steps, so that the second can run in worker processes:
 cannot be opened at all — or that is not a regular file (a FIFO, a socket, a device, a
 directory that could not be listed) and so is never opened — yields a single Rejection
 with ``record = -1``; a read error part way through (e.g. a corrupt gzip stream) rejects
-the record where it happened and ends that file.
+the record where it happened and ends that file. No record, and no line, is held beyond
+``max_record_bytes`` (:class:`~pgrid_cli.readers.records.ReadOptions`): a larger record is
+skipped to its end and rejected.
 
 A record's ``source`` is its file's path as one printable line (:func:`source_name`): a
 byte of the name that is not UTF-8, or a control character, is written as a backslash
@@ -38,7 +40,9 @@ from typing import IO
 from ..core.structure import Structure
 from .records import (
     MALFORMED,
+    MAX_RECORD_BYTES,
     PARSE_ERROR,
+    TOO_LARGE,
     UNREADABLE,
     RawRecord,
     ReadOptions,
@@ -133,16 +137,18 @@ def iter_records(
     """Stream the records of one file: one Structure or Rejection each.
 
     ``format`` overrides the extension (see :func:`~pgrid_cli.readers.detect_format`);
-    ``options`` say how records are interpreted (:class:`ReadOptions`). A file that cannot
-    be opened yields one Rejection with ``record = -1``.
+    ``options`` say how records are read and interpreted (:class:`ReadOptions`). A file
+    that cannot be opened yields one Rejection with ``record = -1``.
     """
     fmt = detect_format(path, format)
     opts = options or ReadOptions()
-    for raw in iter_raw_records(path, fmt):
+    for raw in iter_raw_records(path, fmt, max_record_bytes=opts.max_record_bytes):
         yield raw if isinstance(raw, Rejection) else parse_record(raw, opts)
 
 
-def iter_raw_records(path: str | os.PathLike[str], format: str) -> Iterator[RawRecord | Rejection]:
+def iter_raw_records(
+    path: str | os.PathLike[str], format: str, *, max_record_bytes: int = MAX_RECORD_BYTES
+) -> Iterator[RawRecord | Rejection]:
     """Stream the text of each record of one file (see the module docstring)."""
     source = source_name(path)
     problem = _not_a_file(path)
@@ -164,7 +170,7 @@ def iter_raw_records(path: str | os.PathLike[str], format: str) -> Iterator[RawR
             return
         stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb") if _is_gzip(path) else raw
         text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
-        lines = Lines(text, raw)
+        lines = Lines(text, raw, max_record_bytes)
         records = framer(lines, source)
         count = 0
         while True:
@@ -269,24 +275,41 @@ def _os_reason(exc: BaseException) -> str:
 
 
 class Lines:
-    """Line reader with one line of push-back and a running line number."""
+    """Line reader with one line of push-back and a running line number.
 
-    __slots__ = ("_pushed", "_raw", "_text", "lineno")
+    ``limit`` is the record size limit (characters): a framer rejects a record whose
+    lines add up to more (:meth:`too_large`). A line longer than that is cut after
+    ``limit + 1`` characters and the rest of it skipped unread, so no line is ever held
+    whole beyond the limit (and the record holding it is too large).
+    """
 
-    def __init__(self, text: IO[str], raw: IO[bytes]) -> None:
+    __slots__ = ("_cut", "_pushed", "_raw", "_text", "limit", "lineno")
+
+    def __init__(self, text: IO[str], raw: IO[bytes], limit: int = MAX_RECORD_BYTES) -> None:
         self._text = text
         self._raw = raw
         self._pushed: str | None = None
         self.lineno = 0
+        self.limit = limit
+        self._cut = limit + 1
 
     def readline(self) -> str:
         if self._pushed is not None:
             line, self._pushed = self._pushed, None
         else:
-            line = self._text.readline()
+            line = self._text.readline(self._cut)
+            if len(line) == self._cut and line[-1] != "\n":
+                self._skip_rest_of_line()
         if line:
             self.lineno += 1
         return line
+
+    def _skip_rest_of_line(self) -> None:
+        step = min(self._cut, 1 << 20)
+        while True:
+            chunk = self._text.readline(step)
+            if not chunk or chunk[-1] == "\n":
+                return
 
     def unread(self, line: str) -> None:
         self._pushed = line
@@ -299,6 +322,25 @@ class Lines:
             return self._raw.tell()
         except (OSError, ValueError):
             return 0
+
+    def too_large(self, source: str, record: int, name: str, start: int) -> Rejection:
+        """The rejection of a record larger than :attr:`limit` (starting at line
+        ``start``), which the framer read to its end without keeping it."""
+        return Rejection(
+            source,
+            record,
+            name,
+            f"line {start}: the record is larger than {_size(self.limit)} of text (the "
+            f"max_record_bytes limit); it was skipped up to line {self.lineno}",
+            TOO_LARGE,
+        )
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} bytes"
 
 
 def parse_record(raw: RawRecord, options: ReadOptions | None = None) -> Structure | Rejection:

@@ -36,22 +36,38 @@ EMPTY = "empty structure"
 BAD_CELL = "bad cell"
 OUTSIDE_BOX = "atoms outside box"
 CANNOT_GRID = "cannot grid"
+TOO_LARGE = "record too large"
 
+#: The largest record (and line) read, in characters of text (bytes, for ASCII files):
+#: a larger one is skipped to its end and rejected, so memory stays bounded whatever
+#: the input (a file without record separators, a file of one huge line).
+MAX_RECORD_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """How records are interpreted. ``disorder`` is the policy for partially occupied
-    CIF sites: ``error`` (reject the block), ``majority`` (each site keeps its most
-    occupied species) or ``weight`` (every species of a site, weighted by occupancy)."""
+    """How records are read and interpreted.
+
+    ``disorder`` is the policy for partially occupied CIF sites: ``error`` (reject the
+    block), ``majority`` (each site keeps its most occupied species) or ``weight``
+    (every species of a site, weighted by occupancy). ``max_record_bytes`` is the
+    largest record text read (see :data:`MAX_RECORD_BYTES`); a larger record is
+    rejected (kind :data:`TOO_LARGE`) and reading goes on with the next one.
+    """
 
     disorder: str = "error"
+    max_record_bytes: int = MAX_RECORD_BYTES
 
     def __post_init__(self) -> None:
         if self.disorder not in DISORDER_POLICIES:
             raise ValueError(
                 f"unknown disorder policy {self.disorder!r}: use one of "
                 f"{', '.join(DISORDER_POLICIES)}"
+            )
+        if not isinstance(self.max_record_bytes, int) or self.max_record_bytes < 1:
+            raise ValueError(
+                f"max_record_bytes must be a positive number of bytes, got "
+                f"{self.max_record_bytes!r}"
             )
 
 
