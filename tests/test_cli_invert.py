@@ -49,8 +49,13 @@ def structures() -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]:
     return out
 
 
-def write_shards(directory: Path, structs, splits=(6,), channels=ELEMENTS, sigma=SIGMA):
-    """Grid ``structs`` and write them as shards split at ``splits`` (docs/format.md §6)."""
+def write_shards(
+    directory: Path, structs, splits=(6,), channels=ELEMENTS, sigma=SIGMA, names=None, sources=None
+):
+    """Grid ``structs`` and write them as shards split at ``splits`` (docs/format.md §6);
+    ``names`` and ``sources`` default to the structures' names and "test"."""
+    names = [s[0] for s in structs] if names is None else names
+    sources = ["test"] * len(structs) if sources is None else sources
     directory.mkdir(parents=True, exist_ok=True)
     boxes = [
         Box.fit(p, SHAPE) if lat is None else Box.from_lattice(lat, SHAPE)
@@ -72,8 +77,8 @@ def write_shards(directory: Path, structs, splits=(6,), channels=ELEMENTS, sigma
                 boxes[a:b],
                 [s[1] for s in structs[a:b]],
                 [s[2] for s in structs[a:b]],
-                [s[0] for s in structs[a:b]],
-                ["test"] * (b - a),
+                names[a:b],
+                sources[a:b],
                 list(range(a, b)),
             )
     return grids, boxes
@@ -290,22 +295,9 @@ def test_sources_and_names_with_newlines_quotes_and_backslashes(tmp_path):
     come back exactly."""
     structs = structures()[:2]
     d = tmp_path / "shards"
-    d.mkdir()
     sources = ['dir/new\nline "quoted" back\\slash.sdf', "tab\there {a} [b] 'c'.sdf"]
     names = ['name with "quotes"\tand\\backslash', "x=y"]
-    boxes = [Box.fit(p, SHAPE) for _, _, p, _ in structs]
-    grids = grid_batch(
-        [s[2] for s in structs],
-        boxes,
-        SIGMA,
-        channels=[ELEMENTS.assign(s[1]) for s in structs],
-        n_channels=ELEMENTS.n_channels,
-    )
-    meta = ShardMeta(sigma=SIGMA, channels=ELEMENTS.names, grid_shape=(SHAPE,) * 3)
-    with ShardWriter(d / shard_name(0), meta) as w:
-        w.append(
-            grids, boxes, [s[1] for s in structs], [s[2] for s in structs], names, sources, [0, 1]
-        )
+    grids, boxes = write_shards(d, structs, splits=(), names=names, sources=sources)
     out = tmp_path / "a.xyz"
     r = invoke(d, "-o", out, "-q")
     assert r.exit_code == 0, r.output
