@@ -331,7 +331,7 @@ class Lines:
             record,
             name,
             f"line {start}: the record is larger than {_size(self.limit)} of text (the "
-            f"max_record_bytes limit); it was skipped up to line {self.lineno}",
+            f"max_record_bytes limit); it was read to its end without being kept",
             TOO_LARGE,
         )
 
