@@ -65,10 +65,10 @@ def test_json_summary_and_strict_exit_codes(tmp_path):
     r = pgrid(*args, "-o", tmp_path / "a")
     assert r.exit_code == 0, r.output  # rejected records are not a failure by default …
     s = json.loads(r.stdout)
-    assert s["written"] == 6 and s["rejected"] == s["read"] - 6 == 19
+    assert s["written"] == 13 and s["rejected"] == s["read"] - 13 == 29
     assert s["rejected_by_kind"]["parse error"] == 5
     errors = (tmp_path / "a" / "errors.jsonl").read_text().splitlines()
-    assert len(errors) == 19
+    assert len(errors) == 29
     r = pgrid(*args, "-o", tmp_path / "b", "--strict")
     assert r.exit_code == 1  # … unless --strict
 

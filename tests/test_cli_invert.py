@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from pgrid_cli import Box, ChannelSpec, grid_batch
 from pgrid_cli.cli import app
 from pgrid_cli.invert import match_atoms
-from pgrid_cli.invert.sources import open_grids, parse_indices
-from pgrid_cli.runs.invert import invert_source, write_structures
+from pgrid_cli.invert.sources import GridItem, open_grids, parse_indices
+from pgrid_cli.runs.invert import invert_item, invert_source, write_structures
 from pgrid_cli.store.shard import ShardMeta, ShardWriter, shard_name
 
 from .conftest import SAMPLE
@@ -49,8 +49,13 @@ def structures() -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]:
     return out
 
 
-def write_shards(directory: Path, structs, splits=(6,), channels=ELEMENTS, sigma=SIGMA):
-    """Grid ``structs`` and write them as shards split at ``splits`` (docs/format.md §6)."""
+def write_shards(
+    directory: Path, structs, splits=(6,), channels=ELEMENTS, sigma=SIGMA, names=None, sources=None
+):
+    """Grid ``structs`` and write them as shards split at ``splits`` (docs/format.md §6);
+    ``names`` and ``sources`` default to the structures' names and "test"."""
+    names = [s[0] for s in structs] if names is None else names
+    sources = ["test"] * len(structs) if sources is None else sources
     directory.mkdir(parents=True, exist_ok=True)
     boxes = [
         Box.fit(p, SHAPE) if lat is None else Box.from_lattice(lat, SHAPE)
@@ -72,8 +77,8 @@ def write_shards(directory: Path, structs, splits=(6,), channels=ELEMENTS, sigma
                 boxes[a:b],
                 [s[1] for s in structs[a:b]],
                 [s[2] for s in structs[a:b]],
-                [s[0] for s in structs[a:b]],
-                ["test"] * (b - a),
+                names[a:b],
+                sources[a:b],
                 list(range(a, b)),
             )
     return grids, boxes
@@ -281,3 +286,31 @@ def test_output_appears_only_when_complete(shard_dir, tmp_path):
     assert not out.exists() and not (tmp_path / "a.xyz.partial").exists()
     assert len(list(write_structures(out, invert_source(open_grids(d), [0, 1])))) == 2
     assert len(ase.io.read(out, index=":")) == 2
+
+
+def test_sources_and_names_with_newlines_quotes_and_backslashes(tmp_path):
+    """Issue 9 item 14: the comment line quotes ``source`` and ``name`` by the extended-XYZ
+    rules, so ASE reads every frame back; a newline (or another control character, or a
+    byte that is not UTF-8) is written as a backslash escape, quotes and backslashes
+    come back exactly."""
+    structs = structures()[:2]
+    d = tmp_path / "shards"
+    sources = ['dir/new\nline "quoted" back\\slash.sdf', "tab\there {a} [b] 'c'.sdf"]
+    names = ['name with "quotes"\tand\\backslash', "x=y"]
+    grids, boxes = write_shards(d, structs, splits=(), names=names, sources=sources)
+    out = tmp_path / "a.xyz"
+    r = invoke(d, "-o", out, "-q")
+    assert r.exit_code == 0, r.output
+    frames = ase.io.read(out, index=":")
+    assert [len(a) for a in frames] == [len(s[1]) for s in structs]
+    assert frames[0].info["source"] == 'dir/new\\nline "quoted" back\\slash.sdf'
+    assert frames[1].info["source"] == "tab\\there {a} [b] 'c'.sdf"
+    assert frames[0].info["name"] == 'name with "quotes"\\tand\\backslash'
+    assert frames[1].info["name"] == "x=y"
+    # A .npy whose name is not UTF-8: its source is written with the byte escaped.
+    item = GridItem(
+        0, "n", "g\udcff.npy", 0, grid=grids[0], box=boxes[0], sigma=SIGMA, channels=ELEMENTS
+    )
+    list(write_structures(tmp_path / "b.xyz", [invert_item(item)]))
+    (atoms,) = ase.io.read(tmp_path / "b.xyz", index=":")
+    assert atoms.info["source"] == "g\\xff.npy" and len(atoms) == len(structs[0][1])

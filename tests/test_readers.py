@@ -9,7 +9,13 @@ tests/data/malformed, whose expected outcome is listed record by record below.
 from __future__ import annotations
 
 import gzip
+import json
+import os
 import shutil
+import signal
+import socket
+import tracemalloc
+from contextlib import contextmanager
 from pathlib import Path
 
 import ase.io
@@ -68,6 +74,12 @@ EXPECTED = {
     "no_blocks.cif": [pio.MALFORMED],
     "not_gzip.xyz.gz": [pio.UNREADABLE],
     "empty.xyz": [],
+    # Issue 9 (the adversarial audit): deflate data corrupted after three records ...
+    "corrupt_deflate.sdf.gz": [None, None, None, pio.UNREADABLE],
+    # ... count lines of Unicode digits (², ٣) and of 5000 digits, each before a good frame ...
+    "count_lines.xyz": [pio.MALFORMED, None, pio.MALFORMED, None, pio.MALFORMED, None],
+    # ... and occupancies -0.5, nan, inf, '.', 1.5 (invalid), 0 (a vacancy) and 1.0(1).
+    "occupancy.cif": [pio.MALFORMED] * 5 + [pio.DISORDER, None],
 }
 
 
@@ -353,3 +365,310 @@ def test_disorder_policies():
     assert_allclose(np.diag(w.lattice), [a, a, a], atol=1e-12)
     with pytest.raises(ValueError, match="unknown disorder policy"):
         list(iter_records(path, options=pio.ReadOptions("random")))
+
+
+# ---------------------------------------------------------------------- issue 9: the audit
+def test_corrupt_deflate_rejects_the_record_and_ends_the_file(tmp_path):
+    """Item 3: bytes 2000–2040 of a gzipped SDF flipped → zlib.error, caught like any
+    other read error: the records before it are read, the one being read is rejected."""
+    data = bytearray(gzip.compress((SAMPLE / "drugs.sdf").read_bytes(), mtime=0))
+    data[2000:2041] = bytes(b ^ 0xFF for b in data[2000:2041])
+    path = tmp_path / "b.sdf.gz"
+    path.write_bytes(bytes(data))
+    items = list(iter_records(path))
+    assert items and all(isinstance(i, Structure) for i in items[:-1])
+    last = items[-1]
+    assert isinstance(last, Rejection) and last.kind == pio.UNREADABLE
+    assert last.record == len(items) - 1 and "rest of the file is unreadable" in last.reason
+    assert "decompressing" in last.reason
+    # Corrupt from the start: the file itself is unreadable (record -1).
+    head = bytearray(gzip.compress((SAMPLE / "drugs.sdf").read_bytes(), mtime=0))
+    head[12:60] = bytes(60 - 12)
+    path.write_bytes(bytes(head))
+    (item,) = list(iter_records(path))
+    assert (item.record, item.kind) == (-1, pio.UNREADABLE), item.reason
+
+
+def test_count_lines_must_be_ascii_digits():
+    """Item 4: '²' and '٣' pass str.isdigit() but int() refuses them; 5000 digits pass
+    isdigit() but int() refuses them too (Python's digit limit)."""
+    items = list(iter_records(CORPUS / "count_lines.xyz"))
+    assert [getattr(i, "name", "") for i in items[1::2]] == [
+        "after_superscript",
+        "after_arabic_indic",
+        "after_long_count",
+    ]
+    assert "expected the number of atoms" in items[0].reason and "'²'" in items[0].reason
+    assert "'٣'" in items[2].reason
+
+
+def test_invalid_occupancies_are_rejected():
+    """Item 12: pymatgen drops a site of occupancy -0.5, nan, '.' or 0 and writes 7 of
+    8 atoms; pgrid checks the raw values and rejects the block instead."""
+    items = list(iter_records(CORPUS / "occupancy.cif"))
+    names = [i.name for i in items]
+    assert names == ["negative", "not_a_number", "infinite", "dot", "above_one", "vacant", "full"]
+    reasons = [i.reason for i in items[:6]]
+    assert "site O1 has occupancy -0.5" in reasons[0]
+    assert "site O1 has occupancy nan" in reasons[1]
+    assert "site O1 has occupancy inf" in reasons[2]
+    assert "site O1 has occupancy '.'" in reasons[3]
+    assert "site O1 has occupancy 1.5" in reasons[4]
+    assert "partial occupancy" in reasons[5] and "O1" in reasons[5]
+    assert len(items[6]) == 8
+    # The other policies keep a vacancy out (it is one), but never an invalid value.
+    for policy in ("majority", "weight"):
+        got = list(iter_records(CORPUS / "occupancy.cif", options=pio.ReadOptions(policy)))
+        assert [None if isinstance(i, Structure) else i.kind for i in got] == [
+            pio.MALFORMED
+        ] * 5 + [None, None]
+        assert [len(i) for i in got[5:]] == [7, 8]
+
+
+class Hung(Exception):
+    """Raised by :func:`deadline` (not an OSError, which a reader would catch)."""
+
+
+@contextmanager
+def deadline(seconds: int):
+    """Fail (instead of hanging the suite) when the body runs longer than ``seconds``."""
+
+    def expire(*_):
+        raise Hung(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _one_rejection_each(files):
+    """{file name: reason} of inputs that must each give one rejection of the file."""
+    reasons = {}
+    for f in files:
+        got = list(iter_raw_records(f, detect_format(f, "xyz")))
+        assert len(got) == 1 and isinstance(got[0], Rejection), f
+        assert (got[0].record, got[0].kind) == (-1, pio.UNREADABLE)
+        reasons[f.name] = got[0].reason
+    return reasons
+
+
+def test_fifos_sockets_and_devices_are_rejected_never_opened(tmp_path):
+    """Item 7: a FIFO (opening it would wait for a writer forever), a socket and a
+    device, in a directory or named, give one rejection each (record -1)."""
+    d = tmp_path / "in"
+    d.mkdir()
+    os.mkfifo(d / "a_fifo.xyz")
+    (d / "good.xyz").write_text("1\nname=ok\nC 0 0 0\n")
+    (d / "null.sdf").symlink_to("/dev/null")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(d / "sock.cif"))
+    try:
+        with deadline(20):
+            files = expand_inputs([d])
+            names = [f.name for f in files]
+            assert names == ["a_fifo.xyz", "good.xyz", "null.sdf", "sock.cif"]
+            (good,) = list(iter_raw_records(files.pop(1), "xyz"))
+            assert isinstance(good, RawRecord)
+            reasons = _one_rejection_each(files)
+            named = _one_rejection_each(expand_inputs([d / "a_fifo.xyz", "/dev/null"]))
+    finally:
+        sock.close()
+    assert "not a regular file (a FIFO)" in reasons["a_fifo.xyz"]
+    assert "not a regular file (a socket)" in reasons["sock.cif"]
+    assert "not a regular file (a character device)" in reasons["null.sdf"]
+    assert named.keys() == {"a_fifo.xyz", "null"}
+
+
+def test_symlink_loops_are_one_rejection(tmp_path):
+    """Item 7: a symlink loop, found in a directory or named, is one rejection."""
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "loop.xyz").symlink_to(d / "loop.xyz")
+    (d / "ping.sdf").symlink_to(d / "pong.sdf")
+    (d / "pong.sdf").symlink_to(d / "ping.sdf")
+    files = expand_inputs([d])
+    assert [f.name for f in files] == ["loop.xyz", "ping.sdf", "pong.sdf"]
+    reasons = _one_rejection_each(files)
+    assert all("too many levels of symbolic links" in r.lower() for r in reasons.values())
+    assert _one_rejection_each(expand_inputs([d / "loop.xyz"])).keys() == {"loop.xyz"}
+
+
+def test_unreadable_directory_is_one_rejection(tmp_path, monkeypatch):
+    """Item 7: a directory that cannot be listed is one rejection (record -1), whether
+    it was named or found in a walk; the other files are read."""
+    d = tmp_path / "in"
+    locked = d / "locked"
+    locked.mkdir(parents=True)
+    (d / "ok.xyz").write_text("1\nname=ok\nC 0 0 0\n")
+    (locked / "hidden_by_permissions.xyz").write_text("1\nx\nC 0 0 0\n")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    files = expand_inputs([d])
+    assert [f.relative_to(d).as_posix() for f in files] == ["locked", "ok.xyz"]
+    reasons = _one_rejection_each(files[:1])
+    assert "cannot list the directory: Permission denied" in reasons["locked"]
+    (named,) = expand_inputs([locked])
+    assert detect_format(named) == "directory"
+    assert _one_rejection_each([named]).keys() == {"locked"}
+
+
+def test_special_files_in_a_run(tmp_path):
+    """Item 7 end to end: the run finishes and accounts for every input."""
+    from pgrid_cli.runs.grid import GridOptions, grid_files
+
+    d = tmp_path / "in"
+    d.mkdir()
+    os.mkfifo(d / "a_fifo.xyz")
+    (d / "good.xyz").write_text("1\nname=ok\nC 0 0 0\n")
+    (d / "loop.sdf").symlink_to(d / "loop.sdf")
+    with deadline(60):
+        s = grid_files([d], tmp_path / "out", GridOptions(grid_size=8), workers=0)
+    assert (s.read, s.written, s.rejected_by_kind) == (3, 1, {pio.UNREADABLE: 2})
+    errors = [json.loads(x) for x in (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    assert sorted(Path(e["source"]).name for e in errors) == ["a_fifo.xyz", "loop.sdf"]
+
+
+def test_unreadable_directory_for_real(tmp_path):
+    """Item 7 with real permissions (skipped where they do not bind, e.g. for root with
+    CAP_DAC_OVERRIDE): a directory that cannot be listed, and a file below it."""
+    d = tmp_path / "in"
+    (d / "locked").mkdir(parents=True)
+    (d / "ok.xyz").write_text("1\nname=ok\nC 0 0 0\n")
+    (d / "locked" / "x.xyz").write_text("1\nname=x\nC 0 0 0\n")
+    (d / "locked").chmod(0)
+    try:
+        try:
+            os.listdir(d / "locked")
+            pytest.skip("permissions do not stop this user")
+        except PermissionError:
+            pass
+        files = expand_inputs([d, d / "locked" / "x.xyz"])
+        assert [f.name for f in files] == ["locked", "ok.xyz", "x.xyz"]
+        reasons = _one_rejection_each([files[0], files[2]])
+        assert reasons["locked"] == "cannot list the directory: Permission denied"
+        assert reasons["x.xyz"] == "cannot open the file: Permission denied"
+    finally:
+        (d / "locked").chmod(0o755)
+
+
+def _write(path: bytes, text: str) -> None:
+    with open(path, "wb") as fh:
+        fh.write(text.encode())
+
+
+def test_file_names_that_are_not_utf8(tmp_path):
+    """Item 5: a file name that is not UTF-8 (or holds a newline) is read, and its
+    ``source`` is one printable line from which the name's bytes can be recovered."""
+    from pgrid_cli.runs.grid import GridOptions, grid_files
+    from pgrid_cli.store.shard import ShardSet
+
+    root = os.fsencode(tmp_path / "in")
+    os.mkdir(root)
+    bad = os.path.join(root, b"a\xff.xyz")  # not UTF-8
+    odd = os.path.join(root, b'q"\\\n\x1b.xyz')  # a quote, a backslash, a newline, ESC
+    _write(bad, "1\nname=one\nC 0 0 0\nthree\nname=bad\nC 0 0 0\n")
+    _write(odd, "1\nname=two\nN 0 0 0\n")
+    want_bad = str(tmp_path / "in") + "/a\\xff.xyz"
+    want_odd = str(tmp_path / "in") + '/q"\\\\\\n\\x1b.xyz'
+    out = tmp_path / "out"
+    s = grid_files([os.fsdecode(root)], out, GridOptions(grid_size=8), workers=0)
+    assert (s.read, s.written) == (3, 2)
+    assert sorted(r.source for r in ShardSet(out)) == sorted([want_bad, want_odd])
+    (err,) = [json.loads(x) for x in (out / "errors.jsonl").read_text().splitlines()]
+    assert (err["source"], err["record"]) == (want_bad, 1)
+    assert pio.source_name(os.fsdecode(bad)) == want_bad
+    assert pio.source_name(odd) == want_odd
+    assert pio.source_bytes(want_bad) == bad and pio.source_bytes(want_odd) == odd
+    assert pio.source_name("plain/é ü.xyz") == "plain/é ü.xyz"  # ordinary names unchanged
+
+    items = list(iter_records(os.fsdecode(bad)))
+    assert [type(i) for i in items] == [Structure, Rejection]
+    assert {i.source for i in items} == {want_bad}
+
+
+def _sdf_record(name: str, extra_lines: int = 0) -> str:
+    """A record of drugs.sdf named ``name``, with a data field of ``extra_lines`` lines."""
+    text = (SAMPLE / "drugs.sdf").read_text().split("$$$$\n")[0]
+    text = name + text[text.index("\n") :]
+    if extra_lines:
+        text += "> <junk>\n" + "".join("0123456789" * 6 + "\n" for _ in range(extra_lines)) + "\n"
+    return text
+
+
+def test_oversize_records_are_rejected_and_reading_goes_on(tmp_path):
+    """Item 13: a record larger than ``max_record_bytes`` is not accumulated: reading
+    skips to the next separator and rejects it with the reason; the next one is read."""
+    limit = 64 << 10
+    opts = pio.ReadOptions(max_record_bytes=limit)
+    sdf = tmp_path / "big.sdf"
+    big = _sdf_record("big", extra_lines=20_000)  # 1.2 MB
+    sdf.write_text(
+        _sdf_record("first") + "$$$$\n" + big + "$$$$\n" + _sdf_record("third") + "$$$$\n" + big
+    )
+    got = list(iter_records(sdf, options=opts))
+    assert [None if isinstance(i, Structure) else i.kind for i in got] == [
+        None,
+        pio.TOO_LARGE,
+        None,
+        pio.TOO_LARGE,
+    ]
+    assert [i.name for i in got] == ["first", "big", "third", "big"]
+    assert "larger than 64 KiB" in got[1].reason and "max_record_bytes" in got[1].reason
+    assert [i.record for i in got] == [0, 1, 2, 3]
+    # The default limit reads the same file whole.
+    assert [type(i) for i in iter_records(sdf)] == [Structure] * 4
+
+    xyz = tmp_path / "big.xyz"
+    n = 30_000
+    xyz.write_text(
+        f"{n}\nname=cloud\n" + "He 0.000000 0.000000 0.000000\n" * n + "1\nname=after\nC 0 0 0\n"
+    )
+    got = list(iter_records(xyz, options=opts))
+    assert [(type(i), i.name) for i in got] == [(Rejection, "cloud"), (Structure, "after")]
+    assert got[0].kind == pio.TOO_LARGE
+
+    cif = tmp_path / "big.cif"
+    atoms = "".join(f"He{i} He 0.5 0.5 {i / n:.6f}\n" for i in range(n))
+    good = (SAMPLE / "crystals" / "NaCl.cif").read_text()
+    cif.write_text(good.replace("data_NaCl", "data_huge") + atoms + good)
+    got = list(iter_records(cif, options=opts))
+    assert [(type(i), i.name) for i in got] == [(Rejection, "huge"), (Structure, "NaCl")]
+    assert got[0].kind == pio.TOO_LARGE
+
+
+@pytest.mark.parametrize("fmt", ["xyz", "sdf", "cif"])
+def test_a_long_single_line_stays_in_bounded_memory(tmp_path, fmt):
+    """Item 13: an 8 MB file of one line, read with a 256 KiB limit, never holds it."""
+    path = tmp_path / f"line.{fmt}"
+    with open(path, "w") as fh:
+        fh.write("1" if fmt == "xyz" else "data_x" if fmt == "cif" else "")
+        for _ in range(64):
+            fh.write("0123456789abcdef" * 8192)  # 128 KiB at a time, no newline
+        fh.write("\n1\nname=after\nC 0 0 0\n" if fmt == "xyz" else "\n")
+    tracemalloc.start()
+    try:
+        items = list(iter_raw_records(path, fmt, max_record_bytes=256 << 10))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20, f"peak {peak / 2**20:.1f} MiB for an 8 MiB line"
+    assert isinstance(items[0], Rejection) and items[0].record == 0
+    assert items[0].kind in (pio.TOO_LARGE, pio.MALFORMED)
+    if fmt == "xyz":
+        assert isinstance(items[-1], RawRecord) and items[-1].name == "after"
+
+
+def test_record_size_limit_is_checked():
+    assert pio.ReadOptions().max_record_bytes == pio.MAX_RECORD_BYTES == 64 << 20
+    with pytest.raises(ValueError, match="max_record_bytes"):
+        pio.ReadOptions(max_record_bytes=0)

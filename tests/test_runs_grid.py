@@ -35,15 +35,18 @@ CORPUS = Path(__file__).parent / "data" / "malformed"
 #: Records per corpus file (see tests/test_readers.py for what each one is).
 CORPUS_RECORDS = {
     "blocks.cif": 2,
+    "corrupt_deflate.sdf.gz": 4,
+    "count_lines.xyz": 6,
     "disorder.cif": 1,
     "empty.xyz": 0,
     "frames.xyz": 12,
     "no_blocks.cif": 1,
     "not_gzip.xyz.gz": 1,
+    "occupancy.cif": 7,
     "records.sdf": 8,
 }
 SMALL = GridOptions(grid_size=12, sigma=0.5)
-MIXED = [str(SAMPLE / "drugs.sdf"), str(CORPUS)]  # 126 good records + 25 in the corpus
+MIXED = [str(SAMPLE / "drugs.sdf"), str(CORPUS)]  # 126 good records + 42 in the corpus
 
 
 def run(inputs, out, options=SMALL, **kw):
@@ -185,11 +188,11 @@ def test_every_record_accounted_for(tmp_path):
         records = [-1] if name == "not_gzip.xyz.gz" else range(n)
         expected |= {(str(CORPUS / name), r) for r in records}
     assert set(seen) == expected and set(seen.values()) == {1}
-    assert s.written == 126 + 6 and s.rejected == len(errors) == total - s.written
+    assert s.written == 126 + 13 and s.rejected == len(errors) == total - s.written
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["counts"]["read"] == total
     assert manifest["counts"]["rejected_by_kind"] == dict(sorted(s.rejected_by_kind.items()))
-    assert [sh["n_items"] for sh in manifest["shards"]] == [40, 40, 40, total - 120]
+    assert [sh["n_items"] for sh in manifest["shards"]] == [40, 40, 40, 40, total - 160]
 
 
 def test_rejections_at_gridding_time(tmp_path):
@@ -217,7 +220,7 @@ def test_workers_do_not_change_the_shards(tmp_path):
     opts = GridOptions(grid_size=12, shard_size=30)
     run(MIXED, tmp_path / "w0", opts, workers=0)
     s = run(MIXED, tmp_path / "w2", opts, workers=2, threads=2)
-    assert s.written == 132
+    assert s.written == 139
     assert contents(tmp_path / "w0") == contents(tmp_path / "w2")
 
 
@@ -246,7 +249,7 @@ def test_resume_after_a_kill_equals_a_clean_run(tmp_path):
         run(MIXED, out, opts)
     s = run(MIXED, out, opts, resume=True)
     assert s.shards_kept == 1 and s.shards_written == 3 - 1 + 1  # shards 1, 2, 3 redone
-    assert s.read == s.total_items == 151 and s.manifest
+    assert s.read == s.total_items == 168 and s.manifest
     run(MIXED, tmp_path / "clean", opts)
     assert contents(out) == contents(tmp_path / "clean")
     assert not list(out.glob("*.partial"))
@@ -273,9 +276,9 @@ def test_slices_plus_index_equal_a_single_run(tmp_path):
     summaries = [run(MIXED, out, opts, shard_index=i, num_shards=3) for i in range(3)]
     assert [s.manifest for s in summaries] == [False, False, True]  # the last one indexes
     assert sorted(int(p.stem[-5:]) % 3 for p in out.glob("shard-*.h5")) == sorted(
-        k % 3 for k in range(8)
+        k % 3 for k in range(9)
     )
-    assert sum(s.read for s in summaries) == 151
+    assert sum(s.read for s in summaries) == 168
     write_index(out)  # what `pgrid index` runs: idempotent
     assert contents(out) == contents(whole)
     with pytest.raises(ValueError, match="slice 1 of 3 has already run"):
@@ -457,13 +460,13 @@ def test_vds_spans_every_shard(tmp_path):
     assert manifest["vds"] == "all.h5"
     vds = Shard(out / "all.h5")
     shards = ShardSet(out)
-    assert len(vds) == len(shards) == 132
-    for i in (0, 57, 131):
+    assert len(vds) == len(shards) == 139
+    for i in (0, 57, 138):
         a, b = vds[i], shards[i]
         assert_array_equal(a.grid, b.grid)
         assert_array_equal(a.positions, b.positions)
         assert (a.name, a.source, a.record) == (b.name, b.source, b.record)
-    assert len(vds.rejections()) == 151 - 132
+    assert len(vds.rejections()) == 168 - 139
     os.chdir(tmp_path)  # the VDS finds its sources relative to itself, not the cwd
     assert Shard(out / "all.h5")[100].name == shards[100].name
 

@@ -35,6 +35,7 @@ from ..core.box import Box
 from ..core.channels import ChannelSpec
 from ..core.errors import ParameterError
 from ..core.kernel import check_sigma
+from ..readers import source_name
 from ..store.shard import Shard, ShardSet
 
 __all__ = [
@@ -173,7 +174,7 @@ class ShardGrids:
         item = GridItem(
             index=i,
             name=name,
-            source=_text(f["source"][j]) if "source" in f else str(shard.path),
+            source=_text(f["source"][j]) if "source" in f else source_name(shard.path),
             record=int(f["record"][j]) if "record" in f else j,
         )
         sigma, channels, problem = self._shard_meta(shard)
@@ -261,7 +262,7 @@ class NpyGrids:
     def item(self, i: int) -> GridItem:
         names = self.meta.get("names")
         name = str(names[i]) if isinstance(names, list) and i < len(names) else f"#{i}"
-        item = GridItem(index=i, name=name, source=str(self.path), record=i)
+        item = GridItem(index=i, name=name, source=source_name(self.path), record=i)
         arr = self._grids()
         grid = np.asarray(arr[i] if self._batched else arr)
         item.grid = grid

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import re
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -26,32 +29,48 @@ from .registry import Reader, register
 def _frame_cif(lines: Lines, source: str) -> Iterator[RawRecord | Rejection]:
     """CIF data blocks: from one ``data_`` line to the next (outside ``;`` text fields).
 
-    Lines before the first block (comments, ``#\\#CIF_2.0``) are put in front of it.
+    Lines before the first block (comments, ``#\\#CIF_2.0``) are put in front of it. A
+    block larger than ``lines.limit`` (preamble included) is read to its end without
+    being kept and rejected.
     """
     record = 0
     preamble: list[str] = []
+    content = False  # anything but comments before the first block
     body: list[str] | None = None
+    size = 0
+    limit = lines.limit
     in_text = False
     name = ""
+    start = 1
     while True:
         line = lines.readline()
         if line.startswith(";"):
             in_text = not in_text
         starts = bool(line) and not in_text and line[:5].lower() == "data_"
         if not line or starts:
-            if body is not None:
+            if body is not None and size > limit:
+                yield lines.too_large(source, record, name, start)
+                record += 1
+            elif body is not None:
                 yield RawRecord(source, record, "cif", "".join(body), name, lines.offset)
                 record += 1
-            elif not line and any(s.strip() and not s.lstrip().startswith("#") for s in preamble):
+            elif not line and content:
                 yield Rejection(source, 0, "", "no data_ block in the CIF file", MALFORMED)
             if not line:
                 return
             name = line.strip()[5:][:200]
-            body = [*preamble, line] if record == 0 else [line]
-        elif body is None:
-            preamble.append(line)
+            start = lines.lineno
+            body = [*preamble, line]  # the preamble goes in front of the first block
+            size = (size if record == 0 else 0) + len(line)
+            preamble = []
         else:
-            body.append(line)
+            size += len(line)
+            if body is None:
+                content = content or bool(line.strip() and not line.lstrip().startswith("#"))
+                if size <= limit:
+                    preamble.append(line)
+            elif size <= limit:
+                body.append(line)
 
 
 def _parse_cif(raw: RawRecord, options: ReadOptions) -> Structure | Rejection:
@@ -61,6 +80,9 @@ def _parse_cif(raw: RawRecord, options: ReadOptions) -> Structure | Rejection:
         warnings.simplefilter("always")
         try:
             parser = CifParser.from_str(raw.text)
+            problem = _occupancy_problem(parser.as_dict(), options.disorder)
+            if problem is not None:
+                return reject(raw, *problem)
             structures = parser.parse_structures(primitive=False, on_error="raise")
         except Exception as exc:
             return reject(
@@ -125,6 +147,62 @@ def _parse_cif(raw: RawRecord, options: ReadOptions) -> Structure | Rejection:
         record=raw.record,
         info=info,
     )
+
+
+#: How far above 1 an occupancy may be (rounding in the file) before it is invalid.
+OCCUPANCY_TOLERANCE = 0.01
+_UNCERTAINTY = re.compile(r"\(.*$")
+
+
+def _occupancy_problem(blocks: dict[str, Any], disorder: str) -> tuple[str, str] | None:
+    """(reason, kind) when the raw ``_atom_site_occupancy`` values of the block would
+    make pymatgen lose atoms silently, else None.
+
+    pymatgen keeps a site only if its occupancy is > 0: it drops one of -0.5, nan, ``.``
+    or 0 without a word, and the block would be gridded with an atom missing. A value
+    that is not a number (``?``, unknown, counts as 1, as in pymatgen), not finite,
+    negative or above 1 (+ :data:`OCCUPANCY_TOLERANCE`) rejects the block; so does an
+    occupancy of 0 (a vacancy) when the disorder policy is ``error``.
+    """
+    if not blocks:
+        return None
+    data = next(iter(blocks.values()))
+    values = _column(data, "_atom_site_occupancy")
+    labels = _column(data, "_atom_site_label") or _column(data, "_atom_site_type_symbol")
+    for i, text in enumerate(values):
+        label = labels[i] if i < len(labels) else f"#{i + 1}"
+        value = _occupancy(text)
+        if value is None:
+            return f"site {label} has occupancy {text!r}, which is not a number", MALFORMED
+        if not math.isfinite(value) or value < 0 or value > 1 + OCCUPANCY_TOLERANCE:
+            return (
+                f"site {label} has occupancy {text}: an occupancy is a fraction from 0 to 1",
+                MALFORMED,
+            )
+        if value == 0 and disorder == "error":
+            return (
+                f"partial occupancy: site {label} has occupancy 0 (a vacancy); choose the "
+                f"disorder policy majority or weight",
+                DISORDER,
+            )
+    return None
+
+
+def _column(data: dict[str, Any], key: str) -> list[str]:
+    v = data.get(key)
+    if v is None:
+        return []
+    return [str(v)] if isinstance(v, str) else [str(x) for x in v]
+
+
+def _occupancy(text: str) -> float | None:
+    s = _UNCERTAINTY.sub("", text.strip())  # 0.25(3): the uncertainty in brackets
+    if s == "?":
+        return 1.0
+    try:
+        return float(s)
+    except ValueError:
+        return None
 
 
 def _preload() -> None:

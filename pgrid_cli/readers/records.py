@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,16 +36,27 @@ EMPTY = "empty structure"
 BAD_CELL = "bad cell"
 OUTSIDE_BOX = "atoms outside box"
 CANNOT_GRID = "cannot grid"
+TOO_LARGE = "record too large"
 
+#: The largest record (and line) read, in characters of text (bytes, for ASCII files):
+#: a larger one is skipped to its end and rejected, so memory stays bounded whatever
+#: the input (a file without record separators, a file of one huge line).
+MAX_RECORD_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """How records are interpreted. ``disorder`` is the policy for partially occupied
-    CIF sites: ``error`` (reject the block), ``majority`` (each site keeps its most
-    occupied species) or ``weight`` (every species of a site, weighted by occupancy)."""
+    """How records are read and interpreted.
+
+    ``disorder`` is the policy for partially occupied CIF sites: ``error`` (reject the
+    block), ``majority`` (each site keeps its most occupied species) or ``weight``
+    (every species of a site, weighted by occupancy). ``max_record_bytes`` is the
+    largest record text read (see :data:`MAX_RECORD_BYTES`); a larger record is
+    rejected (kind :data:`TOO_LARGE`) and reading goes on with the next one.
+    """
 
     disorder: str = "error"
+    max_record_bytes: int = MAX_RECORD_BYTES
 
     def __post_init__(self) -> None:
         if self.disorder not in DISORDER_POLICIES:
@@ -52,6 +64,26 @@ class ReadOptions:
                 f"unknown disorder policy {self.disorder!r}: use one of "
                 f"{', '.join(DISORDER_POLICIES)}"
             )
+        if not isinstance(self.max_record_bytes, int) or self.max_record_bytes < 1:
+            raise ValueError(
+                f"max_record_bytes must be a positive number of bytes, got "
+                f"{self.max_record_bytes!r}"
+            )
+
+
+class UnreadableDirectory(type(Path())):  # type: ignore[misc]
+    """A directory among the inputs that could not be listed (``reason`` says why).
+
+    :func:`~pgrid_cli.readers.expand_inputs` lists it in place of its files so that it is
+    accounted for: reading it gives one rejection (record -1), its format is
+    :data:`DIRECTORY`.
+    """
+
+    reason: str = ""
+
+
+#: The "format" of an :class:`UnreadableDirectory` (no reader: it is only rejected).
+DIRECTORY = "directory"
 
 
 @dataclass(frozen=True)
@@ -108,6 +140,40 @@ class RawRecord:
 def reject(raw: RawRecord, reason: str, kind: str, name: str | None = None) -> Rejection:
     """The rejection of a raw record (its provenance kept)."""
     return Rejection(raw.source, raw.record, raw.name if name is None else name, reason, kind)
+
+
+def printable(text: str, backslashes: bool = True) -> str:
+    """``text`` as one printable line: every character that is not printable written as
+    a backslash escape — ``\\n``, ``\\t``, ``\\r``, ``\\xNN`` for other ASCII control
+    characters and for the bytes of a file name that are not UTF-8 (``os.fsdecode``'s
+    surrogate escapes), ``\\uNNNN`` / ``\\UNNNNNNNN`` for other characters.
+
+    With ``backslashes`` a backslash is doubled, which makes the escaping reversible
+    (:func:`~pgrid_cli.readers.source_bytes`). Printable text without a backslash is
+    returned unchanged.
+    """
+    if text.isprintable() and not (backslashes and "\\" in text):
+        return text
+    out = []
+    for c in text:
+        if c.isprintable():
+            out.append("\\\\" if backslashes and c == "\\" else c)
+            continue
+        code = ord(c)
+        if c in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[c])
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
+
+
+_SHORT_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
 def one_line(text: str) -> str:

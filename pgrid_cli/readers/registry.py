@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..core.errors import ParameterError
 from ..core.structure import Structure
-from .records import RawRecord, ReadOptions, Rejection
+from .records import DIRECTORY, RawRecord, ReadOptions, Rejection, UnreadableDirectory
 
 if TYPE_CHECKING:
     from .files import Lines
@@ -77,7 +77,13 @@ def format_from_name(path: str | os.PathLike[str]) -> str | None:
 
 def detect_format(path: str | os.PathLike[str], override: str | None = None) -> str:
     """The format of ``path``: ``override`` if given (a name or alias), else its suffix
-    (optionally followed by ``.gz``). Raises ValueError when neither tells."""
+    (optionally followed by ``.gz``). Raises ValueError when neither tells.
+
+    An :class:`~pgrid_cli.readers.records.UnreadableDirectory` (listed by
+    :func:`~pgrid_cli.readers.expand_inputs` so that it is accounted for) has the format
+    ``directory``: reading it only rejects it."""
+    if override is None and isinstance(path, UnreadableDirectory):
+        return DIRECTORY
     if override is not None:
         key = override.strip().lower()
         for r in _READERS.values():

@@ -15,27 +15,44 @@ from .registry import Reader, register
 
 
 def _frame_sdf(lines: Lines, source: str) -> Iterator[RawRecord | Rejection]:
-    """SDF records: everything up to a ``$$$$`` line (the last one may lack it)."""
+    """SDF records: everything up to a ``$$$$`` line (the last one may lack it).
+
+    A record larger than ``lines.limit`` is read to its end without being kept (but for
+    its first line, the name) and rejected.
+    """
     record = 0
     body: list[str] = []
+    size = 0
+    limit = lines.limit
     start = 1
     while True:
         line = lines.readline()
         if not line or line.startswith("$$$$"):
-            text = "".join(body)
-            if line or text.strip():
-                if text.strip():
-                    name = body[0].strip()[:200]
-                    yield RawRecord(source, record, "sdf", text, name, lines.offset)
-                else:
-                    yield Rejection(source, record, "", f"line {start}: empty SDF record", EMPTY)
+            if size > limit:
+                name = body[0].strip()[:200] if body else ""
+                yield lines.too_large(source, record, name, start)
                 record += 1
+            else:
+                text = "".join(body)
+                if line or text.strip():
+                    if text.strip():
+                        name = body[0].strip()[:200]
+                        yield RawRecord(source, record, "sdf", text, name, lines.offset)
+                    else:
+                        reason = f"line {start}: empty SDF record"
+                        yield Rejection(source, record, "", reason, EMPTY)
+                    record += 1
             if not line:
                 return
             body = []
+            size = 0
             start = lines.lineno + 1
         else:
-            body.append(line)
+            size += len(line)
+            if size <= limit:
+                body.append(line)
+            elif len(body) > 1:  # too large: keep the name line only
+                del body[1:]
 
 
 class _LogCapture(logging.Handler):

@@ -27,7 +27,9 @@ from .registry import Reader, register
 
 
 def _is_count_line(s: str) -> bool:
-    return s.isdigit()
+    """An atom count: ASCII digits only (``str.isdigit`` also accepts '²' and '٣', which
+    ``int`` refuses), at most 12 of them (``int`` refuses thousands)."""
+    return len(s) <= 12 and s.isascii() and s.isdigit()
 
 
 def _frame_xyz(lines: Lines, source: str) -> Iterator[RawRecord | Rejection]:
@@ -35,9 +37,12 @@ def _frame_xyz(lines: Lines, source: str) -> Iterator[RawRecord | Rejection]:
 
     Blank lines between frames are skipped. A count line that is not a number rejects the
     lines up to the next line holding only a number (the next frame); a frame cut short
-    (by the end of the file or by a line holding only a number) is rejected as truncated.
+    (by the end of the file or by a line holding only a number) is rejected as truncated;
+    a frame larger than ``lines.limit`` is read to its end without being kept and
+    rejected.
     """
     record = 0
+    limit = lines.limit
     while True:
         line = lines.readline()
         if not line:
@@ -66,6 +71,7 @@ def _frame_xyz(lines: Lines, source: str) -> Iterator[RawRecord | Rejection]:
         natoms = int(s)
         comment = lines.readline()
         body = [line, comment]
+        size = len(line) + len(comment)
         missing = 0 if comment else natoms + 1
         if comment:
             for k in range(natoms):
@@ -75,7 +81,9 @@ def _frame_xyz(lines: Lines, source: str) -> Iterator[RawRecord | Rejection]:
                         lines.unread(atom)
                     missing = natoms - k
                     break
-                body.append(atom)
+                size += len(atom)
+                if size <= limit:  # beyond it the frame is only read to its end
+                    body.append(atom)
         if missing:
             found = "no comment line" if not comment else f"{natoms - missing} atom lines"
             yield Rejection(
@@ -90,12 +98,17 @@ def _frame_xyz(lines: Lines, source: str) -> Iterator[RawRecord | Rejection]:
         while True:  # VEC1..VEC3 cell lines that some writers append to a frame
             nxt = lines.readline()
             if nxt.lstrip().startswith("VEC"):
+                size += len(nxt)
                 body.append(nxt)
             else:
                 if nxt:
                     lines.unread(nxt)
                 break
-        yield RawRecord(source, record, "xyz", "".join(body), _xyz_name(comment), lines.offset)
+        if size > limit:
+            yield lines.too_large(source, record, _xyz_name(comment), start)
+        else:
+            text = "".join(body)
+            yield RawRecord(source, record, "xyz", text, _xyz_name(comment), lines.offset)
         record += 1
 
 

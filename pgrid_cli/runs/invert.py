@@ -24,6 +24,7 @@ import numpy as np
 
 from ..invert import InversionError, InversionResult, InvertOptions, Match, invert_grid, match_atoms
 from ..invert.sources import GridItem
+from ..readers import printable, source_name
 from .workers import process_pool
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "invert_source",
     "summarize",
     "write_structures",
+    "xyz_text",
 ]
 
 #: Structures per task sent to a worker process (amortises the hand-over).
@@ -173,7 +175,7 @@ def _run_chunk(
         try:
             item = source.item(i)
         except (OSError, ValueError, KeyError) as exc:
-            item = GridItem(i, f"#{i}", str(source.path), i, error=f"cannot read: {exc}")
+            item = GridItem(i, f"#{i}", source_name(source.path), i, error=f"cannot read: {exc}")
         out.append(invert_item(item, element=element, options=options, tolerance=tolerance))
     return out
 
@@ -237,8 +239,11 @@ def write_structures(
     one frame per structure in order, and pass every report on (its ``result`` dropped).
 
     Crystals get ``Lattice=`` and ``pbc="T T T"``; every frame's comment carries the
-    structure's ``name``, ``index``, ``source``, ``record`` and ``residual``. The file
-    appears under its name only when complete (written to a temporary name first).
+    structure's ``name``, ``index``, ``source``, ``record`` and ``residual``. Text values
+    follow the extended-XYZ quoting rules (:func:`xyz_text`): ASE reads back quotes and
+    backslashes as they were, and a character that would break the line (a newline) as
+    a backslash escape. The file appears under its name only when complete (written to a
+    temporary name first).
     """
     from ase.io import write
 
@@ -246,10 +251,14 @@ def write_structures(
     tmp = final.with_name(final.name + ".partial")
     ok = False
     try:
-        with open(tmp, "w") as fh:
+        with open(tmp, "w", encoding="utf-8") as fh:
             for rep in reports:
                 if rep.result is not None:
-                    write(fh, rep.result.to_atoms(), format="extxyz")
+                    atoms = rep.result.to_atoms()
+                    for key, value in atoms.info.items():
+                        if isinstance(value, str):
+                            atoms.info[key] = xyz_text(value)
+                    write(fh, atoms, format="extxyz")
                     rep.result = None
                 yield rep
         ok = True
@@ -258,6 +267,20 @@ def write_structures(
             os.replace(tmp, final)
         else:
             tmp.unlink(missing_ok=True)
+
+
+def xyz_text(value: str) -> str:
+    """``value`` prepared for ASE's extended-XYZ writer, which quotes a value holding a
+    space or a quote (escaping the quote) but writes backslashes and newlines as they
+    are — while its reader takes a backslash as escaping the next character, and a
+    newline ends the comment line.
+
+    So: every character that is not printable becomes a backslash escape (a newline
+    ``\\n``, a byte of a file name that is not UTF-8 ``\\xff``:
+    :func:`~pgrid_cli.readers.printable`, which leaves pgrid's already escaped sources as
+    they are) and every backslash is doubled, for the reader to undo.
+    """
+    return printable(value, backslashes=False).replace("\\", "\\\\")
 
 
 def summarize(reports: Sequence[StructureReport], seconds: float | None = None) -> dict[str, Any]:
