@@ -40,7 +40,6 @@ from ..core.errors import ParameterError
 from ..core.kernel import available_cores, render_batch
 from ..core.recipe import GridRecipe
 from ..core.structure import Structure
-from ..core.version import __version__
 from ..readers import (
     RawRecord,
     ReadOptions,
@@ -52,17 +51,9 @@ from ..readers import (
     preload_readers,
     prepare_structure,
 )
+from ..store.claim import claim_slice
 from ..store.codec import GridCodec
-from ..store.rundir import (
-    SLICE_FORMAT,
-    input_meta,
-    prepare_output,
-    read_slice_states,
-    run_id,
-    slice_state_path,
-    write_index,
-    write_json,
-)
+from ..store.rundir import canonical_path, input_meta, run_id
 from ..store.shard import Shard, ShardMeta, ShardWriter, shard_name
 from .slicing import slice_from_env
 from .summary import Progress, RunSummary
@@ -418,30 +409,18 @@ def grid_files(
     n_threads = cores if threads is None else int(threads)
     if n_threads < 1:
         raise ParameterError(f"{{threads}} must be at least 1, got {n_threads}")
-    files = expand_inputs(inputs, recursive=recursive)
+    files = [canonical_path(f) for f in expand_inputs(inputs, recursive=recursive)]
     formats = [detect_format(f, settings.format) for f in files]
     inputs_meta = [input_meta(f, fmt) for f, fmt in zip(files, formats, strict=True)]
     params = settings.parameters()
     run = run_id(params, inputs_meta)
 
     out = Path(out_dir)
-    kept = prepare_output(out, run, params, settings.shard_size, index, count, resume, overwrite)
-    state_path = slice_state_path(out, index, count)
-    state: dict[str, Any] = {
-        "format": SLICE_FORMAT,
-        "run_id": run,
-        "slice_index": index,
-        "num_slices": count,
-        "parameters": params,
-        "inputs": inputs_meta,
-        "shard_size": settings.shard_size,
-        "command": command,
-        "pgrid_version": __version__,
-        "complete": False,
-        "total_items": None,
-    }
-    state_path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(state_path, state)
+    size = settings.shard_size
+    claim = claim_slice(
+        out, run, params, inputs_meta, size, index, count, resume, overwrite, command
+    )
+    kept = claim.kept
 
     summary = RunSummary(out, index, count, files=len(files), shards_kept=len(kept))
     bytes_total = sum(int(m["bytes"] or 0) for m in inputs_meta)
@@ -522,6 +501,7 @@ def grid_files(
         sink.close()
     except BaseException:
         sink.abort()
+        claim.fail(summary.shards_written)  # nothing written: the directory is as it was
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
             pool = None
@@ -536,8 +516,7 @@ def grid_files(
     summary.rejected_by_kind = dict(sink.kinds)
     summary.notes = dict(sink.notes)
     summary.timings = dict(sink.timings)
-    state.update(
-        complete=True,
+    summary.manifest = claim.finish(  # the last slice to finish writes the manifest
         total_items=total_items,
         shards=sorted([*sink.written_shards, *kept]),
         counts={
@@ -548,16 +527,6 @@ def grid_files(
         },
         notes=dict(sink.notes),
     )
-    write_json(state_path, state)
-    states = read_slice_states(out)
-    done = {
-        int(s["slice_index"])
-        for s in states
-        if s["run_id"] == run and s["complete"] and int(s["num_slices"]) == count
-    }
-    if len(done) == count:  # the last slice to finish writes the manifest
-        write_index(out)
-        summary.manifest = True
     summary.seconds = time.perf_counter() - started
     return summary
 
