@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import errno as errno_mod
 import fcntl
 import os
 import re
@@ -185,16 +184,6 @@ def temp_target(name: str) -> tuple[str, int | None] | None:
     return m.group("final"), int(pid) if pid else None
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover - someone else's process
-        return True
-    return True
-
-
 def stale_temps(directory: Path, finals: set[str]) -> list[Path]:
     """The temporaries in ``directory`` of the files named ``finals`` (every one: call
     this only while holding the lock that every writer of those files holds)."""
@@ -217,8 +206,6 @@ def storage_error(
         code = int(m.group(1)) if m else None
     if code:
         reason = os.strerror(code)
-        if code in (errno_mod.ENOSPC, errno_mod.EFBIG, errno_mod.EDQUOT):
-            reason += " (free some space, then continue with resume)"
     else:
         reason = " ".join(str(exc).split()) or type(exc).__name__
     out = OSError(f"{path}: {what}: {reason}")
