@@ -582,6 +582,19 @@ def test_a_run_that_fails_before_writing_a_shard_leaves_the_directory_as_it_was(
                 run(inputs, out, GridOptions(grid_size=200), **kw)
         with pytest.raises(ValueError, match="is not empty"):
             run(inputs, user, GridOptions(grid_size=200))
+        # A resume that fails before its first shard puts back the state it replaced.
+        half = tmp_path / "half"
+        m.undo()
+        run(inputs, half, GridOptions(grid_size=8, shard_size=10))
+        m.setattr(pp, "render_batch", too_big)
+        state_path = half / "slices" / "slice-00000-of-00001.json"
+        state_path.write_text(state_path.read_text().replace('"complete": true', '"complete": 0'))
+        (half / "shard-00001.h5").unlink()
+        before = sorted((p.name, p.read_bytes()) for p in half.rglob("*") if p.is_file())
+        with pytest.raises(MemoryError):
+            run(inputs, half, GridOptions(grid_size=8, shard_size=10), resume=True)
+        after = sorted((p.name, p.read_bytes()) for p in half.rglob("*") if p.is_file())
+        assert after == before
     assert not (tmp_path / "new").exists() and not (tmp_path / "sliced").exists()
     assert list(empty.iterdir()) == [] and not (tmp_path / "resumed").exists()
     assert [p.name for p in user.iterdir()] == ["notes.txt"]

@@ -27,7 +27,7 @@ import h5py
 
 from ..core.errors import ParameterError
 from ..core.version import __version__
-from .files import FileLock, stale_temps
+from .files import FileLock, atomic_write, stale_temps
 from .rundir import (
     ERRORS,
     LOCK_NAME,
@@ -60,7 +60,7 @@ class SliceClaim:
         state: dict[str, Any],
         lock: FileLock,
         created: list[Path],
-        state_existed: bool,
+        previous: str | None,
     ) -> None:
         self.out = out
         self.index = index
@@ -69,7 +69,7 @@ class SliceClaim:
         self.kept: dict[int, ShardCheck] = {}
         self._lock = lock
         self._created = created  # what the claim made: removed again if the run fails
-        self._state_existed = state_existed
+        self._previous = previous  # the slice state the claim replaced (None: there was none)
 
     @property
     def state_path(self) -> Path:
@@ -99,13 +99,14 @@ class SliceClaim:
 
     def fail(self, shards_written: int) -> None:
         """The run stopped with an error after writing ``shards_written`` shards. When it
-        wrote none and found no state of this slice, what the claim created (the slice
-        state, lock files, directories) is removed: the directory is as it was."""
+        wrote none, the claim is undone: the slice state it replaced is put back, and
+        what it created (the slice state, lock files, directories) is removed, so the
+        directory is as it was (but for what ``overwrite`` had deleted)."""
         try:
-            if shards_written == 0 and not self._state_existed and self.out.is_dir():
+            if shards_written == 0 and self.out.is_dir():
                 with directory_lock(self.out) as lock:
-                    self.state_path.unlink(missing_ok=True)
-                    self._lock.path.unlink(missing_ok=True)
+                    if self._previous is not None:
+                        atomic_write(self.state_path, self._previous)
                     for p in reversed(self._created):
                         _remove_if_empty(p, lock)
         finally:
@@ -163,13 +164,15 @@ def claim_slice(
         if not slices.is_dir():
             slices.mkdir()
             created.append(slices)
+        lock_file_existed = slice_lock.path.exists()
         if not slice_lock.acquire(blocking=False):  # pragma: no cover - checked above
             raise ParameterError(f"output directory {out} is in use by another pgrid grid run")
-        created.append(slice_lock.path)
+        if not lock_file_existed:
+            created.append(slice_lock.path)
         state_path = slice_state_path(out, index, count)
         for p in stale_temps(slices, {state_path.name}):
             p.unlink(missing_ok=True)
-        state_existed = state_path.exists()
+        previous = state_path.read_text() if state_path.exists() else None
         state: dict[str, Any] = {
             "format": SLICE_FORMAT,
             "run_id": run_id,
@@ -184,7 +187,8 @@ def claim_slice(
             "total_items": None,
         }
         write_json(state_path, state)
-        created.append(state_path)
+        if previous is None:
+            created.append(state_path)
     except BaseException:
         slice_lock.release()
         for p in reversed(created):
@@ -192,7 +196,7 @@ def claim_slice(
         lock.release()
         raise
     lock.release()
-    claim = SliceClaim(out, index, count, state, slice_lock, created, state_existed)
+    claim = SliceClaim(out, index, count, state, slice_lock, created, previous)
     try:  # this slice's shards, checked outside the directory lock (it can take a while)
         for k, p in sorted(mine.items()):
             check = verify_shard(

@@ -103,7 +103,8 @@ class Shard:
             try:
                 self._file = h5py.File(self.path, "r")
             except OSError as exc:
-                raise OSError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+                why = " ".join(str(exc).split())  # HDF5's messages can span lines
+                raise OSError(f"{self.path}: not a readable HDF5 file ({why})") from None
             self._pid = os.getpid()
             check_format(self._file, self.path)
         return self._file
