@@ -461,6 +461,10 @@ def test_info_reports_a_missing_or_changed_source_of_the_virtual_dataset(tmp_pat
         assert not f["grids"][45].any()
     for d in (describe(out), describe(out / "all.h5", deep=True)):
         assert any("shard-00001.h5 of the virtual dataset is missing" in p for p in d["problems"])
+    shutil.copy(moved, out / "shard-00001.h5")
+    _flip_grid_byte(out / "shard-00001.h5", 5)  # damaged: all.h5 checks its sources' bytes
+    problems = describe(out / "all.h5")["problems"]
+    assert any("shard-00001.h5: grid 5 fails its checksum" in p for p in problems), problems
     run(MIXED, tmp_path / "other", GridOptions(grid_size=8, shard_size=40, sigma=0.6))
     shutil.copy(tmp_path / "other" / "shard-00001.h5", out / "shard-00001.h5")
     problems = describe(out / "all.h5")["problems"]
@@ -603,10 +607,16 @@ def test_a_run_that_fails_before_writing_a_shard_leaves_the_directory_as_it_was(
     assert run(inputs, tmp_path / "sliced", corrected, shard_index=0, num_shards=2).read == 19
 
 
+def _kernel_grid(rec) -> np.ndarray:
+    """The kernel's float32 grid of a stored structure (default σ and channels)."""
+    spec = ChannelSpec.parse("elements")
+    chans = spec.assign(rec.numbers)
+    return grid(rec.positions, rec.box, 0.5, channels=chans, n_channels=spec.n_channels)
+
+
 def test_float16_bound_holds_against_the_kernel(tmp_path):
     """With dtype float16, max_rounding_error said 4.77e-7 while the real error was
     ~3e-6: the stored bound now covers the cast, against the kernel's float32 grids."""
-    spec = ChannelSpec.parse("elements")
     out = tmp_path / "o"
     inputs = [SAMPLE / "drugs.sdf", *sorted((SAMPLE / "crystals").glob("*.cif"))]
     run(inputs, out, GridOptions(grid_size=24, dtype="float16"))
@@ -614,13 +624,7 @@ def test_float16_bound_holds_against_the_kernel(tmp_path):
         bound = float(f.attrs["max_rounding_error"])
     worst = 0.0
     for rec in ShardSet(out):
-        kernel = grid(
-            rec.positions,
-            rec.box,
-            0.5,
-            channels=spec.assign(rec.numbers),
-            n_channels=spec.n_channels,
-        )
+        kernel = _kernel_grid(rec)
         worst = max(worst, float(np.abs(rec.grid.astype(np.float64) - kernel).max()))
     assert 4.8e-7 < worst <= bound < 4 * worst
     assert describe(out)["parameters"]["max_rounding_error"] == bound
@@ -629,18 +633,11 @@ def test_float16_bound_holds_against_the_kernel(tmp_path):
 def test_captured_fraction_is_stored_and_summarised(tmp_path):
     """captured = Σ grid ÷ Σ weights per structure; info shows the smallest and how many
     are below 0.99 (atoms cut off by a fixed cube)."""
-    spec = ChannelSpec.parse("elements")
     out = tmp_path / "o"
     run([SAMPLE / "drugs.sdf"], out, GridOptions(grid_size=16, box="cube:9"))
     values = []
     for rec in ShardSet(out):
-        kernel = grid(
-            rec.positions,
-            rec.box,
-            0.5,
-            channels=spec.assign(rec.numbers),
-            n_channels=spec.n_channels,
-        )
+        kernel = _kernel_grid(rec)
         assert rec.captured == pytest.approx(kernel.sum(dtype=np.float64) / len(rec.numbers))
         values.append(rec.captured)
     d = describe(out)

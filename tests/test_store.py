@@ -23,6 +23,12 @@ def _structures(rng, n):
     return out
 
 
+def _columns(structs):
+    """append()'s per-structure arguments after the grids, for three structures."""
+    boxes, numbers, positions = ([s[k] for s in structs] for k in (2, 0, 1))
+    return boxes, numbers, positions, ["a", "b", "c"], ["x"] * 3, [0, 1, 2]
+
+
 def _write(path, structs, dtype="float32", compression="gzip"):
     meta = ShardMeta(sigma=0.5, channels=["all"], grid_shape=(12, 12, 12), command="test")
     grids = np.stack([grid(p, b, 0.5) for _, p, b in structs])
@@ -136,16 +142,7 @@ def test_fast_read_path_matches_hdf5_filters(tmp_path):
     assert chunks[2][1] == 0b10 and chunks[0][1] == 0
     path = tmp_path / shard_name(0)
     with ShardWriter(path, meta, compression=codec) as w:
-        w.append(
-            chunks,
-            [b for *_, b in structs],
-            [z for z, *_ in structs],
-            [p for _, p, _ in structs],
-            ["a", "b", "c"],
-            ["x"] * 3,
-            [0, 1, 2],
-            encoded=True,
-        )
+        w.append(chunks, *_columns(structs), encoded=True)
     shard = Shard(path)
     with h5py.File(path) as f:
         for i in range(3):
@@ -231,14 +228,7 @@ def test_captured_is_stored_given_or_computed(tmp_path):
     structs = _structures(np.random.default_rng(10), 3)
     grids = np.stack([grid(p, b, 0.5) for _, p, b in structs])
     meta = ShardMeta(sigma=0.5, channels=["all"], grid_shape=(12, 12, 12))
-    args = (
-        [b for *_, b in structs],
-        [z for z, *_ in structs],
-        [p for _, p, _ in structs],
-        ["a", "b", "c"],
-        ["x"] * 3,
-        [0, 1, 2],
-    )
+    args = _columns(structs)
     codec = GridCodec()
     want = [g.sum(dtype=np.float64) / len(z) for g, (z, *_) in zip(grids, structs, strict=True)]
     for k, how in enumerate(["arrays", "given", "encoded", "pairs"]):

@@ -5,8 +5,9 @@
   the next one. Forked children (worker processes) close their copy of the descriptor,
   so a lock is never kept alive by a worker that outlives its parent.
 * :func:`create_temp` makes a temporary file under a name no other process uses
-  (``<name>.<pid>-<random><suffix>``, created with ``O_EXCL``); :func:`atomic_write`
-  writes a file through one and renames it into place, removing it on failure.
+  (``<name>.<pid>-<random><suffix>``, created with ``O_EXCL``); :func:`atomic_file` and
+  :func:`atomic_write` write a file through one and rename it into place, removing it on
+  failure.
 * :func:`stale_temps` finds the temporaries a killed process left behind.
 * :func:`storage_error` turns an ``OSError`` (HDF5's messages span lines) into one line.
 """
@@ -144,25 +145,11 @@ def create_temp(path: Path, suffix: str = ".tmp") -> tuple[Path, int]:
             continue
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through an exclusive temporary and a rename; on any
-    failure the temporary is removed and the error is one line (:func:`storage_error`)."""
-    tmp, fd = create_temp(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise storage_error(exc, path) from None
-        raise
-
-
 @contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
-    """A temporary path to write ``path`` through (e.g. with h5py): renamed into place
-    when the block ends, removed when it fails."""
+    """A temporary path to write ``path`` through (an exclusive temporary, e.g. for h5py):
+    renamed into place when the block ends; on any failure it is removed and an OSError
+    is one line (:func:`storage_error`)."""
     tmp, fd = create_temp(path)
     os.close(fd)
     try:
@@ -173,6 +160,12 @@ def atomic_file(path: Path) -> Iterator[Path]:
         if isinstance(exc, OSError):
             raise storage_error(exc, path) from None
         raise
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through :func:`atomic_file`."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def temp_target(name: str) -> tuple[str, int | None] | None:

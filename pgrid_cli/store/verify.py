@@ -81,7 +81,7 @@ def verify_shard(
         with h5py.File(path, "r") as f:
             check.problem = _shard_problem(f, check, expect or {}, deep)
             if not check.problem and VIRTUAL_SOURCES in f.attrs:
-                check.problem = _sources_problem(check.path, f)
+                check.problem = _sources_problem(check.path, f, checksums)
             elif not check.problem and checksums:
                 check.problem = _checksums(f, check)
     except OSError as exc:
@@ -98,8 +98,9 @@ def _checksums(f: h5py.File, check: ShardCheck) -> str:
     return problem
 
 
-def _sources_problem(path: Path, f: h5py.File) -> str:
-    """What is wrong with the source shards of a virtual file ("" when nothing)."""
+def _sources_problem(path: Path, f: h5py.File, checksums: bool) -> str:
+    """What is wrong with the source shards of a virtual file ("" when nothing); with
+    ``checksums``, each source's checksums are checked too."""
     names = [str(n) for n in plain(f.attrs[VIRTUAL_SOURCES])]
     digests = f.attrs.get(VIRTUAL_DIGESTS)
     for k, name in enumerate(names):
@@ -109,10 +110,13 @@ def _sources_problem(path: Path, f: h5py.File) -> str:
         try:
             with h5py.File(src, "r") as s:
                 digest = shard_digest(s)
+                damage = checksum_problem(s) if checksums and has_checksums(s) else ""
         except (OSError, KeyError) as exc:
             return f"source shard {name} cannot be read ({' '.join(str(exc).split())})"
         if digests is not None and int(digests[k]) != digest:
             return f"source shard {name} changed since the virtual dataset was written"
+        if damage:
+            return f"source shard {name}: {damage}"
     return ""
 
 
