@@ -577,7 +577,7 @@ def test_a_run_that_fails_before_writing_a_shard_leaves_the_directory_as_it_was(
     with monkeypatch.context() as m:
         m.setattr(pp, "render_batch", too_big)
         for out, kw in [
-            (tmp_path / "new", {}),
+            (tmp_path / "new" / "deeper", {}),
             (empty, {}),
             (tmp_path / "sliced", {"shard_index": 0, "num_shards": 2}),
             (tmp_path / "resumed", {"resume": True}),

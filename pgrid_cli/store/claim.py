@@ -144,8 +144,9 @@ def claim_slice(
     lock = directory_lock(out)
     while True:  # a failing run may remove the directory between these two steps
         if not out.is_dir():
+            missing = [p for p in (out, *out.parents) if not p.exists()]
             out.mkdir(parents=True, exist_ok=True)
-            created.append(out)
+            created += reversed(missing)  # outermost first: undone innermost first
         if not lock.path.exists():
             created.append(lock.path)
         try:

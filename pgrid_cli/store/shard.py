@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -47,6 +47,9 @@ from .layout import (
     shard_name,
 )
 from .writer import ShardWriter
+
+if TYPE_CHECKING:
+    from .verify import ShardCheck
 
 __all__ = [
     "CAPTURED",
@@ -198,7 +201,7 @@ class Shard:
             return None
         return float(self.file[CAPTURED][self._index(i)])
 
-    def verify(self) -> Any:
+    def verify(self) -> ShardCheck:
         """Check this shard, checksums included: a
         :class:`~pgrid_cli.store.verify.ShardCheck` (``.ok``, ``.problem``)."""
         from .verify import verify_shard  # verify reads shards: imported when used
