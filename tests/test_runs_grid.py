@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -54,13 +55,25 @@ def run(inputs, out, options=SMALL, **kw):
     return grid_files(inputs, out, options, **kw)
 
 
+def _datasets(f: h5py.File) -> list[str]:
+    """The paths of every dataset in a file (groups included: ``checksums/grids``)."""
+    names: list[str] = []
+    f.visititems(lambda k, v: names.append(k) if isinstance(v, h5py.Dataset) else None)
+    return names
+
+
 def contents(out: Path) -> dict:
     """Everything a run wrote that must not depend on how it was run."""
     d: dict = {}
     for p in sorted(out.glob("shard-*.h5")):
         with h5py.File(p, "r") as f:
             attrs = {k: str(v) for k, v in f.attrs.items() if k not in ("command",)}
-            data = {k: f[k][()].tobytes() if f[k].dtype.kind != "O" else list(f[k][()]) for k in f}
+            names = _datasets(f)
+            data = {
+                k: f[k][()].tobytes() if f[k].dtype.kind != "O" else list(f[k][()]) for k in names
+            }
+            if "checksums" in f:
+                data["checksums"] = dict(f["checksums"].attrs)
         d[p.name] = (attrs, data)
     d[ERRORS] = (out / ERRORS).read_text() if (out / ERRORS).exists() else None
     if (out / MANIFEST).exists():
@@ -240,7 +253,7 @@ def test_resume_after_a_kill_equals_a_clean_run(tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True)
     assert proc.returncode == -9, proc.stderr.decode()
-    assert (out / "shard-00000.h5").exists() and (out / "shard-00001.h5.partial").exists()
+    assert (out / "shard-00000.h5").exists() and list(out.glob("shard-00001.h5.*.partial"))
     assert not (out / "shard-00001.h5").exists() and not (out / MANIFEST).exists()
     assert describe(out)["problems"]  # info sees an unfinished run
 
@@ -508,3 +521,223 @@ def test_sample_data_flow_reads_back(tmp_path):
     assert d["problems"] == [] and d["n_structures"] == 154
     assert d["parameters"]["channels"] == list(ChannelSpec.parse("elements").names)
     assert [len(list(iter_records(p))) for p in [SAMPLE / "drugs.sdf"]] == [126]
+
+
+# ---------------------------------------------------------------------- integrity (issue 9)
+def _flip_grid_byte(path: Path, i: int) -> None:
+    with h5py.File(path, "r") as f:
+        offset = f["grids"].id.get_chunk_info(i).byte_offset + 40
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_resume_redoes_a_shard_that_fails_its_checksums(tmp_path):
+    """A one-byte flip in a grid chunk passed pgrid info and was kept by resume."""
+    opts = GridOptions(grid_size=12, shard_size=50)
+    out = tmp_path / "o"
+    run(MIXED, out, opts)
+    before = contents(out)
+    _flip_grid_byte(out / "shard-00001.h5", 3)
+    d = describe(out)
+    assert [p for p in d["problems"] if p.startswith("shard-00001.h5")], d["problems"]
+    s = run(MIXED, out, opts, resume=True)
+    assert (s.shards_kept, s.shards_written) == (3, 1)
+    assert contents(out) == before and describe(out)["problems"] == []
+
+
+def test_info_reports_a_missing_or_changed_source_of_the_virtual_dataset(tmp_path):
+    """HDF5 reads a missing VDS source as zeros; pgrid info must not pass it."""
+    out = tmp_path / "o"
+    run(MIXED, out, GridOptions(grid_size=8, shard_size=40))
+    write_index(out, vds=True)
+    assert describe(out)["problems"] == [] and describe(out / "all.h5")["problems"] == []
+    moved = tmp_path / "shard-00001.h5"
+    (out / "shard-00001.h5").rename(moved)
+    with h5py.File(out / "all.h5") as f:  # what plain h5py shows: zeros, no error
+        assert not f["grids"][45].any()
+    for d in (describe(out), describe(out / "all.h5", deep=True)):
+        assert any("shard-00001.h5 of the virtual dataset is missing" in p for p in d["problems"])
+    shutil.copy(moved, out / "shard-00001.h5")
+    _flip_grid_byte(out / "shard-00001.h5", 5)  # damaged: all.h5 checks its sources' bytes
+    problems = describe(out / "all.h5")["problems"]
+    assert any("shard-00001.h5: grid 5 fails its checksum" in p for p in problems), problems
+    run(MIXED, tmp_path / "other", GridOptions(grid_size=8, shard_size=40, sigma=0.6))
+    shutil.copy(tmp_path / "other" / "shard-00001.h5", out / "shard-00001.h5")
+    problems = describe(out / "all.h5")["problems"]
+    assert any("shard-00001.h5 changed since" in p for p in problems), problems
+
+
+def test_errors_jsonl_survives_line_based_readers(tmp_path):
+    """U+2028 / U+0085 in a record name were written raw: str.splitlines broke the line."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    name = "flat\u2028ethanol\x85 \u2029x"
+    m = Chem.MolFromSmiles("CCO")
+    AllChem.Compute2DCoords(m)  # a 2D record: rejected, with its name
+    m.SetProp("_Name", name)
+    sdf = tmp_path / "u.sdf"
+    sdf.write_text(Chem.MolToMolBlock(m) + "$$$$\n", encoding="utf-8")
+    out = tmp_path / "o"
+    run([sdf, SAMPLE / "small_molecules.xyz"], out, GridOptions(grid_size=8))
+    text = (out / ERRORS).read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert len(lines) == 1
+    assert [json.loads(line)["name"] for line in lines] == [name]
+
+
+def test_another_spelling_of_the_inputs_is_one_run_stored_once(tmp_path, monkeypatch):
+    """Relative and absolute spellings of the same inputs are one run (run_id from the
+    resolved path), and what is stored (slice states, manifest, shards) has one form."""
+    (tmp_path / "in").mkdir()
+    shutil.copy(SAMPLE / "drugs.sdf", tmp_path / "in" / "drugs.sdf")
+    (tmp_path / "link").symlink_to(tmp_path / "in")
+    monkeypatch.chdir(tmp_path)
+    opts = GridOptions(grid_size=8, shard_size=40)
+    out = tmp_path / "o"
+    run(["in/drugs.sdf"], out, opts, shard_index=0, num_shards=3)
+    run([str(tmp_path / "in" / "drugs.sdf")], out, opts, shard_index=1, num_shards=3)
+    s = run(["./link/../in/drugs.sdf"], out, opts, shard_index=2, num_shards=3)
+    assert s.manifest
+    canonical = str((tmp_path / "in" / "drugs.sdf").resolve())
+    states = sorted((out / "slices").glob("slice-*.json"))
+    assert {json.loads(p.read_text())["inputs"][0]["path"] for p in states} == {canonical}
+    assert json.loads((out / MANIFEST).read_text())["inputs"][0]["path"] == canonical
+    assert {rec.source for rec in ShardSet(out)} == {canonical}
+    assert run(["link/drugs.sdf"], out, opts, resume=True).shards_kept == 4
+
+
+def test_index_and_overwrite_remove_stale_temporaries(tmp_path):
+    """A killed `pgrid index --vds` left all.h5.<pid>.tmp forever, even after overwrite."""
+    out = tmp_path / "o"
+    opts = GridOptions(grid_size=8, shard_size=40)
+    run(MIXED, out, opts)
+    stale = [
+        "all.h5.4242.tmp",
+        "all.h5.4242-0badf00d.tmp",
+        "manifest.json.77.tmp",
+        "errors.jsonl.9.tmp",
+    ]
+    for name in stale:
+        (out / name).write_bytes(b"half written")
+    write_index(out, vds=True)
+    assert not [p.name for p in out.iterdir() if p.name in stale]
+    for name in stale:
+        (out / name).write_bytes(b"half written")
+    run(MIXED, out, opts, overwrite=True)
+    assert not list(out.glob("*.tmp"))
+    (out / "all.h5.4243.tmp").write_bytes(b"")
+    run(MIXED, out, opts, resume=True)
+    assert not list(out.glob("*.tmp"))
+
+
+def test_slice_messages_tell_started_from_complete(tmp_path):
+    """'slice 1 of 3 has already run' was said of a slice that had never written a shard."""
+    opts = GridOptions(grid_size=8, shard_size=20)
+    out = tmp_path / "o"
+    run(MIXED, out, opts, shard_index=1, num_shards=3)
+    state_path = out / "slices" / "slice-00001-of-00003.json"
+    state = json.loads(state_path.read_text())
+    mine = sorted(out.glob("shard-*.h5"))
+    assert [int(p.stem[-5:]) % 3 for p in mine] == [1, 1, 1]
+    with pytest.raises(ValueError, match=r"slice 1 of 3 has already run .*\(it is complete\)"):
+        run(MIXED, out, opts, shard_index=1, num_shards=3)
+    # Killed after one shard: started and stopped, to be resumed.
+    state_path.write_text(json.dumps({**state, "complete": False, "total_items": None}))
+    for p in mine[1:]:
+        p.unlink()
+    with pytest.raises(ValueError, match=r"slice 1 of 3 was started .* after writing 1 of its"):
+        run(MIXED, out, opts, shard_index=1, num_shards=3)
+    # Killed before it wrote anything: there is nothing to resume or refuse.
+    mine[0].unlink()
+    (out / "shard-00004.h5.31337.partial").write_bytes(b"")
+    s = run(MIXED, out, opts, shard_index=1, num_shards=3)
+    assert s.shards_written == 3 and not list(out.glob("*.partial"))
+
+
+def test_a_run_that_fails_before_writing_a_shard_leaves_the_directory_as_it_was(
+    tmp_path, monkeypatch
+):
+    """--grid-size 2000 failed and left slices/ behind, which refused the corrected run."""
+    import pgrid_cli.runs.gridtask as pp
+
+    def too_big(*args, **kw):
+        raise MemoryError("Unable to allocate 328. GiB for an array")
+
+    inputs = [SAMPLE / "small_molecules.xyz"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    with monkeypatch.context() as m:
+        m.setattr(pp, "render_batch", too_big)
+        for out, kw in [
+            (tmp_path / "new" / "deeper", {}),
+            (empty, {}),
+            (tmp_path / "sliced", {"shard_index": 0, "num_shards": 2}),
+            (tmp_path / "resumed", {"resume": True}),
+        ]:
+            with pytest.raises(MemoryError):
+                run(inputs, out, GridOptions(grid_size=16), **kw)
+        with pytest.raises(ValueError, match="is not empty"):
+            run(inputs, user, GridOptions(grid_size=16))
+        # A resume that fails before its first shard puts back the state it replaced.
+        half = tmp_path / "half"
+        m.undo()
+        run(inputs, half, GridOptions(grid_size=8, shard_size=10))
+        m.setattr(pp, "render_batch", too_big)
+        state_path = half / "slices" / "slice-00000-of-00001.json"
+        state_path.write_text(state_path.read_text().replace('"complete": true', '"complete": 0'))
+        (half / "shard-00001.h5").unlink()
+        before = sorted((p.name, p.read_bytes()) for p in half.rglob("*") if p.is_file())
+        with pytest.raises(MemoryError):
+            run(inputs, half, GridOptions(grid_size=8, shard_size=10), resume=True)
+        after = sorted((p.name, p.read_bytes()) for p in half.rglob("*") if p.is_file())
+        assert after == before
+    assert not (tmp_path / "new").exists() and not (tmp_path / "sliced").exists()
+    assert list(empty.iterdir()) == [] and not (tmp_path / "resumed").exists()
+    assert [p.name for p in user.iterdir()] == ["notes.txt"]
+    corrected = GridOptions(grid_size=8)
+    assert run(inputs, empty, corrected).written == 19
+    assert run(inputs, tmp_path / "sliced", corrected, shard_index=0, num_shards=2).read == 19
+
+
+def _kernel_grid(rec) -> np.ndarray:
+    """The kernel's float32 grid of a stored structure (default σ and channels)."""
+    spec = ChannelSpec.parse("elements")
+    chans = spec.assign(rec.numbers)
+    return grid(rec.positions, rec.box, 0.5, channels=chans, n_channels=spec.n_channels)
+
+
+def test_float16_bound_holds_against_the_kernel(tmp_path):
+    """With dtype float16, max_rounding_error said 4.77e-7 while the real error was
+    ~3e-6: the stored bound now covers the cast, against the kernel's float32 grids."""
+    out = tmp_path / "o"
+    inputs = [SAMPLE / "drugs.sdf", *sorted((SAMPLE / "crystals").glob("*.cif"))]
+    run(inputs, out, GridOptions(grid_size=24, dtype="float16"))
+    with h5py.File(out / "shard-00000.h5") as f:
+        bound = float(f.attrs["max_rounding_error"])
+    worst = 0.0
+    for rec in ShardSet(out):
+        kernel = _kernel_grid(rec)
+        worst = max(worst, float(np.abs(rec.grid.astype(np.float64) - kernel).max()))
+    assert 4.8e-7 < worst <= bound < 4 * worst
+    assert describe(out)["parameters"]["max_rounding_error"] == bound
+
+
+def test_captured_fraction_is_stored_and_summarised(tmp_path):
+    """captured = Σ grid ÷ Σ weights per structure; info shows the smallest and how many
+    are below 0.99 (atoms cut off by a fixed cube)."""
+    out = tmp_path / "o"
+    run([SAMPLE / "drugs.sdf"], out, GridOptions(grid_size=16, box="cube:9"))
+    values = []
+    for rec in ShardSet(out):
+        kernel = _kernel_grid(rec)
+        assert rec.captured == pytest.approx(kernel.sum(dtype=np.float64) / len(rec.numbers))
+        values.append(rec.captured)
+    d = describe(out)
+    assert d["captured_min"] == pytest.approx(min(values))
+    assert d["captured_below"] == sum(v < 0.99 for v in values) > 0
+    assert d["captured_threshold"] == 0.99

@@ -23,6 +23,12 @@ def _structures(rng, n):
     return out
 
 
+def _columns(structs):
+    """append()'s per-structure arguments after the grids, for three structures."""
+    boxes, numbers, positions = ([s[k] for s in structs] for k in (2, 0, 1))
+    return boxes, numbers, positions, ["a", "b", "c"], ["x"] * 3, [0, 1, 2]
+
+
 def _write(path, structs, dtype="float32", compression="gzip"):
     meta = ShardMeta(sigma=0.5, channels=["all"], grid_shape=(12, 12, 12), command="test")
     grids = np.stack([grid(p, b, 0.5) for _, p, b in structs])
@@ -136,19 +142,126 @@ def test_fast_read_path_matches_hdf5_filters(tmp_path):
     assert chunks[2][1] == 0b10 and chunks[0][1] == 0
     path = tmp_path / shard_name(0)
     with ShardWriter(path, meta, compression=codec) as w:
-        w.append(
-            chunks,
-            [b for *_, b in structs],
-            [z for z, *_ in structs],
-            [p for _, p, _ in structs],
-            ["a", "b", "c"],
-            ["x"] * 3,
-            [0, 1, 2],
-            encoded=True,
-        )
+        w.append(chunks, *_columns(structs), encoded=True)
     shard = Shard(path)
     with h5py.File(path) as f:
         for i in range(3):
             assert_array_equal(shard.grid(i), f["grids"][i])  # HDF5's own decoding
             assert_array_equal(shard.grid(i), grids[i])
     assert shard._fast is True
+
+
+# ---------------------------------------------------------------------- integrity (issue 9)
+def _flip(path, offset, out):
+    """A copy of ``path`` with one byte flipped at ``offset``."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_checksums_catch_one_flipped_byte_in_grids_positions_or_record(tmp_path):
+    """A one-byte flip in a grid chunk passed pgrid info (and resume); one in positions
+    or record passed even --deep. Every shard now carries checksums that catch each."""
+    from pgrid_cli.store.verify import verify_shard
+
+    path = tmp_path / shard_name(0)
+    _write(path, _structures(np.random.default_rng(7), 4))
+    assert Shard(path).verify().ok and Shard(path).verify().checksums == "verified"
+    with h5py.File(path) as f:
+        spots = {
+            "grid": f["grids"].id.get_chunk_info(2).byte_offset + 20,
+            "positions": f["positions"].id.get_offset() + 8 * 5 + 3,
+            "record": f["record"].id.get_offset() + 8,
+        }
+    for what, offset in spots.items():
+        bad = _flip(path, offset, tmp_path / f"bad-{what}.h5")
+        check = verify_shard(bad, checksums=True)
+        assert not check.ok, what
+        assert "checksum" in check.problem or "cannot be read" in check.problem, check.problem
+        assert not Shard(bad).verify().ok
+    assert verify_shard(tmp_path / "bad-positions.h5").ok  # the structural check alone …
+    assert verify_shard(tmp_path / "bad-positions.h5", deep=True).ok  # … passes it
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lzf", "none"])
+def test_checksums_are_of_the_stored_bytes(tmp_path, compression):
+    """checksums/grids is the CRC-32 of each raw chunk as stored, whoever compressed it
+    (pgrid's encoder or h5py's filters), so checking reads no decompressed data."""
+    import zlib
+
+    path = tmp_path / shard_name(0)
+    _write(path, _structures(np.random.default_rng(8), 4), compression=compression)
+    with h5py.File(path) as f:
+        g = f["grids"]
+        stored = [zlib.crc32(g.id.read_direct_chunk((i, 0, 0, 0, 0))[1]) for i in range(4)]
+        assert f["checksums/grids"].dtype == np.uint32
+        assert f["checksums/grids"][()].tolist() == stored
+        names = {k for k in f["checksums"].attrs if k != "algorithm"}
+        assert names == {k for k in f if k not in ("grids", "checksums")}
+        assert "captured" in names and "positions" in names and "rejected" in names
+
+
+def test_shards_without_checksums_still_read_and_say_so(tmp_path):
+    from pgrid_cli.store.rundir import describe
+    from pgrid_cli.store.verify import verify_shard
+
+    path = tmp_path / shard_name(0)
+    grids = _write(path, _structures(np.random.default_rng(9), 4))
+    with h5py.File(path, "a") as f:  # as written before pgrid stored checksums
+        del f["checksums"], f["captured"]
+    assert_array_equal(Shard(path)[1].grid, grids[1])
+    assert Shard(path)[1].captured is None
+    check = verify_shard(path, checksums=True)
+    assert check.ok and check.checksums == "absent"
+    d = describe(path)
+    assert d["problems"] == [] and d["checksums"] == "absent"
+    assert any("no checksums" in n for n in d["notes"])
+
+
+def test_captured_is_stored_given_or_computed(tmp_path):
+    """captured = Σ grid ÷ Σ weights per structure: given by the caller (the worker
+    computes it before rounding), or computed from the grids given, or from encoded
+    chunks (plain (bytes, mask) pairs are decoded)."""
+    from pgrid_cli.store.codec import GridCodec
+
+    structs = _structures(np.random.default_rng(10), 3)
+    grids = np.stack([grid(p, b, 0.5) for _, p, b in structs])
+    meta = ShardMeta(sigma=0.5, channels=["all"], grid_shape=(12, 12, 12))
+    args = _columns(structs)
+    codec = GridCodec()
+    want = [g.sum(dtype=np.float64) / len(z) for g, (z, *_) in zip(grids, structs, strict=True)]
+    for k, how in enumerate(["arrays", "given", "encoded", "pairs"]):
+        path = tmp_path / shard_name(k)
+        with ShardWriter(path, meta, compression=codec) as w:
+            if how == "arrays":
+                w.append(grids, *args)
+            elif how == "given":
+                w.append(grids, *args, captured=[0.5, 0.25, 1.0])
+            else:
+                chunks = [codec.encode(codec.round(g.copy())) for g in grids]
+                if how == "pairs":
+                    chunks = [(bytes(c[0]), int(c[1])) for c in chunks]
+                w.append(chunks, *args, encoded=True)
+        got = [rec.captured for rec in Shard(path)]
+        if how == "given":
+            assert got == [0.5, 0.25, 1.0]
+        else:
+            assert_allclose(got, want, rtol=1e-6)
+        assert Shard(path).verify().ok
+
+
+def test_float16_bound_covers_the_cast():
+    """The stored bound is the rounding step plus the float16 cast's error at the largest
+    value, never the float32 step alone (4.77e-7)."""
+    from pgrid_cli.store.codec import DEFAULT_STEP, GridCodec
+
+    rng = np.random.default_rng(11)
+    g = (rng.random((2, 8, 8, 8)) ** 4 * 0.3).astype(np.float32)
+    for codec in (GridCodec(dtype="float16"), GridCodec(dtype="float16", step=0.0)):
+        r = codec.round(g.copy())
+        err = np.abs(r.astype(np.float16).astype(np.float64) - g).max()
+        bound = codec.error_bound(float(g.max()))
+        assert err <= bound < 2 * err + DEFAULT_STEP
+        assert bound > DEFAULT_STEP
+    assert GridCodec().error_bound(float(g.max())) == DEFAULT_STEP

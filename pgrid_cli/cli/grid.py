@@ -170,6 +170,9 @@ def grid_cli(
         except KeyboardInterrupt:
             bar.stop()
             fail(f"interrupted: finished shards are kept; continue with --resume -o {out}", 130)
+        except MemoryError as exc:
+            bar.stop()
+            fail(f"not enough memory ({exc}); use a smaller --grid-size or fewer --workers")
         except BrokenProcessPool as exc:
             bar.stop()
             fail(

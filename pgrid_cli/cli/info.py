@@ -23,6 +23,13 @@ def info_cli(
     deep: Annotated[
         bool, typer.Option("--deep", help="Also decompress every grid (reads everything).")
     ] = False,
+    checksums: Annotated[
+        bool,
+        typer.Option(
+            "--checksums/--no-checksums",
+            help="Check every shard's checksums (reads the stored bytes, decompresses nothing).",
+        ),
+    ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Summarise a shard or an output directory and validate every shard.
@@ -31,7 +38,7 @@ def info_cli(
     listed), 2 when PATH is not there.
     """
     with user_errors():
-        d = describe(path, deep=deep)
+        d = describe(path, deep=deep, checksums=checksums)
     if json_out:
         typer.echo(json.dumps(d, indent=2, sort_keys=True, default=str))
     else:
@@ -74,17 +81,31 @@ def print_description(d: dict[str, Any], console: Console) -> None:
         storage.append(f"{params['compression']}" + (f" level {level}" if level else ""))
     step = params.get("rounding_step")
     if step:
-        storage.append(
-            f"rounded to a step ≤ {step:.3g} and ≤ 5e-5 × each grid's max (channel sums kept)"
-        )
+        storage.append(f"rounded to a step ≤ {step:.3g} and ≤ 5e-5 × each grid's max")
     elif "rounding_step" in params:
-        storage.append("lossless")
+        storage.append("lossless" if params.get("dtype") != "float16" else "unrounded")
     table.add_row("storage", ", ".join(s for s in storage if s))
+    bound = params.get("max_rounding_error")
+    if bound is not None:
+        cast = " (rounding + float16 cast)" if params.get("dtype") == "float16" else ""
+        table.add_row("storage error", f"≤ {bound:.2g} per value{cast}")
+    if d.get("captured_min") is not None:
+        below = d["captured_below"]
+        table.add_row(
+            "captured",
+            f"min {d['captured_min']:.4f}; {below:,} of {d['n_structures']:,} structures "
+            f"below {d['captured_threshold']} (Σ grid ÷ Σ weights)",
+        )
+    status = d.get("checksums")
+    if status:
+        table.add_row("checksums", _CHECKSUMS.get(status, status))
     size = d["bytes"]
     per = f" ({size / d['n_structures'] / 1e3:,.1f} kB per structure)" if d["n_structures"] else ""
     table.add_row("size on disk", f"{size / 1e6:,.1f} MB{per}")
     if d["kind"] == "directory" and d.get("vds"):
         table.add_row("virtual dataset", d["vds"])
+    for note in d.get("notes", []):
+        table.add_row("note", note)
     if d["problems"]:
         for problem in d["problems"][:10]:
             table.add_row("[red]problem[/]", problem)
@@ -94,6 +115,14 @@ def print_description(d: dict[str, Any], console: Console) -> None:
         what = "every shard" if d["kind"] == "directory" else "the shard"
         table.add_row("valid", f"[green]yes[/] ({what} checked)")
     console.print(table)
+
+
+_CHECKSUMS = {
+    "verified": "[green]match[/] (every stored byte checked)",
+    "absent": "none (shards written by an older pgrid)",
+    "mixed": "match where present (some shards have none)",
+    "not checked": "not checked",
+}
 
 
 @app.command("index")

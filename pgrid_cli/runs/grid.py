@@ -38,7 +38,6 @@ from ..core.box import ShapeLike, normalize_shape
 from ..core.errors import ParameterError
 from ..core.kernel import available_cores, check_memory, get_memory_limit
 from ..core.recipe import GridRecipe
-from ..core.version import __version__
 from ..readers import (
     RawRecord,
     ReadOptions,
@@ -48,17 +47,9 @@ from ..readers import (
     iter_raw_records,
     preload_readers,
 )
+from ..store.claim import claim_slice
 from ..store.codec import GridCodec
-from ..store.rundir import (
-    SLICE_FORMAT,
-    input_meta,
-    prepare_output,
-    read_slice_states,
-    run_id,
-    slice_state_path,
-    write_index,
-    write_json,
-)
+from ..store.rundir import canonical_path, input_meta, run_id
 from ..store.shard import Shard, ShardMeta, ShardWriter, shard_name
 from .gridtask import Done, Gridded, Task, TaskResult, run_task
 from .slicing import slice_from_env
@@ -244,10 +235,13 @@ class _ShardSink:
                 [s.record for s in structures],
                 [s.weights for s in structures],
             )
+            captured = [d.captured for d in done]  # of the kernel's grid, before rounding
             if self.settings.codec.encodes_chunks:
-                writer.append([d.chunk for d in done], *args, encoded=True)  # type: ignore[arg-type]
+                chunks = [d.chunk for d in done]
+                writer.append(chunks, *args, encoded=True, captured=captured)  # type: ignore[arg-type]
             else:  # rounded in the worker already
-                writer.append(np.stack([d.grid for d in done]), *args, rounded=True)  # type: ignore[arg-type]
+                grids = np.stack([d.grid for d in done])  # type: ignore[arg-type]
+                writer.append(grids, *args, rounded=True, captured=captured)
         writer.add_rejections(rejected)
         for d in done:
             if d.captured < CAPTURE_WARNING:
@@ -324,30 +318,18 @@ def grid_files(
     n_threads = cores if threads is None else int(threads)
     if n_threads < 1:
         raise ParameterError(f"{{threads}} must be at least 1, got {n_threads}")
-    files = expand_inputs(inputs, recursive=recursive)
+    files = [canonical_path(f) for f in expand_inputs(inputs, recursive=recursive)]
     formats = [detect_format(f, settings.format) for f in files]
     inputs_meta = [input_meta(f, fmt) for f, fmt in zip(files, formats, strict=True)]
     params = settings.parameters()
     run = run_id(params, inputs_meta)
 
     out = Path(out_dir)
-    kept = prepare_output(out, run, params, settings.shard_size, index, count, resume, overwrite)
-    state_path = slice_state_path(out, index, count)
-    state: dict[str, Any] = {
-        "format": SLICE_FORMAT,
-        "run_id": run,
-        "slice_index": index,
-        "num_slices": count,
-        "parameters": params,
-        "inputs": inputs_meta,
-        "shard_size": settings.shard_size,
-        "command": command,
-        "pgrid_version": __version__,
-        "complete": False,
-        "total_items": None,
-    }
-    state_path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(state_path, state)
+    size = settings.shard_size
+    claim = claim_slice(
+        out, run, params, inputs_meta, size, index, count, resume, overwrite, command
+    )
+    kept = claim.kept
 
     summary = RunSummary(out, index, count, files=len(files), shards_kept=len(kept))
     bytes_total = sum(int(m["bytes"] or 0) for m in inputs_meta)
@@ -429,6 +411,7 @@ def grid_files(
         sink.close()
     except BaseException:
         sink.abort()
+        claim.fail(summary.shards_written)  # nothing written: the directory is as it was
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
             pool = None
@@ -443,8 +426,7 @@ def grid_files(
     summary.rejected_by_kind = dict(sink.kinds)
     summary.notes = dict(sink.notes)
     summary.timings = dict(sink.timings)
-    state.update(
-        complete=True,
+    summary.manifest = claim.finish(  # the last slice to finish writes the manifest
         total_items=total_items,
         shards=sorted([*sink.written_shards, *kept]),
         counts={
@@ -456,16 +438,6 @@ def grid_files(
         },
         notes=dict(sink.notes),
     )
-    write_json(state_path, state)
-    states = read_slice_states(out)
-    done = {
-        int(s["slice_index"])
-        for s in states
-        if s["run_id"] == run and s["complete"] and int(s["num_slices"]) == count
-    }
-    if len(done) == count:  # the last slice to finish writes the manifest
-        write_index(out)
-        summary.manifest = True
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from .codec import GridCodec
-from .rundir import describe, write_index, write_vds
+from .rundir import describe, write_index
 from .shard import Shard, ShardMeta, ShardRecord, ShardSet, ShardWriter
+from .vds import write_vds
 from .verify import ShardCheck, verify_shard
 
 __all__ = [

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
+from .checksums import crc32
 
 try:  # ISA-L writes the same zlib/deflate format, several times faster than zlib
     from isal import isal_zlib as _fast_zlib
@@ -116,8 +117,18 @@ class GridCodec:
     @property
     def max_rounding_error(self) -> float:
         """Bound on the change the rounding makes to a value (before any float16 cast);
-        a channel's sum changes by at most half of it."""
+        a channel's sum changes by at most half of it. :meth:`error_bound` adds the cast."""
         return self.step
+
+    def error_bound(self, peak: float) -> float:
+        """Bound on |stored − kernel value| over a grid whose largest value is ``peak``:
+        the rounding step (:meth:`step_for`) plus, for float16, the cast's error at the
+        largest value (half a float16 spacing there; values are non-negative, so smaller
+        ones are cast at least as accurately)."""
+        bound = self.step_for(peak)
+        if self.dtype == "float16" and peak > 0:
+            return bound + float16_cast_error(peak + bound)
+        return bound
 
     def step_for(self, peak: float) -> float:
         """The rounding step of a grid whose largest value is ``peak``."""
@@ -172,7 +183,7 @@ class GridCodec:
             _core.round_grid(grids.reshape(grids.shape[0], -1), self.step, RELATIVE_STEP)
         return grids
 
-    def encode(self, grid: np.ndarray) -> tuple[bytes, int]:
+    def encode(self, grid: np.ndarray) -> EncodedChunk:
         """(chunk bytes, HDF5 filter mask) of one structure's (already rounded) grid.
 
         The bytes are what the dataset's filter pipeline (:meth:`h5_options`) would
@@ -181,16 +192,60 @@ class GridCodec:
         """
         if not self.encodes_chunks:
             raise ValueError(f"{self.compression} chunks are written by h5py, not encoded here")
-        arr = np.ascontiguousarray(grid, dtype=self.np_dtype)
+        src = np.asarray(grid)
+        with np.errstate(all="ignore"):  # any bits can be stored (inf, NaN: not our business)
+            total = float(src.sum()) if src.size else 0.0  # float32 pairwise: ~1e-7 relative
+            peak = float(src.max()) if src.size and self.dtype == "float16" else 0.0
+        arr = np.ascontiguousarray(src, dtype=self.np_dtype)
         if self.compression == "none":
-            return arr.tobytes(), 0
-        if arr.dtype == np.float32 and arr.ndim >= 2:
-            packed = deflate_shuffled_channels(arr.reshape(arr.shape[0], -1), self.level)
+            data, mask = arr.tobytes(), 0
         else:
-            packed = deflate(shuffle(arr, out=_work("shuffled", arr.nbytes, np.uint8)), self.level)
-        if len(packed) >= arr.nbytes:
-            return shuffle(arr).tobytes(), 0b10  # bit 1: the deflate filter (after shuffle)
-        return packed, 0
+            if arr.dtype == np.float32 and arr.ndim >= 2:
+                packed = deflate_shuffled_channels(arr.reshape(arr.shape[0], -1), self.level)
+            else:
+                shuffled = shuffle(arr, out=_work("shuffled", arr.nbytes, np.uint8))
+                packed = deflate(shuffled, self.level)
+            if len(packed) >= arr.nbytes:  # bit 1: the deflate filter (after shuffle)
+                data, mask = shuffle(arr).tobytes(), 0b10
+            else:
+                data, mask = packed, 0
+        return EncodedChunk(data, mask, crc32(data), peak, total)
+
+    def decode(self, data: bytes, mask: int, shape: tuple[int, ...]) -> np.ndarray:
+        """The grid of an encoded chunk (the inverse of :meth:`encode`)."""
+        if self.compression == "none":
+            return np.frombuffer(data, dtype=self.np_dtype).reshape(shape).copy()
+        raw = np.frombuffer(data if mask & 0b10 else _fast_zlib.decompress(data), np.uint8)
+        size = self.np_dtype.itemsize
+        return raw.reshape(size, -1).T.copy().view(self.np_dtype).reshape(shape)
+
+
+class EncodedChunk(tuple):  # type: ignore[type-arg]
+    """What :meth:`GridCodec.encode` returns: a ``(bytes, filter_mask)`` pair that also
+    carries the chunk's CRC-32 (``crc``), the grid's sum (``total``) and, for float16, its
+    largest value before the cast (``peak``; 0 for float32), so the writer need not decode
+    it."""
+
+    crc: int
+    peak: float
+    total: float
+
+    def __new__(cls, data: bytes, mask: int, crc: int, peak: float, total: float) -> EncodedChunk:
+        self = super().__new__(cls, (data, mask))
+        self.crc, self.peak, self.total = crc, peak, total
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return EncodedChunk, (self[0], self[1], self.crc, self.peak, self.total)
+
+
+def float16_cast_error(value: float) -> float:
+    """Largest error of casting a value in [0, ``value``] to float16 (round to nearest):
+    half the float16 spacing at ``value`` (2⁻²⁵ among subnormals)."""
+    if not value > 0:
+        return 0.0
+    exponent = max(int(np.floor(np.log2(value))), -14)  # -14: float16's smallest normal
+    return 2.0 ** (exponent - 11)
 
 
 _scratch: dict[tuple[str, str], np.ndarray] = {}

@@ -4,7 +4,14 @@ An output directory holds ``shard-00000.h5`` … (:mod:`pgrid_cli.store.shard`),
 ``slices/slice-I-of-N.json`` (the state of each slice of a run: parameters, inputs,
 progress), and once every slice is complete ``manifest.json`` and ``errors.jsonl``,
 written by :func:`write_index` (``pgrid index``), which can also write ``all.h5``:
-virtual datasets spanning every shard. :func:`describe` is what ``pgrid info`` shows.
+virtual datasets spanning every shard (:mod:`pgrid_cli.store.vds`). :func:`describe` is
+what ``pgrid info`` shows.
+
+Several processes may share a directory (the slices of a split run), so it has locks
+(:class:`~pgrid_cli.store.files.FileLock`): ``.pgrid-lock``, held briefly around the
+steps that touch shared files (claiming a slice, writing the manifest and ``all.h5``),
+and ``slices/slice-I-of-N.lock``, held by the process running that slice for as long as
+it runs (:mod:`pgrid_cli.store.claim`).
 """
 
 from __future__ import annotations
@@ -13,26 +20,14 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import h5py
-import numpy as np
-
 from ..core.errors import ParameterError
-from .shard import (
-    FORMAT_VERSION,
-    PARTIAL_SUFFIX,
-    REJECTED,
-    SHARD_GLOB,
-    STR_DTYPE,
-    Shard,
-    check_format,
-    shard_index,
-    shard_name,
-)
-from .verify import ShardCheck, verify_shard
+from .files import FileLock, atomic_file, atomic_write, lock_holder, stale_temps
+from .shard import FORMAT_VERSION, SHARD_GLOB, Shard, partial_index, shard_name
+from .vds import write_vds
+from .verify import CAPTURED_THRESHOLD, ShardCheck, verify_shard
 
 #: Files of an output directory.
 MANIFEST = "manifest.json"
@@ -41,14 +36,45 @@ SLICES_DIR = "slices"
 VDS_NAME = "all.h5"
 MANIFEST_FORMAT = "pgrid-run"
 SLICE_FORMAT = "pgrid-slice"
+#: The lock around the steps that touch files every slice shares.
+LOCK_NAME = ".pgrid-lock"
+#: Files only :func:`write_index` writes (under the directory lock).
+RUN_FILES = (MANIFEST, ERRORS, VDS_NAME)
+#: Characters ``str.splitlines`` breaks at that JSON leaves unescaped.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Write JSON atomically (an exclusive temporary file, then a rename; the temporary
+    is removed and the error is one line when writing fails)."""
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
+
+def json_line(data: Any) -> str:
+    """``data`` as one line of JSON Lines: UTF-8 kept readable, but U+0085, U+2028 and
+    U+2029 escaped, since line-based readers (``str.splitlines``) break lines there."""
+    return json.dumps(data, sort_keys=True, ensure_ascii=False).translate(_LINE_BREAKS)
+
+
+def directory_lock(out_dir: str | os.PathLike[str]) -> FileLock:
+    """The lock around the steps that touch shared files of ``out_dir`` (it must exist)."""
+    return FileLock(Path(out_dir) / LOCK_NAME)
+
+
+def slice_lock_path(out_dir: str | os.PathLike[str], index: int, count: int) -> Path:
+    """The lock file held by the process running slice ``index`` of ``count``."""
+    return Path(out_dir) / SLICES_DIR / f"slice-{index:05d}-of-{count:05d}.lock"
+
+
+def running_slices(out_dir: str | os.PathLike[str]) -> dict[tuple[int, int], int]:
+    """{(slice index, slice count): pid} of the slices running in ``out_dir`` now."""
+    out: dict[tuple[int, int], int] = {}
+    for p in sorted((Path(out_dir) / SLICES_DIR).glob("slice-*-of-*.lock")):
+        pid = lock_holder(p)
+        if pid is not None:
+            i, _, n = p.stem.removeprefix("slice-").partition("-of-")
+            out[(int(i), int(n))] = pid
+    return out
 
 
 def slice_state_path(out_dir: str | os.PathLike[str], index: int, count: int) -> Path:
@@ -103,9 +129,22 @@ def write_index(out_dir: str | os.PathLike[str], *, vds: bool = False) -> dict[s
     (and ``all.h5`` with ``vds``). Returns the manifest.
 
     Every shard of the run must be present and valid; raises ValueError naming what is
-    missing otherwise. Safe to run again (the files are replaced atomically).
+    missing otherwise. Safe to run again (the files are replaced atomically). Holds the
+    directory lock while it works, and removes the temporaries of these files that a
+    killed process left.
     """
     out = Path(out_dir)
+    if not out.is_dir():
+        raise ValueError(f"{out}: no such output directory")
+    _complete_slices(out, read_slice_states(out))  # not a finished run: say so, touch nothing
+    with directory_lock(out):
+        return write_index_locked(out, vds=vds)
+
+
+def write_index_locked(out: Path, *, vds: bool = False) -> dict[str, Any]:
+    """:func:`write_index` for a caller that holds the directory lock."""
+    for p in stale_temps(out, set(RUN_FILES)):
+        p.unlink(missing_ok=True)
     states = _complete_slices(out, read_slice_states(out))
     first = states[0]
     run_id = first["run_id"]
@@ -130,15 +169,13 @@ def write_index(out_dir: str | os.PathLike[str], *, vds: bool = False) -> dict[s
         raise ValueError(f"{out}: cannot index: {'; '.join(problems[:3])}{more}")
 
     by_kind: dict[str, int] = {}
-    tmp = out / f"{ERRORS}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_file(out / ERRORS) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for check in checks:
             shard = Shard(check.path)
             for r in shard.rejections():
-                fh.write(json.dumps(r.to_json(), sort_keys=True, ensure_ascii=False) + "\n")
+                fh.write(json_line(r.to_json()) + "\n")
                 by_kind[r.kind] = by_kind.get(r.kind, 0) + 1
             shard.close()
-    os.replace(tmp, out / ERRORS)
 
     notes: dict[str, int] = {}
     for st in states:
@@ -186,90 +223,24 @@ def write_index(out_dir: str | os.PathLike[str], *, vds: bool = False) -> dict[s
     return manifest
 
 
-_PER_STRUCTURE = ("grids", "origin", "axes", "periodic", "name", "source", "record")
-_PER_ATOM = ("atomic_numbers", "positions", "weights")
-
-
-def write_vds(path: str | os.PathLike[str], shards: Sequence[str | os.PathLike[str]]) -> Path:
-    """One HDF5 file whose datasets are virtual views spanning ``shards`` in order.
-
-    It has the layout of a shard (so :class:`Shard` reads it): per-structure and per-atom
-    datasets are virtual; ``atom_offset`` and ``rejected`` are real (offsets must be
-    global). Source files are referred to by name relative to ``path``'s directory, so
-    the directory can be moved as a whole. Written atomically.
-    """
-    path = Path(path)
-    if not shards:
-        raise ValueError("write_vds() needs at least one shard")
-    files = [Path(s) for s in shards]
-    infos = []
-    for f in files:
-        with h5py.File(f, "r") as h:
-            check_format(h, f)
-            infos.append(
-                {
-                    "n": int(h["grids"].shape[0]),
-                    "m": int(h["atomic_numbers"].shape[0]),
-                    "shapes": {d: h[d].shape for d in (*_PER_STRUCTURE, *_PER_ATOM) if d in h},
-                    "dtypes": {d: h[d].dtype for d in (*_PER_STRUCTURE, *_PER_ATOM) if d in h},
-                    "offsets": h["atom_offset"][:],
-                    "rejected": h[REJECTED][:] if REJECTED in h else np.array([], dtype=object),
-                    "attrs": dict(h.attrs),
-                }
-            )
-    n_total = sum(i["n"] for i in infos)
-    m_total = sum(i["m"] for i in infos)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with h5py.File(tmp, "w") as out:
-        for k, v in infos[0]["attrs"].items():
-            out.attrs[k] = v
-        for k in ("first_item", "n_items"):
-            if k in out.attrs:
-                del out.attrs[k]
-        out.attrs["n_structures"] = n_total
-        out.attrs["virtual_sources"] = np.array([f.name for f in files], dtype=STR_DTYPE)
-        for name, total, key in [(d, n_total, "n") for d in _PER_STRUCTURE] + [
-            (d, m_total, "m") for d in _PER_ATOM
-        ]:
-            if not all(name in i["shapes"] for i in infos):
-                continue
-            tail = infos[0]["shapes"][name][1:]
-            layout = h5py.VirtualLayout(shape=(total, *tail), dtype=infos[0]["dtypes"][name])
-            pos = 0
-            for f, info in zip(files, infos, strict=True):
-                count = info[key]
-                if count:
-                    src = h5py.VirtualSource(
-                        os.path.relpath(f, path.parent), name, shape=(count, *tail)
-                    )
-                    layout[pos : pos + count] = src
-                pos += count
-            out.create_virtual_dataset(name, layout)
-        offsets = [np.zeros(1, np.int64)]
-        base = 0
-        for info in infos:
-            offsets.append(info["offsets"][1:] + base)
-            base += info["m"]
-        out.create_dataset("atom_offset", data=np.concatenate(offsets))
-        rejected = np.concatenate([i["rejected"] for i in infos]).astype(object)
-        out.create_dataset(REJECTED, data=rejected, dtype=STR_DTYPE)
-        out.attrs["n_rejected"] = len(rejected)
-    os.replace(tmp, path)
-    return path
-
-
 # ---------------------------------------------------------------------- description
-def describe(path: str | os.PathLike[str], *, deep: bool = False) -> dict[str, Any]:
+def describe(
+    path: str | os.PathLike[str], *, deep: bool = False, checksums: bool = True
+) -> dict[str, Any]:
     """What ``pgrid info`` shows: a shard file or an output directory, validated.
 
     Returns a JSON-friendly dict: ``kind`` (``shard`` | ``directory``), counts, parameters
-    (sigma, channels, grid shape, storage), ``bytes`` on disk, one entry per shard with
-    its check, and ``problems`` (empty when everything is valid and complete). ``deep``
-    also decompresses every grid (see :func:`verify_shard`).
+    (sigma, channels, grid shape, storage, the largest error bound of what is stored),
+    ``bytes`` on disk, the smallest ``captured`` fraction and how many structures are
+    below :data:`~pgrid_cli.store.verify.CAPTURED_THRESHOLD`, one entry per shard with
+    its check, ``notes`` (e.g. shards without checksums) and ``problems`` (empty when
+    everything is valid and complete). ``checksums`` (default) checks every shard's
+    checksums, ``deep`` also decompresses every grid (see :func:`verify_shard`); a
+    virtual ``all.h5`` is checked against its source shards.
     """
     p = Path(path)
     if p.is_file():
-        check = verify_shard(p, deep=deep)
+        check = verify_shard(p, deep=deep, checksums=checksums)
         return {
             "kind": "shard",
             "path": str(p),
@@ -279,6 +250,7 @@ def describe(path: str | os.PathLike[str], *, deep: bool = False) -> dict[str, A
             "n_atoms": check.n_atoms,
             "parameters": _shard_parameters({**check.attrs, "dtype": check.dtype}),
             "attributes": check.attrs,
+            **_quality([check]),
             "problems": [check.problem] if check.problem else [],
         }
     if not p.is_dir():
@@ -300,9 +272,11 @@ def describe(path: str | os.PathLike[str], *, deep: bool = False) -> dict[str, A
             }
     files = sorted(p.glob(SHARD_GLOB))
     shards = []
+    checks = []
     first_attrs: dict[str, Any] = {}
     for f in files:
-        check = verify_shard(f, expect=expected.get(f.name), deep=deep)
+        check = verify_shard(f, expect=expected.get(f.name), deep=deep, checksums=checksums)
+        checks.append(check)
         if not check.ok:
             problems.append(f"{f.name}: {check.problem}")
         shards.append(
@@ -313,6 +287,7 @@ def describe(path: str | os.PathLike[str], *, deep: bool = False) -> dict[str, A
                 "n_rejected": check.n_rejected,
                 "ok": check.ok,
                 "problem": check.problem,
+                "checksums": check.checksums,
             }
         )
         if len(shards) == 1:
@@ -321,11 +296,23 @@ def describe(path: str | os.PathLike[str], *, deep: bool = False) -> dict[str, A
     missing = [name for name in expected if name not in present]
     if missing:
         problems.append(f"{len(missing)} shard(s) of the manifest are missing, e.g. {missing[0]}")
-    partial = sorted(f.name for f in p.glob(SHARD_GLOB + PARTIAL_SUFFIX))
-    if partial:
+    vds = manifest.get("vds") if manifest else None
+    if vds or (p / VDS_NAME).exists():
+        check = verify_shard(p / (vds or VDS_NAME))
+        if not check.ok:
+            problems.append(f"{vds or VDS_NAME}: {check.problem}")
+    partial = sorted(f.name for f in p.glob("shard-*.partial") if partial_index(f) is not None)
+    running = running_slices(p)
+    if running:
+        (i, n), pid = sorted(running.items())[0]
         problems.append(
-            f"{len(partial)} unfinished shard(s) ({partial[0]} …): an interrupted or running "
-            f"run; continue it with pgrid grid --resume"
+            f"a pgrid grid run is writing here (slice {i} of {n}, process {pid}); "
+            f"its shards are not all there yet"
+        )
+    elif partial:
+        problems.append(
+            f"{len(partial)} unfinished shard(s) ({partial[0]} …) of an interrupted run; "
+            f"continue it with pgrid grid --resume"
         )
     states = read_slice_states(p)
     if manifest is None:
@@ -345,6 +332,11 @@ def describe(path: str | os.PathLike[str], *, deep: bool = False) -> dict[str, A
         params = dict(states[0].get("parameters", {}))
     else:
         params = _shard_parameters(first_attrs) if files else {}
+    bounds = [
+        float(c.attrs["max_rounding_error"]) for c in checks if "max_rounding_error" in c.attrs
+    ]
+    if bounds:
+        params["max_rounding_error"] = max(bounds)
     total_bytes = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
     return {
         "kind": "directory",
@@ -357,13 +349,34 @@ def describe(path: str | os.PathLike[str], *, deep: bool = False) -> dict[str, A
         "parameters": params,
         "run_id": manifest.get("run_id") if manifest else None,
         "manifest": manifest is not None,
-        "vds": manifest.get("vds") if manifest else None,
+        "vds": vds,
         "slices": [
             {"slice": [s["slice_index"], s["num_slices"]], "complete": bool(s.get("complete"))}
             for s in states
         ],
         "shards": shards,
+        **_quality(checks),
         "problems": problems,
+    }
+
+
+def _quality(checks: list[ShardCheck]) -> dict[str, Any]:
+    """The checksum status and the ``captured`` figures of some shards."""
+    status = {c.checksums for c in checks if c.ok}
+    notes = []
+    absent = sum(c.checksums == "absent" for c in checks)
+    if absent:
+        notes.append(
+            f"no checksums in {absent} shard(s) (written by an older pgrid): their contents "
+            f"could not be checked"
+        )
+    lows = [c.captured_min for c in checks if c.captured_min is not None]
+    return {
+        "checksums": status.pop() if len(status) == 1 else ("mixed" if status else None),
+        "captured_min": min(lows) if lows else None,
+        "captured_below": sum(c.captured_low for c in checks),
+        "captured_threshold": CAPTURED_THRESHOLD,
+        "notes": notes,
     }
 
 
@@ -378,146 +391,36 @@ def _shard_parameters(attrs: dict[str, Any]) -> dict[str, Any]:
         "compression",
         "compression_level",
         "rounding_step",
+        "max_rounding_error",
         "disorder",
     )
     return {k: attrs[k] for k in keys if k in attrs}
 
 
 # ---------------------------------------------------------------------- a run's identity
+def canonical_path(path: str | os.PathLike[str]) -> Path:
+    """The one spelling of an input file that a run stores and is identified by: its
+    absolute path with symbolic links resolved (so ``in/a.sdf``, ``./in/a.sdf`` and
+    ``/data/in/a.sdf`` are the same input)."""
+    return Path(os.path.realpath(path))
+
+
 def input_meta(path: Path, fmt: str) -> dict[str, Any]:
+    """What a run records of an input file: its canonical path, format, size, mtime."""
     try:
         st = path.stat()
         size, mtime = st.st_size, st.st_mtime_ns
     except OSError:
         size, mtime = None, None
-    return {"path": str(path), "format": fmt, "bytes": size, "mtime_ns": mtime}
+    return {"path": str(canonical_path(path)), "format": fmt, "bytes": size, "mtime_ns": mtime}
 
 
 def run_id(params: dict[str, Any], inputs: list[dict[str, Any]]) -> str:
-    """Fingerprint of a run: its parameters and its inputs (absolute path, size, mtime)."""
+    """Fingerprint of a run: its parameters and its inputs (canonical path, size, mtime)."""
     key = {
         "parameters": params,
         "inputs": [
-            [os.path.abspath(m["path"]), m["format"], m["bytes"], m["mtime_ns"]] for m in inputs
+            [str(canonical_path(m["path"])), m["format"], m["bytes"], m["mtime_ns"]] for m in inputs
         ],
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def prepare_output(
-    out: Path,
-    run_id: str,
-    params: dict[str, Any],
-    shard_size: int,
-    index: int,
-    count: int,
-    resume: bool,
-    overwrite: bool,
-) -> dict[int, ShardCheck]:
-    """Make ``out`` ready for slice ``index`` of ``count``; returns the shards to keep.
-
-    ``resume`` keeps the valid shards of the same run (``run_id``) and removes the rest of
-    this slice's; ``overwrite`` removes pgrid's files of this slice (of every slice when
-    ``count`` is 1). Raises ParameterError when the directory holds another run or
-    foreign files.
-    """
-    if resume and overwrite:
-        raise ParameterError("{resume} and {overwrite} cannot be combined")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    entries = sorted(out.iterdir())
-    shards: dict[int, Path] = {}
-    partials: dict[int, Path] = {}
-    foreign: list[Path] = []
-    for p in entries:
-        k = shard_index(p)
-        if k is not None:
-            shards[k] = p
-        elif (
-            p.name.endswith(PARTIAL_SUFFIX)
-            and shard_index(p.name[: -len(PARTIAL_SUFFIX)]) is not None
-        ):
-            partials[int(shard_index(p.name[: -len(PARTIAL_SUFFIX)]) or 0)] = p
-        elif p.name not in (MANIFEST, ERRORS, SLICES_DIR, VDS_NAME) and not p.name.endswith(".tmp"):
-            foreign.append(p)
-    states = read_slice_states(out)
-    other_states = [s for s in states if s.get("run_id") != run_id]
-    # Other slices' shards left by a different run (only a sliced run can meet them).
-    stale_other = {
-        k: p
-        for k, p in shards.items()
-        if count > 1 and k % count != index and shard_run_id(p) != run_id
-    }
-    mine = {k: p for k, p in shards.items() if k % count == index}
-    my_partials = [p for k, p in partials.items() if k % count == index]
-    state_path = slice_state_path(out, index, count)
-    run_files = [out / MANIFEST, out / ERRORS, out / VDS_NAME]
-
-    if overwrite:
-        doomed = [*mine.values(), *my_partials, *run_files, state_path]
-        doomed += [Path(s["_path"]) for s in other_states] + list(stale_other.values())
-        if count == 1:
-            doomed += [*shards.values(), *partials.values()]
-            doomed += [Path(s["_path"]) for s in states]
-        for p in doomed:
-            p.unlink(missing_ok=True)
-        return {}
-    if other_states or stale_other:
-        raise ParameterError(different_run(out, params, other_states))
-    if resume:
-        for p in my_partials:
-            p.unlink(missing_ok=True)
-        kept: dict[int, ShardCheck] = {}
-        for k, p in sorted(mine.items()):
-            check = verify_shard(p, expect={"run_id": run_id, "first_item": k * shard_size})
-            if check.ok:
-                kept[k] = check
-            else:
-                p.unlink()
-        return kept
-    if count == 1:
-        if entries:
-            raise ParameterError(
-                f"output directory {out} is not empty ({len(entries)} entries); use "
-                f"{{resume}} to continue the run there or {{overwrite}} to replace it"
-            )
-        return {}
-    if foreign:
-        raise ValueError(
-            f"output directory {out} holds files pgrid did not write (e.g. {foreign[0].name}); "
-            f"use an empty directory"
-        )
-    if mine or my_partials or state_path.exists():
-        raise ParameterError(
-            f"slice {index} of {count} has already run in {out}; use {{resume}} to continue "
-            f"it or {{overwrite}} to redo it"
-        )
-    return {}
-
-
-def shard_run_id(path: Path) -> str | None:
-    """The ``run_id`` attribute of a shard file (None if unreadable or absent)."""
-    try:
-        with h5py.File(path, "r") as f:
-            value = f.attrs.get("run_id")
-    except OSError:
-        return None
-    return value.decode() if isinstance(value, bytes) else (None if value is None else str(value))
-
-
-def different_run(out: Path, params: dict[str, Any], states: list[dict[str, Any]]) -> str:
-    what = "the input files differ (paths, sizes or modification times)"
-    if states:
-        old = states[0].get("parameters", {})
-        diffs = [
-            f"{k} {old.get(k)!r} → {params.get(k)!r}"
-            for k in sorted(set(old) | set(params))
-            if old.get(k) != params.get(k)
-        ]
-        if diffs:
-            what = "parameters differ: " + ", ".join(diffs[:4])
-    return (
-        f"output directory {out} holds a different run ({what}); use {{overwrite}} to "
-        f"replace it or choose another directory"
-    )

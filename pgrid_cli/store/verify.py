@@ -1,4 +1,5 @@
-"""Checking a shard: complete, self-consistent, and (with ``deep``) every grid readable."""
+"""Checking a shard: complete, self-consistent, its checksums (with ``checksums``) and
+(with ``deep``) every grid readable; a virtual ``all.h5`` also has its sources checked."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .shard import REJECTED, check_format, plain
+from .checksums import checksum_problem, has_checksums, shard_digest
+from .layout import CAPTURED, REJECTED, check_format, plain
+
+#: ``pgrid info`` counts the structures whose grid holds less than this fraction of their
+#: weight (docs/grid.md: atoms near a molecule box's faces, or outside a fixed cube).
+CAPTURED_THRESHOLD = 0.99
+#: Attributes of a virtual ``all.h5``: its source shards and a digest of each.
+VIRTUAL_SOURCES = "virtual_sources"
+VIRTUAL_DIGESTS = "virtual_source_digests"
 
 _REQUIRED = (
     "grids",
@@ -37,6 +46,11 @@ class ShardCheck:
     n_atoms: int = 0
     dtype: str = ""
     attrs: dict[str, Any] = field(default_factory=dict)
+    #: ``verified``, ``absent`` (a shard written before pgrid stored checksums) or
+    #: ``not checked``
+    checksums: str = "not checked"
+    captured_min: float | None = None  #: smallest ``captured`` (None: not stored / empty)
+    captured_low: int = 0  #: structures with ``captured`` < :data:`CAPTURED_THRESHOLD`
 
     @property
     def ok(self) -> bool:
@@ -44,23 +58,66 @@ class ShardCheck:
 
 
 def verify_shard(
-    path: str | os.PathLike[str], *, expect: dict[str, Any] | None = None, deep: bool = False
+    path: str | os.PathLike[str],
+    *,
+    expect: dict[str, Any] | None = None,
+    deep: bool = False,
+    checksums: bool = False,
 ) -> ShardCheck:
     """Check that a file is a complete, self-consistent shard.
 
     Checks the format attributes, that every dataset has one entry per structure (or per
     atom), the ``atom_offset`` index, the grid shape against ``channels``/``grid_shape``,
     the counts written when the shard was closed, and that file attributes equal
-    ``expect`` (e.g. ``{"run_id": …, "first_item": …}``). ``deep`` also decompresses every
-    grid and checks its values are finite (slower: it reads the whole file).
+    ``expect`` (e.g. ``{"run_id": …, "first_item": …}``). ``checksums`` also checks every
+    stored grid chunk and every other dataset against the shard's checksums (reading the
+    raw chunks: at disk speed, nothing is decompressed); a shard without checksums
+    (written by an older pgrid) passes with ``checksums = "absent"``. ``deep`` also
+    decompresses every grid and checks its values are finite (slower). A virtual
+    ``all.h5`` (``pgrid index --vds``) fails when a source shard is missing or changed.
     """
     check = ShardCheck(Path(path))
     try:
         with h5py.File(path, "r") as f:
             check.problem = _shard_problem(f, check, expect or {}, deep)
+            if not check.problem and VIRTUAL_SOURCES in f.attrs:
+                check.problem = _sources_problem(check.path, f, checksums)
+            elif not check.problem and checksums:
+                check.problem = _checksums(f, check)
     except OSError as exc:
-        check.problem = f"not a readable HDF5 file ({exc})"
+        check.problem = f"not a readable HDF5 file ({' '.join(str(exc).split())})"
     return check
+
+
+def _checksums(f: h5py.File, check: ShardCheck) -> str:
+    if not has_checksums(f):
+        check.checksums = "absent"
+        return ""
+    problem = checksum_problem(f)
+    check.checksums = "failed" if problem else "verified"
+    return problem
+
+
+def _sources_problem(path: Path, f: h5py.File, checksums: bool) -> str:
+    """What is wrong with the source shards of a virtual file ("" when nothing); with
+    ``checksums``, each source's checksums are checked too."""
+    names = [str(n) for n in plain(f.attrs[VIRTUAL_SOURCES])]
+    digests = f.attrs.get(VIRTUAL_DIGESTS)
+    for k, name in enumerate(names):
+        src = path.parent / name
+        if not src.is_file():
+            return f"source shard {name} of the virtual dataset is missing (it reads as zeros)"
+        try:
+            with h5py.File(src, "r") as s:
+                digest = shard_digest(s)
+                damage = checksum_problem(s) if checksums and has_checksums(s) else ""
+        except (OSError, KeyError) as exc:
+            return f"source shard {name} cannot be read ({' '.join(str(exc).split())})"
+        if digests is not None and int(digests[k]) != digest:
+            return f"source shard {name} changed since the virtual dataset was written"
+        if damage:
+            return f"source shard {name}: {damage}"
+    return ""
 
 
 def _shard_problem(f: h5py.File, check: ShardCheck, expect: dict[str, Any], deep: bool) -> str:
@@ -94,6 +151,13 @@ def _shard_problem(f: h5py.File, check: ShardCheck, expect: dict[str, Any], deep
         return f"atom_offset ends at {offsets[-1]}, but there are {m} atoms / positions"
     if "weights" in f and f["weights"].shape[0] != m:
         return f"weights has {f['weights'].shape[0]} entries for {m} atoms"
+    if CAPTURED in f:
+        captured = f[CAPTURED][()]
+        if captured.shape != (n,):
+            return f"{CAPTURED} has {captured.shape[0]} entries for {n} grids"
+        if n:
+            check.captured_min = float(np.nanmin(captured)) if np.isfinite(captured).any() else None
+            check.captured_low = int(np.sum(captured < CAPTURED_THRESHOLD))
     if "n_structures" not in attrs:
         return "the shard was not closed (no n_structures attribute)"
     if int(attrs["n_structures"]) != n:
@@ -118,5 +182,3 @@ def _shard_problem(f: h5py.File, check: ShardCheck, expect: dict[str, Any], deep
             if not np.all(np.isfinite(values)):
                 return f"grid {i} holds non-finite values"
     return ""
-
-

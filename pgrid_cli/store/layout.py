@@ -1,0 +1,102 @@
+"""The names and attributes of shard files (docs/format.md §6), shared by the writer
+(:mod:`pgrid_cli.store.writer`) and the reader (:mod:`pgrid_cli.store.shard`)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..core.version import __version__
+
+FORMAT = "pgrid-shard"
+FORMAT_VERSION = 1
+SHARD_GLOB = "shard-*.h5"
+#: Suffix of a shard being written (``shard-00012.h5.<pid>-<random>.partial``); renamed
+#: to its final name only when the shard is complete.
+PARTIAL_SUFFIX = ".partial"
+#: Dataset of the rejected input records of a shard's range (JSON objects, UTF-8).
+REJECTED = "rejected"
+#: Dataset of the fraction of each structure's weight that its grid holds.
+CAPTURED = "captured"
+_SHARD_RE = re.compile(r"^shard-(\d{5,})\.h5$")
+_PARTIAL_RE = re.compile(r"^shard-(\d{5,})\.h5(?:\.\d+(?:-[0-9a-f]+)?)?\.partial$")
+
+STR_DTYPE = h5py.string_dtype("utf-8")
+
+
+def shard_name(index: int) -> str:
+    """File name of shard ``index``: ``shard-00000.h5``."""
+    return f"shard-{index:05d}.h5"
+
+
+def shard_index(path: str | os.PathLike[str]) -> int | None:
+    """Index of a shard file from its name (``shard-00012.h5`` → 12), else None."""
+    m = _SHARD_RE.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def partial_index(path: str | os.PathLike[str]) -> int | None:
+    """Index of the shard a partial file was becoming
+    (``shard-00012.h5.4711-9f3a0c1d.partial`` → 12), else None."""
+    m = _PARTIAL_RE.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+@dataclass
+class ShardMeta:
+    """File attributes shared by every structure of a shard (docs/format.md §6)."""
+
+    sigma: float  #: Gaussian standard deviation, Å
+    channels: Sequence[str]  #: channel names, in channel order
+    grid_shape: tuple[int, int, int]
+    box: str = "fit"  #: box choice for molecules (fit | tight | cube:L)
+    padding: float = 2.0  #: Å
+    command: str = ""  #: the command line that made the shard
+    extra: dict[str, Any] = field(default_factory=dict)  #: further attributes to store
+
+    def attrs(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "sigma": float(self.sigma),
+            "channels": np.array([str(c) for c in self.channels], dtype=STR_DTYPE),
+            "grid_shape": np.asarray(self.grid_shape, dtype=np.int64),
+            "box": str(self.box),
+            "padding": float(self.padding),
+            "pgrid_version": __version__,
+            "command": str(self.command),
+        }
+        out.update(self.extra)
+        return out
+
+
+def check_format(f: h5py.File, path: Path | str) -> None:
+    """Raise ValueError unless ``f`` is a pgrid shard of a version this code reads."""
+    fmt = plain(f.attrs.get("format", ""))
+    if fmt != FORMAT:
+        raise ValueError(f"{path}: not a pgrid shard (format attribute is {fmt!r})")
+    version = int(f.attrs.get("format_version", -1))
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: shard format version {version}; this pgrid reads version {FORMAT_VERSION}"
+        )
+
+
+def plain(v: Any) -> Any:
+    """An HDF5 attribute or dataset value as plain Python (str, list, int, float)."""
+    if isinstance(v, bytes):
+        return v.decode("utf-8")
+    if isinstance(v, np.ndarray):
+        if v.dtype.kind in ("O", "S"):
+            return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in v.tolist()]
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
