@@ -1,24 +1,20 @@
 // Common part of the codec helpers: the step and the restoring of channel totals; the
-// per-value passes are per-ISA (codec_impl.hpp).
+// per-value passes are per-ISA (codec_impl.hpp, through the table of codec_kernels.hpp).
 #include "pgrid/codec.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
-#include "kernels.hpp"
+#include "dispatch.hpp"
 
 namespace pgrid {
-
-namespace detail {
-const IsaKernels& kernels_checked(Isa isa);  // grid.cpp
-}
 
 /// Move |deficit| values of a rounded row one step towards the deficit, choosing values
 /// whose residual points that way: the strongest tier first (residual beyond 0.45, then
 /// 0.40, ... down to 0), lowest index first within a tier. Every moved value then changes
 /// by at most 1 - residual < 1 step in all, as the rounding promises.
-void move_toward(const detail::IsaKernels& K, float* row, const float* residual, std::int64_t n,
+void move_toward(const detail::CodecKernels& K, float* row, const float* residual, std::int64_t n,
                  long deficit, std::vector<std::int64_t>& pick) {
     const std::int64_t count = std::labs(deficit);
     const float sign = deficit > 0 ? 1.0f : -1.0f;
@@ -34,7 +30,7 @@ void move_toward(const detail::IsaKernels& K, float* row, const float* residual,
 
 double round_grid(float* grid, std::int64_t rows, std::int64_t voxels, double max_step,
                   double relative, Isa isa) {
-    const detail::IsaKernels& K = detail::kernels_checked(isa);
+    const detail::CodecKernels& K = detail::codec_kernels_for(isa);
     std::vector<char> nonzero(static_cast<std::size_t>(rows), 0);
     float peak = 0.0f;
     for (std::int64_t r = 0; r < rows; ++r) {
@@ -68,7 +64,7 @@ double round_grid(float* grid, std::int64_t rows, std::int64_t voxels, double ma
 
 void nonzero_rows(const float* data, std::int64_t rows, std::int64_t voxels, bool* nonzero,
                   Isa isa) {
-    const detail::IsaKernels& K = detail::kernels_checked(isa);
+    const detail::CodecKernels& K = detail::codec_kernels_for(isa);
     for (std::int64_t r = 0; r < rows; ++r) {
         float max_abs = 0.0f, max_val = 0.0f;
         K.row_extent(data + r * voxels, voxels, &max_abs, &max_val);
@@ -77,11 +73,11 @@ void nonzero_rows(const float* data, std::int64_t rows, std::int64_t voxels, boo
 }
 
 void shuffle4(const float* in, std::int64_t n, std::uint8_t* out, Isa isa) {
-    detail::kernels_checked(isa).shuffle4(in, n, out);
+    detail::codec_kernels_for(isa).shuffle4(in, n, out);
 }
 
 void unshuffle4(const std::uint8_t* in, std::int64_t n, float* out, Isa isa) {
-    detail::kernels_checked(isa).unshuffle4(in, n, out);
+    detail::codec_kernels_for(isa).unshuffle4(in, n, out);
 }
 
 }  // namespace pgrid

@@ -1,0 +1,51 @@
+// Small 3-vector helpers and one structure's box, as the validation and the plan builders
+// read them from a BatchInput.
+#pragma once
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+
+#include "pgrid/grid.hpp"
+
+namespace pgrid::detail {
+
+using Vec3 = std::array<double, 3>;
+
+inline double dot(const Vec3& a, const Vec3& b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
+inline double norm(const Vec3& a) { return std::sqrt(dot(a, a)); }
+inline Vec3 cross(const Vec3& a, const Vec3& b) {
+    return {a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]};
+}
+inline Vec3 scaled(const Vec3& a, double s) { return {a[0] * s, a[1] * s, a[2] * s}; }
+inline Vec3 sub(const Vec3& a, const Vec3& b) { return {a[0] - b[0], a[1] - b[1], a[2] - b[2]}; }
+
+struct BoxGeom {
+    Vec3 origin;
+    Vec3 axis[3];  // whole-box edge vectors
+    bool periodic;
+};
+
+inline BoxGeom box_of(const BatchInput& in, std::int64_t s) {
+    BoxGeom b;
+    for (int d = 0; d < 3; ++d) {
+        b.origin[d] = in.origins[3 * s + d];
+        for (int e = 0; e < 3; ++e) b.axis[d][e] = in.axes[9 * s + 3 * d + e];
+    }
+    b.periodic = in.periodic[s] != 0;
+    return b;
+}
+
+/// Mutually perpendicular edges (to 1e-9 relative): the exact separable path applies.
+inline bool is_orthogonal(const BoxGeom& b) {
+    const double la = norm(b.axis[0]), lb = norm(b.axis[1]), lc = norm(b.axis[2]);
+    return std::fabs(dot(b.axis[0], b.axis[1])) <= 1e-9 * la * lb &&
+           std::fabs(dot(b.axis[0], b.axis[2])) <= 1e-9 * la * lc &&
+           std::fabs(dot(b.axis[1], b.axis[2])) <= 1e-9 * lb * lc;
+}
+
+inline Vec3 atom_pos(const BatchInput& in, std::int64_t a) {
+    return {in.positions[3 * a], in.positions[3 * a + 1], in.positions[3 * a + 2]};
+}
+
+}  // namespace pgrid::detail
