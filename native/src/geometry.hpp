@@ -48,4 +48,37 @@ inline Vec3 atom_pos(const BatchInput& in, std::int64_t a) {
     return {in.positions[3 * a], in.positions[3 * a + 1], in.positions[3 * a + 2]};
 }
 
+/// Rows r[d] of the inverse of the axes: dot(x, r[d]) is the fractional coordinate of the
+/// offset x along axis d (the box must not be degenerate).
+inline void reciprocal_rows(const BoxGeom& b, Vec3 r[3]) {
+    const Vec3 bc = cross(b.axis[1], b.axis[2]);
+    const double inv_vol = 1.0 / dot(b.axis[0], bc);
+    r[0] = scaled(bc, inv_vol);
+    r[1] = scaled(cross(b.axis[2], b.axis[0]), inv_vol);
+    r[2] = scaled(cross(b.axis[0], b.axis[1]), inv_vol);
+}
+
+/// Fractional coordinates farther than this from a periodic cell are moved into it.
+/// Offsets within [-1, 2) cells are used as given (the kernel sums their images).
+inline constexpr double kWrapBelow = -1.0, kWrapFrom = 2.0;
+
+/// Largest |fractional coordinate| of an atom in a periodic cell: beyond 2^52 the spacing
+/// of doubles is a whole cell, so the atom's place in the cell is not representable.
+inline constexpr double kMaxCells = 0x1p52;
+
+/// The offset `rel` (atom - origin) of an atom in a periodic cell, moved by whole cells
+/// along each axis on which its fractional coordinate lies outside [-1, 2), in double and
+/// before any integer is formed: rel - floor(f_d) * axis_d. Exact when the shift is (an
+/// atom at x + k*a with k*a and x + k*a exact gives back x), so far images give the same
+/// grid; otherwise within the rounding of rel.
+inline Vec3 wrap_into_cell(Vec3 rel, const BoxGeom& b, const Vec3 r[3]) {
+    const double f[3] = {dot(rel, r[0]), dot(rel, r[1]), dot(rel, r[2])};
+    for (int d = 0; d < 3; ++d) {
+        if (f[d] >= kWrapBelow && f[d] < kWrapFrom) continue;
+        const double k = std::floor(f[d]);
+        for (int e = 0; e < 3; ++e) rel[e] -= k * b.axis[d][e];
+    }
+    return rel;
+}
+
 }  // namespace pgrid::detail

@@ -68,8 +68,13 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
     buf.arg_off.assign(3 * na, 0);
     buf.lo.assign(3 * na, 0);
     buf.len.assign(3 * na, 0);
+    Vec3 recip[3];
+    if (box.periodic) reciprocal_rows(box, recip);
     for (std::int64_t a = 0; a < na; ++a) {
-        const Vec3 rel = sub(atom_pos(in, a0 + a), box.origin);
+        // Periodic cells: far images are moved into the cell first, in double, so that
+        // every window below stays within a few cells of it (and within int32).
+        const Vec3 off = sub(atom_pos(in, a0 + a), box.origin);
+        const Vec3 rel = box.periodic ? wrap_into_cell(off, box, recip) : off;
         const double sigma = in.sigmas[a0 + a];
         for (int d = 0; d < 3; ++d) {
             const int n = in.shape[d];

@@ -40,6 +40,8 @@ void build_tric(const BatchInput& in, std::int64_t s, const BoxGeom& box, Plan& 
     const double vol = tp.a3 * tp.b2 * tp.c1;
     const double recip[3] = {norm(cross(B, C)) / vol, norm(cross(C, A)) / vol,
                              norm(cross(A, B)) / vol};
+    Vec3 rows[3];
+    if (box.periodic) reciprocal_rows(box, rows);
     double min_sigma = 0.0;
     int max_row = 1;
     plan.tatoms.clear();
@@ -49,7 +51,10 @@ void build_tric(const BatchInput& in, std::int64_t s, const BoxGeom& box, Plan& 
         t.channel = in.channels[a];
         t.sigma = in.sigmas[a];
         t.w = in.weights[a];
-        const Vec3 rel = sub(atom_pos(in, a), box.origin);
+        // Periodic cells: far images are moved into the cell first, in double, so that
+        // slab, row and voxel indices stay within a few cells of it (and within int32).
+        const Vec3 off = sub(atom_pos(in, a), box.origin);
+        const Vec3 rel = box.periodic ? wrap_into_cell(off, box, rows) : off;
         t.p[0] = dot(rel, e1);
         t.p[1] = dot(rel, e2);
         t.p[2] = dot(rel, e3);
@@ -63,12 +68,15 @@ void build_tric(const BatchInput& in, std::int64_t s, const BoxGeom& box, Plan& 
         }
         double flo = std::floor(in.shape[0] * (t.p[2] - reach) / tp.a3);
         double fhi = std::floor(in.shape[0] * (t.p[2] + reach) / tp.a3);
+        // Clamped in double before the conversion: an atom far outside an open box gives
+        // an empty range (its slabs would overflow int32 and loop ~2^31 times).
         if (!box.periodic) {
             flo = std::max(flo, 0.0);
             fhi = std::min(fhi, in.shape[0] - 1.0);
+            if (!(fhi >= flo)) flo = 0.0, fhi = -1.0;  // nothing inside the box
         }
         t.i0 = static_cast<std::int32_t>(flo);
-        t.i1 = static_cast<std::int32_t>(fhi);  // i1 < i0: nothing inside an open box
+        t.i1 = static_cast<std::int32_t>(fhi);
         min_sigma = (a == a0) ? t.sigma : std::min(min_sigma, t.sigma);
         const double row =
             (2.0 * reach + std::fabs(tp.a1) / in.shape[0] + std::fabs(tp.b1) / in.shape[1]) *

@@ -40,11 +40,31 @@ void validate(const BatchInput& in) {
             std::fabs(detail::dot(box.axis[0], detail::cross(box.axis[1], box.axis[2])));
         if (!(la > 0 && lb > 0 && lc > 0) || !(vol > 1e-12 * la * lb * lc))
             fail("structure ", s, ": box axes are degenerate (zero length or coplanar)");
+        detail::Vec3 recip[3];
+        if (box.periodic) detail::reciprocal_rows(box, recip);
         for (std::int64_t a = a0; a < a1; ++a) {
             const detail::Vec3 p = detail::atom_pos(in, a);
             if (!(std::isfinite(p[0]) && std::isfinite(p[1]) && std::isfinite(p[2])))
                 fail("structure ", s, ", atom ", a - a0, ": position (", p[0], ", ", p[1], ", ",
                      p[2], ") is not finite");
+            // Far atoms: projections must stay finite, and a periodic atom's place in its
+            // cell must be representable (the plans wrap it there before any int is formed).
+            const detail::Vec3 rel = detail::sub(p, box.origin);
+            for (int d = 0; d < 3; ++d)
+                if (!(std::fabs(rel[d]) <= kMaxDistance))
+                    fail("structure ", s, ", atom ", a - a0, ": position (", p[0], ", ", p[1], ", ",
+                         p[2], ") is more than ", kMaxDistance,
+                         " A from the box origin (positions[", a, "])");
+            if (box.periodic)
+                for (int d = 0; d < 3; ++d) {
+                    const double f = detail::dot(rel, recip[d]);
+                    if (!(std::fabs(f) < detail::kMaxCells))
+                        fail("structure ", s, ", atom ", a - a0, ": position (", p[0], ", ", p[1],
+                             ", ", p[2], ") is ", f, " cells from the periodic box along axis ", d,
+                             ": beyond 2^52 cells its place in the cell is not representable "
+                             "(positions[",
+                             a, "])");
+                }
             const double sg = in.sigmas[a];
             if (!(std::isfinite(sg) && sg > 0))
                 fail("structure ", s, ", atom ", a - a0, ": sigma must be a positive length, got ",

@@ -35,6 +35,16 @@ inline constexpr double kTricTruncSigmas = 5.5;
 /// Gaussian (kTruncSigmas*sigma spans more than this many cells) is rejected.
 inline constexpr int kMaxImageSpan = 64;
 
+// ------------------------------------------------------------------ the input domain
+// validate() rejects, with a message naming the argument, structure and atom, anything
+// outside these bounds; inside them every result is finite and every index fits its type.
+
+/// Farthest an atom may be from its box origin along any Cartesian axis, in Angstrom, so
+/// that projections and distances stay finite. (A periodic cell also needs the atom's
+/// fractional coordinates below 2^52 in magnitude: beyond, its place in the cell is not
+/// representable.)
+inline constexpr double kMaxDistance = 1e300;
+
 /// Atoms and boxes of a batch of structures. All pointers are borrowed.
 struct BatchInput {
     const double* positions = nullptr;       ///< (M, 3) Cartesian, Angstrom
@@ -69,7 +79,8 @@ void grid_batch(const BatchInput& in, float* out, const Options& opt);
 void grid_gradient_batch(const BatchInput& in, const float* dgrid, double* dpositions,
                          double* dweights, const Options& opt);
 
-/// Check a batch; throws std::invalid_argument with a specific message.
+/// Check a batch against the input domain above; throws std::invalid_argument with a
+/// message naming the argument (and structure, atom and array index) at fault.
 void validate(const BatchInput& in);
 
 /// Zero `count` floats with the same threading as grid_batch: the memory-bound floor

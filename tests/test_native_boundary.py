@@ -1,0 +1,122 @@
+"""The native kernel at the edges of its input domain: far-away and far-wrapped atoms,
+degenerate widths, weights at the float32 limit, garbage integers and codec inputs.
+
+Every case here was a hang, a silent wrong answer or an unhelpful error once; each test
+checks either an independent truth (the float64 reference, an analytic sum, the same
+atom one lattice vector away) or a ValueError that names the argument at fault.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from pgrid_cli import Box, _core, grid, grid_gradient
+from pgrid_cli.reference import reference_grid
+
+from .test_grid import _args  # the native boundary's valid call, to corrupt
+
+ABS_TOL = 1e-6  # SPEC §3: orthogonal boxes
+TRIC_REL = 1e-4  # SPEC §3: triclinic cells, relative to the grid maximum
+SKEWED = np.array([[5.0, 0, 0], [2.5, 4.33, 0], [0, 0, 5.0]])  # the audit's triclinic cell
+
+
+def _run(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run code in a fresh interpreter: a native hang cannot be interrupted in-process."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# ---------------------------------------------------------------------- far-away atoms
+def test_far_atom_outside_open_triclinic_box_is_fast_and_contributes_nothing():
+    """An int32 slab index overflowed to INT_MIN: grid_gradient looped ~2^31 times."""
+    done = _run(
+        """
+        import time
+        import numpy as np
+        from pgrid_cli import Box, grid, grid_gradient
+        b = Box(np.zeros(3), [[5, 0, 0], [2.5, 4.33, 0], [0, 0, 5]], 8)
+        t = time.perf_counter()
+        for far in ([1, -1e10, 1], [1, 1e10, 1], [1e10, 1, 1], [-1e10, 1, 1],
+                    [1, 1, 1e12], [1, 1, -1e12], [1e300, -1e300, 1], [1e300, 1e300, 1e300]):
+            for isa in ("scalar", None):
+                g = grid_gradient([far], b, .5, np.ones((1, 8, 8, 8), np.float32), isa=isa)
+                assert np.array_equal(g, np.zeros((1, 3))), (far, g)
+                assert not grid([far], b, .5, isa=isa).any(), far
+        print(time.perf_counter() - t)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 20
+    box = Box(np.zeros(3), SKEWED, 8)
+    with pytest.raises(ValueError, match=r"atom 0: position \(3e\+300, .* more than 1e\+300 A"):
+        grid([[3e300, -3e300, 1]], box, 0.5)  # beyond the documented domain (kMaxDistance)
+
+
+# ---------------------------------------------------------------------- far-wrapped atoms
+@pytest.mark.parametrize(
+    "shift",
+    [(2**37, 0, 0), (0, -(2**37), 0), (0, 0, 1.25e11), (-(2**30), 2**33, -(2**36)), (1e6, 3, -7)],
+)
+def test_periodic_orthogonal_far_image_equals_home(isa, shift):
+    """A coordinate of 1e12 Å used to put the atom on the wrong voxel (int32 overflow)."""
+    lat = np.diag([8.0, 6.0, 4.0])
+    box = Box.from_lattice(lat, (16, 12, 10))
+    home = np.array([[1.25, 2.5, 3.75], [7.5, 0.125, 0.5]])
+    far = home + np.asarray(shift, dtype=np.float64) @ lat  # exact in double
+    assert_array_equal(far - np.asarray(shift, dtype=np.float64) @ lat, home)
+    ref = reference_grid(home, box, 0.6)
+    got = grid(far, box, 0.6, isa=isa)
+    assert_allclose(got, ref, atol=ABS_TOL, rtol=0)
+    assert_allclose(got, grid(home, box, 0.6, isa=isa), atol=ABS_TOL, rtol=0)
+
+
+def test_periodic_rotated_orthogonal_far_image_equals_home(isa):
+    """Rotated cells: the shift is exact in double; the projection costs ~1e-16 relative."""
+    c, s = np.cos(0.3), np.sin(0.3)
+    lat = np.array([[c, s, 0], [-s, c, 0], [0, 0, 1.0]]) * np.array([[6.0], [7.0], [5.0]])
+    box = Box.from_lattice(lat, (12, 14, 10))
+    assert box.is_orthogonal
+    home = np.array([[0.3, 0.4, 0.5]]) @ lat
+    far = home + np.array([[1e6, -3e6, 2e6]]) @ lat
+    got = grid(far, box, 0.6, isa=isa)
+    assert_allclose(got, reference_grid(home, box, 0.6), atol=ABS_TOL, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "shift", [(2**28, 0, 0), (0, -(2**30), 0), (3, -(2**27), 2**29), (1e9, 0, 0)]
+)
+def test_periodic_triclinic_far_image_equals_home(isa, shift):
+    """A coordinate of ~1e9 Å used to make the atom vanish."""
+    box = Box.from_lattice(SKEWED, 10)
+    assert not box.is_orthogonal
+    home = np.array([[1.25, 2.5, 1.75], [4.0, 0.5, 3.0]])
+    far = home + np.asarray(shift, dtype=np.float64) @ SKEWED
+    assert_array_equal(far - np.asarray(shift, dtype=np.float64) @ SKEWED, home)
+    want = grid(home, box, 0.5, isa=isa)
+    got = grid(far, box, 0.5, isa=isa)
+    assert_allclose(got.sum(dtype=np.float64), 2.0, rtol=1e-5)
+    assert_allclose(got, want, atol=ABS_TOL, rtol=0)
+    ref = reference_grid(home, box, 0.5)
+    assert_allclose(got, ref, atol=TRIC_REL * ref.max(), rtol=0)
+
+
+@pytest.mark.parametrize("lattice", ["ortho", "tric"])
+def test_far_wrapped_gradient_equals_home(isa, lattice):
+    lat = np.diag([5.0, 5.5, 6.0]) if lattice == "ortho" else SKEWED
+    box = Box.from_lattice(lat, 8)
+    home = np.array([[1.25, 2.5, 1.75], [3.0, 0.5, 4.25]])
+    far = home + np.array([[2.0**33, -(2.0**31), 2.0**32], [-7.0, 2.0**36, 3.0]]) @ lat
+    dgrid = np.random.default_rng(3).normal(size=(1, 8, 8, 8)).astype(np.float32)
+    want = grid_gradient(home, box, 0.5, dgrid, isa=isa)
+    got = grid_gradient(far, box, 0.5, dgrid, isa=isa)
+    assert_allclose(got, want, rtol=0, atol=1e-5 * abs(want).max())
