@@ -62,6 +62,28 @@ def test_far_atom_outside_open_triclinic_box_is_fast_and_contributes_nothing():
         grid([[3e300, -3e300, 1]], box, 0.5)  # beyond the documented domain (kMaxDistance)
 
 
+def test_huge_sigma_in_an_open_triclinic_box():
+    """Row and slab ranges of a huge truncation radius are clamped in double (the int
+    conversions used to overflow); sigma above the documented 1e100 Å is rejected."""
+    done = _run(
+        """
+        import numpy as np
+        from pgrid_cli import Box, grid, grid_gradient
+        b = Box(np.zeros(3), [[5, 0, 0], [2.5, 4.33, 0], [0, 0, 5]], 6)
+        for s in (1e12, 1e50, 1e100):
+            for far in ([1, 2, 3], [1e11, -1e11, 3], [1e300, 0, 0]):
+                g = grid([far], b, s)
+                assert np.isfinite(g).all() and abs(g.sum()) < 1e-30, g.sum()
+                d = grid_gradient([far], b, s, np.ones((1, 6, 6, 6), np.float32))
+                assert np.isfinite(d).all() and abs(d).max() < 1e-30
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    box = Box(np.zeros(3), SKEWED, 6)
+    with pytest.raises(ValueError, match=r"sigma = 1e\+101 A is above the widest supported"):
+        grid([[1, 2, 3]], box, 1e101)
+
+
 # ---------------------------------------------------------------------- far-wrapped atoms
 @pytest.mark.parametrize(
     "shift",
@@ -120,3 +142,54 @@ def test_far_wrapped_gradient_equals_home(isa, lattice):
     want = grid_gradient(home, box, 0.5, dgrid, isa=isa)
     got = grid_gradient(far, box, 0.5, dgrid, isa=isa)
     assert_allclose(got, want, rtol=0, atol=1e-5 * abs(want).max())
+
+
+# ---------------------------------------------------------------------- narrow Gaussians
+@pytest.mark.parametrize("sigma", [9e-7, 1e-9, 1e-11, 1e-20, 5e-324])
+@pytest.mark.parametrize("kind", ["ortho", "ortho-periodic", "tric", "tric-periodic"])
+def test_sigma_below_the_documented_minimum_is_rejected(kind, sigma):
+    lat = np.diag([4.0, 4.0, 4.0]) if kind.startswith("ortho") else SKEWED
+    box = Box(np.zeros(3), lat, 8, kind.endswith("periodic"))
+    with pytest.raises(ValueError, match=r"sigma = .* below the smallest supported width, 1e-06 A"):
+        grid([[1.3, 2.1, 1.7]], box, sigma, weights=[2.0])
+    with pytest.raises(ValueError, match=r"sigma = .* below the smallest supported width"):
+        grid_gradient([[1.3, 2.1, 1.7]], box, sigma, np.ones((1, 8, 8, 8), np.float32))
+
+
+def test_triclinic_sigma_too_narrow_names_the_limit():
+    """1e-11 used to overflow the panel count into a zero grid instead of raising."""
+    box = Box(np.zeros(3), SKEWED, 8)
+    with pytest.raises(ValueError, match=r"sigma = 0\.001 A, .* at least 0\.00\d+ A"):
+        grid([[1.3, 2.1, 1.7]], box, 1e-3)
+    for h in (1e3, 1e12, 1e300, np.inf):
+        with pytest.raises(ValueError, match="sigma is too narrow for these triclinic voxels"):
+            _core.triclinic_quadrature_order(h)
+    with pytest.raises(ValueError, match="h_over_sigma must be"):
+        _core.triclinic_quadrature_order(np.nan)
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+def test_point_mass_at_the_minimum_sigma_is_exact(isa, periodic):
+    """sigma = 1e-6 Å on 0.5 Å voxels: all the weight in the voxel holding the atom, halves
+    on a face, eighths at a corner."""
+    box = Box(np.zeros(3), np.eye(3) * 4.0, 8, periodic)
+    g = grid([[1.3, 2.1, 1.7]], box, 1e-6, weights=[2.0], isa=isa)[0]
+    want = np.zeros((8, 8, 8), np.float32)
+    want[2, 4, 3] = 2.0
+    assert_allclose(g, want, atol=ABS_TOL, rtol=0)
+    g = grid([[1.0, 2.1, 1.5]], box, 1e-6, weights=[2.0], isa=isa)[0]  # on two faces
+    want = np.zeros((8, 8, 8), np.float32)
+    want[1:3, 4, 2:4] = 0.5
+    assert_allclose(g, want, atol=ABS_TOL, rtol=0)
+    g = grid([[0.5, 1.0, 1.5]], box, 1e-6, isa=isa)[0]  # on a corner
+    assert_allclose(g[0:2, 1:3, 2:4], np.full((2, 2, 2), 0.125), atol=ABS_TOL, rtol=0)
+    assert_allclose(g.sum(dtype=np.float64), 1.0, rtol=1e-6)
+
+
+def test_point_mass_on_a_face_far_from_the_origin(isa):
+    """The truncation radius (6e-6 Å) is below the resolution of a coordinate of 2^37 Å:
+    the window lost the voxel below the face (the 'sum 0.5 instead of 2' of tiny sigmas)."""
+    box = Box(np.zeros(3), np.eye(3) * 2.0**39, 8)  # voxels of 2^36 Å
+    g = grid([[2.0**37, 2.0**37, 3 * 2.0**36]], box, 1e-6, weights=[2.0], isa=isa)[0]
+    assert_allclose(g.sum(dtype=np.float64), 2.0, rtol=1e-6)
+    assert_allclose(g[1:3, 1:3, 2:4], np.full((2, 2, 2), 0.25), atol=ABS_TOL, rtol=0)

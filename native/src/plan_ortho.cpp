@@ -81,6 +81,11 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
             const double p = dot(rel, plan.frame[d]);
             const double reach = kTruncSigmas * sigma;
             double flo = std::floor((p - reach) / h[d]), fhi = std::floor((p + reach) / h[d]);
+            // The voxel below p stays in the window when p is on a voxel face, even if the
+            // reach is below the resolution of p (p - reach == p): a point mass on a face
+            // is split between the two voxels. (Nothing changes unless p/h is a whole
+            // number and (p - reach)/h rounds to it.)
+            flo = std::min(flo, std::ceil(p / h[d]) - 1);
             if (!box.periodic) {
                 flo = std::max(flo, 0.0);
                 fhi = std::min(fhi, n - 1.0);

@@ -43,6 +43,7 @@ void build_tric(const BatchInput& in, std::int64_t s, const BoxGeom& box, Plan& 
     Vec3 rows[3];
     if (box.periodic) reciprocal_rows(box, rows);
     double min_sigma = 0.0;
+    std::int64_t narrowest = a0;
     int max_row = 1;
     plan.tatoms.clear();
     for (std::int64_t a = a0; a < a1; ++a) {
@@ -77,7 +78,7 @@ void build_tric(const BatchInput& in, std::int64_t s, const BoxGeom& box, Plan& 
         }
         t.i0 = static_cast<std::int32_t>(flo);
         t.i1 = static_cast<std::int32_t>(fhi);
-        min_sigma = (a == a0) ? t.sigma : std::min(min_sigma, t.sigma);
+        if (a == a0 || t.sigma < min_sigma) min_sigma = t.sigma, narrowest = a;
         const double row =
             (2.0 * reach + std::fabs(tp.a1) / in.shape[0] + std::fabs(tp.b1) / in.shape[1]) *
                 in.shape[2] / tp.c1 +
@@ -89,6 +90,12 @@ void build_tric(const BatchInput& in, std::int64_t s, const BoxGeom& box, Plan& 
     tp.max_row = max_row;
     // Quadrature order from the coarsest voxel edge relative to the narrowest Gaussian.
     const double h = std::max(norm(A) / in.shape[0], norm(B) / in.shape[1]);
+    if (min_sigma > 0 && !(h / min_sigma <= max_triclinic_h_over_sigma()))
+        fail("sigma is too narrow for these triclinic voxels (structure ", s, ", atom ",
+             narrowest - a0, ": sigma = ", min_sigma, " A, voxel edge = ", h,
+             " A = ", h / min_sigma, " sigma; at most ", max_triclinic_h_over_sigma(),
+             " sigma, so sigma must be at least ", h / max_triclinic_h_over_sigma(),
+             " A): use a wider sigma or a finer grid");
     tp.q = triclinic_quadrature_order(min_sigma > 0 ? h / min_sigma : 1.0);
     gauss_legendre(tp.q, plan.gl_x, plan.gl_w);
     tp.gl_x = plan.gl_x.data();

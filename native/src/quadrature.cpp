@@ -52,21 +52,29 @@ void gauss_legendre(int nodes, std::vector<double>& x, std::vector<double>& w) {
 
 }  // namespace detail
 
+namespace {
+// Largest voxel edge (in sigmas) each Gauss-Legendre order integrates to 5e-6 of the
+// peak along one direction (measured by tools/quadrature_orders.py); two quadrature
+// directions keep a voxel within 1e-5 of the maximum, 10x inside the SPEC's 1e-4.
+constexpr double kOrderLimits[] = {0.0,  0.0,  0.29, 0.93, 1.75, 2.62,  3.49,  4.37, 5.23,
+                                   6.09, 6.95, 7.80, 8.65, 9.50, 10.34, 11.17, 12.00};
+}  // namespace
+
+double max_triclinic_h_over_sigma() { return kMaxQuadratureNodes / 8 * kOrderLimits[8]; }
+
 int triclinic_quadrature_order(double h_over_sigma) {
-    // Largest voxel edge (in sigmas) each Gauss-Legendre order integrates to 5e-6 of the
-    // peak along one direction (measured by tools/quadrature_orders.py); two quadrature
-    // directions keep a voxel within 1e-5 of the maximum, 10x inside the SPEC's 1e-4.
-    static const double limits[] = {0.0,  0.0,  0.29, 0.93, 1.75, 2.62,  3.49,  4.37, 5.23,
-                                    6.09, 6.95, 7.80, 8.65, 9.50, 10.34, 11.17, 12.00};
+    if (!(h_over_sigma >= 0))
+        detail::fail("h_over_sigma must be a non-negative number, got ", h_over_sigma);
     for (int q = 2; q <= 16; ++q)
-        if (h_over_sigma <= limits[q]) return q;
+        if (h_over_sigma <= kOrderLimits[q]) return q;
     // Coarser voxels: a composite rule of 8-node panels, each panel within the Q = 8 limit.
-    const int panels = static_cast<int>(std::ceil(h_over_sigma / limits[8]));
+    // (Compared in double: a huge ratio must not overflow the panel count.)
+    const double panels = std::ceil(h_over_sigma / kOrderLimits[8]);
     if (panels > kMaxQuadratureNodes / 8)
         detail::fail("sigma is too narrow for these triclinic voxels (voxel edge = ", h_over_sigma,
-                     " sigma; at most ", kMaxQuadratureNodes / 8 * limits[8],
+                     " sigma; at most ", max_triclinic_h_over_sigma(),
                      "): use a wider sigma or a finer grid");
-    return 8 * panels;
+    return 8 * static_cast<int>(panels);
 }
 
 }  // namespace pgrid

@@ -69,6 +69,13 @@ void validate(const BatchInput& in) {
             if (!(std::isfinite(sg) && sg > 0))
                 fail("structure ", s, ", atom ", a - a0, ": sigma must be a positive length, got ",
                      sg);
+            if (sg < kMinSigma)
+                fail("structure ", s, ", atom ", a - a0, ": sigma = ", sg,
+                     " A is below the smallest supported width, ", kMinSigma, " A (sigmas[", a,
+                     "])");
+            if (sg > kMaxSigma)
+                fail("structure ", s, ", atom ", a - a0, ": sigma = ", sg,
+                     " A is above the widest supported width, ", kMaxSigma, " A (sigmas[", a, "])");
             if (!std::isfinite(in.weights[a]))
                 fail("structure ", s, ", atom ", a - a0, ": weight is not finite");
             const int c = in.channels[a];

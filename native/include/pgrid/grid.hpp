@@ -39,6 +39,15 @@ inline constexpr int kMaxImageSpan = 64;
 // validate() rejects, with a message naming the argument, structure and atom, anything
 // outside these bounds; inside them every result is finite and every index fits its type.
 
+/// Narrowest Gaussian, in Angstrom. Orthogonal boxes are exact down to a point mass (the
+/// separable factors become 0, 1/2 or 1), but nothing physical is this narrow and a
+/// smaller sigma is a unit mistake. Triclinic cells need more: sigma at least the voxel
+/// edge / max_triclinic_h_over_sigma() (the quadrature's limit, ~83.7).
+inline constexpr double kMinSigma = 1e-6;
+
+/// Widest Gaussian, in Angstrom: the squared truncation radius stays finite.
+inline constexpr double kMaxSigma = 1e100;
+
 /// Farthest an atom may be from its box origin along any Cartesian axis, in Angstrom, so
 /// that projections and distances stay finite. (A periodic cell also needs the atom's
 /// fractional coordinates below 2^52 in magnitude: beyond, its place in the cell is not
@@ -50,7 +59,7 @@ struct BatchInput {
     const double* positions = nullptr;       ///< (M, 3) Cartesian, Angstrom
     const std::int64_t* offsets = nullptr;   ///< (B + 1), offsets[0] = 0, offsets[B] = M
     const std::int32_t* channels = nullptr;  ///< (M) channel index in [0, n_channels)
-    const double* sigmas = nullptr;          ///< (M) Gaussian standard deviation, Angstrom, > 0
+    const double* sigmas = nullptr;          ///< (M) Gaussian standard deviation, Angstrom
     const double* weights = nullptr;         ///< (M) weight of each atom (finite)
     const double* origins = nullptr;         ///< (B, 3) corner of voxel (0,0,0), Angstrom
     const double* axes = nullptr;            ///< (B, 3, 3) rows a, b, c: box edge vectors, Angstrom
@@ -107,7 +116,12 @@ inline constexpr int kMaxQuadratureNodes = 128;
 
 /// Gauss-Legendre nodes used along each of the two quadrature directions of a triclinic
 /// voxel whose largest edge is `h_over_sigma` sigmas long (one rule up to 16 nodes, then
-/// composite 8-node panels); throws std::invalid_argument past kMaxQuadratureNodes.
+/// composite 8-node panels); throws std::invalid_argument past kMaxQuadratureNodes (an
+/// edge longer than max_triclinic_h_over_sigma()) or for a negative or NaN argument.
 int triclinic_quadrature_order(double h_over_sigma);
+
+/// Longest triclinic voxel edge, in sigmas, that kMaxQuadratureNodes nodes integrate
+/// (16 panels of 8 nodes: 83.68).
+double max_triclinic_h_over_sigma();
 
 }  // namespace pgrid
