@@ -193,3 +193,45 @@ def test_point_mass_on_a_face_far_from_the_origin(isa):
     g = grid([[2.0**37, 2.0**37, 3 * 2.0**36]], box, 1e-6, weights=[2.0], isa=isa)[0]
     assert_allclose(g.sum(dtype=np.float64), 2.0, rtol=1e-6)
     assert_allclose(g[1:3, 1:3, 2:4], np.full((2, 2, 2), 0.25), atol=ABS_TOL, rtol=0)
+
+
+# ---------------------------------------------------------------------- non-finite values
+@pytest.mark.parametrize("kind", ["ortho", "tric"])
+@pytest.mark.parametrize("w", [1e39, -1e39, 3.4e38, 1e35])
+def test_weights_beyond_float32_are_rejected(kind, w):
+    lat = np.eye(3) * 4.0 if kind == "ortho" else SKEWED
+    box = Box(np.zeros(3), lat, 8)
+    with pytest.raises(ValueError, match=r"atom 1: weight = .* is too large: .*\(weights\[1\]\)"):
+        grid([[1, 1, 1], [2, 2, 2]], box, 0.5, weights=[1.0, w])
+
+
+def test_weight_sum_beyond_float32_is_rejected():
+    box = Box(np.zeros(3), np.eye(3) * 4.0, 8)
+    w = [5e34, 5e34]  # each allowed, together not: the voxels near both could overflow
+    with pytest.raises(ValueError, match="channel 0: the weights sum to 1e\\+35"):
+        grid([[2, 2, 2], [2, 2, 2]], box, 0.3, weights=w)
+    g = grid([[2, 2, 2], [2, 2, 2]], box, 0.3, weights=w, channels=[0, 1])  # one per channel
+    assert np.isfinite(g).all()
+    assert_allclose(g.sum(axis=(1, 2, 3), dtype=np.float64), w, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize(
+    ("key", "index", "message"),
+    [
+        ("positions", (2, 1), r"atom 2: position \(0, .*\) is not finite \(positions\[2\]\)"),
+        ("sigmas", (1,), r"atom 1: sigma must be a positive length, got .* \(sigmas\[1\]\)"),
+        ("weights", (2,), r"atom 2: weight is not finite, got .* \(weights\[2\]\)"),
+        ("origins", (0, 2), r"structure 0: box origin is not finite \(origins\[0\] = "),
+        ("axes", (0, 1, 0), r"structure 0: box axes are not finite \(axes\[0\]\[1\] = "),
+    ],
+)
+def test_non_finite_inputs_name_the_argument_and_index(key, index, message, bad):
+    args = _args()
+    args[key] = args[key].copy()
+    args[key][index] = bad
+    with pytest.raises(ValueError, match=message):
+        _core.grid_batch(**args)
+    with pytest.raises(ValueError, match=message):
+        dgrid = args.pop("out")
+        _core.grid_gradient_batch(**args, dgrid=dgrid)

@@ -1,7 +1,13 @@
-// Validation of a batch before any of it is used: offsets first (so that no atom is read
-// out of bounds), then every box and atom, with messages naming the structure and atom.
+// Validation of a batch before any of it is used: the offsets first (so that no atom is
+// read out of bounds), then every box and atom against the input domain of
+// grid.hpp, with messages naming the argument, its index, the structure and the atom.
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <limits>
+#include <utility>
+#include <vector>
 
 #include "errors.hpp"
 #include "geometry.hpp"
@@ -9,7 +15,99 @@
 
 namespace pgrid {
 
+using detail::BoxGeom;
 using detail::fail;
+using detail::Vec3;
+
+namespace {
+
+void check_box(const BoxGeom& box, std::int64_t s) {
+    const Vec3& o = box.origin;
+    if (!(std::isfinite(o[0]) && std::isfinite(o[1]) && std::isfinite(o[2])))
+        fail("structure ", s, ": box origin is not finite (origins[", s, "] = (", o[0], ", ", o[1],
+             ", ", o[2], "))");
+    for (int d = 0; d < 3; ++d) {
+        const Vec3& a = box.axis[d];
+        if (!(std::isfinite(a[0]) && std::isfinite(a[1]) && std::isfinite(a[2])))
+            fail("structure ", s, ": box axes are not finite (axes[", s, "][", d, "] = (", a[0],
+                 ", ", a[1], ", ", a[2], "))");
+    }
+    const double la = detail::norm(box.axis[0]), lb = detail::norm(box.axis[1]),
+                 lc = detail::norm(box.axis[2]);
+    const double vol = std::fabs(detail::dot(box.axis[0], detail::cross(box.axis[1], box.axis[2])));
+    if (!(la * lb * lc < std::numeric_limits<double>::infinity()))
+        fail("structure ", s,
+             ": box axes are too long (the product of their lengths overflows; axes[", s, "])");
+    if (!(la > 0 && lb > 0 && lc > 0) || !(vol > 1e-12 * la * lb * lc))
+        fail("structure ", s, ": box axes are degenerate (zero length or coplanar; axes[", s, "])");
+}
+
+/// Atom a (global index) of structure s, whose first atom is a0.
+void check_atom(const BatchInput& in, const BoxGeom& box, const Vec3* recip, std::int64_t s,
+                std::int64_t a0, std::int64_t a) {
+    const Vec3 p = detail::atom_pos(in, a);
+    const auto where = [&](auto&&... parts) {
+        fail("structure ", s, ", atom ", a - a0, ": ", parts...);
+    };
+    if (!(std::isfinite(p[0]) && std::isfinite(p[1]) && std::isfinite(p[2])))
+        where("position (", p[0], ", ", p[1], ", ", p[2], ") is not finite (positions[", a, "])");
+    const Vec3 rel = detail::sub(p, box.origin);
+    for (int d = 0; d < 3; ++d)
+        if (!(std::fabs(rel[d]) <= kMaxDistance))
+            where("position (", p[0], ", ", p[1], ", ", p[2], ") is more than ", kMaxDistance,
+                  " A from the box origin (positions[", a, "])");
+    if (box.periodic)
+        for (int d = 0; d < 3; ++d) {
+            const double f = detail::dot(rel, recip[d]);
+            if (!(std::fabs(f) < detail::kMaxCells))
+                where("position (", p[0], ", ", p[1], ", ", p[2], ") is ", f,
+                      " cells from the periodic box along axis ", d,
+                      ": beyond 2^52 cells its place in the cell is not representable (positions[",
+                      a, "])");
+        }
+    const double sg = in.sigmas[a];
+    if (!(std::isfinite(sg) && sg > 0))
+        where("sigma must be a positive length, got ", sg, " (sigmas[", a, "])");
+    if (sg < kMinSigma)
+        where("sigma = ", sg, " A is below the smallest supported width, ", kMinSigma,
+              " A (sigmas[", a, "])");
+    if (sg > kMaxSigma)
+        where("sigma = ", sg, " A is above the widest supported width, ", kMaxSigma, " A (sigmas[",
+              a, "])");
+    const double w = in.weights[a];
+    if (!std::isfinite(w)) where("weight is not finite, got ", w, " (weights[", a, "])");
+    if (std::fabs(w) > kMaxWeightSum)
+        where("weight = ", w,
+              " is too large: |weight| (and its sum over a channel) must be at most ",
+              kMaxWeightSum, " for the float32 grid to stay finite (weights[", a, "])");
+    const int c = in.channels[a];
+    if (c < 0 || c >= in.n_channels)
+        where("channel ", c, " is out of range [0, ", in.n_channels, ") (channels[", a, "])");
+}
+
+/// Sum of |weight| per channel of structure s (atoms [a0, a1)) within kMaxWeightSum.
+void check_weight_sums(const BatchInput& in, std::int64_t s, std::int64_t a0, std::int64_t a1) {
+    double total = 0.0;
+    for (std::int64_t a = a0; a < a1; ++a) total += std::fabs(in.weights[a]);
+    if (total <= kMaxWeightSum) return;  // the usual case: no channel can exceed it
+    std::vector<std::pair<std::int32_t, double>> by_channel;
+    by_channel.reserve(static_cast<std::size_t>(a1 - a0));
+    for (std::int64_t a = a0; a < a1; ++a)
+        by_channel.emplace_back(in.channels[a], std::fabs(in.weights[a]));
+    std::stable_sort(by_channel.begin(), by_channel.end(),
+                     [](const auto& x, const auto& y) { return x.first < y.first; });
+    for (std::size_t i = 0; i < by_channel.size();) {
+        const std::int32_t c = by_channel[i].first;
+        double sum = 0.0;
+        for (; i < by_channel.size() && by_channel[i].first == c; ++i) sum += by_channel[i].second;
+        if (sum > kMaxWeightSum)
+            fail("structure ", s, ", channel ", c, ": the weights sum to ", sum,
+                 " in magnitude, more than ", kMaxWeightSum,
+                 ": the float32 grid could overflow (weights[", a0, ":", a1, "])");
+    }
+}
+
+}  // namespace
 
 void validate(const BatchInput& in) {
     if (in.n_structures < 0) fail("negative number of structures");
@@ -27,62 +125,12 @@ void validate(const BatchInput& in) {
             fail("atom offsets must be non-decreasing (structure ", s, ")");
     for (std::int64_t s = 0; s < in.n_structures; ++s) {
         const std::int64_t a0 = in.offsets[s], a1 = in.offsets[s + 1];
-        const detail::BoxGeom box = detail::box_of(in, s);
-        for (int d = 0; d < 3; ++d) {
-            if (!std::isfinite(box.origin[d])) fail("structure ", s, ": box origin is not finite");
-            for (int e = 0; e < 3; ++e)
-                if (!std::isfinite(box.axis[d][e]))
-                    fail("structure ", s, ": box axes are not finite");
-        }
-        const double la = detail::norm(box.axis[0]), lb = detail::norm(box.axis[1]),
-                     lc = detail::norm(box.axis[2]);
-        const double vol =
-            std::fabs(detail::dot(box.axis[0], detail::cross(box.axis[1], box.axis[2])));
-        if (!(la > 0 && lb > 0 && lc > 0) || !(vol > 1e-12 * la * lb * lc))
-            fail("structure ", s, ": box axes are degenerate (zero length or coplanar)");
-        detail::Vec3 recip[3];
+        const BoxGeom box = detail::box_of(in, s);
+        check_box(box, s);
+        Vec3 recip[3];
         if (box.periodic) detail::reciprocal_rows(box, recip);
-        for (std::int64_t a = a0; a < a1; ++a) {
-            const detail::Vec3 p = detail::atom_pos(in, a);
-            if (!(std::isfinite(p[0]) && std::isfinite(p[1]) && std::isfinite(p[2])))
-                fail("structure ", s, ", atom ", a - a0, ": position (", p[0], ", ", p[1], ", ",
-                     p[2], ") is not finite");
-            // Far atoms: projections must stay finite, and a periodic atom's place in its
-            // cell must be representable (the plans wrap it there before any int is formed).
-            const detail::Vec3 rel = detail::sub(p, box.origin);
-            for (int d = 0; d < 3; ++d)
-                if (!(std::fabs(rel[d]) <= kMaxDistance))
-                    fail("structure ", s, ", atom ", a - a0, ": position (", p[0], ", ", p[1], ", ",
-                         p[2], ") is more than ", kMaxDistance,
-                         " A from the box origin (positions[", a, "])");
-            if (box.periodic)
-                for (int d = 0; d < 3; ++d) {
-                    const double f = detail::dot(rel, recip[d]);
-                    if (!(std::fabs(f) < detail::kMaxCells))
-                        fail("structure ", s, ", atom ", a - a0, ": position (", p[0], ", ", p[1],
-                             ", ", p[2], ") is ", f, " cells from the periodic box along axis ", d,
-                             ": beyond 2^52 cells its place in the cell is not representable "
-                             "(positions[",
-                             a, "])");
-                }
-            const double sg = in.sigmas[a];
-            if (!(std::isfinite(sg) && sg > 0))
-                fail("structure ", s, ", atom ", a - a0, ": sigma must be a positive length, got ",
-                     sg);
-            if (sg < kMinSigma)
-                fail("structure ", s, ", atom ", a - a0, ": sigma = ", sg,
-                     " A is below the smallest supported width, ", kMinSigma, " A (sigmas[", a,
-                     "])");
-            if (sg > kMaxSigma)
-                fail("structure ", s, ", atom ", a - a0, ": sigma = ", sg,
-                     " A is above the widest supported width, ", kMaxSigma, " A (sigmas[", a, "])");
-            if (!std::isfinite(in.weights[a]))
-                fail("structure ", s, ", atom ", a - a0, ": weight is not finite");
-            const int c = in.channels[a];
-            if (c < 0 || c >= in.n_channels)
-                fail("structure ", s, ", atom ", a - a0, ": channel ", c, " is out of range [0, ",
-                     in.n_channels, ")");
-        }
+        for (std::int64_t a = a0; a < a1; ++a) check_atom(in, box, recip, s, a0, a);
+        check_weight_sums(in, s, a0, a1);
     }
 }
 

@@ -54,13 +54,19 @@ inline constexpr double kMaxSigma = 1e100;
 /// representable.)
 inline constexpr double kMaxDistance = 1e300;
 
+/// Largest sum of |weight| over the atoms of one channel of one structure (2^116 = 8.3e34).
+/// A voxel holds at most that sum, and float32 tops out at 2^128 = 3.4e38; the margin of
+/// 2^12 keeps the triclinic quadrature's intermediate products (weight times a node's
+/// density, up to ~1e3 per unit weight) finite.
+inline constexpr double kMaxWeightSum = 0x1p116;
+
 /// Atoms and boxes of a batch of structures. All pointers are borrowed.
 struct BatchInput {
     const double* positions = nullptr;       ///< (M, 3) Cartesian, Angstrom
     const std::int64_t* offsets = nullptr;   ///< (B + 1), offsets[0] = 0, offsets[B] = M
     const std::int32_t* channels = nullptr;  ///< (M) channel index in [0, n_channels)
     const double* sigmas = nullptr;          ///< (M) Gaussian standard deviation, Angstrom
-    const double* weights = nullptr;         ///< (M) weight of each atom (finite)
+    const double* weights = nullptr;         ///< (M) weight of each atom
     const double* origins = nullptr;         ///< (B, 3) corner of voxel (0,0,0), Angstrom
     const double* axes = nullptr;            ///< (B, 3, 3) rows a, b, c: box edge vectors, Angstrom
     const std::uint8_t* periodic = nullptr;  ///< (B) 1 for a periodic cell
