@@ -235,3 +235,19 @@ def test_non_finite_inputs_name_the_argument_and_index(key, index, message, bad)
     with pytest.raises(ValueError, match=message):
         dgrid = args.pop("out")
         _core.grid_gradient_batch(**args, dgrid=dgrid)
+
+
+# ---------------------------------------------------------------------- grid sizes
+def test_axis_longer_than_the_supported_maximum_is_rejected():
+    """Periodic windows and triclinic rows index voxels with int32 (and float32 along a
+    row): axes beyond 2^24 voxels are refused before any work."""
+    args = _args(shape=(2**24 + 1, 1, 1))
+    with pytest.raises(ValueError, match=r"at most 16777216 voxels per axis, got 16777217"):
+        _core.grid_batch(**args)
+    assert not args["out"].any()
+
+
+def test_huge_grid_is_rejected_before_allocating():
+    pos = np.zeros((1, 3))
+    with pytest.raises(ValueError, match="more than the"):
+        grid(pos, Box.cube(pos, 10.0, 2000), 0.5, n_channels=8)

@@ -90,9 +90,9 @@ pgrid::BatchInput batch_input(const py::array& positions, const py::array& offse
         value_error(grid_name, " must have shape (B, C, nx, ny, nz), got ", shape_str(grid));
     if (grid.shape(0) != b)
         value_error(grid_name, " holds ", grid.shape(0), " structures but offsets describe ", b);
-    for (int d = 1; d < 5; ++d)
-        if (grid.shape(d) < 1 || grid.shape(d) > (1 << 30))
-            value_error(grid_name, " has an invalid shape ", shape_str(grid));
+    // Before the extents are narrowed to int: each at most pgrid::kMaxAxisVoxels.
+    const std::int64_t extent[3] = {grid.shape(2), grid.shape(3), grid.shape(4)};
+    pgrid::check_grid_shape(b, grid.shape(1), extent, grid_name);
     pgrid::BatchInput in;
     in.positions = static_cast<const double*>(positions.data());
     in.offsets = static_cast<const std::int64_t*>(offsets.data());

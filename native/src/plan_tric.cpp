@@ -79,14 +79,19 @@ void build_tric(const BatchInput& in, std::int64_t s, const BoxGeom& box, Plan& 
         t.i0 = static_cast<std::int32_t>(flo);
         t.i1 = static_cast<std::int32_t>(fhi);
         if (a == a0 || t.sigma < min_sigma) min_sigma = t.sigma, narrowest = a;
-        const double row =
+        double row =
             (2.0 * reach + std::fabs(tp.a1) / in.shape[0] + std::fabs(tp.b1) / in.shape[1]) *
                 in.shape[2] / tp.c1 +
             3.0;
-        max_row = std::max(max_row, static_cast<int>(std::min<double>(row, 1e9)));
+        if (!box.periodic) row = std::min<double>(row, in.shape[2]);  // rows are clipped
+        if (!(row <= kMaxAxisVoxels))
+            fail("structure ", s, ", atom ", a - a0, ": sigma = ", t.sigma,
+                 " A in this periodic triclinic cell needs rows of ", row,
+                 " voxels along c, more than ", kMaxAxisVoxels,
+                 ": use a narrower sigma, fewer voxels along c or a less skewed cell");
+        max_row = std::max(max_row, static_cast<int>(row));
         plan.tatoms.push_back(t);
     }
-    if (!box.periodic) max_row = std::min(max_row, in.shape[2]);
     tp.max_row = max_row;
     // Quadrature order from the coarsest voxel edge relative to the narrowest Gaussian.
     const double h = std::max(norm(A) / in.shape[0], norm(B) / in.shape[1]);

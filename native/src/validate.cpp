@@ -1,5 +1,5 @@
-// Validation of a batch before any of it is used: the offsets first (so that no atom is
-// read out of bounds), then every box and atom against the input domain of
+// Validation of a batch before any of it is used: the grid's shape, the offsets (so that
+// no atom is read out of bounds), then every box and atom against the input domain of
 // grid.hpp, with messages naming the argument, its index, the structure and the atom.
 #include <algorithm>
 #include <cmath>
@@ -109,20 +109,47 @@ void check_weight_sums(const BatchInput& in, std::int64_t s, std::int64_t a0, st
 
 }  // namespace
 
+void check_grid_shape(std::int64_t n_structures, std::int64_t n_channels,
+                      const std::int64_t shape[3], const char* what) {
+    if (n_structures < 0) fail(what, ": negative number of structures (", n_structures, ")");
+    if (n_channels < 1) fail("n_channels must be at least 1, got ", n_channels);
+    if (n_channels > kMaxAxisVoxels)
+        fail(what, ": at most ", kMaxAxisVoxels, " channels, got ", n_channels);
+    for (int d = 0; d < 3; ++d) {
+        if (shape[d] < 1) fail("grid shape must be positive, got ", shape[d], " along axis ", d);
+        if (shape[d] > kMaxAxisVoxels)
+            fail(what, ": at most ", kMaxAxisVoxels, " voxels per axis, got ", shape[d],
+                 " along axis ", d);
+    }
+    // B * C * nx * ny * nz floats must be addressable: multiply step by step, stopping
+    // before the product could overflow.
+    const std::int64_t limit =
+        std::numeric_limits<std::ptrdiff_t>::max() / static_cast<std::int64_t>(sizeof(float));
+    std::int64_t total = 1;
+    for (const std::int64_t f : {n_channels, shape[0], shape[1], shape[2], n_structures}) {
+        if (f != 0 && total > limit / f)
+            fail(what, ": a grid of ", n_structures, " x ", n_channels, " x ", shape[0], " x ",
+                 shape[1], " x ", shape[2], " floats is too large to address");
+        total *= f;
+    }
+}
+
 void validate(const BatchInput& in) {
-    if (in.n_structures < 0) fail("negative number of structures");
-    if (in.n_channels < 1) fail("n_channels must be at least 1, got ", in.n_channels);
-    for (int d = 0; d < 3; ++d)
-        if (in.shape[d] < 1) fail("grid shape must be positive, got ", in.shape[d]);
+    const std::int64_t shape[3] = {in.shape[0], in.shape[1], in.shape[2]};
+    check_grid_shape(in.n_structures, in.n_channels, shape, "the grid");
     if (in.n_structures == 0) return;
     if (in.offsets[0] != 0) fail("atom offsets must start at 0, got ", in.offsets[0]);
     if (in.offsets[in.n_structures] != in.n_atoms)
         fail("atom offsets must end at the number of atoms (", in.n_atoms, "), got ",
              in.offsets[in.n_structures]);
     // Every offset first: non-decreasing from 0 to M bounds them all before any atom is read.
-    for (std::int64_t s = 0; s < in.n_structures; ++s)
+    for (std::int64_t s = 0; s < in.n_structures; ++s) {
         if (in.offsets[s + 1] < in.offsets[s])
             fail("atom offsets must be non-decreasing (structure ", s, ")");
+        if (in.offsets[s + 1] - in.offsets[s] > std::numeric_limits<std::int32_t>::max())
+            fail("atom offsets: structure ", s, " has ", in.offsets[s + 1] - in.offsets[s],
+                 " atoms, more than ", std::numeric_limits<std::int32_t>::max());
+    }
     for (std::int64_t s = 0; s < in.n_structures; ++s) {
         const std::int64_t a0 = in.offsets[s], a1 = in.offsets[s + 1];
         const BoxGeom box = detail::box_of(in, s);

@@ -60,6 +60,11 @@ inline constexpr double kMaxDistance = 1e300;
 /// density, up to ~1e3 per unit weight) finite.
 inline constexpr double kMaxWeightSum = 0x1p116;
 
+/// Most voxels along one axis (and most channels). Periodic windows unwrap voxel indices
+/// over up to kMaxImageSpan cells in int32, and the triclinic kernels index a row in
+/// float32, exact up to 2^24.
+inline constexpr int kMaxAxisVoxels = 1 << 24;
+
 /// Atoms and boxes of a batch of structures. All pointers are borrowed.
 struct BatchInput {
     const double* positions = nullptr;       ///< (M, 3) Cartesian, Angstrom
@@ -97,6 +102,12 @@ void grid_gradient_batch(const BatchInput& in, const float* dgrid, double* dposi
 /// Check a batch against the input domain above; throws std::invalid_argument with a
 /// message naming the argument (and structure, atom and array index) at fault.
 void validate(const BatchInput& in);
+
+/// Check an output of B structures x C channels x (nx, ny, nz) voxels: every extent at
+/// least 1 (B at least 0), C and each axis at most kMaxAxisVoxels, and B*C*nx*ny*nz floats
+/// addressable. `what` names the array in the message ("out", "dgrid", "grid").
+void check_grid_shape(std::int64_t n_structures, std::int64_t n_channels,
+                      const std::int64_t shape[3], const char* what);
 
 /// Zero `count` floats with the same threading as grid_batch: the memory-bound floor
 /// the benchmarks compare against.
