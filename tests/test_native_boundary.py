@@ -237,6 +237,39 @@ def test_non_finite_inputs_name_the_argument_and_index(key, index, message, bad)
         _core.grid_gradient_batch(**args, dgrid=dgrid)
 
 
+# ---------------------------------------------------------------------- integer arguments
+@pytest.mark.parametrize("threads", [2**31, 2**63, 10**30, -1, -(2**40), 1025])
+def test_threads_out_of_range_is_a_value_error(threads):
+    with pytest.raises(ValueError, match=r"threads must be between 1 and 1024 \(0: every"):
+        _core.grid_batch(**_args(), threads=threads)
+    args = _args()
+    dgrid = args.pop("out")
+    with pytest.raises(ValueError, match="threads must be between 1 and 1024"):
+        _core.grid_gradient_batch(**args, dgrid=dgrid, threads=threads)
+    with pytest.raises(ValueError, match="threads must be between 1 and 1024"):
+        _core.zero_fill(np.zeros((1, 1, 2, 2, 2), np.float32), threads)
+    if threads > 0:
+        box = Box(np.zeros(3), np.eye(3) * 4, 4)
+        with pytest.raises(ValueError, match="threads must be between 1 and 1024"):
+            grid([[1, 1, 1]], box, 0.5, threads=threads)
+
+
+def test_integer_arguments_accept_numpy_ints_and_reject_garbage():
+    args = _args()
+    args["positions"] = np.full((3, 3), 2.0)  # the box centre: all of the mass inside
+    args["sigmas"] = np.full(3, 0.3)
+    _core.grid_batch(**args, threads=np.int64(2), streaming=np.int8(1))
+    assert_allclose(args["out"].sum(dtype=np.float64), 3.0, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"streaming must be -1 \(automatic\), 0 or 1, got 2"):
+        _core.grid_batch(**_args(), streaming=2)
+    with pytest.raises(ValueError, match="streaming must be -1"):
+        _core.grid_batch(**_args(), streaming=-(2**70))
+    with pytest.raises(TypeError, match="threads must be an integer, got float"):
+        _core.grid_batch(**_args(), threads=1.5)
+    with pytest.raises(TypeError, match="streaming must be an integer, got str"):
+        _core.grid_batch(**_args(), streaming="yes")
+
+
 # ---------------------------------------------------------------------- grid sizes
 def test_axis_longer_than_the_supported_maximum_is_rejected():
     """Periodic windows and triclinic rows index voxels with int32 (and float32 along a

@@ -65,6 +65,9 @@ inline constexpr double kMaxWeightSum = 0x1p116;
 /// float32, exact up to 2^24.
 inline constexpr int kMaxAxisVoxels = 1 << 24;
 
+/// Most worker threads one call may ask for.
+inline constexpr int kMaxThreads = 1024;
+
 /// Atoms and boxes of a batch of structures. All pointers are borrowed.
 struct BatchInput {
     const double* positions = nullptr;       ///< (M, 3) Cartesian, Angstrom
@@ -82,7 +85,8 @@ struct BatchInput {
 };
 
 struct Options {
-    int threads = 0;        ///< worker threads; <= 0 means all hardware threads
+    int threads = 0;        ///< worker threads; <= 0 means all hardware threads (and at
+                            ///< most one per work item is started)
     Isa isa = Isa::scalar;  ///< path to use (must be supported; see best_isa())
     /// Non-temporal (streaming) stores for the output: -1 automatic (used when the
     /// output is larger than the last-level cache), 0 never, 1 always.
