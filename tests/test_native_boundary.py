@@ -284,3 +284,44 @@ def test_huge_grid_is_rejected_before_allocating():
     pos = np.zeros((1, 3))
     with pytest.raises(ValueError, match="more than the"):
         grid(pos, Box.cube(pos, 10.0, 2000), 0.5, n_channels=8)
+
+
+# ---------------------------------------------------------------------- codec
+@pytest.mark.parametrize(("bad", "name"), [(np.inf, "inf"), (-np.inf, "-inf"), (np.nan, "nan")])
+def test_round_grid_rejects_non_finite_values(bad, name):
+    g = np.ones((2, 50), np.float32)
+    g[1, 7] = bad
+    before = g.copy()
+    with pytest.raises(
+        ValueError, match=rf"grid holds non-finite values \({name} at flat index 57\)"
+    ):
+        _core.round_grid(g, 1.0, 1e-3)
+    assert_array_equal(g, before)  # untouched
+
+
+@pytest.mark.parametrize(
+    ("max_step", "relative", "message"),
+    [
+        (1e-45, 1e-3, "rounding step"),
+        (1e-40, 1e-3, "rounding step"),
+        (1e300, 1e300, "rounding step"),
+        (np.inf, 1e-3, "max_step must be"),
+        (1.0, np.inf, "relative must be"),
+        (np.nan, 1e-3, "max_step must be"),
+    ],
+)
+def test_round_grid_rejects_steps_float32_cannot_hold(max_step, relative, message):
+    g = np.array([[1.0, 2.0, 3.0]], np.float32)
+    with pytest.raises(ValueError, match=message):
+        _core.round_grid(g, max_step, relative)
+    assert_array_equal(g, [[1.0, 2.0, 3.0]])
+
+
+def test_round_grid_still_rounds_extreme_but_finite_grids():
+    g = np.array([[3e38, -3e38, 1.0, 0.0, 2e38]], np.float32)
+    orig = g.astype(np.float64)
+    step = _core.round_grid(g, 2.0**120, 1e-3)
+    assert step == 2.0 ** np.floor(np.log2(1e-3 * float(np.float32(3e38))))  # 2^117
+    assert np.isfinite(g).all()
+    assert np.all(np.abs(g - orig) < step)
+    assert abs(g.sum(dtype=np.float64) - orig.sum()) <= step / 2

@@ -243,10 +243,9 @@ PYBIND11_MODULE(_core, m) {
             if (!(flags & py::array::c_style) ||
                 !(flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_))
                 value_error("grid must be C-contiguous and writeable");
+            // Range checks (positive, finite, usable in float32) are the core's.
             const double max_step = float_arg(max_step_arg, "max_step");
             const double relative = float_arg(relative_arg, "relative");
-            if (!(max_step > 0) || !(relative > 0))
-                value_error("max_step and relative must be positive");
             const pgrid::Isa chosen = isa_from(isa);
             const std::int64_t rows = grid.ndim() == 1 ? 1 : grid.shape(0);
             const std::int64_t voxels = rows ? grid.size() / rows : 0;

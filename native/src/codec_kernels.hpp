@@ -15,8 +15,9 @@ struct CodecKernels {
     double (*round_row)(float* row, std::int64_t n, float inv_step, float* residual);
     /// row[i] <- row[i] * step + 0 (-0 becomes +0).
     void (*scale_row)(float* row, std::int64_t n, float step);
-    /// Largest |value| and largest value of a row.
-    void (*row_extent)(const float* row, std::int64_t n, float* max_abs, float* max_val);
+    /// Largest |value| and largest value of a row, and whether all its values are finite.
+    void (*row_extent)(const float* row, std::int64_t n, float* max_abs, float* max_val,
+                       bool* finite);
     /// HDF5's shuffle filter for 4-byte elements (see pgrid/codec.hpp).
     void (*shuffle4)(const float* in, std::int64_t n, std::uint8_t* out);
     /// Indices i (ascending) with lo < sign*residual[i] <= hi, at most `need`; returns how many.
