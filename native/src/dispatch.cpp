@@ -31,27 +31,28 @@ bool cpu_has(Isa isa) {
 }
 
 namespace {
-void require_cpu(Isa isa) {
+/// The table of `isa` among one per ISA (null where not built), once CPUID allows it.
+template <class Table>
+const Table& table_for(Isa isa, const Table& (*scalar)(), const Table& (*avx2)(),
+                       const Table& (*avx512)()) {
     if (!cpu_has(isa)) fail("instruction set ", isa_name(isa), " is not supported by this CPU");
+    if (isa == Isa::avx512 && avx512) return avx512();
+    if (isa == Isa::avx2 && avx2) return avx2();
+    return scalar();
 }
+
+// The per-ISA tables of one kind; only x86-64 builds have the AVX2 and AVX-512 ones.
+#if PGRID_X86
+#define PGRID_TABLES(prefix) prefix##scalar, prefix##avx2, prefix##avx512
+#else
+#define PGRID_TABLES(prefix) prefix##scalar, nullptr, nullptr
+#endif
 }  // namespace
 
-const IsaKernels& kernels_for(Isa isa) {
-    require_cpu(isa);
-#if PGRID_X86
-    if (isa == Isa::avx512) return kernels_avx512();
-    if (isa == Isa::avx2) return kernels_avx2();
-#endif
-    return kernels_scalar();
-}
+const IsaKernels& kernels_for(Isa isa) { return table_for(isa, PGRID_TABLES(kernels_)); }
 
 const CodecKernels& codec_kernels_for(Isa isa) {
-    require_cpu(isa);
-#if PGRID_X86
-    if (isa == Isa::avx512) return codec_kernels_avx512();
-    if (isa == Isa::avx2) return codec_kernels_avx2();
-#endif
-    return codec_kernels_scalar();
+    return table_for(isa, PGRID_TABLES(codec_kernels_));
 }
 
 }  // namespace detail
