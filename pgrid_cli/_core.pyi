@@ -1,9 +1,24 @@
-"""Type stub of the private native module (see native/src/bindings.cpp)."""
+"""Type stub of the private native module (see native/src/bindings.cpp).
+
+Integer arguments accept any Python int (or NumPy integer) and raise ValueError when out of
+range; arrays are checked for dtype, shape and layout, and every value against the input
+domain below (pgrid/grid.hpp), with ValueErrors naming the argument and index.
+"""
 
 import numpy as np
 import numpy.typing as npt
 
 TRUNC_SIGMAS: float
+#: The input domain: sigma in [MIN_SIGMA, MAX_SIGMA] Å; every atom within MAX_DISTANCE Å of
+#: its box origin per axis; sum of |weight| per channel of a structure at most
+#: MAX_WEIGHT_SUM; at most MAX_AXIS_VOXELS voxels per axis (and channels); threads in
+#: [0, MAX_THREADS] (0: every hardware thread).
+MIN_SIGMA: float
+MAX_SIGMA: float
+MAX_DISTANCE: float
+MAX_WEIGHT_SUM: float
+MAX_AXIS_VOXELS: int
+MAX_THREADS: int
 __version__: str
 
 def grid_batch(
@@ -42,3 +57,11 @@ def best_isa() -> str: ...
 def hardware_threads() -> int: ...
 def triclinic_quadrature_order(h_over_sigma: float) -> int: ...
 def build_info() -> dict[str, object]: ...
+def round_grid(
+    grid: npt.NDArray[np.float32], max_step: float, relative: float, isa: str = ""
+) -> float: ...
+def nonzero_rows(rows: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]: ...
+def shuffle4(data: npt.NDArray[np.float32], out: npt.NDArray[np.uint8], isa: str = "") -> None: ...
+def unshuffle4(
+    data: npt.NDArray[np.uint8], out: npt.NDArray[np.float32], isa: str = ""
+) -> None: ...

@@ -1,6 +1,9 @@
 // pgrid_cli._core: the thin pybind11 layer over the C++ core. It checks every array at
 // the boundary (dtype, shape, contiguity, writability) and raises ValueError instead of
-// ever touching memory it was not given; the computation runs without the GIL.
+// ever touching memory it was not given; the computation runs without the GIL. Integer
+// and float arguments are taken as Python objects and range-checked here, so that any
+// Python int gets a ValueError naming the argument rather than pybind's signature dump.
+// The core's std::invalid_argument becomes ValueError (pybind's standard translation).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -54,6 +57,44 @@ void require(const py::array& a, const char* name, std::initializer_list<py::ssi
         value_error(name, " must be writeable");
 }
 
+const char* type_name(const py::handle& h) { return Py_TYPE(h.ptr())->tp_name; }
+
+/// A Python integer (anything with __index__) in [lo, hi]; `range` describes the accepted
+/// values in the ValueError.
+long long int_arg(const py::handle& h, const char* name, long long lo, long long hi,
+                  const char* range) {
+    PyObject* index = PyNumber_Index(h.ptr());
+    if (!index) {
+        PyErr_Clear();
+        throw py::type_error(std::string(name) + " must be an integer, got " + type_name(h));
+    }
+    const py::object owned = py::reinterpret_steal<py::object>(index);
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(index, &overflow);
+    if (overflow != 0 || v < lo || v > hi)
+        value_error(name, " must be ", range, ", got ", std::string(py::str(owned)));
+    return v;
+}
+
+/// A Python real number as a double (Python ints too large for a double are a ValueError).
+double float_arg(const py::handle& h, const char* name) {
+    const double v = PyFloat_AsDouble(h.ptr());
+    if (v == -1.0 && PyErr_Occurred()) {
+        const bool overflow = PyErr_ExceptionMatches(PyExc_OverflowError);
+        PyErr_Clear();
+        if (overflow)
+            value_error(name, " is out of the range of a double, got ", std::string(py::str(h)));
+        throw py::type_error(std::string(name) + " must be a real number, got " + type_name(h));
+    }
+    return v;
+}
+
+int threads_arg(const py::handle& h) {
+    static const std::string range =
+        "between 1 and " + std::to_string(pgrid::kMaxThreads) + " (0: every hardware thread)";
+    return static_cast<int>(int_arg(h, "threads", 0, pgrid::kMaxThreads, range.c_str()));
+}
+
 pgrid::Isa isa_from(const std::string& isa) {
     pgrid::Isa chosen = isa.empty() ? pgrid::best_isa() : pgrid::parse_isa(isa);
     for (pgrid::Isa s : pgrid::supported_isas())
@@ -90,9 +131,9 @@ pgrid::BatchInput batch_input(const py::array& positions, const py::array& offse
         value_error(grid_name, " must have shape (B, C, nx, ny, nz), got ", shape_str(grid));
     if (grid.shape(0) != b)
         value_error(grid_name, " holds ", grid.shape(0), " structures but offsets describe ", b);
-    for (int d = 1; d < 5; ++d)
-        if (grid.shape(d) < 1 || grid.shape(d) > (1 << 30))
-            value_error(grid_name, " has an invalid shape ", shape_str(grid));
+    // Before the extents are narrowed to int: each at most pgrid::kMaxAxisVoxels.
+    const std::int64_t extent[3] = {grid.shape(2), grid.shape(3), grid.shape(4)};
+    pgrid::check_grid_shape(b, grid.shape(1), extent, grid_name);
     pgrid::BatchInput in;
     in.positions = static_cast<const double*>(positions.data());
     in.offsets = static_cast<const std::int64_t*>(offsets.data());
@@ -118,15 +159,16 @@ PYBIND11_MODULE(_core, m) {
         "grid_batch",
         [](const py::array& positions, const py::array& offsets, const py::array& channels,
            const py::array& sigmas, const py::array& weights, const py::array& origins,
-           const py::array& axes, const py::array& periodic, py::array out, int threads,
-           const std::string& isa, int streaming) {
+           const py::array& axes, const py::array& periodic, py::array out,
+           const py::object& threads, const std::string& isa, const py::object& streaming) {
+            pgrid::Options opt;
+            opt.threads = threads_arg(threads);
+            opt.streaming =
+                static_cast<int>(int_arg(streaming, "streaming", -1, 1, "-1 (automatic), 0 or 1"));
             require<float>(out, "out", {-1, -1, -1, -1, -1}, true);
             pgrid::BatchInput in = batch_input(positions, offsets, channels, sigmas, weights,
                                                origins, axes, periodic, out, "out");
-            pgrid::Options opt;
-            opt.threads = threads;
             opt.isa = isa_from(isa);
-            opt.streaming = streaming;
             float* dst = static_cast<float*>(out.mutable_data());
             py::gil_scoped_release release;
             pgrid::grid_batch(in, dst, opt);
@@ -140,13 +182,13 @@ PYBIND11_MODULE(_core, m) {
         "grid_gradient_batch",
         [](const py::array& positions, const py::array& offsets, const py::array& channels,
            const py::array& sigmas, const py::array& weights, const py::array& origins,
-           const py::array& axes, const py::array& periodic, const py::array& dgrid, int threads,
-           const std::string& isa) {
+           const py::array& axes, const py::array& periodic, const py::array& dgrid,
+           const py::object& threads, const std::string& isa) {
+            pgrid::Options opt;
+            opt.threads = threads_arg(threads);
             require<float>(dgrid, "dgrid", {-1, -1, -1, -1, -1});
             pgrid::BatchInput in = batch_input(positions, offsets, channels, sigmas, weights,
                                                origins, axes, periodic, dgrid, "dgrid");
-            pgrid::Options opt;
-            opt.threads = threads;
             opt.isa = isa_from(isa);
             py::array_t<double> dpos({static_cast<py::ssize_t>(in.n_atoms), py::ssize_t(3)});
             py::array_t<double> dw({static_cast<py::ssize_t>(in.n_atoms)});
@@ -166,12 +208,13 @@ PYBIND11_MODULE(_core, m) {
 
     m.def(
         "zero_fill",
-        [](py::array out, int threads) {
+        [](py::array out, const py::object& threads) {
+            const int nt = threads_arg(threads);
             require<float>(out, "out", {-1, -1, -1, -1, -1}, true);
             float* dst = static_cast<float*>(out.mutable_data());
             const auto n = static_cast<std::size_t>(out.size());
             py::gil_scoped_release release;
-            pgrid::zero_fill(dst, n, threads);
+            pgrid::zero_fill(dst, n, nt);
         },
         py::arg("out"), py::arg("threads") = 0,
         "memset a (B, C, nx, ny, nz) float32 array to zero: the benchmarks' memory floor.");
@@ -192,15 +235,17 @@ PYBIND11_MODULE(_core, m) {
 
     m.def(
         "round_grid",
-        [](py::array grid, double max_step, double relative, const std::string& isa) {
+        [](py::array grid, const py::object& max_step_arg, const py::object& relative_arg,
+           const std::string& isa) {
             if (!py::dtype::of<float>().is(grid.dtype()) || grid.ndim() < 1)
                 value_error("grid must be a float32 array of at least one dimension");
             const int flags = grid.flags();
             if (!(flags & py::array::c_style) ||
                 !(flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_))
                 value_error("grid must be C-contiguous and writeable");
-            if (!(max_step > 0) || !(relative > 0))
-                value_error("max_step and relative must be positive");
+            // Range checks (positive, finite, usable in float32) are the core's.
+            const double max_step = float_arg(max_step_arg, "max_step");
+            const double relative = float_arg(relative_arg, "relative");
             const pgrid::Isa chosen = isa_from(isa);
             const std::int64_t rows = grid.ndim() == 1 ? 1 : grid.shape(0);
             const std::int64_t voxels = rows ? grid.size() / rows : 0;
@@ -261,8 +306,12 @@ PYBIND11_MODULE(_core, m) {
     });
     m.def("best_isa", [] { return std::string(pgrid::isa_name(pgrid::best_isa())); });
     m.def("hardware_threads", &pgrid::hardware_threads);
-    m.def("triclinic_quadrature_order", &pgrid::triclinic_quadrature_order,
-          py::arg("h_over_sigma"));
+    m.def(
+        "triclinic_quadrature_order",
+        [](const py::object& h) {
+            return pgrid::triclinic_quadrature_order(float_arg(h, "h_over_sigma"));
+        },
+        py::arg("h_over_sigma"));
     m.def("build_info", [] {
         py::dict d;
         d["version"] = PGRID_VERSION;
@@ -278,5 +327,12 @@ PYBIND11_MODULE(_core, m) {
         return d;
     });
     m.attr("TRUNC_SIGMAS") = pgrid::kTruncSigmas;
+    // The input domain (pgrid/grid.hpp): validate() rejects anything outside it.
+    m.attr("MIN_SIGMA") = pgrid::kMinSigma;
+    m.attr("MAX_SIGMA") = pgrid::kMaxSigma;
+    m.attr("MAX_DISTANCE") = pgrid::kMaxDistance;
+    m.attr("MAX_WEIGHT_SUM") = pgrid::kMaxWeightSum;
+    m.attr("MAX_AXIS_VOXELS") = pgrid::kMaxAxisVoxels;
+    m.attr("MAX_THREADS") = pgrid::kMaxThreads;
     m.attr("__version__") = PGRID_VERSION;
 }

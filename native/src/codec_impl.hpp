@@ -61,20 +61,22 @@ void scale_row(float* row, std::int64_t n, float step) {
     for (; i < n; ++i) row[i] = row[i] * step + 0.0f;
 }
 
-/// Largest |value| and largest value of a row.
-void row_extent(const float* row, std::int64_t n, float* max_abs, float* max_val) {
+/// Largest |value| and largest value of a row, and whether every value is finite (an
+/// inf or NaN makes value * 0 a NaN, which the running sum keeps: no extra pass).
+void row_extent(const float* row, std::int64_t n, float* max_abs, float* max_val, bool* finite) {
     constexpr int W = VF::W;
-    VF ma = VF::zero(), mv = VF::set1(-3.4e38f);
+    VF ma = VF::zero(), mv = VF::set1(-3.4e38f), nf = VF::zero();
     std::int64_t i = 0;
     for (; i + W <= n; i += W) {
         const VF v = VF::load(row + i);
         ma = vmax(ma, vabs(v));
         mv = vmax(mv, v);
+        nf = nf + v * VF::zero();
     }
     alignas(64) float a[W], b[W];
     ma.store(a);
     mv.store(b);
-    float ra = 0.0f, rb = -3.4e38f;
+    float ra = 0.0f, rb = -3.4e38f, rf = nf.sum();
     for (int k = 0; k < W; ++k) {
         ra = a[k] > ra ? a[k] : ra;
         rb = b[k] > rb ? b[k] : rb;
@@ -83,9 +85,11 @@ void row_extent(const float* row, std::int64_t n, float* max_abs, float* max_val
         const float v = row[i];
         ra = std::fabs(v) > ra ? std::fabs(v) : ra;
         rb = v > rb ? v : rb;
+        rf += v * 0.0f;
     }
     *max_abs = ra;
     *max_val = rb;
+    *finite = rf == 0.0f;
 }
 
 /// HDF5's shuffle filter for 4-byte elements: out[k*n + i] = byte k of element i.

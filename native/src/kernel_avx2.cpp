@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "codec_kernels.hpp"
 #include "erfc_coeffs.hpp"
 #include "kernels.hpp"
 
@@ -23,3 +24,4 @@ namespace pgrid::avx2 {
 #pragma GCC pop_options
 
 PGRID_KERNEL_TABLE(avx2)
+PGRID_CODEC_TABLE(avx2)

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "codec_kernels.hpp"
 #include "erfc_coeffs.hpp"
 #include "kernels.hpp"
 
@@ -23,3 +24,4 @@ namespace pgrid::avx512 {
 #pragma GCC pop_options
 
 PGRID_KERNEL_TABLE(avx512)
+PGRID_CODEC_TABLE(avx512)

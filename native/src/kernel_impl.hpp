@@ -325,6 +325,15 @@ PGRID_INLINE void flush_plane(float* dst, float* plane, int jlo, int jhi, int nz
 struct TricSlab {
     double u0, u1, inv_s;
 };
+/// floor(x) as an int in [lo, hi], clamped in double before the conversion (a far atom or
+/// a huge reach must not overflow it; NaN gives lo).
+PGRID_INLINE int floor_in(double x, int lo, int hi) {
+    const double f = std::floor(x);
+    if (!(f > lo)) return lo;
+    return f < hi ? static_cast<int>(f) : hi;
+}
+/// Unwrapped indices of periodic cells stay within a few cells of [0, n): a wide bound.
+constexpr int kFarIndex = 1 << 30;
 template <class RowFn>
 PGRID_INLINE bool tric_rows(const TricPlan& P, const TricAtom& a, int i, TricSlab& slab,
                             RowFn&& row) {
@@ -341,12 +350,11 @@ PGRID_INLINE bool tric_rows(const TricPlan& P, const TricAtom& a, int i, TricSla
     if (d3 > rho) return false;
     const double rho2 = std::sqrt(rho * rho - d3 * d3);
     const double ua2lo = std::fmin(u0 * P.a2, u1 * P.a2), ua2hi = std::fmax(u0 * P.a2, u1 * P.a2);
-    int jlo = static_cast<int>(std::floor(ny * (p2 - rho2 - ua2hi) / P.b2));
-    int jhi = static_cast<int>(std::floor(ny * (p2 + rho2 - ua2lo) / P.b2));
-    if (!P.periodic) {
-        if (jlo < 0) jlo = 0;
-        if (jhi > ny - 1) jhi = ny - 1;
-    }
+    // Open boxes clip to the grid ([0, n] and [-1, n - 1] keep an empty range empty).
+    const int far = P.periodic ? kFarIndex : 0;
+    const int jlo = floor_in(ny * (p2 - rho2 - ua2hi) / P.b2, -far, P.periodic ? far : ny);
+    const int jhi = floor_in(ny * (p2 + rho2 - ua2lo) / P.b2, P.periodic ? -far : -1,
+                             P.periodic ? far : ny - 1);
     for (int j = jlo; j <= jhi; ++j) {
         const double v0 = static_cast<double>(j) / ny, v1 = static_cast<double>(j + 1) / ny;
         // x2 = u*a2 + v*b2 - p2 is linear: its range over the voxel comes from the corners.
@@ -356,12 +364,9 @@ PGRID_INLINE bool tric_rows(const TricPlan& P, const TricAtom& a, int i, TricSla
         const double rho1 = std::sqrt(rho2 * rho2 - d2 * d2);
         const double s_lo = std::fmin(u0 * P.a1, u1 * P.a1) + std::fmin(v0 * P.b1, v1 * P.b1);
         const double s_hi = std::fmax(u0 * P.a1, u1 * P.a1) + std::fmax(v0 * P.b1, v1 * P.b1);
-        int klo = static_cast<int>(std::floor(nz * (p1 - rho1 - s_hi) / P.c1));
-        int khi = static_cast<int>(std::floor(nz * (p1 + rho1 - s_lo) / P.c1));
-        if (!P.periodic) {
-            if (klo < 0) klo = 0;
-            if (khi > nz - 1) khi = nz - 1;
-        }
+        const int klo = floor_in(nz * (p1 - rho1 - s_hi) / P.c1, -far, P.periodic ? far : nz);
+        const int khi = floor_in(nz * (p1 + rho1 - s_lo) / P.c1, P.periodic ? -far : -1,
+                                 P.periodic ? far : nz - 1);
         if (khi >= klo) row(j, klo, khi - klo + 1);
     }
     return true;

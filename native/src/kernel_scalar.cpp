@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "codec_kernels.hpp"
 #include "erfc_coeffs.hpp"
 #include "kernels.hpp"
 
@@ -17,3 +18,4 @@ namespace pgrid::scalar {
 }  // namespace pgrid::scalar
 
 PGRID_KERNEL_TABLE(scalar)
+PGRID_CODEC_TABLE(scalar)

@@ -1,5 +1,6 @@
-// The per-ISA numeric kernels. kernel_impl.hpp is compiled three times (scalar, AVX2,
-// AVX-512), each copy in its own namespace and target region; dispatch picks one table.
+// The per-ISA density kernels. kernel_impl.hpp is compiled three times (scalar, AVX2,
+// AVX-512), each copy in its own namespace and target region; dispatch.hpp picks one
+// table. The shard codec's passes have a table of their own (codec_kernels.hpp).
 #pragma once
 
 #include <cstddef>
@@ -39,15 +40,6 @@ struct IsaKernels {
 
     /// Zero n floats (streaming stores when asked).
     void (*zero)(float* dst, std::size_t n, bool stream);
-
-    // Shard codec passes (codec_impl.hpp; see pgrid/codec.hpp).
-    double (*round_row)(float* row, std::int64_t n, float inv_step, float* residual);
-    void (*scale_row)(float* row, std::int64_t n, float step);
-    void (*row_extent)(const float* row, std::int64_t n, float* max_abs, float* max_val);
-    void (*shuffle4)(const float* in, std::int64_t n, std::uint8_t* out);
-    std::int64_t (*pick_in_tier)(const float* residual, std::int64_t n, float sign, float lo,
-                                 float hi, std::int64_t need, std::int64_t* out);
-    void (*unshuffle4)(const std::uint8_t* in, std::int64_t n, float* out);
 };
 
 const IsaKernels& kernels_scalar();
@@ -69,13 +61,7 @@ const IsaKernels& kernels_avx512();
                                   ::pgrid::ns::grad_ortho,   \
                                   ::pgrid::ns::render_tric,  \
                                   ::pgrid::ns::grad_tric,    \
-                                  ::pgrid::ns::zero,         \
-                                  ::pgrid::ns::round_row,    \
-                                  ::pgrid::ns::scale_row,    \
-                                  ::pgrid::ns::row_extent,   \
-                                  ::pgrid::ns::shuffle4,     \
-                                  ::pgrid::ns::pick_in_tier, \
-                                  ::pgrid::ns::unshuffle4};  \
+                                  ::pgrid::ns::zero};        \
         return k;                                            \
     }                                                        \
     }

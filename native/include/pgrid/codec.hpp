@@ -16,7 +16,10 @@ namespace pgrid {
 /// towards the deficit move one step (the strongest residuals first, in tiers of 0.05,
 /// lowest index first within a tier), so each value changes by less than one step and
 /// each channel sum by at most half a step. All-zero channels are left alone; -0 becomes
-/// +0. Deterministic. Returns the step used.
+/// +0. Deterministic. Returns the step used. Throws std::invalid_argument, before writing
+/// anything, if the grid holds an inf or NaN, if max_step or relative is not a positive
+/// finite number, or if the step cannot be used in float32 (outside float32's normal range,
+/// or values more than FLT_MAX/2 steps large).
 double round_grid(float* grid, std::int64_t rows, std::int64_t voxels, double max_step,
                   double relative, Isa isa);
 

@@ -35,13 +35,46 @@ inline constexpr double kTricTruncSigmas = 5.5;
 /// Gaussian (kTruncSigmas*sigma spans more than this many cells) is rejected.
 inline constexpr int kMaxImageSpan = 64;
 
+// ------------------------------------------------------------------ the input domain
+// validate() rejects, with a message naming the argument, structure and atom, anything
+// outside these bounds; inside them every result is finite and every index fits its type.
+
+/// Narrowest Gaussian, in Angstrom. Orthogonal boxes are exact down to a point mass (the
+/// separable factors become 0, 1/2 or 1), but nothing physical is this narrow and a
+/// smaller sigma is a unit mistake. Triclinic cells need more: sigma at least the voxel
+/// edge / max_triclinic_h_over_sigma() (the quadrature's limit, ~83.7).
+inline constexpr double kMinSigma = 1e-6;
+
+/// Widest Gaussian, in Angstrom: the squared truncation radius stays finite.
+inline constexpr double kMaxSigma = 1e100;
+
+/// Farthest an atom may be from its box origin along any Cartesian axis, in Angstrom, so
+/// that projections and distances stay finite. (A periodic cell also needs the atom's
+/// fractional coordinates below 2^52 in magnitude: beyond, its place in the cell is not
+/// representable.)
+inline constexpr double kMaxDistance = 1e300;
+
+/// Largest sum of |weight| over the atoms of one channel of one structure (2^116 = 8.3e34).
+/// A voxel holds at most that sum, and float32 tops out at 2^128 = 3.4e38; the margin of
+/// 2^12 keeps the triclinic quadrature's intermediate products (weight times a node's
+/// density, up to ~1e3 per unit weight) finite.
+inline constexpr double kMaxWeightSum = 0x1p116;
+
+/// Most voxels along one axis (and most channels). Periodic windows unwrap voxel indices
+/// over up to kMaxImageSpan cells in int32, and the triclinic kernels index a row in
+/// float32, exact up to 2^24.
+inline constexpr int kMaxAxisVoxels = 1 << 24;
+
+/// Most worker threads one call may ask for.
+inline constexpr int kMaxThreads = 1024;
+
 /// Atoms and boxes of a batch of structures. All pointers are borrowed.
 struct BatchInput {
     const double* positions = nullptr;       ///< (M, 3) Cartesian, Angstrom
     const std::int64_t* offsets = nullptr;   ///< (B + 1), offsets[0] = 0, offsets[B] = M
     const std::int32_t* channels = nullptr;  ///< (M) channel index in [0, n_channels)
-    const double* sigmas = nullptr;          ///< (M) Gaussian standard deviation, Angstrom, > 0
-    const double* weights = nullptr;         ///< (M) weight of each atom (finite)
+    const double* sigmas = nullptr;          ///< (M) Gaussian standard deviation, Angstrom
+    const double* weights = nullptr;         ///< (M) weight of each atom
     const double* origins = nullptr;         ///< (B, 3) corner of voxel (0,0,0), Angstrom
     const double* axes = nullptr;            ///< (B, 3, 3) rows a, b, c: box edge vectors, Angstrom
     const std::uint8_t* periodic = nullptr;  ///< (B) 1 for a periodic cell
@@ -52,7 +85,8 @@ struct BatchInput {
 };
 
 struct Options {
-    int threads = 0;        ///< worker threads; <= 0 means all hardware threads
+    int threads = 0;        ///< worker threads; <= 0 means all hardware threads (and at
+                            ///< most one per work item is started)
     Isa isa = Isa::scalar;  ///< path to use (must be supported; see best_isa())
     /// Non-temporal (streaming) stores for the output: -1 automatic (used when the
     /// output is larger than the last-level cache), 0 never, 1 always.
@@ -69,8 +103,15 @@ void grid_batch(const BatchInput& in, float* out, const Options& opt);
 void grid_gradient_batch(const BatchInput& in, const float* dgrid, double* dpositions,
                          double* dweights, const Options& opt);
 
-/// Check a batch; throws std::invalid_argument with a specific message.
+/// Check a batch against the input domain above; throws std::invalid_argument with a
+/// message naming the argument (and structure, atom and array index) at fault.
 void validate(const BatchInput& in);
+
+/// Check an output of B structures x C channels x (nx, ny, nz) voxels: every extent at
+/// least 1 (B at least 0), C and each axis at most kMaxAxisVoxels, and B*C*nx*ny*nz floats
+/// addressable. `what` names the array in the message ("out", "dgrid", "grid").
+void check_grid_shape(std::int64_t n_structures, std::int64_t n_channels,
+                      const std::int64_t shape[3], const char* what);
 
 /// Zero `count` floats with the same threading as grid_batch: the memory-bound floor
 /// the benchmarks compare against.
@@ -96,7 +137,12 @@ inline constexpr int kMaxQuadratureNodes = 128;
 
 /// Gauss-Legendre nodes used along each of the two quadrature directions of a triclinic
 /// voxel whose largest edge is `h_over_sigma` sigmas long (one rule up to 16 nodes, then
-/// composite 8-node panels); throws std::invalid_argument past kMaxQuadratureNodes.
+/// composite 8-node panels); throws std::invalid_argument past kMaxQuadratureNodes (an
+/// edge longer than max_triclinic_h_over_sigma()) or for a negative or NaN argument.
 int triclinic_quadrature_order(double h_over_sigma);
+
+/// Longest triclinic voxel edge, in sigmas, that kMaxQuadratureNodes nodes integrate
+/// (16 panels of 8 nodes: 83.68).
+double max_triclinic_h_over_sigma();
 
 }  // namespace pgrid
