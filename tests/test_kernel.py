@@ -349,7 +349,7 @@ def test_api_messages_name_what_is_wrong(monkeypatch):
     with pytest.raises(TypeError, match=r"^box must be a pgrid_cli\.Box"):
         grid_gradient(pos, "box", 0.5, np.ones((1, 8, 8, 8), np.float32))
     for threads in (2**31, 0, -3):
-        with pytest.raises(ValueError, match=r"^threads must be between 1 and 4096"):
+        with pytest.raises(ValueError, match=r"^threads must be between 1 and 1024"):
             grid(pos, box, threads=threads)
     with pytest.raises(ValueError, match=r"^threads must be a whole number"):
         grid(pos, box, threads=1.5)
@@ -476,7 +476,7 @@ def test_python_api_validation():
         grid(pos, box, 0.5, out=np.zeros((1, 5, 4, 4), np.float32))
     with pytest.raises(ValueError, match="writeable, C-contiguous float32"):
         grid(pos, box, 0.5, out=np.zeros((1, 4, 4, 4), np.float64))
-    with pytest.raises(ValueError, match="threads must be between 1 and 4096"):
+    with pytest.raises(ValueError, match="threads must be between 1 and 1024"):
         grid(pos, box, 0.5, threads=0)
     with pytest.raises(ValueError, match=r"sigma\[0\] must have shape \(2,\)"):
         grid(pos, box, np.array([0.5, 0.5, 0.5]))

@@ -17,9 +17,9 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from pgrid_cli import Box, _core, grid, grid_gradient
-from pgrid_cli.reference import reference_grid
+from pgrid_cli.core.reference import reference_grid
 
-from .test_grid import _args  # the native boundary's valid call, to corrupt
+from .test_kernel import _args  # the native boundary's valid call, to corrupt
 
 ABS_TOL = 1e-6  # SPEC §3: orthogonal boxes
 TRIC_REL = 1e-4  # SPEC §3: triclinic cells, relative to the grid maximum

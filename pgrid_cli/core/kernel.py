@@ -337,8 +337,8 @@ def _check_out(out: Any, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-#: Most kernel threads one call may ask for.
-MAX_THREADS = 4096
+#: Most kernel threads one call may ask for (the native core's limit).
+MAX_THREADS = int(_core.MAX_THREADS)
 
 
 def _threads(threads: int | None) -> int:
