@@ -250,7 +250,13 @@ def measure_case(
             last = rep == args.repeat - 1 and case["path"] == "batch"
             ans = r.ask("time", id=c.label, recheck=last)
             per_call = ans["seconds"] / ans["calls"]
-            entry["repeats"].append({"seconds": ans["seconds"], "calls": ans["calls"]})
+            entry["repeats"].append(
+                {
+                    "seconds": ans["seconds"],
+                    "cpu_seconds": ans["cpu_seconds"],
+                    "calls": ans["calls"],
+                }
+            )
             entry.setdefault("per_call_s", []).append(per_call)
             if "recheck_ok" in ans:
                 entry["recheck_ok"] = ans["recheck_ok"]
@@ -261,6 +267,9 @@ def measure_case(
         med = statistics.median(entry["per_call_s"])
         entry["median_us_per_call"] = med * 1e6
         entry["molecules_per_s"] = 1.0 / med
+        cpu = statistics.median(r["cpu_seconds"] / r["calls"] for r in entry["repeats"])
+        entry["median_cpu_us_per_call"] = cpu * 1e6
+        entry["wall_over_cpu"] = med / cpu if cpu > 0 else None
         entry["min_max_us_per_call"] = [
             min(entry["per_call_s"]) * 1e6,
             max(entry["per_call_s"]) * 1e6,
@@ -391,6 +400,23 @@ def report(results: dict[str, Any], peers: list[str], isas: list[str]) -> str:
         for label, e in cr["contestants"].items():
             lo, hi = e["min_max_us_per_call"]
             lines.append(f"| {label} | {e['median_us_per_call']:,.1f} | {lo:,.1f}–{hi:,.1f} |")
+    lines += [
+        "\n### Wall time ÷ CPU time of the timed repeats (medians)",
+        "",
+        "1.0: the runner had a core to itself; more: other processes took turns on its core"
+        " (pgrid threads=default: CPU time of all its threads, so below 1 when both cores work).",
+        "",
+    ]
+    labels = list(dict.fromkeys(lab for cr in cases for lab in cr["contestants"]))
+    lines.append("| case | " + " | ".join(labels) + " |")
+    lines.append("|---|" + "---:|" * len(labels))
+    for cr in cases:
+        vals = []
+        for lab in labels:
+            e = cr["contestants"].get(lab)
+            w = None if e is None else e.get("wall_over_cpu")
+            vals.append("" if w is None else f"{w:.2f}")
+        lines.append(f"| {cr['case']['name']} | " + " | ".join(vals) + " |")
     lines += [
         "\n### Checks before timing, and molecule 0 against pgrid x1",
         "",

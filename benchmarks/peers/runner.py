@@ -19,7 +19,8 @@ stderr instead). The orchestrator sends:
   the batch path: pgrid ``prebuilt-boxes`` (the boxes made before timing instead of in
   every timed call), ParticleGrid ``loop`` (``molecule_grid`` copied into a preallocated
   array, which it has no call for);
-* ``time``: one timed repeat of case ``id`` (``time.perf_counter`` around the passes);
+* ``time``: one timed repeat of case ``id`` (``time.perf_counter`` around the passes, and
+  the process's CPU time, which shows how much other load stretched the wall time);
   ``recheck`` also sums the grids the timed passes left, against the verified ones;
 * ``release``: drop the prepared cases;
 * ``profile`` (pgrid only): cProfile of ``calls`` per-molecule calls;
@@ -376,11 +377,14 @@ class Runner:
     def time(self, cmd):
         prepared = self.cases[cmd["id"]]
         run, passes = prepared["run"], prepared["passes"]
+        c0 = time.process_time()
         t0 = time.perf_counter()
         for _ in range(passes):
             run()
         seconds = time.perf_counter() - t0
-        ans = {"seconds": seconds, "passes": passes, "calls": passes * prepared["calls"]}
+        cpu = time.process_time() - c0  # every thread of this process, user + system
+        ans = {"seconds": seconds, "cpu_seconds": cpu, "passes": passes}
+        ans["calls"] = passes * prepared["calls"]
         if cmd.get("recheck"):
             # Are the grids the timed passes left the ones verified before timing?
             total = float(np.sum(prepared["result"](), dtype=np.float64))
