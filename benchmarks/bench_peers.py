@@ -594,9 +594,9 @@ def main() -> None:
             if args.profile_calls > 0:
                 fixed = cases[-1]
                 say(
-                    f"\n### Where pgrid's per-call time goes: cProfile of {args.profile_calls} "
-                    f"calls of grid(pos, Box.fit(pos, {fixed['n']}, 2.0), 0.5, threads=1), "
-                    f"molecule {fixed['molecule']}, top entries by own time"
+                    f"\n### Where pgrid's per-call time goes ({fixed['n']}³, molecule "
+                    f"{fixed['molecule']}, {runners['pgrid'].info.get('isa')}; "
+                    f"{args.profile_calls} calls per run)"
                 )
                 prof = runners["pgrid"].ask(
                     "profile", case={**fixed, "threads": 1}, calls=args.profile_calls, top=15
