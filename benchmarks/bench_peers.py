@@ -250,7 +250,13 @@ def measure_case(
             last = rep == args.repeat - 1 and case["path"] == "batch"
             ans = r.ask("time", id=c.label, recheck=last)
             per_call = ans["seconds"] / ans["calls"]
-            entry["repeats"].append({"seconds": ans["seconds"], "calls": ans["calls"]})
+            entry["repeats"].append(
+                {
+                    "seconds": ans["seconds"],
+                    "cpu_seconds": ans["cpu_seconds"],
+                    "calls": ans["calls"],
+                }
+            )
             entry.setdefault("per_call_s", []).append(per_call)
             if "recheck_ok" in ans:
                 entry["recheck_ok"] = ans["recheck_ok"]
@@ -261,6 +267,9 @@ def measure_case(
         med = statistics.median(entry["per_call_s"])
         entry["median_us_per_call"] = med * 1e6
         entry["molecules_per_s"] = 1.0 / med
+        cpu = statistics.median(r["cpu_seconds"] / r["calls"] for r in entry["repeats"])
+        entry["median_cpu_us_per_call"] = cpu * 1e6
+        entry["wall_over_cpu"] = med / cpu if cpu > 0 else None
         entry["min_max_us_per_call"] = [
             min(entry["per_call_s"]) * 1e6,
             max(entry["per_call_s"]) * 1e6,
@@ -295,13 +304,12 @@ def agreement(case_result: dict[str, Any], reference_label: str) -> dict[str, An
 
 
 # ------------------------------------------------------------------------ report
-def fmt_ratio(a: float | None, b: float | None) -> str:
-    return "—" if a is None or b is None else f"{a / b:.2f}×"
-
-
-def rate(case_result: dict[str, Any], label: str) -> float | None:
+def rate(case_result: dict[str, Any], label: str, cpu: bool = False) -> float | None:
+    """Molecules (calls) per second, from the median wall-clock or CPU time per call."""
     e = case_result["contestants"].get(label)
-    return None if e is None else e["molecules_per_s"]
+    if e is None:
+        return None
+    return 1e6 / e["median_cpu_us_per_call"] if cpu else e["molecules_per_s"]
 
 
 def wrong(case_result: dict[str, Any], label: str) -> bool:
@@ -311,10 +319,21 @@ def wrong(case_result: dict[str, Any], label: str) -> bool:
 
 
 def cell(case_result: dict[str, Any], label: str) -> str:
-    r = rate(case_result, label)
-    if r is None:
+    """``wall (CPU)`` molecules/s."""
+    w, c = rate(case_result, label), rate(case_result, label, cpu=True)
+    if w is None or c is None:
         return "—"
-    return f"{r:,.0f}" + (" †" if wrong(case_result, label) else "")
+    return f"{w:,.0f} ({c:,.0f})" + (" †" if wrong(case_result, label) else "")
+
+
+def ratio_cell(case_result: dict[str, Any], mine: str, peer: str) -> str:
+    parts = []
+    for cpu in (False, True):
+        a, b = rate(case_result, mine, cpu), rate(case_result, peer, cpu)
+        if a is None or b is None:
+            return "—"
+        parts.append(a / b)
+    return f"{parts[0]:.2f}× ({parts[1]:.2f}×)"
 
 
 PATHS = (
@@ -332,7 +351,13 @@ def report(results: dict[str, Any], peers: list[str], isas: list[str]) -> str:
     for isa_key in isas:
         isa = results["runners"][isa_key]["info"].get("isa", "?")
         forced = " (PGRID_ISA=avx2 forced)" if isa_key == "pgrid-avx2" else " (its default ISA)"
-        lines += [f"\n### Molecules/s, pgrid on {isa}{forced}", ""]
+        lines += [
+            f"\n### Molecules/s, pgrid on {isa}{forced}",
+            "",
+            "Each cell: from the median wall-clock time (from the median CPU time of the same"
+            " repeats).",
+            "",
+        ]
         head = "| path | grid | channels | pgrid |"
         sep = "|---|---|---:|---:|"
         for p in peer_labels:
@@ -348,19 +373,24 @@ def report(results: dict[str, Any], peers: list[str], isas: list[str]) -> str:
                 if case["path"] != path:
                     continue
                 label = Contestant(isa_key, threads, variant).label
-                mine = rate(cr, label)
                 row = f"| {title} | {case['n']}³ | {case['channels']} | {cell(cr, label)} |"
                 for p in peer_labels:
                     row += f" {cell(cr, p)} |"
                     any_wrong |= wrong(cr, p)
                 for p in peer_labels:
-                    row += f" {fmt_ratio(mine, rate(cr, p))} |"
+                    row += f" {ratio_cell(cr, label, p)} |"
                 lines.append(row)
     batch = [cr for cr in cases if cr["case"]["path"] == "batch"]
     if batch:
-        lines += ["\n### Batch variants, molecules/s, 1 thread", ""]
+        lines += [
+            "\n### Batch variants, molecules/s (wall-clock (CPU)), 1 thread",
+            "",
+            "The batch rows above make each molecule's box inside the timed call (as ParticleGrid"
+            " does inside list_grid); here pgrid's boxes are made before timing.",
+            "",
+        ]
         labels = [Contestant(k, 1, "prebuilt-boxes").label for k in isas]
-        titles = [f"{k} x1, boxes made before timing" for k in isas]
+        titles = [f"{k} threads=1, boxes made before timing" for k in isas]
         if "particlegrid" in peers:
             labels.append(Contestant("particlegrid", None, "loop").label)
             titles.append("ParticleGrid, molecule_grid copied into a preallocated array")
@@ -385,12 +415,32 @@ def report(results: dict[str, Any], peers: list[str], isas: list[str]) -> str:
         )
         lines += [
             "",
-            "| library | µs per call (median) | min–max over repeats |",
-            "|---|---:|---:|",
+            "| library | µs per call (median, wall) | min–max over repeats | µs CPU per call |",
+            "|---|---:|---:|---:|",
         ]
         for label, e in cr["contestants"].items():
             lo, hi = e["min_max_us_per_call"]
-            lines.append(f"| {label} | {e['median_us_per_call']:,.1f} | {lo:,.1f}–{hi:,.1f} |")
+            lines.append(
+                f"| {label} | {e['median_us_per_call']:,.1f} | {lo:,.1f}–{hi:,.1f} | "
+                f"{e['median_cpu_us_per_call']:,.1f} |"
+            )
+    lines += [
+        "\n### Wall time ÷ CPU time of the timed repeats (medians)",
+        "",
+        "1.0: the runner had a core to itself; more: other processes took turns on its core"
+        " (pgrid threads=default: CPU time of all its threads, so below 1 when both cores work).",
+        "",
+    ]
+    labels = list(dict.fromkeys(lab for cr in cases for lab in cr["contestants"]))
+    lines.append("| case | " + " | ".join(labels) + " |")
+    lines.append("|---|" + "---:|" * len(labels))
+    for cr in cases:
+        vals = []
+        for lab in labels:
+            e = cr["contestants"].get(lab)
+            w = None if e is None else e.get("wall_over_cpu")
+            vals.append("" if w is None else f"{w:.2f}")
+        lines.append(f"| {cr['case']['name']} | " + " | ".join(vals) + " |")
     lines += [
         "\n### Checks before timing, and molecule 0 against pgrid x1",
         "",
@@ -568,9 +618,9 @@ def main() -> None:
             if args.profile_calls > 0:
                 fixed = cases[-1]
                 say(
-                    f"\n### Where pgrid's per-call time goes: cProfile of {args.profile_calls} "
-                    f"calls of grid(pos, Box.fit(pos, {fixed['n']}, 2.0), 0.5, threads=1), "
-                    f"molecule {fixed['molecule']}, top entries by own time"
+                    f"\n### Where pgrid's per-call time goes ({fixed['n']}³, molecule "
+                    f"{fixed['molecule']}, {runners['pgrid'].info.get('isa')}; "
+                    f"{args.profile_calls} calls per run)"
                 )
                 prof = runners["pgrid"].ask(
                     "profile", case={**fixed, "threads": 1}, calls=args.profile_calls, top=15

@@ -19,7 +19,8 @@ stderr instead). The orchestrator sends:
   the batch path: pgrid ``prebuilt-boxes`` (the boxes made before timing instead of in
   every timed call), ParticleGrid ``loop`` (``molecule_grid`` copied into a preallocated
   array, which it has no call for);
-* ``time``: one timed repeat of case ``id`` (``time.perf_counter`` around the passes);
+* ``time``: one timed repeat of case ``id`` (``time.perf_counter`` around the passes, and
+  the process's CPU time, which shows how much other load stretched the wall time);
   ``recheck`` also sums the grids the timed passes left, against the verified ones;
 * ``release``: drop the prepared cases;
 * ``profile`` (pgrid only): cProfile of ``calls`` per-molecule calls;
@@ -49,6 +50,7 @@ import platform
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -145,15 +147,69 @@ class PGrid(Library):
         return run_batch, lambda: buf
 
     def profile(self, case, calls: int, top: int) -> str:
+        """Where one per-molecule call's time goes: each layer of ``grid()`` timed alone
+        (medians of 5 runs of ``calls`` calls, wall and CPU), then cProfile of the call."""
         import cProfile
         import io
         import pstats
 
+        pg = self.pg
         n, c, threads = case["n"], case["channels"], case.get("threads")
         p = self.pos[case["molecule"]]
-        Box, grid = self.pg.Box, self.pg.grid
-        for _ in range(50):
-            grid(p, Box.fit(p, n, PADDING), SIGMA, n_channels=c, threads=threads)
+        Box, grid, Batch = pg.Box, pg.grid, pg.Batch
+        box = Box.fit(p, n, PADDING)
+        batch = Batch.from_structures([p], [box], SIGMA, n_channels=c)
+        out = np.empty(batch.grid_shape, np.float32)
+        arrays = batch.kernel_arrays()
+        isa = pg.resolve_isa()
+        core = pg.grid.__globals__["_core"]  # the native module grid() calls
+        layers = [
+            (
+                "grid(pos, Box.fit(pos, n, 2.0), 0.5, threads=1): the whole call",
+                lambda: grid(p, Box.fit(p, n, PADDING), SIGMA, n_channels=c, threads=1),
+            ),
+            ("  Box.fit(pos, n, 2.0)", lambda: Box.fit(p, n, PADDING)),
+            (
+                "  grid(pos, box, 0.5, threads=1), box made before",
+                lambda: grid(p, box, SIGMA, n_channels=c, threads=1),
+            ),
+            (
+                "    Batch.from_structures([pos], [box], 0.5)",
+                lambda: Batch.from_structures([p], [box], SIGMA, n_channels=c),
+            ),
+            (
+                "    render_batch(batch, threads=1): new array + kernel",
+                lambda: pg.render_batch(batch, threads=1),
+            ),
+            (
+                "      _core.grid_batch(..., out, threads=1): kernel into a given array",
+                lambda: core.grid_batch(*arrays, out, threads=1, isa=isa),
+            ),
+            (
+                "      _core.grid_batch(..., out, threads=0): same, default threads",
+                lambda: core.grid_batch(*arrays, out, threads=0, isa=isa),
+            ),
+            (
+                "grid(pos, Box.fit(...), 0.5): the whole call, default threads",
+                lambda: grid(p, Box.fit(p, n, PADDING), SIGMA, n_channels=c),
+            ),
+        ]
+        rows = []
+        for title, fn in layers:
+            for _ in range(50):
+                fn()
+            walls, cpus = [], []
+            for _ in range(5):
+                c0, t0 = time.process_time(), time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                walls.append(time.perf_counter() - t0)
+                cpus.append(time.process_time() - c0)
+            wall, cpu = sorted(walls)[2] / calls * 1e6, sorted(cpus)[2] / calls * 1e6
+            rows.append(f"{title:<70} {wall:9.1f} {cpu:9.1f}")
+        head = f"{'layer (' + str(n) + '³, 1 channel, molecule ' + str(case['molecule']) + ')':<70}"
+        text = [head + f" {'µs wall':>9} {'µs CPU':>9}", *rows, ""]
+
         prof = cProfile.Profile()
         t0 = time.perf_counter()
         prof.enable()
@@ -161,13 +217,21 @@ class PGrid(Library):
             grid(p, Box.fit(p, n, PADDING), SIGMA, n_channels=c, threads=threads)
         prof.disable()
         wall = time.perf_counter() - t0
-        out = io.StringIO()
-        stats = pstats.Stats(prof, stream=out)
+        buf = io.StringIO()
+        stats = pstats.Stats(prof, stream=buf)
         stats.sort_stats("tottime").print_stats(top)
-        text = out.getvalue()
-        # Keep the table (drop the header lines that name this machine's paths twice).
-        keep = text[text.find("   ncalls") :] if "   ncalls" in text else text
-        return f"{calls} calls under cProfile: {wall / calls * 1e6:.1f} µs per call\n{keep}"
+        table = buf.getvalue()
+        # Keep the table (drop the header lines), with paths relative to site-packages/repo.
+        table = table[table.find("   ncalls") :] if "   ncalls" in table else table
+        roots = {str(Path(pg.__file__).parents[1]), str(Path(np.__file__).parents[1])}
+        for root in sorted(roots, key=len, reverse=True):
+            table = table.replace(root + "/", "")
+        text.append(
+            f"cProfile, {calls} calls of grid(pos, Box.fit(pos, {n}, 2.0), 0.5, threads={threads}),"
+            f" {wall / calls * 1e6:.1f} µs per call under the profiler, top {top} by own time:"
+        )
+        text.append(table.rstrip())
+        return "\n".join(text)
 
 
 class ParticleGrid(Library):
@@ -376,11 +440,14 @@ class Runner:
     def time(self, cmd):
         prepared = self.cases[cmd["id"]]
         run, passes = prepared["run"], prepared["passes"]
+        c0 = time.process_time()
         t0 = time.perf_counter()
         for _ in range(passes):
             run()
         seconds = time.perf_counter() - t0
-        ans = {"seconds": seconds, "passes": passes, "calls": passes * prepared["calls"]}
+        cpu = time.process_time() - c0  # every thread of this process, user + system
+        ans = {"seconds": seconds, "cpu_seconds": cpu, "passes": passes}
+        ans["calls"] = passes * prepared["calls"]
         if cmd.get("recheck"):
             # Are the grids the timed passes left the ones verified before timing?
             total = float(np.sum(prepared["result"](), dtype=np.float64))
