@@ -220,6 +220,36 @@ def test_a_wrong_implementation_is_refused_before_timing(
     assert calls == []  # nothing was timed
 
 
+def test_quick_verification_on_a_window_still_refuses_a_wrong_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--quick compares a window around each structure's first atom (bounded work on any
+    input, triclinic cells included); an error there is still refused before timing."""
+    cfg = BenchConfig(
+        inputs=(str(CRYSTALS),),
+        grid_sizes=(16,),
+        sigmas=(0.5,),
+        channels=("single",),
+        threads=(1,),
+        repeat=1,
+        verify=2,
+        verify_window=4,
+        numpy_budget=0.0,
+    )
+    result = run_sweep(cfg)  # the right answer passes on windows of both cells
+    assert len(result.checks) == len(NATIVE) and all(k.worst_ratio <= 1 for k in result.checks)
+
+    def wrong_near_atoms(batch, out=None, *, threads=None, isa=None):
+        grids = render_batch(batch, out, threads=threads, isa=isa)
+        if isa == "scalar":
+            grids += np.float32(1e-5) * (grids > 1e-3)  # every dense voxel a little off
+        return grids
+
+    monkeypatch.setattr(pbench, "render_batch", wrong_near_atoms)
+    with pytest.raises(VerificationError, match=r"^scalar \(1 thread\) disagrees"):
+        run_sweep(cfg)
+
+
 def test_a_nan_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pbench, "render_batch", _wrong_on(NATIVE[-1], float("nan")))
     with pytest.raises(VerificationError, match=re.escape("max |error| nan >")):

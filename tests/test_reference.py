@@ -384,3 +384,28 @@ def test_gradient_of_total_mass_vanishes_in_periodic_cell():
         pos = np.array([[0.3, 1.2, 2.2], [2.0, 0.5, 1.0]])
         grad = reference_gradient(pos, box, 0.5, np.ones((1, 4, 4, 4)))
         assert_allclose(grad, 0.0, atol=1e-11)
+
+
+# ---------------------------------------------------------------------- windows
+@pytest.mark.parametrize(
+    ("lattice", "periodic"),
+    [
+        (np.array([[6.0, 0, 0], [3.2, 5.5, 0], [1.1, 1.3, 6.2]]), True),  # triclinic cell
+        (np.diag([5.0, 6.0, 7.0]), True),  # orthogonal cell
+        (np.diag([8.0, 9.0, 10.0]), False),  # open box
+    ],
+)
+def test_a_window_is_the_same_as_the_whole_grid_there(lattice, periodic):
+    """reference_window (what pgrid bench --quick verifies against) equals the slice of
+    the full reference: same voxels, and every periodic image that reaches them."""
+    from pgrid_cli.core.reference import reference_window
+
+    pos = np.array([[0.2, 0.3, 0.1], [4.0, 2.0, 3.0], [5.9, 5.4, 6.1]])
+    box = Box(np.zeros(3), lattice, (10, 9, 8), periodic)
+    full = reference_grid(pos, box, 0.6, [0, 1, 0], 2)
+    for start, size in [((0, 0, 0), (4, 4, 4)), ((7, 2, 5), (3, 5, 3)), ((0, 0, 0), (10, 9, 8))]:
+        win = reference_window(pos, box, 0.6, start, size, [0, 1, 0], 2)
+        sl = (slice(None), *(slice(a, a + b) for a, b in zip(start, size, strict=True)))
+        assert_allclose(win, full[sl], rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match="is not inside"):
+        reference_window(pos, box, 0.6, (8, 0, 0), (4, 1, 1))

@@ -137,6 +137,51 @@ def reference_grid(
     return grid
 
 
+def reference_window(
+    positions: Any,
+    box: Box,
+    sigma: Any,
+    start: Any,
+    size: Any,
+    channels: Any = None,
+    n_channels: int | None = None,
+    weights: Any = None,
+) -> np.ndarray:
+    """The reference on a window of ``box``: voxels ``start[d] … start[d] + size[d] - 1``.
+
+    Returns (C, sx, sy, sz) float64, the same values as
+    ``reference_grid(...)[:, i0:i0+sx, j0:j0+sy, k0:k0+sz]`` at a cost set by the window,
+    not the grid: the window is an open box on the same voxel lattice, and for a periodic
+    ``box`` every lattice image of every atom that reaches it (within ``CUTOFF_SIGMAS``·σ)
+    is added as an atom of its own.
+    """
+    pos, sig, chan, wts, n_chan = _validate(positions, box, sigma, channels, weights)
+    n_channels = _check_n_channels(n_chan if n_channels is None else n_channels, chan)
+    shape = np.asarray(box.shape)
+    lo = np.asarray(start, dtype=np.int64).reshape(3)
+    sz = np.asarray(size, dtype=np.int64).reshape(3)
+    if np.any(lo < 0) or np.any(sz < 1) or np.any(lo + sz > shape):
+        raise ValueError(f"window {lo.tolist()} + {sz.tolist()} is not inside {box.shape}")
+    step = box.axes / shape[:, None]
+    window = Box(box.origin + lo @ step, step * sz[:, None], tuple(int(v) for v in sz))
+    if box.periodic and len(pos):
+        # Fractional extent of the window, widened by the reach of the widest Gaussian
+        # measured across each pair of cell faces.
+        reach = CUTOFF_SIGMAS * float(sig.max()) * np.linalg.norm(np.linalg.inv(box.axes), axis=0)
+        f_lo, f_hi = lo / shape - reach, (lo + sz) / shape + reach
+        frac = box.fractional(pos)
+        first = np.floor(f_lo - frac.max(axis=0)).astype(np.int64)
+        last = np.ceil(f_hi - frac.min(axis=0)).astype(np.int64)
+        ranges = (range(a, b + 1) for a, b in zip(first, last, strict=True))
+        shifts = np.array(list(itertools.product(*ranges)))
+        img = frac[None, :, :] + shifts[:, None, :]  # (S, M, 3)
+        near = np.all((img >= f_lo) & (img <= f_hi), axis=2)
+        s_idx, a_idx = np.nonzero(near)
+        pos = box.origin + img[s_idx, a_idx] @ box.axes
+        sig, chan, wts = sig[a_idx], chan[a_idx], wts[a_idx]
+    return reference_grid(pos, window, sig, chan, n_channels, wts)
+
+
 def reference_gradient(
     positions: Any,
     box: Box,
@@ -501,15 +546,13 @@ def _window_integrals(
     return out
 
 
-def reference_structure(batch: Any, s: int) -> np.ndarray:
+def reference_structure(batch: Any, s: int, window: Any = None) -> np.ndarray:
     """(C, nx, ny, nz) float64 reference grid of structure ``s`` of a
-    :class:`pgrid_cli.grid.Batch` (its per-atom σ, channels and weights)."""
+    :class:`pgrid_cli.Batch` (its per-atom σ, channels and weights); with ``window`` =
+    (start, size), only that window (:func:`reference_window`)."""
     a, b = int(batch.offsets[s]), int(batch.offsets[s + 1])
-    return reference_grid(
-        batch.positions[a:b],
-        batch.box(s),
-        batch.sigmas[a:b],
-        batch.channels[a:b],
-        batch.n_channels,
-        batch.weights[a:b],
-    )
+    args = (batch.positions[a:b], batch.box(s), batch.sigmas[a:b])
+    rest = (batch.channels[a:b], batch.n_channels, batch.weights[a:b])
+    if window is None:
+        return reference_grid(*args, *rest)
+    return reference_window(*args, *window, *rest)

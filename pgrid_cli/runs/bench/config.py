@@ -84,6 +84,11 @@ class BenchConfig:
     repeat: int = 5
     limit: int | None = None
     verify: int = 3
+    #: Compare only a window of at most this many voxels per axis with the reference
+    #: (around each structure's first atom; None: whole grids). Bounds the reference's
+    #: cost whatever the input, which is what --quick needs (triclinic references cost
+    #: minutes at 64³).
+    verify_window: int | None = None
     numpy_budget: float = 3.0
     batch_mb: float = 256.0
     format: str | None = None
@@ -99,6 +104,8 @@ class BenchConfig:
             limit=32,
             repeat=3,
             numpy_budget=1.0,
+            verify=2,
+            verify_window=8,
         )
         return replace(base, **changes)
 
@@ -125,6 +132,8 @@ class BenchConfig:
                 f"verify must be at least 1 (every implementation is checked before it is "
                 f"timed), got {self.verify}"
             )
+        if self.verify_window is not None and int(self.verify_window) < 1:
+            raise ValueError(f"verify window must be at least 1 voxel, got {self.verify_window}")
         if self.limit is not None and int(self.limit) < 1:
             raise ValueError(f"limit must be at least 1, got {self.limit}")
         if not (math.isfinite(self.numpy_budget) and self.numpy_budget >= 0):
@@ -147,6 +156,7 @@ class BenchConfig:
             implementations=impls,
             repeat=int(self.repeat),
             verify=int(self.verify),
+            verify_window=None if self.verify_window is None else int(self.verify_window),
             limit=None if self.limit is None else int(self.limit),
             numpy_budget=float(self.numpy_budget),
             batch_mb=float(self.batch_mb),
