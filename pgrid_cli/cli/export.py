@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
+from ..store.shard import Shard, ShardRecord
 from . import options
-from ._app import app, user_errors
-from .show import numbered, read_records, report_written
+from ._app import app
+from .show import write_each
 
 OUT = options.out(
     "File to write; its suffix picks the format (.cube, .dx, .mrc/.map, .chgcar or a file "
@@ -59,17 +60,9 @@ def export_cli(
     """
     from ..export import export_record
 
-    done = []
-    with user_errors():
-        selected = list(read_records(path, index))
-        for i, record, shard in selected:
-            written = export_record(
-                record,
-                numbered(out, i, len(selected) > 1),
-                shard.channels,
-                fmt=fmt,
-                channel=channel,
-                quantity=quantity,
-            )
-            done.append({"index": i, "name": record.name, "files": [str(p) for p in written]})
-    report_written(done, json_out)
+    def export(record: ShardRecord, shard: Shard, target: Path) -> list[Path]:
+        return export_record(
+            record, target, shard.channels, fmt=fmt, channel=channel, quantity=quantity
+        )
+
+    write_each(path, index, out, export, json_out)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -66,27 +66,38 @@ def show_cli(
     (iso). Crystals are drawn with their real cell and its periodic images."""
     from ..plot import draw_grid
 
-    target = out or Path("grid.png")
     names = [c.strip() for c in channels.split(",")] if channels else None
+
+    def draw(record: ShardRecord, shard: Shard, target: Path) -> list[Path]:
+        picture = draw_grid(
+            record,
+            shard.channels,
+            target,
+            channels=names,
+            mode=mode,
+            sigma=shard.sigma,
+            level=level,
+        )
+        return [Path(picture)]
+
+    write_each(path, index, out or Path("grid.png"), draw, json_out)
+
+
+def write_each(
+    path: Path,
+    index: str | None,
+    out: Path,
+    write: Callable[[ShardRecord, Shard, Path], list[Path]],
+    json_out: bool,
+) -> None:
+    """Write each selected structure to ``out`` (numbered when several) and say what was
+    written: one line per structure, or JSON with ``--json``."""
     done = []
     with user_errors():
         selected = list(read_records(path, index))
         for i, record, shard in selected:
-            written = draw_grid(
-                record,
-                shard.channels,
-                numbered(target, i, len(selected) > 1),
-                channels=names,
-                mode=mode,
-                sigma=shard.sigma,
-                level=level,
-            )
-            done.append({"index": i, "name": record.name, "files": [str(written)]})
-    report_written(done, json_out)
-
-
-def report_written(done: list[dict[str, Any]], json_out: bool) -> None:
-    """What show and export wrote: one line per structure, or JSON with ``--json``."""
+            written = write(record, shard, numbered(out, i, len(selected) > 1))
+            done.append({"index": i, "name": record.name, "files": [str(f) for f in written]})
     if json_out:
         typer.echo(json.dumps(done, indent=2))
         return
