@@ -672,3 +672,96 @@ def test_record_size_limit_is_checked():
     assert pio.ReadOptions().max_record_bytes == pio.MAX_RECORD_BYTES == 64 << 20
     with pytest.raises(ValueError, match="max_record_bytes"):
         pio.ReadOptions(max_record_bytes=0)
+
+
+# ---------------------------------------------------------------------- VASP and pymatgen JSON
+def _crystals():
+    """Two crystals built with pymatgen: hexagonal (a triclinic-style cell) and cubic."""
+    from pymatgen.core import Lattice
+    from pymatgen.core import Structure as PmgStructure
+
+    wurtzite = PmgStructure(
+        Lattice.hexagonal(3.25, 5.21),
+        ["Zn", "Zn", "O", "O"],
+        [[1 / 3, 2 / 3, 0], [2 / 3, 1 / 3, 0.5], [1 / 3, 2 / 3, 0.38], [2 / 3, 1 / 3, 0.88]],
+    )
+    nacl = PmgStructure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    )
+    return [wurtzite, nacl]
+
+
+def _same(got: Structure, want) -> None:
+    assert_array_equal(got.numbers, [site.specie.Z for site in want])
+    assert_allclose(got.lattice, want.lattice.matrix, rtol=0, atol=1e-6)
+    assert_allclose(got.positions, want.cart_coords, rtol=0, atol=1e-5)
+
+
+def test_poscar_and_contcar_written_by_pymatgen_and_ase(tmp_path):
+    """Issue 14: POSCAR/CONTCAR (by name) and .vasp files are read, not refused."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from pymatgen.io.vasp import Poscar
+
+    wurtzite, nacl = _crystals()
+    Poscar(wurtzite).write_file(tmp_path / "POSCAR")
+    Poscar(nacl).write_file(tmp_path / "CONTCAR_relaxed")
+    ase.io.write(tmp_path / "nacl.vasp", AseAtomsAdaptor.get_atoms(nacl), format="vasp")
+    files = expand_inputs([tmp_path])
+    assert sorted(f.name for f in files) == ["CONTCAR_relaxed", "POSCAR", "nacl.vasp"]
+    assert {detect_format(f) for f in files} == {"vasp"}
+    (s,) = iter_records(tmp_path / "POSCAR")
+    _same(s, wurtzite)
+    (s,) = iter_records(tmp_path / "CONTCAR_relaxed")
+    _same(s, nacl)
+    (s,) = iter_records(tmp_path / "nacl.vasp")
+    _same(s, nacl)
+    # VASP 4 (no species line) with a comment that names no species either: it cannot be
+    # read without the POTCAR, and says so in one line.
+    lines = (tmp_path / "POSCAR").read_text().splitlines()
+    coords = [" ".join(ln.split()[:3]) for ln in lines[8:]]  # no species after them either
+    vasp4 = ["relaxed", *lines[1:5], *lines[6:8], *coords]
+    (tmp_path / "POSCAR_vasp4").write_text("\n".join(vasp4) + "\n")
+    (rej,) = iter_records(tmp_path / "POSCAR_vasp4")
+    assert isinstance(rej, Rejection) and rej.kind == pio.PARSE_ERROR
+
+
+def test_pymatgen_json_one_a_list_and_entries(tmp_path):
+    """Issue 14: pymatgen Structure JSON, a list of them, and ComputedStructureEntry
+    objects (their energy kept as a property), plain or gzipped."""
+    from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+    wurtzite, nacl = _crystals()
+    (tmp_path / "one.json").write_text(json.dumps(wurtzite.as_dict()))
+    with gzip.open(tmp_path / "list.json.gz", "wt") as f:
+        json.dump([wurtzite.as_dict(), nacl.as_dict()], f)
+    entries = [
+        ComputedStructureEntry(nacl, -27.5, entry_id="mp-22862", data={"band_gap": 5.0}),
+        ComputedStructureEntry(wurtzite, -18.25, entry_id="mp-2133"),
+    ]
+    (tmp_path / "entries.json").write_text(json.dumps([e.as_dict() for e in entries]))
+    (one,) = iter_records(tmp_path / "one.json")
+    _same(one, wurtzite)
+    a, b = iter_records(tmp_path / "list.json.gz")
+    _same(a, wurtzite)
+    _same(b, nacl)
+    assert (a.record, b.record) == (0, 1)
+    e0, e1 = iter_records(tmp_path / "entries.json")
+    _same(e0, nacl)
+    assert e0.name == "mp-22862" and e1.name == "mp-2133"
+    assert e0.info["properties"]["energy"] == pytest.approx(-27.5)
+    assert e0.info["properties"]["band_gap"] == 5.0
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "reason"),
+    [
+        ("{not json", "malformed record", "not valid JSON"),
+        ("[]", "empty structure", "empty JSON list"),
+        ('[{"@class": "Molecule"}, 3]', "parse error", "not a pymatgen Structure"),
+    ],
+)
+def test_bad_json_is_one_rejection_per_record(tmp_path, text, kind, reason):
+    (tmp_path / "bad.json").write_text(text)
+    items = list(iter_records(tmp_path / "bad.json"))
+    assert all(isinstance(r, Rejection) for r in items)
+    assert items[0].kind == kind and reason in items[0].reason

@@ -138,7 +138,7 @@ def bench_cli(
     ] = None,
     format: Annotated[
         str | None,
-        typer.Option("--format", help="Read every input as xyz, sdf or cif (default: extension)."),
+        typer.Option("--format", help="Read every input as xyz, sdf, cif, vasp or json (default: from the file name)."),
     ] = None,
     end_to_end: Annotated[
         bool,

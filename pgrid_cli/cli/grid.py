@@ -59,7 +59,8 @@ def grid_cli(
         list[str],
         typer.Argument(
             help="Input files, directories (searched recursively) or glob patterns: "
-            ".xyz/.extxyz (ASE), .sdf/.mol (RDKit), .cif (pymatgen), optionally .gz.",
+            ".xyz/.extxyz (ASE), .sdf/.mol (RDKit), .cif, POSCAR/CONTCAR/.vasp and pymatgen "
+            ".json (pymatgen), optionally .gz.",
             show_default=False,
         ),
     ],
@@ -101,7 +102,7 @@ def grid_cli(
     ] = "error",
     format: Annotated[
         str | None,
-        typer.Option("--format", help="Read every input as xyz, sdf or cif (default: extension)."),
+        typer.Option("--format", help="Read every input as xyz, sdf, cif, vasp or json (default: from the file name)."),
     ] = None,
     recursive: Annotated[
         bool, typer.Option("--recursive/--no-recursive", help="Search directories recursively.")

@@ -8,6 +8,7 @@ library. Adding a format is one new module that calls :func:`register`.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ class Reader:
     parse : ``parse(raw, options)`` → a Structure or a Rejection
     preload : imports the parsing library (done once before worker processes fork)
     aliases : other names accepted for ``--format``
+    names : file-name patterns that select it whatever the suffix (``fnmatch``, case
+        sensitive, e.g. ``POSCAR*``)
     """
 
     name: str
@@ -42,6 +45,7 @@ class Reader:
     parse: Callable[[RawRecord, ReadOptions], Structure | Rejection]
     preload: Callable[[], None]
     aliases: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
 
 
 _READERS: dict[str, Reader] = {}
@@ -68,7 +72,12 @@ def _extensions() -> dict[str, str]:
 
 
 def format_from_name(path: str | os.PathLike[str]) -> str | None:
-    """The format a file name selects (``None`` when its suffix is unknown)."""
+    """The format a file name selects: its name pattern (``POSCAR*``), else its suffix
+    (``None`` when neither is known)."""
+    name = Path(path).name
+    for r in _READERS.values():
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in r.names):
+            return r.name
     suffixes = [s.lower() for s in Path(path).suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]
@@ -94,6 +103,7 @@ def detect_format(path: str | os.PathLike[str], override: str | None = None) -> 
     if fmt is None:
         raise ParameterError(
             f"cannot tell the format of {path} from its extension "
-            f"(known: {', '.join(sorted(_extensions()))}, optionally .gz); use {{format}}"
+            f"(known: {', '.join(sorted(_extensions()))}, optionally .gz; and names "
+            f"{', '.join(sorted(n for r in _READERS.values() for n in r.names))}); use {{format}}"
         )
     return fmt
