@@ -103,6 +103,25 @@ def grid_cli(
         str | None,
         typer.Option("--format", help="Read every input as xyz, sdf or cif (default: extension)."),
     ] = None,
+    cif_tags: Annotated[
+        str,
+        typer.Option(
+            "--cif-tags",
+            help="CIF data items to keep as properties, e.g. "
+            "_cell_volume,_exptl_crystal_density_diffrn.",
+        ),
+    ] = "",
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="A table (.csv or .parquet) of properties joined to the records by --labels-key.",
+            show_default=False,
+        ),
+    ] = None,
+    labels_key: Annotated[
+        str,
+        typer.Option(help="How --labels rows match records: name, or source,record."),
+    ] = "name",
     recursive: Annotated[
         bool, typer.Option("--recursive/--no-recursive", help="Search directories recursively.")
     ] = True,
@@ -149,6 +168,9 @@ def grid_cli(
             disorder=disorder,
             format=format,
             shard_size=shard_size,
+            cif_tags=cif_tags,
+            labels=labels,
+            labels_key=labels_key,
         )
         options.resolve()  # bad options fail before any file is touched
         bar = _ProgressBar(enabled=not (quiet or json_out) and err_console.is_terminal)

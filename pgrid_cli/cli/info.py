@@ -96,6 +96,12 @@ def print_description(d: dict[str, Any], console: Console) -> None:
             f"min {d['captured_min']:.4f}; {below:,} of {d['n_structures']:,} structures "
             f"below {d['captured_threshold']} (Σ grid ÷ Σ weights)",
         )
+    for group, label in (("properties", "property"), ("atom_properties", "atom property")):
+        for name, e in sorted((d.get(group) or {}).items()):
+            text = f"{e['kind']}, {e['count']:,} values"
+            if "min" in e:
+                text += f", {e['min']:.6g} … {e['max']:.6g}"
+            table.add_row(f"{label} {name}", text)
     status = d.get("checksums")
     if status:
         table.add_row("checksums", _CHECKSUMS.get(status, status))

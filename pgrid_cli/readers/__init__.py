@@ -9,7 +9,7 @@ Every record of every input file becomes one :class:`~pgrid_cli.core.Structure` 
 from __future__ import annotations
 
 from ..core.structure import Structure
-from . import cif, sdf, xyz  # noqa: F401  (each registers its format)
+from . import cif, qm9, sdf, xyz  # noqa: F401  (each registers its format)
 from .files import (
     expand_inputs,
     iter_raw_records,

@@ -38,6 +38,7 @@ from ..core.box import ShapeLike, normalize_shape
 from ..core.errors import ParameterError
 from ..core.kernel import available_cores, check_memory, get_memory_limit
 from ..core.recipe import GridRecipe
+from ..core.structure import Structure
 from ..readers import (
     RawRecord,
     ReadOptions,
@@ -47,6 +48,7 @@ from ..readers import (
     iter_raw_records,
     preload_readers,
 )
+from ..readers.properties import LabelTable, atom_properties, properties, read_labels
 from ..store.claim import claim_slice
 from ..store.codec import GridCodec
 from ..store.rundir import canonical_path, input_meta, run_id
@@ -83,6 +85,9 @@ class GridOptions:
     disorder : CIF partial occupancy policy, ``error``, ``majority`` or ``weight``
     format : force an input format (``xyz``, ``sdf``, ``cif``) instead of the extension
     shard_size : input records per shard (default: see :func:`default_shard_size`)
+    cif_tags : CIF data items kept as properties (names, or one comma-separated string)
+    labels, labels_key : a table (.csv or .parquet) of properties joined to the records
+        by ``name`` or by ``source,record`` (docs/grid.md, "Properties")
     """
 
     grid_size: ShapeLike = 32
@@ -96,6 +101,9 @@ class GridOptions:
     disorder: str = "error"
     format: str | None = None
     shard_size: int | None = None
+    cif_tags: str | Sequence[str] = ()
+    labels: str | os.PathLike[str] | None = None
+    labels_key: str = "name"
 
     def resolve(self) -> Settings:
         """Validate every option (ValueError with a specific message) → :class:`Settings`."""
@@ -103,7 +111,12 @@ class GridOptions:
         # Workers allocate at least one grid: refuse a size over the cap before any work.
         check_memory((recipe.n_channels, *recipe.shape), "one grid")
         codec = GridCodec.parse(self.compression, self.dtype, self.lossless)
-        read = ReadOptions(self.disorder)
+        tags = self.cif_tags.split(",") if isinstance(self.cif_tags, str) else self.cif_tags
+        read = ReadOptions(self.disorder, cif_tags=tuple(t.strip() for t in tags if t.strip()))
+        labels = None
+        if self.labels is not None:
+            table = read_labels(self.labels, self.labels_key)  # checked now, read again later
+            labels = (str(Path(table.path).resolve()), ",".join(table.key))
         fmt = detect_format("", self.format) if self.format is not None else None
         if self.shard_size is not None and int(self.shard_size) < 1:
             raise ParameterError(f"{{shard_size}} must be at least 1, got {self.shard_size}")
@@ -112,7 +125,9 @@ class GridOptions:
             if self.shard_size is not None
             else default_shard_size(recipe.shape, recipe.n_channels, codec)
         )
-        return Settings(recipe=recipe, codec=codec, read=read, format=fmt, shard_size=size)
+        return Settings(
+            recipe=recipe, codec=codec, read=read, format=fmt, shard_size=size, labels=labels
+        )
 
 
 @dataclass(frozen=True)
@@ -125,6 +140,7 @@ class Settings:
     format: str | None
     shard_size: int
     threads: int = 1  #: kernel threads in the process that grids
+    labels: tuple[str, str] | None = None  #: (labels table path, key), joined when writing
 
     def parameters(self) -> dict[str, Any]:
         """The parameters that determine shard contents (JSON-friendly)."""
@@ -138,6 +154,9 @@ class Settings:
             "disorder": self.read.disorder,
             "format": self.format,
             "shard_size": self.shard_size,
+            # only when set, so that the run ids of runs without them do not change
+            **({"cif_tags": list(self.read.cif_tags)} if self.read.cif_tags else {}),
+            **({"labels": list(self.labels)} if self.labels else {}),
         }
 
 
@@ -186,6 +205,7 @@ class _ShardSink:
         self.written_shards: list[int] = []
         self._writer: ShardWriter | None = None
         self._shard = -1
+        self.labels: LabelTable | None = None  #: properties joined by key (``labels``)
 
     def _open(self, k: int) -> ShardWriter:
         s = self.settings
@@ -222,6 +242,7 @@ class _ShardSink:
             self._shard = res.shard
             self.written_shards.append(res.shard)
         writer = self._writer
+        ids = [res.first + i for i, e in enumerate(res.entries) if isinstance(e, Gridded)]
         done = [e for e in res.entries if isinstance(e, Gridded)]
         rejected = [e for e in res.entries if isinstance(e, Rejection)]
         if done:
@@ -235,13 +256,18 @@ class _ShardSink:
                 [s.record for s in structures],
                 [s.weights for s in structures],
             )
-            captured = [d.captured for d in done]  # of the kernel's grid, before rounding
+            more = {
+                "captured": [d.captured for d in done],  # of the kernel's grid, unrounded
+                "ids": ids,
+                "properties": [self._properties(s) for s in structures],
+                "atom_properties": [atom_properties(s) for s in structures],
+            }
             if self.settings.codec.encodes_chunks:
                 chunks = [d.chunk for d in done]
-                writer.append(chunks, *args, encoded=True, captured=captured)  # type: ignore[arg-type]
+                writer.append(chunks, *args, encoded=True, **more)  # type: ignore[arg-type]
             else:  # rounded in the worker already
                 grids = np.stack([d.grid for d in done])  # type: ignore[arg-type]
-                writer.append(grids, *args, rounded=True, captured=captured)
+                writer.append(grids, *args, rounded=True, **more)
         writer.add_rejections(rejected)
         for d in done:
             if d.captured < CAPTURE_WARNING:
@@ -261,6 +287,18 @@ class _ShardSink:
         self.timings["encode"] += res.encode_s
         self.timings["write"] += time.thread_time() - t
         self.report(res.bytes_end)
+
+    def _properties(self, s: Structure) -> dict[str, Any]:
+        """The reader's properties of ``s``, and the labels table's (which win)."""
+        props = properties(s)
+        if self.labels is not None:
+            found = self.labels.lookup(s)
+            key = f"labels from {Path(self.labels.path).name}: " + (
+                "joined" if found else f"no row for the record's {','.join(self.labels.key)}"
+            )
+            self.notes[key] += 1
+            props = {**props, **found}
+        return props
 
     def close(self) -> None:
         self._finish()
@@ -348,6 +386,8 @@ def grid_files(
             )
 
     sink = _ShardSink(out, settings, run, command, summary, report)
+    if settings.labels is not None:
+        sink.labels = read_labels(*settings.labels)
     for check in kept.values():
         summary.read += check.n_structures + check.n_rejected
         summary.written += check.n_structures
@@ -401,7 +441,7 @@ def grid_files(
                 submit(task)
                 task = None
             if task is None:
-                task = Task(k, [])
+                task = Task(k, [], first=number)
             task.items.append(item)
             task.bytes_end = position
         if task is not None:
@@ -467,4 +507,3 @@ def _numbered_items(
             yield number, item, position
             number += 1
         base += int(m["bytes"] or 0)
-

@@ -44,6 +44,7 @@ class Task:
     shard: int
     items: list[RawRecord | Rejection]
     bytes_end: int = 0
+    first: int = 0  #: the item number of ``items[0]`` (ids are item numbers)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class TaskResult:
     parse_s: float = 0.0
     grid_s: float = 0.0
     encode_s: float = 0.0
+    first: int = 0  #: the item number of ``entries[0]`` (one entry per item)
 
 
 _buffers: dict[tuple[int, ...], np.ndarray] = {}
@@ -91,7 +93,7 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
         ready.append((len(entries), s, prepared))
         entries.append(None)
     t1 = time.process_time()
-    result = TaskResult(task.shard, [], task.bytes_end, parse_s=t1 - t0)
+    result = TaskResult(task.shard, [], task.bytes_end, parse_s=t1 - t0, first=task.first)
     if ready:
         grids, failed = _render(ready, recipe, settings.threads)
         for idx, s, reason in failed:
@@ -158,5 +160,3 @@ class Done:
 
     def done(self) -> bool:
         return True
-
-
