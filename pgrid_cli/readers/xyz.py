@@ -43,7 +43,7 @@ QM9_TRAILER = 3
 
 def is_qm9_comment(comment: str) -> bool:
     """Whether an XYZ comment line is a QM9 one (then the frame has a 3-line trailer)."""
-    return comment.startswith("gdb ") and QM9_COMMENT.match(comment.strip()) is not None
+    return comment.startswith("gdb") and QM9_COMMENT.match(comment.strip()) is not None
 
 
 def frame_xyz(lines: Lines, source: str, qm9: bool = False) -> Iterator[RawRecord | Rejection]:
