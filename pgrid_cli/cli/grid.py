@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..runs.grid import CAPTURE_WARNING, GridOptions, grid_files
+from ..runs.grid import CAPTURE_WARNING, COARSE_NOTE, GridOptions, grid_files
 from ..runs.summary import Progress as RunProgress
 from ..runs.summary import RunSummary
 from . import options
@@ -83,6 +83,15 @@ def grid_cli(
     padding: Annotated[
         float, typer.Option(help="Padding around molecules (fit, tight).", metavar="Å")
     ] = 2.0,
+    spacing: Annotated[
+        float | None,
+        typer.Option(
+            help="Voxel edge for molecules: a fixed cube of grid-size × spacing Å around each "
+            "(instead of --box).",
+            metavar="Å",
+            show_default=False,
+        ),
+    ] = None,
     dtype: Annotated[str, typer.Option(help="Grid storage: float32 or float16.")] = "float32",
     compression: Annotated[
         str, typer.Option(help="gzip (with shuffle; gzip:1 … gzip:9 sets the level), lzf or none.")
@@ -168,6 +177,7 @@ def grid_cli(
             disorder=disorder,
             format=format,
             shard_size=shard_size,
+            spacing=spacing,
             cif_tags=cif_tags,
             labels=labels,
             labels_key=labels_key,
@@ -296,7 +306,16 @@ def print_summary(s: RunSummary, console: Console) -> None:
             f"structures keep less than {CAPTURE_WARNING:.0%} of their density in the box "
             f"(lowest {s.min_captured:.1%}): use a larger box (--box, --padding)",
         )
+    if s.coarse_voxels:
+        table.add_row(
+            "[yellow]warning[/]",
+            f"{s.coarse_voxels:,}",
+            "structures have voxels wider than 2σ: their density is undersampled "
+            "(use a smaller --spacing, a larger --grid-size or a larger --sigma)",
+        )
     for note, n in sorted(s.notes.items(), key=lambda kv: -kv[1])[:3]:
+        if n and note == COARSE_NOTE:
+            continue
         table.add_row("note", f"{n:,}×", note[:100])
     if s.manifest:
         table.add_row("manifest", "", str(s.out_dir / "manifest.json"))

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.box import ShapeLike, normalize_shape
+from ..core.box import Box, ShapeLike, normalize_shape
 from ..core.errors import ParameterError
 from ..core.kernel import available_cores, check_memory, get_memory_limit
 from ..core.recipe import GridRecipe
@@ -69,6 +69,18 @@ _MAX_NOTES = 50
 #: A structure whose grid holds less than this share of its weight is counted (and
 #: warned about) in the summary: its box cuts off part of its density.
 CAPTURE_WARNING = 0.99
+#: A structure whose largest voxel edge is above this many σ is counted and warned about:
+#: its Gaussians are undersampled (a voxel wider than the atom's density).
+COARSE_VOXELS = 2.0
+COARSE_NOTE = (
+    "voxel edge above 2σ: the density is undersampled (use a smaller --spacing, a larger "
+    "--grid-size or a larger --sigma)"
+)
+
+
+def voxel_edge(box: Box) -> float:
+    """The longest voxel edge of a box, Å (its edge vectors ÷ the voxels along them)."""
+    return float(np.max(np.linalg.norm(box.axes, axis=1) / np.asarray(box.shape)))
 
 
 # ---------------------------------------------------------------------- options
@@ -85,6 +97,8 @@ class GridOptions:
     disorder : CIF partial occupancy policy, ``error``, ``majority`` or ``weight``
     format : force an input format (``xyz``, ``sdf``, ``cif``) instead of the extension
     shard_size : input records per shard (default: see :func:`default_shard_size`)
+    spacing : voxel edge (Å) for molecules: the box becomes a fixed cube of side
+        grid_size × spacing (``cube:L``) centred on each molecule; crystals keep their cell
     cif_tags : CIF data items kept as properties (names, or one comma-separated string)
     labels, labels_key : a table (.csv or .parquet) of properties joined to the records
         by ``name`` or by ``source,record`` (docs/grid.md, "Properties")
@@ -101,13 +115,15 @@ class GridOptions:
     disorder: str = "error"
     format: str | None = None
     shard_size: int | None = None
+    spacing: float | None = None
     cif_tags: str | Sequence[str] = ()
     labels: str | os.PathLike[str] | None = None
     labels_key: str = "name"
 
     def resolve(self) -> Settings:
         """Validate every option (ValueError with a specific message) → :class:`Settings`."""
-        recipe = GridRecipe(self.grid_size, self.sigma, self.channels, self.box, self.padding)
+        box = self.box if self.spacing is None else self.spacing_box()
+        recipe = GridRecipe(self.grid_size, self.sigma, self.channels, box, self.padding)
         # Workers allocate at least one grid: refuse a size over the cap before any work.
         check_memory((recipe.n_channels, *recipe.shape), "one grid")
         codec = GridCodec.parse(self.compression, self.dtype, self.lossless)
@@ -126,8 +142,31 @@ class GridOptions:
             else default_shard_size(recipe.shape, recipe.n_channels, codec)
         )
         return Settings(
-            recipe=recipe, codec=codec, read=read, format=fmt, shard_size=size, labels=labels
+            recipe=recipe,
+            codec=codec,
+            read=read,
+            format=fmt,
+            shard_size=size,
+            labels=labels,
+            spacing=None if self.spacing is None else float(self.spacing),
         )
+
+    def spacing_box(self) -> str:
+        """The ``cube:L`` box that ``spacing`` makes with ``grid_size`` (L = N·H)."""
+        h = self.spacing
+        if h is None or not (isinstance(h, (int, float)) and math.isfinite(h) and h > 0):
+            raise ParameterError(f"{{spacing}} must be a positive number of Å, got {h!r}")
+        shape = normalize_shape(self.grid_size)
+        if len(set(shape)) != 1:
+            raise ParameterError(
+                f"{{spacing}} makes a cube: it needs one {{grid_size}} N, not {shape}"
+            )
+        if self.box != "fit":
+            raise ParameterError(
+                f"{{spacing}} sets the box (a cube of grid_size × spacing Å); do not give "
+                f"{{box}} {self.box} as well"
+            )
+        return f"cube:{shape[0] * float(h):.10g}"
 
 
 @dataclass(frozen=True)
@@ -141,6 +180,7 @@ class Settings:
     shard_size: int
     threads: int = 1  #: kernel threads in the process that grids
     labels: tuple[str, str] | None = None  #: (labels table path, key), joined when writing
+    spacing: float | None = None  #: the voxel edge asked for (Å), when it set the box
 
     def parameters(self) -> dict[str, Any]:
         """The parameters that determine shard contents (JSON-friendly)."""
@@ -220,6 +260,7 @@ class _ShardSink:
                 "run_id": self.run,
                 "first_item": k * s.shard_size,
                 "disorder": s.read.disorder,
+                **({"spacing": s.spacing} if s.spacing is not None else {}),
             },
         )
         return ShardWriter(self.out / shard_name(k), meta, compression=s.codec)
@@ -269,7 +310,11 @@ class _ShardSink:
                 grids = np.stack([d.grid for d in done])  # type: ignore[arg-type]
                 writer.append(grids, *args, rounded=True, **more)
         writer.add_rejections(rejected)
+        limit = COARSE_VOXELS * self.settings.recipe.sigma
         for d in done:
+            if voxel_edge(d.box) > limit:
+                self.summary.coarse_voxels += 1
+                self.notes[COARSE_NOTE] += 1
             if d.captured < CAPTURE_WARNING:
                 self.summary.low_capture += 1
             low = self.summary.min_captured
@@ -475,6 +520,7 @@ def grid_files(
             "rejected": summary.rejected,
             "rejected_by_kind": dict(sorted(sink.kinds.items())),
             "low_capture": summary.low_capture,
+            "coarse_voxels": summary.coarse_voxels,
         },
         notes=dict(sink.notes),
     )

@@ -158,3 +158,23 @@ def _add(entry: dict[str, Any], ds: h5py.Dataset) -> None:
             entry["min"] = min(float(ok.min()), entry.get("min", np.inf))
             entry["max"] = max(float(ok.max()), entry.get("max", -np.inf))
     entry["kind"] = kind if entry["kind"] in (None, kind) else "several"
+
+
+def voxel_range(paths: Sequence[Any]) -> dict[str, float | None]:
+    """The smallest and largest voxel edge (Å) of the structures of some shards, from
+    their ``axes`` and ``grid_shape`` (``voxel_min``, ``voxel_max``; None when empty)."""
+    lo, hi = np.inf, -np.inf
+    for path in paths:
+        try:
+            f = h5py.File(path, "r")
+        except OSError:
+            continue
+        with f:
+            if "axes" not in f or "grid_shape" not in f.attrs or not len(f["axes"]):
+                continue
+            edges = np.linalg.norm(f["axes"][()], axis=2) / np.asarray(f.attrs["grid_shape"])
+            lo, hi = min(lo, float(edges.min())), max(hi, float(edges.max()))
+    return {
+        "voxel_min": lo if np.isfinite(lo) else None,
+        "voxel_max": hi if np.isfinite(hi) else None,
+    }

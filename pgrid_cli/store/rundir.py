@@ -26,6 +26,7 @@ from typing import Any
 from ..core.errors import ParameterError
 from .files import FileLock, atomic_file, atomic_write, lock_holder, stale_temps
 from .properties import summarize as summarize_properties
+from .properties import voxel_range
 from .shard import FORMAT_VERSION, SHARD_GLOB, Shard, partial_index, shard_name
 from .vds import write_vds
 from .verify import CAPTURED_THRESHOLD, ShardCheck, verify_shard
@@ -253,6 +254,7 @@ def describe(
             "attributes": check.attrs,
             **_quality([check]),
             **summarize_properties([p]),
+            **voxel_range([p]),
             "problems": [check.problem] if check.problem else [],
         }
     if not p.is_dir():
@@ -359,6 +361,7 @@ def describe(
         "shards": shards,
         **_quality(checks),
         **summarize_properties(files),
+        **voxel_range(files),
         "problems": problems,
     }
 

@@ -195,6 +195,12 @@ class Shard:
         f = self.file
         return Box(f["origin"][i], f["axes"][i], self.grid_shape, bool(f["periodic"][i]))
 
+    def voxel_size(self, i: int) -> np.ndarray:
+        """(3,) voxel edge lengths of structure ``i``, Å: derived from ``axes`` (each box
+        edge ÷ the voxels along it), not stored separately."""
+        axes = self.file["axes"][self._index(i)]
+        return np.linalg.norm(axes, axis=1) / np.asarray(self.grid_shape)
+
     def atoms(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(atomic numbers (M,), positions (M, 3) Å) of structure ``i``."""
         a0, a1 = self._atom_range(self._index(i))
