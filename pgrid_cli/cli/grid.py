@@ -74,8 +74,16 @@ def grid_cli(
         float, typer.Option(help="Gaussian standard deviation of every atom.", metavar="Å")
     ] = 0.5,
     channels: Annotated[
-        str, typer.Option(help="single, elements, or a list such as C,H,N,O,* .")
+        str,
+        typer.Option(
+            help="single, elements, auto (one per element in the inputs) or a list such as "
+            "C,H,N,O,* ."
+        ),
     ] = "elements",
+    exclude: Annotated[
+        str,
+        typer.Option(help="Elements whose atoms are not gridded, e.g. H (kept in the shards)."),
+    ] = "",
     box: Annotated[
         str,
         typer.Option(help="Molecule box: fit, tight or cube:L (L in Å). Crystals use their cell."),
@@ -178,6 +186,7 @@ def grid_cli(
             format=format,
             shard_size=shard_size,
             spacing=spacing,
+            exclude=exclude,
             cif_tags=cif_tags,
             labels=labels,
             labels_key=labels_key,
@@ -306,6 +315,11 @@ def print_summary(s: RunSummary, console: Console) -> None:
             f"structures keep less than {CAPTURE_WARNING:.0%} of their density in the box "
             f"(lowest {s.min_captured:.1%}): use a larger box (--box, --padding)",
         )
+    if s.catch_all:
+        parts = ", ".join(
+            f"{el} {n:,}" for el, n in sorted(s.catch_all.items(), key=lambda kv: -kv[1])
+        )
+        table.add_row("catch-all *", f"{sum(s.catch_all.values()):,}", f"atoms: {parts}"[:100])
     if s.coarse_voxels:
         table.add_row(
             "[yellow]warning[/]",
@@ -314,8 +328,8 @@ def print_summary(s: RunSummary, console: Console) -> None:
             "(use a smaller --spacing, a larger --grid-size or a larger --sigma)",
         )
     for note, n in sorted(s.notes.items(), key=lambda kv: -kv[1])[:3]:
-        if n and note == COARSE_NOTE:
-            continue
+        if note == COARSE_NOTE or note.endswith("in the catch-all channel *"):
+            continue  # shown above
         table.add_row("note", f"{n:,}×", note[:100])
     if s.manifest:
         table.add_row("manifest", "", str(s.out_dir / "manifest.json"))

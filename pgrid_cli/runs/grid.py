@@ -51,8 +51,18 @@ from ..readers import (
 from ..readers.properties import LabelTable, atom_properties, properties, read_labels
 from ..store.claim import claim_slice
 from ..store.codec import GridCodec
+from ..store.layout import STR_DTYPE
 from ..store.rundir import canonical_path, input_meta, run_id
 from ..store.shard import Shard, ShardMeta, ShardWriter, shard_name
+from .elements import (
+    AUTO,
+    auto_channels,
+    catch_all_counts,
+    channels_without,
+    element_symbol,
+    excluded_numbers,
+    scan_elements,
+)
 from .gridtask import Done, Gridded, Task, TaskResult, run_task
 from .slicing import slice_from_env
 from .summary import Progress, RunSummary
@@ -97,6 +107,10 @@ class GridOptions:
     disorder : CIF partial occupancy policy, ``error``, ``majority`` or ``weight``
     format : force an input format (``xyz``, ``sdf``, ``cif``) instead of the extension
     shard_size : input records per shard (default: see :func:`default_shard_size`)
+    channels may also be ``auto``: one channel per element present in the inputs (found by
+        a first pass over them, :func:`pgrid_cli.runs.elements.scan_elements`)
+    exclude : elements whose atoms are not gridded (e.g. ``"H"``); they are kept with the
+        structure's atoms and recorded in the shard attribute ``exclude``
     spacing : voxel edge (Å) for molecules: the box becomes a fixed cube of side
         grid_size × spacing (``cube:L``) centred on each molecule; crystals keep their cell
     cif_tags : CIF data items kept as properties (names, or one comma-separated string)
@@ -116,6 +130,7 @@ class GridOptions:
     format: str | None = None
     shard_size: int | None = None
     spacing: float | None = None
+    exclude: str | Sequence[str] = ()
     cif_tags: str | Sequence[str] = ()
     labels: str | os.PathLike[str] | None = None
     labels_key: str = "name"
@@ -123,7 +138,10 @@ class GridOptions:
     def resolve(self) -> Settings:
         """Validate every option (ValueError with a specific message) → :class:`Settings`."""
         box = self.box if self.spacing is None else self.spacing_box()
-        recipe = GridRecipe(self.grid_size, self.sigma, self.channels, box, self.padding)
+        exclude = excluded_numbers(self.exclude)
+        # ``auto`` needs the inputs: grid_files resolves it; here a stand-in validates the rest
+        channels = channels_without(self.channels, exclude)
+        recipe = GridRecipe(self.grid_size, self.sigma, channels, box, self.padding)
         # Workers allocate at least one grid: refuse a size over the cap before any work.
         check_memory((recipe.n_channels, *recipe.shape), "one grid")
         codec = GridCodec.parse(self.compression, self.dtype, self.lossless)
@@ -149,6 +167,8 @@ class GridOptions:
             shard_size=size,
             labels=labels,
             spacing=None if self.spacing is None else float(self.spacing),
+            exclude=exclude,
+            auto_channels=self.channels.strip().lower() == AUTO,
         )
 
     def spacing_box(self) -> str:
@@ -181,6 +201,8 @@ class Settings:
     threads: int = 1  #: kernel threads in the process that grids
     labels: tuple[str, str] | None = None  #: (labels table path, key), joined when writing
     spacing: float | None = None  #: the voxel edge asked for (Å), when it set the box
+    exclude: tuple[int, ...] = ()  #: atomic numbers of the atoms not gridded
+    auto_channels: bool = False  #: channels were chosen from the inputs (``auto``)
 
     def parameters(self) -> dict[str, Any]:
         """The parameters that determine shard contents (JSON-friendly)."""
@@ -196,6 +218,7 @@ class Settings:
             "shard_size": self.shard_size,
             # only when set, so that the run ids of runs without them do not change
             **({"cif_tags": list(self.read.cif_tags)} if self.read.cif_tags else {}),
+            **({"exclude": [element_symbol(z) for z in self.exclude]} if self.exclude else {}),
             **({"labels": list(self.labels)} if self.labels else {}),
         }
 
@@ -261,6 +284,8 @@ class _ShardSink:
                 "first_item": k * s.shard_size,
                 "disorder": s.read.disorder,
                 **({"spacing": s.spacing} if s.spacing is not None else {}),
+                "exclude": np.array([element_symbol(z) for z in s.exclude], dtype=STR_DTYPE),
+                "channels_auto": s.auto_channels,
             },
         )
         return ShardWriter(self.out / shard_name(k), meta, compression=s.codec)
@@ -311,6 +336,9 @@ class _ShardSink:
                 writer.append(grids, *args, rounded=True, **more)
         writer.add_rejections(rejected)
         limit = COARSE_VOXELS * self.settings.recipe.sigma
+        for element, n in catch_all_counts(self.settings, structures if done else []).items():
+            self.summary.catch_all[element] = self.summary.catch_all.get(element, 0) + n
+            self.notes[f"atoms of {element} in the catch-all channel *"] += n
         for d in done:
             if voxel_edge(d.box) > limit:
                 self.summary.coarse_voxels += 1
@@ -403,6 +431,10 @@ def grid_files(
         raise ParameterError(f"{{threads}} must be at least 1, got {n_threads}")
     files = [canonical_path(f) for f in expand_inputs(inputs, recursive=recursive)]
     formats = [detect_format(f, settings.format) for f in files]
+    if settings.auto_channels:  # one channel per element present: a first pass over the inputs
+        found = scan_elements(files, formats, settings.read)
+        options = replace(options or GridOptions(), channels=auto_channels(found, settings))
+        settings = replace(options.resolve(), auto_channels=True)
     inputs_meta = [input_meta(f, fmt) for f, fmt in zip(files, formats, strict=True)]
     params = settings.parameters()
     run = run_id(params, inputs_meta)

@@ -44,6 +44,8 @@ class RunSummary:
     min_captured: float | None = None  #: the smallest Σ grid ÷ Σ weights gridded here
     #: structures of this run whose longest voxel edge is above 2σ (undersampled)
     coarse_voxels: int = 0
+    #: atoms that went to the catch-all channel ``*``, by element symbol
+    catch_all: dict[str, int] = field(default_factory=dict)
     files: int = 0
 
     @property
@@ -76,7 +78,6 @@ class RunSummary:
             "manifest": self.manifest,
             "low_capture": self.low_capture,
             "coarse_voxels": self.coarse_voxels,
+            "catch_all": dict(sorted(self.catch_all.items())),
             "min_captured": self.min_captured,
         }
-
-
