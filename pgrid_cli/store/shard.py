@@ -250,7 +250,12 @@ class Shard:
 
     def id(self, i: int) -> int | None:
         """The run-wide id of structure ``i`` (None for version 1 shards)."""
-        return int(self.file[ID][self._index(i)]) if ID in self.file else None
+        if ID not in self.file:
+            return None
+        key = "\0" + ID  # not a property name: read once (N int64), then cached
+        if key not in self._columns:
+            self._columns[key] = self.file[ID][()]
+        return int(self._columns[key][self._index(i)])
 
     def verify(self) -> ShardCheck:
         """Check this shard, checksums included: a
