@@ -46,16 +46,16 @@ def test_grid_then_info_show_and_index(tmp_path):
     out = tmp_path / "out"
     r = pgrid("grid", SAMPLE, "-o", out, "--grid-size", "16", "--workers", "0")
     assert r.exit_code == 0, r.output
-    for word in ("records read", "154", "written", "throughput", "manifest.json"):
+    for word in ("records read", "218", "written", "throughput", "manifest.json"):
         assert word in r.stdout
-    assert len(ShardSet(out)) == 154
+    assert len(ShardSet(out)) == 218
 
     r = pgrid("info", out)
     assert r.exit_code == 0, r.output
     assert "valid" in r.stdout and "H, C, N, O, F, P, S, Cl, Br, I, *" in r.stdout
     r = pgrid("info", out, "--json", "--deep")
     d = json.loads(r.stdout)
-    assert d["n_structures"] == 154 and d["problems"] == [] and r.exit_code == 0
+    assert d["n_structures"] == 218 and d["problems"] == [] and r.exit_code == 0
     r = pgrid("info", out / "shard-00000.h5", "--json")
     assert json.loads(r.stdout)["kind"] == "shard" and r.exit_code == 0
 
@@ -67,7 +67,7 @@ def test_grid_then_info_show_and_index(tmp_path):
     assert_one_line_error(pgrid("show", out, "--channels", "Xe", "-o", png), 2, "no channel Xe")
 
     r = pgrid("index", out, "--vds")
-    assert r.exit_code == 0 and "154 structures" in r.stdout
+    assert r.exit_code == 0 and "218 structures" in r.stdout
     assert (out / "all.h5").exists()
 
 

@@ -511,14 +511,14 @@ def test_verify_shard_finds_damage(tmp_path):
 def test_sample_data_flow_reads_back(tmp_path):
     """The README / make demo flow: everything in sample_data, one shard, read back."""
     s = run([SAMPLE], tmp_path / "o", GridOptions(grid_size=16))
-    assert (s.files, s.read, s.written, s.rejected) == (9, 154, 154, 0)
+    assert (s.files, s.read, s.written, s.rejected) == (73, 218, 218, 0)
     shards = ShardSet(tmp_path / "o")
     names = [r.name for r in shards]
     assert names[0] == "Cu" and "aspirin" in names and names[-1] == "thiophene"
     periodic = [r.box.periodic for r in shards]
     assert sum(periodic) == 9
     d = describe(tmp_path / "o")
-    assert d["problems"] == [] and d["n_structures"] == 154
+    assert d["problems"] == [] and d["n_structures"] == 218
     assert d["parameters"]["channels"] == list(ChannelSpec.parse("elements").names)
     assert [len(list(iter_records(p))) for p in [SAMPLE / "drugs.sdf"]] == [126]
 

@@ -667,3 +667,14 @@ def test_training_example_runs():
     )
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("epoch")]
     assert len(lines) == 1 and "train loss" in lines[0] and "validation MAE" in lines[0]
+    assert "target gap" in done.stdout  # a property the QM9 reader stored
+
+
+def test_training_example_runs_from_shards(tmp_path):
+    example = Path(__file__).resolve().parents[1] / "examples" / "train_3dcnn.py"
+    args = ["--epochs", "1", "--workers", "0", "--seconds", "0", "--shards", str(tmp_path / "s")]
+    done = subprocess.run(
+        [sys.executable, str(example), *args], capture_output=True, text=True, check=True
+    )
+    assert "stored in shards" in done.stdout and "epoch   1" in done.stdout
+    assert (tmp_path / "s" / "shard-00000.h5").exists()

@@ -138,7 +138,10 @@ def bench_cli(
     ] = None,
     format: Annotated[
         str | None,
-        typer.Option("--format", help="Read every input as xyz, sdf, cif, vasp or json (default: from the file name)."),
+        typer.Option(
+            "--format",
+            help="Read every input as xyz, sdf, cif, qm9, vasp or json (default: its name).",
+        ),
     ] = None,
     end_to_end: Annotated[
         bool,

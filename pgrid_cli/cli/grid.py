@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ..runs.grid import CAPTURE_WARNING, GridOptions, grid_files
+from ..runs.grid import CAPTURE_WARNING, COARSE_NOTE, GridOptions, grid_files
 from ..runs.summary import Progress as RunProgress
 from ..runs.summary import RunSummary
 from . import options
@@ -75,8 +75,16 @@ def grid_cli(
         float, typer.Option(help="Gaussian standard deviation of every atom.", metavar="Å")
     ] = 0.5,
     channels: Annotated[
-        str, typer.Option(help="single, elements, or a list such as C,H,N,O,* .")
+        str,
+        typer.Option(
+            help="single, elements, auto (one per element in the inputs) or a list such as "
+            "C,H,N,O,* ."
+        ),
     ] = "elements",
+    exclude: Annotated[
+        str,
+        typer.Option(help="Elements whose atoms are not gridded, e.g. H (kept in the shards)."),
+    ] = "",
     box: Annotated[
         str,
         typer.Option(help="Molecule box: fit, tight or cube:L (L in Å). Crystals use their cell."),
@@ -84,6 +92,15 @@ def grid_cli(
     padding: Annotated[
         float, typer.Option(help="Padding around molecules (fit, tight).", metavar="Å")
     ] = 2.0,
+    spacing: Annotated[
+        float | None,
+        typer.Option(
+            help="Voxel edge for molecules: a fixed cube of grid-size × spacing Å around each "
+            "(instead of --box).",
+            metavar="Å",
+            show_default=False,
+        ),
+    ] = None,
     dtype: Annotated[str, typer.Option(help="Grid storage: float32 or float16.")] = "float32",
     compression: Annotated[
         str, typer.Option(help="gzip (with shuffle; gzip:1 … gzip:9 sets the level), lzf or none.")
@@ -102,8 +119,30 @@ def grid_cli(
     ] = "error",
     format: Annotated[
         str | None,
-        typer.Option("--format", help="Read every input as xyz, sdf, cif, vasp or json (default: from the file name)."),
+        typer.Option(
+            "--format",
+            help="Read every input as xyz, sdf, cif, qm9, vasp or json (default: its name).",
+        ),
     ] = None,
+    cif_tags: Annotated[
+        str,
+        typer.Option(
+            "--cif-tags",
+            help="CIF data items to keep as properties, e.g. "
+            "_cell_volume,_exptl_crystal_density_diffrn.",
+        ),
+    ] = "",
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="A table (.csv or .parquet) of properties joined to the records by --labels-key.",
+            show_default=False,
+        ),
+    ] = None,
+    labels_key: Annotated[
+        str,
+        typer.Option(help="How --labels rows match records: name, or source,record."),
+    ] = "name",
     recursive: Annotated[
         bool, typer.Option("--recursive/--no-recursive", help="Search directories recursively.")
     ] = True,
@@ -150,6 +189,11 @@ def grid_cli(
             disorder=disorder,
             format=format,
             shard_size=shard_size,
+            spacing=spacing,
+            exclude=exclude,
+            cif_tags=cif_tags,
+            labels=labels,
+            labels_key=labels_key,
         )
         options.resolve()  # bad options fail before any file is touched
         bar = _ProgressBar(enabled=not (quiet or json_out) and err_console.is_terminal)
@@ -275,7 +319,21 @@ def print_summary(s: RunSummary, console: Console) -> None:
             f"structures keep less than {CAPTURE_WARNING:.0%} of their density in the box "
             f"(lowest {s.min_captured:.1%}): use a larger box (--box, --padding)",
         )
+    if s.catch_all:
+        parts = ", ".join(
+            f"{el} {n:,}" for el, n in sorted(s.catch_all.items(), key=lambda kv: -kv[1])
+        )
+        table.add_row("catch-all *", f"{sum(s.catch_all.values()):,}", f"atoms: {parts}"[:100])
+    if s.coarse_voxels:
+        table.add_row(
+            "[yellow]warning[/]",
+            f"{s.coarse_voxels:,}",
+            "structures have voxels wider than 2σ: their density is undersampled "
+            "(use a smaller --spacing, a larger --grid-size or a larger --sigma)",
+        )
     for note, n in sorted(s.notes.items(), key=lambda kv: -kv[1])[:3]:
+        if note == COARSE_NOTE or note.endswith("in the catch-all channel *"):
+            continue  # shown above
         table.add_row("note", f"{n:,}×", note[:100])
     if s.manifest:
         table.add_row("manifest", "", str(s.out_dir / "manifest.json"))

@@ -96,6 +96,19 @@ def print_description(d: dict[str, Any], console: Console) -> None:
             f"min {d['captured_min']:.4f}; {below:,} of {d['n_structures']:,} structures "
             f"below {d['captured_threshold']} (Σ grid ÷ Σ weights)",
         )
+    if d.get("voxel_min") is not None:
+        lo, hi = d["voxel_min"], d["voxel_max"]
+        text = f"{lo:.4g} Å" if abs(hi - lo) < 1e-9 else f"{lo:.4g} … {hi:.4g} Å"
+        sigma = params.get("sigma")
+        if sigma and hi > 2 * float(sigma):
+            text += f"  [yellow](above 2σ = {2 * float(sigma):g} Å: undersampled)[/]"
+        table.add_row("voxel edge", text)
+    for group, label in (("properties", "property"), ("atom_properties", "atom property")):
+        for name, e in sorted((d.get(group) or {}).items()):
+            text = f"{e['kind']}, {e['count']:,} values"
+            if "min" in e:
+                text += f", {e['min']:.6g} … {e['max']:.6g}"
+            table.add_row(f"{label} {name}", text)
     status = d.get("checksums")
     if status:
         table.add_row("checksums", _CHECKSUMS.get(status, status))

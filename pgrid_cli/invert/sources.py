@@ -32,11 +32,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..core.box import Box
-from ..core.channels import ChannelSpec
+from ..core.channels import ChannelSpec, atomic_number
 from ..core.errors import ParameterError
 from ..core.kernel import check_sigma
 from ..readers import source_name
-from ..store.shard import Shard, ShardSet
+from ..store.shard import Shard, ShardSet, plain
 
 __all__ = [
     "GridItem",
@@ -182,6 +182,15 @@ class ShardGrids:
         try:
             item.ref_numbers, item.ref_positions = shard.atoms(j)
             item.ref_weights = shard.weights(j)  # site occupancies (`--disorder`)
+            excluded = plain(f.attrs.get("exclude", []))
+            if excluded:  # atoms `pgrid grid --exclude` left out of the grid: not to be found
+                keep = ~np.isin(item.ref_numbers, [atomic_number(e) for e in excluded])
+                item.ref_numbers, item.ref_positions = (
+                    item.ref_numbers[keep],
+                    item.ref_positions[keep],
+                )
+                if item.ref_weights is not None:
+                    item.ref_weights = item.ref_weights[keep]
             item.box = shard.box(j)
             item.grid = shard.grid(j)
         except (KeyError, ValueError) as exc:

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..core.structure import Structure
 from .files import Lines
+from .properties import set_properties, text_value
 from .records import (
     DISORDER,
     MALFORMED,
@@ -80,20 +81,21 @@ def _parse_cif(raw: RawRecord, options: ReadOptions) -> Structure | Rejection:
         warnings.simplefilter("always")
         try:
             parser = CifParser.from_str(raw.text)
-            problem = _occupancy_problem(parser.as_dict(), options.disorder)
+            blocks = parser.as_dict()
+            problem = _occupancy_problem(blocks, options.disorder)
             if problem is not None:
                 return reject(raw, *problem)
             structures = parser.parse_structures(primitive=False, on_error="raise")
         except Exception as exc:
-            return reject(
-                raw, f"pymatgen cannot read the block: {one_line(str(exc))}", PARSE_ERROR
-            )
+            return reject(raw, f"pymatgen cannot read the block: {one_line(str(exc))}", PARSE_ERROR)
     notes = warning_texts(caught)
     if not structures:
         why = notes[-1] if notes else "no structure in the block"
         return reject(raw, f"pymatgen cannot read the block: {why}", PARSE_ERROR)
     s = structures[0]
     info: dict[str, object] = {"warnings": notes} if notes else {}
+    if options.cif_tags:
+        set_properties(info, _cif_items(blocks, options.cif_tags))
     lattice = np.array(s.lattice.matrix, dtype=np.float64)
     if s.is_ordered:
         numbers = np.array([site.specie.Z for site in s], dtype=np.int64)
@@ -186,6 +188,25 @@ def _occupancy_problem(blocks: dict[str, Any], disorder: str) -> tuple[str, str]
                 DISORDER,
             )
     return None
+
+
+def _cif_items(blocks: dict[str, Any], tags: tuple[str, ...]) -> dict[str, object]:
+    """The data items ``tags`` of the block (with or without the leading ``_``):
+    numbers when they read as numbers (an uncertainty in brackets dropped), else text; a
+    looped item is its values joined by spaces; ``?`` and ``.`` are missing."""
+    data = next(iter(blocks.values())) if blocks else {}
+    out: dict[str, object] = {}
+    for tag in tags:
+        key = tag if tag.startswith("_") else f"_{tag}"
+        if key not in data:
+            continue
+        values = [v for v in _column(data, key) if v.strip() not in ("?", ".")]
+        if not values:
+            continue
+        v = text_value(" ".join(values), uncertainty=len(values) == 1)
+        if v is not None:
+            out[key.lstrip("_")] = v
+    return out
 
 
 def _column(data: dict[str, Any], key: str) -> list[str]:

@@ -53,10 +53,13 @@ class ReadOptions:
     (every species of a site, weighted by occupancy). ``max_record_bytes`` is the
     largest record text read (see :data:`MAX_RECORD_BYTES`); a larger record is
     rejected (kind :data:`TOO_LARGE`) and reading goes on with the next one.
+    ``cif_tags`` are the CIF data items (``_cell_volume``, ``_chemical_formula_sum``, …)
+    kept as properties of each block.
     """
 
     disorder: str = "error"
     max_record_bytes: int = MAX_RECORD_BYTES
+    cif_tags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.disorder not in DISORDER_POLICIES:

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..core.structure import Structure
 from .files import Lines
+from .properties import set_properties, text_value
 from .records import EMPTY, NO_3D, PARSE_ERROR, RawRecord, ReadOptions, Rejection, reject
 from .registry import Reader, register
 
@@ -110,7 +111,63 @@ def _parse_sdf(raw: RawRecord, _options: ReadOptions) -> Structure | Rejection:
     )
     notes = [_TIMESTAMP.sub("", m).strip() for m in capture.messages if m.strip()]
     info: dict[str, object] = {"warnings": notes} if notes else {}
+    props, per_atom = sdf_tags(raw.text, len(numbers))
+    set_properties(info, props, per_atom)
     return Structure(numbers, positions, name=name, source=raw.source, record=raw.record, info=info)
+
+
+_TAG = re.compile(r"^>.*?<([^>]+)>")
+_ATOM_LIST = re.compile(r"^atom\.(d|i|b|)prop\.(.+)$")
+
+
+def sdf_tags(text: str, n_atoms: int) -> tuple[dict[str, object], dict[str, object]]:
+    """The data items of an SDF record (``> <name>`` then value lines up to a blank
+    line), as RDKit's ``GetPropsAsDict`` has them: a value that reads as a number is a
+    number, a multi-line value is its lines joined by newlines. RDKit's atom property
+    lists (``atom.dprop.NAME``, ``atom.iprop.``, ``atom.bprop.``, ``atom.prop.``: one
+    value per atom, ``n/a`` for none) are per-atom properties instead."""
+    lines = text.splitlines()
+    try:
+        start = next(i for i, ln in enumerate(lines) if ln.startswith("M  END")) + 1
+    except StopIteration:
+        return {}, {}
+    props: dict[str, object] = {}
+    per_atom: dict[str, object] = {}
+    i = start
+    while i < len(lines):
+        m = _TAG.match(lines[i])
+        i += 1
+        if not m:
+            continue
+        name = m.group(1).strip()
+        value: list[str] = []
+        while i < len(lines) and lines[i].strip():
+            value.append(lines[i].rstrip())
+            i += 1
+        joined = "\n".join(value)
+        listed = _ATOM_LIST.match(name)
+        if listed:
+            fields = joined.split()
+            if len(fields) == n_atoms:
+                kind = listed.group(1)
+                if kind in ("d", "i"):
+                    per_atom[listed.group(2)] = np.array(
+                        [float("nan") if f == "n/a" else float(f) for f in fields]
+                    )
+                elif kind == "b":
+                    per_atom[listed.group(2)] = np.array(
+                        [f.lower() in ("1", "true") for f in fields], dtype=np.float64
+                    )
+                else:
+                    vals = [float("nan") if f == "n/a" else text_value(f) for f in fields]
+                    numeric = all(isinstance(v, float) for v in vals)
+                    per_atom[listed.group(2)] = np.array(
+                        vals, dtype=np.float64 if numeric else object
+                    )
+                continue
+        v = text_value(joined)
+        props[name] = "" if v is None else v
+    return props, per_atom
 
 
 def _preload() -> None:

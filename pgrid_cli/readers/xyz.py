@@ -11,6 +11,7 @@ import numpy as np
 
 from ..core.structure import Structure
 from .files import Lines
+from .properties import set_properties
 from .records import (
     BAD_CELL,
     MALFORMED,
@@ -32,8 +33,24 @@ def _is_count_line(s: str) -> bool:
     return len(s) <= 12 and s.isascii() and s.isdigit()
 
 
-def _frame_xyz(lines: Lines, source: str) -> Iterator[RawRecord | Rejection]:
+#: A QM9 comment line: ``gdb``, the molecule's index, then 15 numbers (docs/grid.md,
+#: "QM9"); numbers may use Mathematica's ``*^`` exponent.
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:(?:[eE]|\*\^)[-+]?\d+)?"
+QM9_COMMENT = re.compile(rf"^gdb\s+\d+(?:\s+{_NUM}){{15}}\s*$")
+#: Lines after a QM9 frame's atoms: frequencies, SMILES (GDB, relaxed), InChI (likewise).
+QM9_TRAILER = 3
+
+
+def is_qm9_comment(comment: str) -> bool:
+    """Whether an XYZ comment line is a QM9 one (then the frame has a 3-line trailer)."""
+    return comment.startswith("gdb") and QM9_COMMENT.match(comment.strip()) is not None
+
+
+def frame_xyz(lines: Lines, source: str, qm9: bool = False) -> Iterator[RawRecord | Rejection]:
     """XYZ frames: an atom count, a comment line, then that many atom lines.
+
+    A frame whose comment line is a QM9 one (:func:`is_qm9_comment`), or every frame
+    with ``qm9``, also owns the three lines after its atoms, and is a ``qm9`` record.
 
     Blank lines between frames are skipped. A count line that is not a number rejects the
     lines up to the next line holding only a number (the next frame); a frame cut short
@@ -84,18 +101,42 @@ def _frame_xyz(lines: Lines, source: str) -> Iterator[RawRecord | Rejection]:
                 size += len(atom)
                 if size <= limit:  # beyond it the frame is only read to its end
                     body.append(atom)
+        fmt = "qm9" if comment and (qm9 or is_qm9_comment(comment)) else "xyz"
+        if fmt == "qm9" and not missing:
+            for k in range(QM9_TRAILER):
+                extra = lines.readline()
+                if not extra or (len(extra) <= 12 and _is_count_line(extra.strip())):
+                    if extra:
+                        lines.unread(extra)
+                    yield Rejection(
+                        source,
+                        record,
+                        _xyz_name(comment, fmt),
+                        f"line {start}: truncated QM9 record, {k} of the {QM9_TRAILER} lines "
+                        f"after the atoms (frequencies, SMILES, InChI) found",
+                        TRUNCATED,
+                    )
+                    break
+                size += len(extra)
+                if size <= limit:
+                    body.append(extra)
+            else:
+                extra = "ok"
+            if extra != "ok":
+                record += 1
+                continue
         if missing:
             found = "no comment line" if not comment else f"{natoms - missing} atom lines"
             yield Rejection(
                 source,
                 record,
-                _xyz_name(comment) if comment else "",
+                _xyz_name(comment, fmt) if comment else "",
                 f"line {start}: truncated frame, {natoms} atoms announced but {found} found",
                 TRUNCATED,
             )
             record += 1
             continue
-        while True:  # VEC1..VEC3 cell lines that some writers append to a frame
+        while fmt == "xyz":  # VEC1..VEC3 cell lines that some writers append to a frame
             nxt = lines.readline()
             if nxt.lstrip().startswith("VEC"):
                 size += len(nxt)
@@ -105,19 +146,23 @@ def _frame_xyz(lines: Lines, source: str) -> Iterator[RawRecord | Rejection]:
                     lines.unread(nxt)
                 break
         if size > limit:
-            yield lines.too_large(source, record, _xyz_name(comment), start)
+            yield lines.too_large(source, record, _xyz_name(comment, fmt), start)
         else:
             text = "".join(body)
-            yield RawRecord(source, record, "xyz", text, _xyz_name(comment), lines.offset)
+            yield RawRecord(source, record, fmt, text, _xyz_name(comment, fmt), lines.offset)
         record += 1
 
 
 _NAME_KEY = re.compile(r"""(?:^|\s)(?:name|Name|NAME|title|Title)=("[^"]*"|'[^']*'|\S+)""")
 
 
-def _xyz_name(comment: str) -> str:
-    """A frame's name: ``name=…`` of an extended-XYZ comment, else a plain comment."""
+def _xyz_name(comment: str, fmt: str = "xyz") -> str:
+    """A frame's name: ``name=…`` of an extended-XYZ comment, else a plain comment;
+    ``gdb_<index>`` for a QM9 record."""
     comment = comment.strip()
+    if fmt == "qm9":
+        parts = comment.split()
+        return f"gdb_{parts[1]}" if len(parts) > 1 else comment[:200]
     m = _NAME_KEY.search(comment)
     if m:
         return m.group(1).strip("\"'")
@@ -149,7 +194,9 @@ def _parse_xyz(raw: RawRecord, _options: ReadOptions) -> Structure | Rejection:
             f"periodic crystals",
             BAD_CELL,
         )
-    info = {"warnings": warning_texts(caught)} if caught else {}
+    info: dict[str, object] = {"warnings": warning_texts(caught)} if caught else {}
+    comment = raw.text.split("\n", 2)[1] if raw.text.count("\n") >= 1 else ""
+    _xyz_properties(atoms, info, set(_KEY.findall(comment)))
     return Structure(
         numbers=np.array(atoms.numbers, dtype=np.int64),
         positions=np.array(atoms.positions, dtype=np.float64),
@@ -161,8 +208,42 @@ def _parse_xyz(raw: RawRecord, _options: ReadOptions) -> Structure | Rejection:
     )
 
 
+#: Per-frame info keys that describe the frame, not the record (kept out of properties).
+_NOT_PROPERTIES = {"pbc", "Lattice", "Properties", "name", "Name", "NAME", "title", "Title"}
+_NOT_ATOM_PROPERTIES = {"numbers", "positions", "species", "pos", "Z"}
+
+
+_KEY = re.compile(r"""([A-Za-z_][\w.-]*)\s*=""")
+
+
+def _xyz_properties(atoms: object, info: dict[str, object], keys: set[str]) -> None:
+    """An extended-XYZ frame's ``key=value`` pairs (``keys``: those of its comment line;
+    ASE also makes every bare word of a plain comment a ``True`` flag, which is no
+    property) and per-atom arrays (``forces``, ``charges``, …) as properties; ASE moves
+    ``energy``, ``forces`` (and the like) to a calculator, whose results are kept too."""
+    props = {
+        k: v
+        for k, v in atoms.info.items()  # type: ignore[attr-defined]
+        if k in keys and k not in _NOT_PROPERTIES
+    }
+    per_atom = {
+        k: v
+        for k, v in atoms.arrays.items()  # type: ignore[attr-defined]
+        if k not in _NOT_ATOM_PROPERTIES
+    }
+    calc = getattr(atoms, "calc", None)
+    n = len(atoms)  # type: ignore[arg-type]
+    for k, v in (getattr(calc, "results", None) or {}).items():
+        arr = np.asarray(v)
+        if arr.ndim >= 1 and arr.shape[0] == n and k not in ("stress",):
+            per_atom[k] = arr
+        elif k in keys:
+            props[k] = v
+    set_properties(info, props, per_atom)
+
+
 def _preload() -> None:
     import ase.io  # noqa: F401
 
 
-register(Reader("xyz", (".xyz", ".extxyz"), _frame_xyz, _parse_xyz, _preload, ("extxyz",)))
+register(Reader("xyz", (".xyz", ".extxyz"), frame_xyz, _parse_xyz, _preload, ("extxyz",)))

@@ -34,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from ..core.box import ShapeLike, normalize_shape
+from ..core.box import Box, ShapeLike, normalize_shape
 from ..core.errors import ParameterError
 from ..core.kernel import available_cores, check_memory, get_memory_limit
 from ..core.recipe import GridRecipe
+from ..core.structure import Structure
 from ..readers import (
     RawRecord,
     ReadOptions,
@@ -47,10 +48,21 @@ from ..readers import (
     iter_raw_records,
     preload_readers,
 )
+from ..readers.properties import LabelTable, atom_properties, properties, read_labels
 from ..store.claim import claim_slice
 from ..store.codec import GridCodec
+from ..store.layout import STR_DTYPE
 from ..store.rundir import canonical_path, input_meta, run_id
 from ..store.shard import Shard, ShardMeta, ShardWriter, shard_name
+from .elements import (
+    AUTO,
+    auto_channels,
+    catch_all_counts,
+    channels_without,
+    element_symbol,
+    excluded_numbers,
+    scan_elements,
+)
 from .gridtask import Done, Gridded, Task, TaskResult, run_task
 from .slicing import slice_from_env
 from .summary import Progress, RunSummary
@@ -67,6 +79,18 @@ _MAX_NOTES = 50
 #: A structure whose grid holds less than this share of its weight is counted (and
 #: warned about) in the summary: its box cuts off part of its density.
 CAPTURE_WARNING = 0.99
+#: A structure whose largest voxel edge is above this many σ is counted and warned about:
+#: its Gaussians are undersampled (a voxel wider than the atom's density).
+COARSE_VOXELS = 2.0
+COARSE_NOTE = (
+    "voxel edge above 2σ: the density is undersampled (use a smaller --spacing, a larger "
+    "--grid-size or a larger --sigma)"
+)
+
+
+def voxel_edge(box: Box) -> float:
+    """The longest voxel edge of a box, Å (its edge vectors ÷ the voxels along them)."""
+    return float(np.max(np.linalg.norm(box.axes, axis=1) / np.asarray(box.shape)))
 
 
 # ---------------------------------------------------------------------- options
@@ -83,6 +107,15 @@ class GridOptions:
     disorder : CIF partial occupancy policy, ``error``, ``majority`` or ``weight``
     format : force an input format (``xyz``, ``sdf``, ``cif``) instead of the extension
     shard_size : input records per shard (default: see :func:`default_shard_size`)
+    channels may also be ``auto``: one channel per element present in the inputs (found by
+        a first pass over them, :func:`pgrid_cli.runs.elements.scan_elements`)
+    exclude : elements whose atoms are not gridded (e.g. ``"H"``); they are kept with the
+        structure's atoms and recorded in the shard attribute ``exclude``
+    spacing : voxel edge (Å) for molecules: the box becomes a fixed cube of side
+        grid_size × spacing (``cube:L``) centred on each molecule; crystals keep their cell
+    cif_tags : CIF data items kept as properties (names, or one comma-separated string)
+    labels, labels_key : a table (.csv or .parquet) of properties joined to the records
+        by ``name`` or by ``source,record`` (docs/grid.md, "Properties")
     """
 
     grid_size: ShapeLike = 32
@@ -96,14 +129,28 @@ class GridOptions:
     disorder: str = "error"
     format: str | None = None
     shard_size: int | None = None
+    spacing: float | None = None
+    exclude: str | Sequence[str] = ()
+    cif_tags: str | Sequence[str] = ()
+    labels: str | os.PathLike[str] | None = None
+    labels_key: str = "name"
 
     def resolve(self) -> Settings:
         """Validate every option (ValueError with a specific message) → :class:`Settings`."""
-        recipe = GridRecipe(self.grid_size, self.sigma, self.channels, self.box, self.padding)
+        box = self.box if self.spacing is None else self.spacing_box()
+        exclude = excluded_numbers(self.exclude)
+        # ``auto`` needs the inputs: grid_files resolves it; here a stand-in validates the rest
+        channels = channels_without(self.channels, exclude)
+        recipe = GridRecipe(self.grid_size, self.sigma, channels, box, self.padding)
         # Workers allocate at least one grid: refuse a size over the cap before any work.
         check_memory((recipe.n_channels, *recipe.shape), "one grid")
         codec = GridCodec.parse(self.compression, self.dtype, self.lossless)
-        read = ReadOptions(self.disorder)
+        tags = self.cif_tags.split(",") if isinstance(self.cif_tags, str) else self.cif_tags
+        read = ReadOptions(self.disorder, cif_tags=tuple(t.strip() for t in tags if t.strip()))
+        labels = None
+        if self.labels is not None:
+            table = read_labels(self.labels, self.labels_key)  # checked now, read again later
+            labels = (str(Path(table.path).resolve()), ",".join(table.key))
         fmt = detect_format("", self.format) if self.format is not None else None
         if self.shard_size is not None and int(self.shard_size) < 1:
             raise ParameterError(f"{{shard_size}} must be at least 1, got {self.shard_size}")
@@ -112,7 +159,34 @@ class GridOptions:
             if self.shard_size is not None
             else default_shard_size(recipe.shape, recipe.n_channels, codec)
         )
-        return Settings(recipe=recipe, codec=codec, read=read, format=fmt, shard_size=size)
+        return Settings(
+            recipe=recipe,
+            codec=codec,
+            read=read,
+            format=fmt,
+            shard_size=size,
+            labels=labels,
+            spacing=None if self.spacing is None else float(self.spacing),
+            exclude=exclude,
+            auto_channels=self.channels.strip().lower() == AUTO,
+        )
+
+    def spacing_box(self) -> str:
+        """The ``cube:L`` box that ``spacing`` makes with ``grid_size`` (L = N·H)."""
+        h = self.spacing
+        if h is None or not (isinstance(h, (int, float)) and math.isfinite(h) and h > 0):
+            raise ParameterError(f"{{spacing}} must be a positive number of Å, got {h!r}")
+        shape = normalize_shape(self.grid_size)
+        if len(set(shape)) != 1:
+            raise ParameterError(
+                f"{{spacing}} makes a cube: it needs one {{grid_size}} N, not {shape}"
+            )
+        if self.box != "fit":
+            raise ParameterError(
+                f"{{spacing}} sets the box (a cube of grid_size × spacing Å); do not give "
+                f"{{box}} {self.box} as well"
+            )
+        return f"cube:{shape[0] * float(h):.10g}"
 
 
 @dataclass(frozen=True)
@@ -125,6 +199,10 @@ class Settings:
     format: str | None
     shard_size: int
     threads: int = 1  #: kernel threads in the process that grids
+    labels: tuple[str, str] | None = None  #: (labels table path, key), joined when writing
+    spacing: float | None = None  #: the voxel edge asked for (Å), when it set the box
+    exclude: tuple[int, ...] = ()  #: atomic numbers of the atoms not gridded
+    auto_channels: bool = False  #: channels were chosen from the inputs (``auto``)
 
     def parameters(self) -> dict[str, Any]:
         """The parameters that determine shard contents (JSON-friendly)."""
@@ -138,6 +216,10 @@ class Settings:
             "disorder": self.read.disorder,
             "format": self.format,
             "shard_size": self.shard_size,
+            # only when set, so that the run ids of runs without them do not change
+            **({"cif_tags": list(self.read.cif_tags)} if self.read.cif_tags else {}),
+            **({"exclude": [element_symbol(z) for z in self.exclude]} if self.exclude else {}),
+            **({"labels": list(self.labels)} if self.labels else {}),
         }
 
 
@@ -186,6 +268,7 @@ class _ShardSink:
         self.written_shards: list[int] = []
         self._writer: ShardWriter | None = None
         self._shard = -1
+        self.labels: LabelTable | None = None  #: properties joined by key (``labels``)
 
     def _open(self, k: int) -> ShardWriter:
         s = self.settings
@@ -200,6 +283,9 @@ class _ShardSink:
                 "run_id": self.run,
                 "first_item": k * s.shard_size,
                 "disorder": s.read.disorder,
+                **({"spacing": s.spacing} if s.spacing is not None else {}),
+                "exclude": np.array([element_symbol(z) for z in s.exclude], dtype=STR_DTYPE),
+                "channels_auto": s.auto_channels,
             },
         )
         return ShardWriter(self.out / shard_name(k), meta, compression=s.codec)
@@ -222,6 +308,7 @@ class _ShardSink:
             self._shard = res.shard
             self.written_shards.append(res.shard)
         writer = self._writer
+        ids = [res.first + i for i, e in enumerate(res.entries) if isinstance(e, Gridded)]
         done = [e for e in res.entries if isinstance(e, Gridded)]
         rejected = [e for e in res.entries if isinstance(e, Rejection)]
         if done:
@@ -235,15 +322,27 @@ class _ShardSink:
                 [s.record for s in structures],
                 [s.weights for s in structures],
             )
-            captured = [d.captured for d in done]  # of the kernel's grid, before rounding
+            more = {
+                "captured": [d.captured for d in done],  # of the kernel's grid, unrounded
+                "ids": ids,
+                "properties": [self._properties(s) for s in structures],
+                "atom_properties": [atom_properties(s) for s in structures],
+            }
             if self.settings.codec.encodes_chunks:
                 chunks = [d.chunk for d in done]
-                writer.append(chunks, *args, encoded=True, captured=captured)  # type: ignore[arg-type]
+                writer.append(chunks, *args, encoded=True, **more)  # type: ignore[arg-type]
             else:  # rounded in the worker already
                 grids = np.stack([d.grid for d in done])  # type: ignore[arg-type]
-                writer.append(grids, *args, rounded=True, captured=captured)
+                writer.append(grids, *args, rounded=True, **more)
         writer.add_rejections(rejected)
+        limit = COARSE_VOXELS * self.settings.recipe.sigma
+        for element, n in catch_all_counts(self.settings, structures if done else []).items():
+            self.summary.catch_all[element] = self.summary.catch_all.get(element, 0) + n
+            self.notes[f"atoms of {element} in the catch-all channel *"] += n
         for d in done:
+            if voxel_edge(d.box) > limit:
+                self.summary.coarse_voxels += 1
+                self.notes[COARSE_NOTE] += 1
             if d.captured < CAPTURE_WARNING:
                 self.summary.low_capture += 1
             low = self.summary.min_captured
@@ -261,6 +360,18 @@ class _ShardSink:
         self.timings["encode"] += res.encode_s
         self.timings["write"] += time.thread_time() - t
         self.report(res.bytes_end)
+
+    def _properties(self, s: Structure) -> dict[str, Any]:
+        """The reader's properties of ``s``, and the labels table's (which win)."""
+        props = properties(s)
+        if self.labels is not None:
+            found = self.labels.lookup(s)
+            key = f"labels from {Path(self.labels.path).name}: " + (
+                "joined" if found else f"no row for the record's {','.join(self.labels.key)}"
+            )
+            self.notes[key] += 1
+            props = {**props, **found}
+        return props
 
     def close(self) -> None:
         self._finish()
@@ -320,6 +431,10 @@ def grid_files(
         raise ParameterError(f"{{threads}} must be at least 1, got {n_threads}")
     files = [canonical_path(f) for f in expand_inputs(inputs, recursive=recursive)]
     formats = [detect_format(f, settings.format) for f in files]
+    if settings.auto_channels:  # one channel per element present: a first pass over the inputs
+        found = scan_elements(files, formats, settings.read)
+        options = replace(options or GridOptions(), channels=auto_channels(found, settings))
+        settings = replace(options.resolve(), auto_channels=True)
     inputs_meta = [input_meta(f, fmt) for f, fmt in zip(files, formats, strict=True)]
     params = settings.parameters()
     run = run_id(params, inputs_meta)
@@ -348,6 +463,8 @@ def grid_files(
             )
 
     sink = _ShardSink(out, settings, run, command, summary, report)
+    if settings.labels is not None:
+        sink.labels = read_labels(*settings.labels)
     for check in kept.values():
         summary.read += check.n_structures + check.n_rejected
         summary.written += check.n_structures
@@ -401,7 +518,7 @@ def grid_files(
                 submit(task)
                 task = None
             if task is None:
-                task = Task(k, [])
+                task = Task(k, [], first=number)
             task.items.append(item)
             task.bytes_end = position
         if task is not None:
@@ -435,6 +552,7 @@ def grid_files(
             "rejected": summary.rejected,
             "rejected_by_kind": dict(sorted(sink.kinds.items())),
             "low_capture": summary.low_capture,
+            "coarse_voxels": summary.coarse_voxels,
         },
         notes=dict(sink.notes),
     )
@@ -467,4 +585,3 @@ def _numbered_items(
             yield number, item, position
             number += 1
         base += int(m["bytes"] or 0)
-

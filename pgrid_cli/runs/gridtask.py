@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,7 +18,7 @@ from ..core.box import Box
 from ..core.kernel import render_batch
 from ..core.recipe import GridRecipe
 from ..core.structure import Structure
-from ..readers import CANNOT_GRID, RawRecord, Rejection, parse_record, prepare_structure
+from ..readers import CANNOT_GRID, EMPTY, RawRecord, Rejection, parse_record, prepare_structure
 
 if TYPE_CHECKING:
     from .grid import Settings
@@ -44,6 +44,7 @@ class Task:
     shard: int
     items: list[RawRecord | Rejection]
     bytes_end: int = 0
+    first: int = 0  #: the item number of ``items[0]`` (ids are item numbers)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class TaskResult:
     parse_s: float = 0.0
     grid_s: float = 0.0
     encode_s: float = 0.0
+    first: int = 0  #: the item number of ``entries[0]`` (one entry per item)
 
 
 _buffers: dict[tuple[int, ...], np.ndarray] = {}
@@ -79,19 +81,25 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
     recipe = settings.recipe
     entries: list[Gridded | Rejection | None] = []
     ready: list[tuple[int, Structure, tuple[np.ndarray, Box]]] = []
+    originals: dict[int, Structure] = {}  # the structures as read (excluded atoms kept)
     for item in task.items:
         s = item if isinstance(item, Rejection) else parse_record(item, settings.read)
         if isinstance(s, Rejection):
             entries.append(s)
             continue
-        prepared = prepare_structure(s, recipe)
+        gridded = _without(s, settings.exclude)
+        if isinstance(gridded, Rejection):
+            entries.append(gridded)
+            continue
+        prepared = prepare_structure(gridded, recipe)
         if isinstance(prepared, Rejection):
             entries.append(prepared)
             continue
-        ready.append((len(entries), s, prepared))
+        ready.append((len(entries), gridded, prepared))
+        originals[len(entries)] = s
         entries.append(None)
     t1 = time.process_time()
-    result = TaskResult(task.shard, [], task.bytes_end, parse_s=t1 - t0)
+    result = TaskResult(task.shard, [], task.bytes_end, parse_s=t1 - t0, first=task.first)
     if ready:
         grids, failed = _render(ready, recipe, settings.threads)
         for idx, s, reason in failed:
@@ -109,7 +117,7 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
             if "disorder" in s.info:
                 notes.append(f"partial occupancy handled with disorder={settings.read.disorder}")
             entries[idx] = Gridded(
-                structure=s,
+                structure=originals[idx],
                 box=box,
                 chunk=codec.encode(g) if codec.encodes_chunks else None,
                 grid=None if codec.encodes_chunks else g.astype(codec.np_dtype),
@@ -120,6 +128,23 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
         result.encode_s = time.process_time() - t2
     result.entries = [e for e in entries if e is not None]
     return result
+
+
+def _without(s: Structure, exclude: tuple[int, ...]) -> Structure | Rejection:
+    """``s`` without the atoms of the ``exclude`` elements (what is gridded)."""
+    if not exclude:
+        return s
+    keep = ~np.isin(np.asarray(s.numbers), exclude)
+    if keep.all():
+        return s
+    if not keep.any():
+        return Rejection(s.source, s.record, s.name, "every atom is of an excluded element", EMPTY)
+    return replace(
+        s,
+        numbers=np.asarray(s.numbers)[keep],
+        positions=np.asarray(s.positions)[keep],
+        weights=None if s.weights is None else np.asarray(s.weights)[keep],
+    )
 
 
 def _render(
@@ -158,5 +183,3 @@ class Done:
 
     def done(self) -> bool:
         return True
-
-

@@ -42,6 +42,10 @@ class RunSummary:
     #: structures of this run whose grid holds less than CAPTURE_WARNING of their weight
     low_capture: int = 0
     min_captured: float | None = None  #: the smallest Σ grid ÷ Σ weights gridded here
+    #: structures of this run whose longest voxel edge is above 2σ (undersampled)
+    coarse_voxels: int = 0
+    #: atoms that went to the catch-all channel ``*``, by element symbol
+    catch_all: dict[str, int] = field(default_factory=dict)
     files: int = 0
 
     @property
@@ -73,7 +77,7 @@ class RunSummary:
             "notes": self.notes,
             "manifest": self.manifest,
             "low_capture": self.low_capture,
+            "coarse_voxels": self.coarse_voxels,
+            "catch_all": dict(sorted(self.catch_all.items())),
             "min_captured": self.min_captured,
         }
-
-

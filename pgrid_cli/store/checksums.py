@@ -38,6 +38,12 @@ def crc32(data: Any, value: int = 0) -> int:
 def values_checksum(values: Any, dtype: Any = None) -> int:
     """CRC-32 of a dataset's values (as stored with ``dtype``; see the module docstring)."""
     arr = np.asarray(values) if dtype is None else np.asarray(values, dtype=dtype)
+    if arr.dtype.kind == "O" and any(isinstance(v, np.ndarray) for v in arr.reshape(-1)):
+        crc = 0  # variable-length arrays: each one's little-endian bytes, then its length
+        for v in arr.reshape(-1):
+            a = np.ascontiguousarray(v, dtype=np.asarray(v).dtype.newbyteorder("<"))
+            crc = crc32(np.int64(a.size).tobytes(), crc32(a.view(np.uint8).reshape(-1), crc))
+        return crc
     if arr.dtype.kind in ("O", "S", "U"):
         crc = 0
         for v in arr.reshape(-1).tolist():

@@ -17,6 +17,9 @@ from ..core.version import __version__
 
 FORMAT = "pgrid-shard"
 FORMAT_VERSION = 1
+#: The format versions this code reads: version 2 adds ``id``, ``properties/<name>`` and
+#: ``atom_properties/<name>`` (docs/format.md §6); a shard without them is version 1.
+READ_VERSIONS = (1, 2)
 SHARD_GLOB = "shard-*.h5"
 #: Suffix of a shard being written (``shard-00012.h5.<pid>-<random>.partial``); renamed
 #: to its final name only when the shard is complete.
@@ -83,9 +86,10 @@ def check_format(f: h5py.File, path: Path | str) -> None:
     if fmt != FORMAT:
         raise ValueError(f"{path}: not a pgrid shard (format attribute is {fmt!r})")
     version = int(f.attrs.get("format_version", -1))
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise ValueError(
-            f"{path}: shard format version {version}; this pgrid reads version {FORMAT_VERSION}"
+            f"{path}: shard format version {version}; this pgrid reads versions "
+            f"{', '.join(map(str, READ_VERSIONS))}"
         )
 
 

@@ -25,6 +25,8 @@ from typing import Any
 
 from ..core.errors import ParameterError
 from .files import FileLock, atomic_file, atomic_write, lock_holder, stale_temps
+from .properties import summarize as summarize_properties
+from .properties import voxel_range
 from .shard import FORMAT_VERSION, SHARD_GLOB, Shard, partial_index, shard_name
 from .vds import write_vds
 from .verify import CAPTURED_THRESHOLD, ShardCheck, verify_shard
@@ -251,6 +253,8 @@ def describe(
             "parameters": _shard_parameters({**check.attrs, "dtype": check.dtype}),
             "attributes": check.attrs,
             **_quality([check]),
+            **summarize_properties([p]),
+            **voxel_range([p]),
             "problems": [check.problem] if check.problem else [],
         }
     if not p.is_dir():
@@ -356,6 +360,8 @@ def describe(
         ],
         "shards": shards,
         **_quality(checks),
+        **summarize_properties(files),
+        **voxel_range(files),
         "problems": problems,
     }
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,14 @@ from .layout import (
     plain,
     shard_index,
     shard_name,
+)
+from .properties import (
+    ATOM_PROPERTIES,
+    ID,
+    PROPERTIES,
+    atom_property_names,
+    property_names,
+    read_property,
 )
 from .writer import ShardWriter
 
@@ -85,6 +93,10 @@ class ShardRecord:
     record: int
     weights: np.ndarray | None = None  #: (M,) float64 per-atom weights (None: all 1)
     captured: float | None = None  #: Σ grid ÷ Σ weights (None: not stored)
+    id: int | None = None  #: record id unique within the run (None: version 1 shard)
+    #: properties (name → float, NaN when missing; str; or array) and per-atom arrays
+    properties: dict[str, Any] = field(default_factory=dict)
+    atom_properties: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Shard:
@@ -97,6 +109,7 @@ class Shard:
         self._pid: int | None = None
         self._offsets: np.ndarray | None = None
         self._fast: bool | None = None  # grids readable by the fast path (set on first read)
+        self._columns: dict[str, Any] = {}
         f = self.file  # validate now, so a bad file fails early and clearly
         self._len = int(f["grids"].shape[0])
 
@@ -122,6 +135,7 @@ class Shard:
         self._pid = None
         self._offsets = None
         self._fast = None
+        self._columns = {}
 
     def close(self) -> None:
         if self._file is not None:
@@ -181,6 +195,12 @@ class Shard:
         f = self.file
         return Box(f["origin"][i], f["axes"][i], self.grid_shape, bool(f["periodic"][i]))
 
+    def voxel_size(self, i: int) -> np.ndarray:
+        """(3,) voxel edge lengths of structure ``i``, Å: derived from ``axes`` (each box
+        edge ÷ the voxels along it), not stored separately."""
+        axes = self.file["axes"][self._index(i)]
+        return np.linalg.norm(axes, axis=1) / np.asarray(self.grid_shape)
+
     def atoms(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(atomic numbers (M,), positions (M, 3) Å) of structure ``i``."""
         a0, a1 = self._atom_range(self._index(i))
@@ -200,6 +220,42 @@ class Shard:
         if CAPTURED not in self.file:
             return None
         return float(self.file[CAPTURED][self._index(i)])
+
+    @property
+    def property_names(self) -> list[str]:
+        """Names of the stored properties (``properties/<name>``; empty for version 1)."""
+        return property_names(self.file)
+
+    @property
+    def atom_property_names(self) -> list[str]:
+        return atom_property_names(self.file)
+
+    def property_column(self, name: str) -> np.ndarray:
+        """Every structure's value of property ``name`` (read once, then cached)."""
+        if name not in self._columns:
+            if f"{PROPERTIES}/{name}" not in self.file:
+                raise KeyError(f"{self.path.name} has no property {name!r}")
+            self._columns[name] = read_property(self.file, name)
+        return self._columns[name]  # type: ignore[no-any-return]
+
+    def properties(self, i: int) -> dict[str, Any]:
+        """The properties of structure ``i`` (name → float, str or float64 array)."""
+        i = self._index(i)
+        return {n: self.property_column(n)[i] for n in self.property_names}
+
+    def atom_properties(self, i: int) -> dict[str, np.ndarray]:
+        """The per-atom properties of structure ``i`` (name → (M_i, …) array)."""
+        a0, a1 = self._atom_range(self._index(i))
+        return {n: self.file[f"{ATOM_PROPERTIES}/{n}"][a0:a1] for n in self.atom_property_names}
+
+    def id(self, i: int) -> int | None:
+        """The run-wide id of structure ``i`` (None for version 1 shards)."""
+        if ID not in self.file:
+            return None
+        key = "\0" + ID  # not a property name: read once (N int64), then cached
+        if key not in self._columns:
+            self._columns[key] = self.file[ID][()]
+        return int(self._columns[key][self._index(i)])
 
     def verify(self) -> ShardCheck:
         """Check this shard, checksums included: a
@@ -223,6 +279,9 @@ class Shard:
             record=int(f["record"][i]),
             weights=weights,
             captured=self.captured(i),
+            id=self.id(i),
+            properties=self.properties(i),
+            atom_properties=self.atom_properties(i),
         )
 
     def rejections(self) -> list[Rejection]:

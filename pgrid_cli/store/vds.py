@@ -12,6 +12,7 @@ import numpy as np
 from .checksums import shard_digest
 from .files import atomic_file
 from .layout import CAPTURED, REJECTED, STR_DTYPE, check_format
+from .properties import ATOM_PROPERTIES, ID, PROPERTIES, atom_property_names, property_names
 from .verify import VIRTUAL_DIGESTS, VIRTUAL_SOURCES
 
 _PER_STRUCTURE = ("grids", "origin", "axes", "periodic", "name", "source", "record", CAPTURED)
@@ -34,15 +35,21 @@ def write_vds(path: str | os.PathLike[str], shards: Sequence[str | os.PathLike[s
         raise ValueError("write_vds() needs at least one shard")
     files = [Path(s) for s in shards]
     infos = []
+    per_structure, per_atom = list(_PER_STRUCTURE), list(_PER_ATOM)
     for f in files:
         with h5py.File(f, "r") as h:
             check_format(h, f)
+            props = [f"{PROPERTIES}/{n}" for n in property_names(h)]
+            atoms = [f"{ATOM_PROPERTIES}/{n}" for n in atom_property_names(h)]
+            per_structure += [d for d in [ID, *props] if d not in per_structure]
+            per_atom += [d for d in atoms if d not in per_atom]
+            names = [*per_structure, *per_atom]
             infos.append(
                 {
                     "n": int(h["grids"].shape[0]),
                     "m": int(h["atomic_numbers"].shape[0]),
-                    "shapes": {d: h[d].shape for d in (*_PER_STRUCTURE, *_PER_ATOM) if d in h},
-                    "dtypes": {d: h[d].dtype for d in (*_PER_STRUCTURE, *_PER_ATOM) if d in h},
+                    "shapes": {d: h[d].shape for d in names if d in h},
+                    "dtypes": {d: h[d].dtype for d in names if d in h},
                     "offsets": h["atom_offset"][:],
                     "rejected": h[REJECTED][:] if REJECTED in h else np.array([], dtype=object),
                     "attrs": dict(h.attrs),
@@ -62,10 +69,18 @@ def write_vds(path: str | os.PathLike[str], shards: Sequence[str | os.PathLike[s
         out.attrs[VIRTUAL_DIGESTS] = np.array([i["digest"] for i in infos], dtype=np.uint32)
         bounds = [float(i["attrs"].get("max_rounding_error", 0.0)) for i in infos]
         out.attrs["max_rounding_error"] = max(bounds)  # the largest of the sources'
-        for name, total, key in [(d, n_total, "n") for d in _PER_STRUCTURE] + [
-            (d, m_total, "m") for d in _PER_ATOM
+        for name, total, key in [(d, n_total, "n") for d in per_structure] + [
+            (d, m_total, "m") for d in per_atom
         ]:
+            # A property is in all.h5 when every shard has it, as the same kind of column
+            # (not variable-length arrays, which virtual datasets cannot map).
             if not all(name in i["shapes"] for i in infos):
+                continue
+            kinds = {(i["dtypes"][name], i["shapes"][name][1:]) for i in infos}
+            dtype = infos[0]["dtypes"][name]
+            if len(kinds) > 1 or (
+                h5py.check_vlen_dtype(dtype) is not None and h5py.check_string_dtype(dtype) is None
+            ):
                 continue
             tail = infos[0]["shapes"][name][1:]
             layout = h5py.VirtualLayout(shape=(total, *tail), dtype=infos[0]["dtypes"][name])

@@ -151,6 +151,12 @@ def _shard_problem(f: h5py.File, check: ShardCheck, expect: dict[str, Any], deep
         return f"atom_offset ends at {offsets[-1]}, but there are {m} atoms / positions"
     if "weights" in f and f["weights"].shape[0] != m:
         return f"weights has {f['weights'].shape[0]} entries for {m} atoms"
+    for group, count, what in (("properties", n, "grids"), ("atom_properties", m, "atoms")):
+        for name, ds in f[group].items() if group in f else []:
+            if ds.shape[0] != count:
+                return f"{group}/{name} has {ds.shape[0]} entries for {count} {what}"
+    if "id" in f and f["id"].shape != (n,):
+        return f"id has {f['id'].shape[0]} entries for {n} grids"
     if CAPTURED in f:
         captured = f[CAPTURED][()]
         if captured.shape != (n,):

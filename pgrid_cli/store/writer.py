@@ -17,6 +17,7 @@ from .checksums import chunk_checksums, crc32, write_checksums
 from .codec import EncodedChunk, GridCodec, float16_cast_error
 from .files import storage_error, temp_name
 from .layout import CAPTURED, PARTIAL_SUFFIX, REJECTED, STR_DTYPE, ShardMeta
+from .properties import ID, write_properties
 
 
 class ShardWriter:
@@ -76,6 +77,9 @@ class ShardWriter:
         self._rejected: list[str] = []
         self._crcs: list[int | None] = []  # of encoded chunks (the others: read back)
         self._captured: list[float] = []
+        self._ids: list[int] = []  # format version 2: ids, properties, atom properties
+        self._props: list[dict[str, Any]] = []
+        self._atom_props: list[dict[str, Any]] = []
         self._bound = 0.0  # largest |stored - given| bound of the grids so far
         try:
             self._file: h5py.File | None = h5py.File(self.partial, "x")  # exclusive
@@ -125,6 +129,9 @@ class ShardWriter:
         encoded: bool = False,
         rounded: bool = False,
         captured: Sequence[float] | None = None,
+        ids: Sequence[int] | None = None,
+        properties: Sequence[dict[str, Any]] | None = None,
+        atom_properties: Sequence[dict[str, Any]] | None = None,
     ) -> None:
         """Append k structures: grids (k, C, nx, ny, nz) and per-structure metadata.
 
@@ -134,7 +141,9 @@ class ShardWriter:
         are k ``(bytes, filter_mask)`` chunks from :meth:`GridCodec.encode` of this
         writer's codec (gzip or none), written as they are. ``captured[s]`` is Σ grid ÷
         Σ weights of the kernel's grid (before rounding); by default it is computed
-        from the grids given.
+        from the grids given. ``ids[s]`` is the structure's id in its run,
+        ``properties[s]`` its properties and ``atom_properties[s]`` its per-atom arrays
+        (:mod:`pgrid_cli.store.properties`); any of them makes a format version 2 shard.
         """
         f = self._require_open()
         k = len(grids)
@@ -173,6 +182,10 @@ class ShardWriter:
             self._names.append(str(names[i]))
             self._sources.append(str(sources[i]))
             self._records.append(int(records[i]))
+            if ids is not None:
+                self._ids.append(int(ids[i]))
+            self._props.append(dict(properties[i]) if properties is not None else {})
+            self._atom_props.append(dict(atom_properties[i]) if atom_properties is not None else {})
         self._n += k
 
     def _put(
@@ -269,12 +282,19 @@ class ShardWriter:
             rejected = np.array(self._rejected, dtype=STR_DTYPE)
             f.create_dataset(REJECTED, data=rejected, dtype=STR_DTYPE)
             f.create_dataset(CAPTURED, data=np.array(self._captured, dtype=np.float64))
+            v2 = write_properties(f, self._props, self._atom_props, counts.tolist())
+            if self._ids and len(self._ids) == n:
+                f.create_dataset(ID, data=np.array(self._ids, dtype=np.int64))
+                v2.append(ID)
+            if v2:
+                f.attrs["format_version"] = 2
             f.flush()  # chunks h5py compressed itself are read back for their checksums
             crcs = self._crcs
             if any(c is None for c in crcs):
                 stored = chunk_checksums(f["grids"], n)
                 crcs = [s if c is None else c for c, s in zip(crcs, stored, strict=True)]
-            datasets = [d for d in f if d != "grids"]
+            datasets = [d for d in f if isinstance(f[d], h5py.Dataset) and d != "grids"]
+            datasets += [d for d in v2 if d != ID]
             write_checksums(f, crcs, sorted(datasets))  # type: ignore[arg-type]
             if self.codec is not None and self._dtype == np.float32:
                 self._bound = self.codec.max_rounding_error

@@ -16,7 +16,8 @@ key             shape / dtype            meaning
 ``axes``        (B, 3, 3) float64        Å, rows are the box edge vectors
 ``periodic``    (B,) bool
 ``index``       (B,) int64               dataset index of each item
-other tensors   (B, ...)                 stacked (``target``, ``rotation``, ...)
+``atom_targets`` (M, Ta) float32          per-atom targets (and ``atom_targets_mask``)
+other tensors   (B, ...)                 stacked (``targets``, ``rotation``, ...)
 strings         list of B str            ``name``, ``source``
 =============== ======================== =============================================
 """
@@ -35,7 +36,7 @@ from ..core.kernel import Batch, render_batch
 from ..core.recipe import GridRecipe
 
 #: Per-atom keys: concatenated along the atoms, with ``offsets`` added.
-ATOM_KEYS = ("positions", "numbers", "weights")
+ATOM_KEYS = ("positions", "numbers", "weights", "atom_targets", "atom_targets_mask")
 #: The keys the kernel needs to grid an item in the collate function.
 RENDER_KEYS = ("positions", "numbers", "origin", "axes", "periodic")
 

@@ -21,6 +21,8 @@ from ..core.kernel import grid
 from ..core.recipe import GridRecipe
 from ..core.structure import Structure
 from ..readers import ReadOptions, Rejection, expand_inputs, iter_records, prepare_structure
+from ..readers.properties import atom_properties, properties
+from . import targets as tg
 from .augment import Augmentation, Transform
 from .collate import GridCollate
 
@@ -43,6 +45,8 @@ class StructureTable:
     periodic : (N,) bool, True for crystals
     records : (N,) int64, index of each structure in its input file
     targets : (N, ...) float32, or None
+    property_targets : (N, T) float32 named stored properties (NaN: missing), or None
+    atom_targets : (M, Ta) float32 per-atom ones, or None
     """
 
     def __init__(
@@ -57,7 +61,11 @@ class StructureTable:
         sources: Sequence[str],
         records: np.ndarray,
         targets: np.ndarray | None = None,
+        property_targets: np.ndarray | None = None,
+        atom_targets: np.ndarray | None = None,
     ) -> None:
+        self.property_targets = property_targets
+        self.atom_targets = atom_targets
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.numbers = np.asarray(numbers, dtype=np.int16)
         self.positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
@@ -172,7 +180,11 @@ class StructureDataset(Dataset):
     - ``origin`` (3,), ``axes`` (3, 3) float64, Å, and ``periodic``: the grid box;
     - ``rotation`` (3, 3) and ``translation`` (3,) float64: the augmentation
       (positions = rotation @ (input − centroid) + centroid + translation);
-    - ``index``, ``name``, ``source``, ``record``; ``target`` (float32) if given.
+    - ``index``, ``name``, ``source``, ``record``; ``target`` (float32) if given;
+    - ``targets`` (T,) / ``atom_targets`` (M, Ta) float32 with ``targets=[...]`` /
+      ``atom_targets=[...]``: the readers' properties (``Structure.info["properties"]``,
+      the same ones ``pgrid grid`` stores), missing values as ``nan_targets`` says
+      (:mod:`pgrid_cli.torch.targets`).
 
     Parameters
     ----------
@@ -210,6 +222,7 @@ class StructureDataset(Dataset):
         self.render = render
         self.threads = threads
         self.rejections: list[Rejection] = []
+        self.nan_targets: str = "error"  #: how missing targets were handled
         # Shared memory, so set_epoch() reaches persistent workers too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
@@ -222,9 +235,17 @@ class StructureDataset(Dataset):
         *,
         target: Callable[[Structure], Any] | None = None,
         errors: Errors = "warn",
+        targets: str | Sequence[str] | None = None,
+        atom_targets: str | Sequence[str] | None = None,
+        nan_targets: tg.NanTargets = "error",
         **kwargs: Any,
     ) -> StructureDataset:
         """A dataset of ``structures``; records it cannot grid become :attr:`rejections`.
+
+        ``targets`` / ``atom_targets`` name properties of the structures (as the readers
+        store them) to yield as ``targets`` / ``atom_targets``; a structure with one
+        missing is an error (``nan_targets="error"``, ValueError), left out and listed in
+        :attr:`rejections` (``"skip"``) or kept with a mask (``"mask"``).
 
         A record is rejected when it is a :class:`Rejection` already, fails the checks of
         ``pgrid grid`` (an element with no channel, no possible box, atoms far outside a
@@ -235,9 +256,13 @@ class StructureDataset(Dataset):
         if errors not in ("warn", "raise", "ignore"):
             raise ValueError(f"errors must be 'warn', 'raise' or 'ignore', got {errors!r}")
         recipe = _recipe(recipe)
+        tg.check_policy(nan_targets)
+        names, atom_names = tg.names(targets), tg.names(atom_targets)
         kept: list[Structure] = []
         rejected: list[Rejection] = []
         values: list[Any] = []
+        named: list[np.ndarray] = []
+        per_atom: list[np.ndarray] = []
         for s in structures:
             rej = s if isinstance(s, Rejection) else None
             if rej is None:
@@ -249,6 +274,22 @@ class StructureDataset(Dataset):
                     value = np.asarray(target(s), dtype=np.float32)
                 except (ValueError, KeyError, TypeError) as exc:
                     rej = Rejection(s.source, s.record, s.name, f"target: {exc}", TARGET)
+            if rej is None and (names or atom_names):
+                found = _named_targets(s, names, atom_names)
+                where = f"{s.source} record {s.record} ({s.name})"
+                if isinstance(found, str):
+                    raise ValueError(f"{where}: {found}: it cannot be a target")
+                complete = bool(np.isfinite(found[0]).all() and np.isfinite(found[1]).all())
+                if not complete and nan_targets == "error":
+                    raise ValueError(
+                        f"{where} has no value for a target of {[*names, *atom_names]}: use "
+                        f"nan_targets='skip' or 'mask'"
+                    )
+                if not complete and nan_targets == "skip":
+                    rej = Rejection(s.source, s.record, s.name, "a target is missing", TARGET)
+                else:
+                    named.append(found[0])
+                    per_atom.append(found[1])
             if rej is None:
                 kept.append(s)
                 values.append(value)
@@ -257,7 +298,14 @@ class StructureDataset(Dataset):
                 raise ValueError(f"{rej.source} record {rej.record} ({rej.name}): {rej.reason}")
             rejected.append(rej)
         table = StructureTable.from_structures(kept, None if target is None else values)
+        if names:
+            table.property_targets = np.array(named, dtype=np.float32).reshape(-1, len(names))
+        if atom_names:
+            table.atom_targets = (
+                np.concatenate(per_atom).astype(np.float32) if per_atom else np.zeros((0, 0))
+            )
         ds = cls(table, recipe, **kwargs)
+        ds.nan_targets = nan_targets
         ds.rejections = rejected
         if rejected and errors == "warn":
             first = rejected[0]
@@ -374,6 +422,11 @@ class StructureDataset(Dataset):
         )
         if t.targets is not None:
             item["target"] = torch.from_numpy(np.array(t.targets[i], dtype=np.float32))
+        mask = self.nan_targets == "mask"
+        if t.property_targets is not None:
+            item.update(tg.item_targets(t.property_targets[i], "targets", mask))
+        if t.atom_targets is not None:
+            item.update(tg.item_targets(t.atom_targets[a0:a1], "atom_targets", mask))
         return item
 
     def __repr__(self) -> str:
@@ -383,6 +436,32 @@ class StructureDataset(Dataset):
             f"{self.recipe.channels}, "
             f"{self.augmentation!r}, render={self.render!r})"
         )
+
+
+def _named_targets(
+    s: Structure, names: tuple[str, ...], atom_names: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray] | str:
+    """((T,) and (M, Ta) float64 targets of ``s``, NaN where missing), or why a target
+    cannot be used (a string or an array)."""
+    props, atoms = properties(s), atom_properties(s)
+    row = np.full(len(names), np.nan)
+    for k, name in enumerate(names):
+        v = props.get(name)
+        if isinstance(v, str) or (isinstance(v, np.ndarray) and v.size != 1):
+            return f"property {name!r} is not a number"
+        if v is not None:
+            row[k] = float(np.asarray(v).reshape(-1)[0])
+    cols = []
+    for name in atom_names:
+        a = atoms.get(name)
+        if a is None:
+            cols.append(np.full((len(s), 1), np.nan))
+            continue
+        try:
+            cols.append(tg.numeric(name, a).reshape(len(s), -1))
+        except ValueError:
+            return f"atom property {name!r} is not a number"
+    return row, np.concatenate(cols, axis=1) if cols else np.zeros((len(s), 0))
 
 
 def _recipe(recipe: GridRecipe | None) -> GridRecipe:
