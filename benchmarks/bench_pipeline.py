@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pgrid_cli import Batch, ChannelSpec, kernel_info, render_batch
+from pgrid_cli import GridRecipe, kernel_info, render_batch
 from pgrid_cli.core import available_cores
 from pgrid_cli.readers import iter_records
 from pgrid_cli.runs.grid import GridOptions, grid_files
@@ -75,8 +75,9 @@ def main() -> None:
     try:
         sdf = tmp / "molecules.sdf"
         n = make_sdf(sdf, args.records)
-        spec = ChannelSpec.parse("elements")
-        shape = (args.grid_size,) * 3
+        recipe = GridRecipe(grid_size=args.grid_size, sigma=0.5, channels="elements")
+        spec = recipe.spec
+        shape = recipe.shape
 
         # Stage: parse (one core), through the same reader the pipeline uses.
         t = time.perf_counter()
@@ -85,19 +86,8 @@ def main() -> None:
         assert len(structures) == n
 
         # Kernel only, all cores.
-        boxes = [s.box("fit", shape, 2.0) for s in structures]
-        chans = [spec.assign(s.numbers) for s in structures]
         batch_size = 64
-        batches = [
-            Batch.from_structures(
-                [s.positions for s in structures[i : i + batch_size]],
-                boxes[i : i + batch_size],
-                0.5,
-                channels=chans[i : i + batch_size],
-                n_channels=spec.n_channels,
-            )
-            for i in range(0, n, batch_size)
-        ]
+        batches = [recipe.batch(structures[i : i + batch_size]) for i in range(0, n, batch_size)]
         out = np.empty((batch_size, spec.n_channels, *shape), np.float32)
 
         def kernel(threads: int | None) -> None:

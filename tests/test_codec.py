@@ -135,14 +135,16 @@ def test_encoded_chunks_read_back_with_plain_h5py(tmp_path, compression, dtype):
 
 def test_codec_options():
     assert GridCodec.parse("gzip:6").level == 6
+    assert GridCodec.parse("zstd:19").level == 19 and GridCodec.parse("zstd").encodes_chunks
     assert GridCodec.parse("gzip", lossless=True).step == 0
     assert GridCodec.parse("LZF").compression == "lzf"
     assert not GridCodec.parse("lzf").encodes_chunks
     for bad, msg in [
         ("zip", "unknown compression"),
-        ("gzip:0", "level must be 1-9"),
-        ("gzip:x", "level must be 1-9"),
-        ("lzf:3", "only gzip takes a level"),
+        ("gzip:0", "gzip level must be 1-9"),
+        ("gzip:x", "gzip level must be a whole number"),
+        ("zstd:23", "zstd level must be 1-22"),
+        ("lzf:3", "only gzip and zstd take a level"),
     ]:
         with pytest.raises(ValueError, match=msg):
             GridCodec.parse(bad)

@@ -103,7 +103,11 @@ def grid_cli(
     ] = None,
     dtype: Annotated[str, typer.Option(help="Grid storage: float32 or float16.")] = "float32",
     compression: Annotated[
-        str, typer.Option(help="gzip (with shuffle; gzip:1 … gzip:9 sets the level), lzf or none.")
+        str,
+        typer.Option(
+            help="gzip (with shuffle; gzip:1 … gzip:9 sets the level; any HDF5 reader), zstd "
+            "(zstd:1 … zstd:22; faster; readers need hdf5plugin), lzf or none."
+        ),
     ] = "gzip",
     lossless: Annotated[
         bool,

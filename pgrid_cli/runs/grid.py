@@ -72,7 +72,7 @@ from .workers import process_pool
 TARGET_SHARD_BYTES = 250e6
 #: Assumed compression of rounded, gzip'd grids when choosing the default shard size
 #: (drug-like molecules at 32³ with element channels compress about 35×).
-_ASSUMED_RATIO = {"gzip": 35.0, "lzf": 8.0, "none": 1.0}
+_ASSUMED_RATIO = {"gzip": 35.0, "zstd": 35.0, "lzf": 8.0, "none": 1.0}
 #: Grids per worker task: about this many bytes of raw float32 (bounded to 1..64).
 _TASK_BYTES = 32 << 20
 _MAX_NOTES = 50

@@ -28,6 +28,7 @@ most of the speed comes from; the stream is still an ordinary zlib stream.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -42,8 +43,14 @@ try:  # ISA-L writes the same zlib/deflate format, several times faster than zli
 except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
     _fast_zlib = zlib
 
-#: Compression choices for ``--compression``.
-COMPRESSIONS = ("gzip", "lzf", "none")
+#: Compression choices for ``--compression``. ``zstd`` is HDF5's registered Zstandard
+#: filter (id 32015, from ``hdf5plugin``): readers need ``import hdf5plugin`` before h5py
+#: opens the shard (pgrid's own readers do it themselves).
+COMPRESSIONS = ("gzip", "zstd", "lzf", "none")
+#: HDF5's filter id of Zstandard (as registered with The HDF Group; hdf5plugin carries it).
+ZSTD_FILTER = 32015
+#: Levels of each compression that takes one (the default is the fastest).
+LEVELS = {"gzip": range(1, 10), "zstd": range(1, 23)}
 #: Default (largest) rounding step: a power of two, so that rounding is exact in float32.
 DEFAULT_STEP = 2.0**-21
 #: A grid's step is also at most this fraction of its largest value.
@@ -91,8 +98,13 @@ class GridCodec:
             raise ValueError(
                 f"unknown compression {self.compression!r}: use one of {', '.join(COMPRESSIONS)}"
             )
-        if not 1 <= int(self.level) <= 9:
-            raise ValueError(f"gzip level must be 1-9, got {self.level}")
+        if self.compression == "zstd":
+            load_zstd_filter()  # refuse up front, in one line, when the libraries are missing
+        levels = LEVELS.get(self.compression, range(1, 10))
+        if int(self.level) not in levels:
+            raise ValueError(
+                f"{self.compression} level must be {levels[0]}-{levels[-1]}, got {self.level}"
+            )
         if not (self.step == 0 or (np.isfinite(self.step) and self.step > 0)):
             raise ValueError(f"rounding step must be 0 or a positive number, got {self.step}")
         if self.step and np.log2(self.step) != round(np.log2(self.step)):
@@ -100,14 +112,18 @@ class GridCodec:
 
     @classmethod
     def parse(cls, compression: str, dtype: str = "float32", lossless: bool = False) -> GridCodec:
-        """From CLI options: ``gzip``, ``gzip:6`` (level), ``lzf`` or ``none``."""
+        """From CLI options: ``gzip``, ``gzip:6``, ``zstd``, ``zstd:3`` (levels), ``lzf``
+        or ``none``."""
         name, _, level = compression.strip().lower().partition(":")
-        if level and name != "gzip":
-            raise ValueError(f"only gzip takes a level (gzip:1 … gzip:9), got {compression!r}")
+        if level and name not in LEVELS:
+            raise ValueError(
+                f"only gzip and zstd take a level (gzip:1 … gzip:9, zstd:1 … zstd:22), "
+                f"got {compression!r}"
+            )
         try:
             lvl = int(level) if level else DEFAULT_LEVEL
         except ValueError:
-            raise ValueError(f"gzip level must be 1-9, got {compression!r}") from None
+            raise ValueError(f"{name} level must be a whole number, got {compression!r}") from None
         return cls(dtype=dtype, compression=name, level=lvl, step=0.0 if lossless else DEFAULT_STEP)
 
     @property
@@ -141,13 +157,15 @@ class GridCodec:
 
     @property
     def encodes_chunks(self) -> bool:
-        """True when :meth:`encode` produces the stored chunk bytes (gzip, none)."""
+        """True when :meth:`encode` produces the stored chunk bytes (gzip, zstd, none)."""
         return self.compression != "lzf"
 
     def h5_options(self) -> dict[str, Any]:
         """h5py ``create_dataset`` keywords for the ``grids`` dataset."""
         if self.compression == "gzip":
             return {"compression": "gzip", "compression_opts": int(self.level), "shuffle": True}
+        if self.compression == "zstd":
+            return {"shuffle": True, **load_zstd_filter().Zstd(clevel=int(self.level))}
         if self.compression == "lzf":
             return {"compression": "lzf", "shuffle": True}
         return {}
@@ -156,7 +174,7 @@ class GridCodec:
         """Shard attributes that say how the grids were stored."""
         return {
             "compression": self.compression,
-            "compression_level": int(self.level) if self.compression == "gzip" else 0,
+            "compression_level": int(self.level) if self.compression in LEVELS else 0,
             "shuffle": self.compression != "none",
             "rounding": ROUNDING if self.step else "none (lossless)",
             "rounding_step": float(self.step),
@@ -199,6 +217,9 @@ class GridCodec:
         arr = np.ascontiguousarray(src, dtype=self.np_dtype)
         if self.compression == "none":
             data, mask = arr.tobytes(), 0
+        elif self.compression == "zstd":
+            shuffled = shuffle(arr, out=_work("shuffled", arr.nbytes, np.uint8))
+            data, mask = _zstd_compressor(int(self.level)).compress(shuffled), 0
         else:
             if arr.dtype == np.float32 and arr.ndim >= 2:
                 packed = deflate_shuffled_channels(arr.reshape(arr.shape[0], -1), self.level)
@@ -215,9 +236,41 @@ class GridCodec:
         """The grid of an encoded chunk (the inverse of :meth:`encode`)."""
         if self.compression == "none":
             return np.frombuffer(data, dtype=self.np_dtype).reshape(shape).copy()
-        raw = np.frombuffer(data if mask & 0b10 else _fast_zlib.decompress(data), np.uint8)
+        if self.compression == "zstd":
+            raw = np.frombuffer(zstd_decompressor().decompress(data), np.uint8)
+        else:
+            raw = np.frombuffer(data if mask & 0b10 else _fast_zlib.decompress(data), np.uint8)
         size = self.np_dtype.itemsize
         return raw.reshape(size, -1).T.copy().view(self.np_dtype).reshape(shape)
+
+
+@functools.cache
+def _zstd_compressor(level: int) -> Any:
+    import zstandard
+
+    return zstandard.ZstdCompressor(level=level)
+
+
+@functools.cache
+def zstd_decompressor() -> Any:
+    import zstandard
+
+    return zstandard.ZstdDecompressor()
+
+
+def load_zstd_filter() -> Any:
+    """``hdf5plugin``, imported: it registers the Zstandard filter with HDF5 (needed to
+    write or read ``zstd`` shards; ``zstandard`` encodes the chunks). A clear error when
+    they are not installed."""
+    try:
+        import hdf5plugin
+        import zstandard  # noqa: F401
+    except ImportError:  # pragma: no cover - the test environment has both
+        raise ValueError(
+            "zstd shards need hdf5plugin and zstandard (pip install 'pgrid-cli[plugins]'); "
+            "gzip needs nothing"
+        ) from None
+    return hdf5plugin
 
 
 class EncodedChunk(tuple):  # type: ignore[type-arg]

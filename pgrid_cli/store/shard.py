@@ -31,6 +31,7 @@ from .. import _core
 from ..core.box import Box
 from ..core.channels import ChannelSpec
 from ..readers.records import Rejection
+from .codec import ZSTD_FILTER, load_zstd_filter, zstd_decompressor
 from .layout import (
     CAPTURED,
     FORMAT,
@@ -108,7 +109,7 @@ class Shard:
         self._file: h5py.File | None = None
         self._pid: int | None = None
         self._offsets: np.ndarray | None = None
-        self._fast: bool | None = None  # grids readable by the fast path (set on first read)
+        self._fast: str | None = None  # grids readable by the fast path (set on first read)
         self._columns: dict[str, Any] = {}
         f = self.file  # validate now, so a bad file fails early and clearly
         self._len = int(f["grids"].shape[0])
@@ -123,6 +124,8 @@ class Shard:
                 raise OSError(f"{self.path}: not a readable HDF5 file ({why})") from None
             self._pid = os.getpid()
             check_format(self._file, self.path)
+            if plain(self._file.attrs.get("compression", "")) == "zstd":
+                load_zstd_filter()  # lets h5py decode the chunks too (other datasets, VDS)
         return self._file
 
     def __getstate__(self) -> dict[str, Any]:
@@ -177,13 +180,17 @@ class Shard:
         i = self._index(i)
         ds = self.file["grids"]
         if self._fast is None:
-            self._fast = _shuffle_deflate_float32(ds)
+            self._fast = _fast_layout(ds)
         if not self._fast:
             return ds[i]
-        # Standard shuffle + gzip chunks (what pgrid grid writes): inflate with ISA-L and
-        # unshuffle in native code, several times faster than HDF5's own filters.
+        # Standard shuffle + gzip (or zstd) chunks, what pgrid grid writes: inflate with
+        # ISA-L (or zstandard) and unshuffle in native code, several times faster than
+        # HDF5's own filters.
         mask, chunk = ds.id.read_direct_chunk((i, *(0,) * (ds.ndim - 1)))
-        raw = chunk if mask & 0b10 else _inflate(chunk)
+        if self._fast == "zstd":
+            raw = zstd_decompressor().decompress(chunk)
+        else:
+            raw = chunk if mask & 0b10 else _inflate(chunk)
         out = np.empty(ds.shape[1:], dtype=np.float32)
         if len(raw) != out.nbytes:
             raise ValueError(f"{self.path}: chunk {i} of grids is damaged ({len(raw)} bytes)")
@@ -335,14 +342,19 @@ class ShardSet:
             yield from s
 
 
-def _shuffle_deflate_float32(ds: h5py.Dataset) -> bool:
-    """Whether ``ds`` stores float32 grids one structure per chunk through exactly HDF5's
-    shuffle then deflate filters (the layout :func:`Shard.grid` decodes itself)."""
-    if ds.dtype != np.float32 or ds.chunks != (1, *ds.shape[1:]):
-        return False
+def _fast_layout(ds: h5py.Dataset) -> str:
+    """``"gzip"`` or ``"zstd"`` when ``ds`` stores float32 grids one structure per chunk
+    through exactly HDF5's shuffle then deflate (or Zstandard) filters — the layouts
+    :meth:`Shard.grid` decodes itself —, else ``""``."""
+    if ds.dtype != np.float32 or ds.chunks != (1, *ds.shape[1:]) or ds.is_virtual:
+        return ""
     plist = ds.id.get_create_plist()
     filters = [plist.get_filter(k)[0] for k in range(plist.get_nfilters())]
-    return filters == [h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE]
+    if filters == [h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE]:
+        return "gzip"
+    if filters == [h5py.h5z.FILTER_SHUFFLE, ZSTD_FILTER]:
+        return "zstd"
+    return ""
 
 
 def _inflate(chunk: bytes) -> bytes:
