@@ -118,12 +118,26 @@ def grid_cli(
     ] = False,
     shard_index: Annotated[
         int | None,
-        typer.Option(help="Run slice I of --num-shards (default: $SLURM_ARRAY_TASK_ID)."),
+        typer.Option(
+            help="Run slice I of --num-shards (default: in a Slurm array, task t is slice "
+            "t − the first array's MIN, also when resubmitted)."
+        ),
     ] = None,
     num_shards: Annotated[
         int | None,
-        typer.Option(help="Number of slices (default: $SLURM_ARRAY_TASK_COUNT, else 1)."),
+        typer.Option(
+            help="Number of slices (default: recorded in OUT by the run's first Slurm array, "
+            "its $SLURM_ARRAY_TASK_COUNT; else 1)."
+        ),
     ] = None,
+    missing: Annotated[
+        bool,
+        typer.Option(
+            "--missing",
+            help="Run every slice of the run in OUT that is neither complete nor running, "
+            "one after the other (implies --resume; as one job or a small array).",
+        ),
+    ] = False,
     workers: WORKERS = None,
     threads: Annotated[
         int | None, typer.Option(help="Kernel threads in all (default: one per core).")
@@ -157,10 +171,11 @@ def grid_cli(
                 inputs,
                 out,
                 options,
-                resume=resume,
+                resume=resume or missing,
                 overwrite=overwrite,
                 shard_index=shard_index,
                 num_shards=num_shards,
+                missing=missing,
                 workers=workers,
                 threads=threads,
                 recursive=recursive,
@@ -246,7 +261,10 @@ def print_summary(s: RunSummary, console: Console) -> None:
     table.add_column(style="bold")
     table.add_column(justify="right")
     table.add_column(overflow="fold")
-    if s.num_slices > 1:
+    if s.slices_run is not None:
+        ran = ", ".join(map(str, s.slices_run)) or "none (nothing was missing)"
+        table.add_row("slices run", ran, f"of {s.num_slices}")
+    elif s.num_slices > 1:
         table.add_row("slice", f"{s.slice_index} of {s.num_slices}", "")
     table.add_row("input files", f"{s.files:,}", "")
     table.add_row("records read", f"{s.read:,}", "")

@@ -11,10 +11,12 @@ assignment is what makes a run deterministic, resumable and divisible:
   call per task), round and compress, and their results are written in item order, so the
   shards do not depend on the number of workers or threads;
 * ``resume`` keeps every complete, valid shard and redoes the rest;
-* slice ``I`` of ``N`` (``shard_index``/``num_shards``, see
-  :func:`~pgrid_cli.runs.slicing.slice_from_env`) writes shards ``k ≡ I (mod N)``, so N
-  jobs share one directory; when the last slice finishes (or on ``pgrid index``) the
-  manifest and ``errors.jsonl`` are written by :func:`~pgrid_cli.store.rundir.write_index`.
+* slice ``I`` of ``N`` (``shard_index``/``num_shards``, or a Slurm array task: see
+  :mod:`~pgrid_cli.runs.slicing`; N is recorded by the run's first sliced process) writes
+  shards ``k ≡ I (mod N)``, so N jobs share one directory; when the last slice finishes
+  (or on ``pgrid index``) the manifest and ``errors.jsonl`` are written by
+  :func:`~pgrid_cli.store.rundir.write_index`; ``missing`` runs, one after the other,
+  the slices that are neither complete nor running (a finished run needs nothing).
 
 The output directory's files and states are :mod:`pgrid_cli.store.rundir`'s.
 """
@@ -47,12 +49,12 @@ from ..readers import (
     iter_raw_records,
     preload_readers,
 )
-from ..store.claim import claim_slice
+from ..store.claim import SliceClaim, claim_slice
 from ..store.codec import GridCodec
-from ..store.rundir import canonical_path, input_meta, run_id
+from ..store.rundir import canonical_path, input_meta, read_slice_states, read_slicing, run_id
 from ..store.shard import Shard, ShardMeta, ShardWriter, shard_name
 from .gridtask import Done, Gridded, Task, TaskResult, run_task
-from .slicing import slice_from_env
+from .slicing import SlurmArray, resolve_slice
 from .summary import Progress, RunSummary
 from .workers import process_pool
 
@@ -281,6 +283,7 @@ def grid_files(
     overwrite: bool = False,
     shard_index: int | None = None,
     num_shards: int | None = None,
+    missing: bool = False,
     workers: int | None = None,
     threads: int | None = None,
     recursive: bool = True,
@@ -298,7 +301,11 @@ def grid_files(
         kept, the rest redone) or ``overwrite`` (replace pgrid's files in it)
     options : :class:`GridOptions`
     shard_index, num_shards : run slice I of N (shards k with k mod N = I); default from
-        the Slurm array variables, else the whole input
+        the Slurm array variables and the run's slicing record (``slices/slicing.json``,
+        see :func:`~pgrid_cli.runs.slicing.resolve_slice`), else the whole input
+    missing : run every slice of the run that is neither complete nor running, in turn
+        (implies ``resume``; N from ``num_shards`` or the run's record). Another process
+        may do the same: each slice is claimed by one of them
     workers : processes that parse, grid and compress (default: one per core; 0 runs
         everything in this process)
     threads : kernel threads in all (default: one per core), split between workers
@@ -310,7 +317,6 @@ def grid_files(
     """
     started = time.perf_counter()
     settings = (options or GridOptions()).resolve()
-    index, count = slice_from_env(shard_index, num_shards)
     cores = available_cores()
     n_workers = cores if workers is None else int(workers)
     if n_workers < 0:
@@ -326,9 +332,94 @@ def grid_files(
 
     out = Path(out_dir)
     size = settings.shard_size
+    job = _Job(settings, files, formats, inputs_meta, n_workers, n_threads, command, progress)
+    if missing:
+        if overwrite:
+            raise ParameterError("{missing} and {overwrite} cannot be combined")
+        return _grid_missing(job, out, run, params, num_shards, started)
+    array = SlurmArray.from_env()
+    record = read_slicing(out, run) if out.is_dir() else None
+    if overwrite and record is not None and record.get("array_job_id") != (array and array.job_id):
+        record = None  # the run starts again: this process divides it anew
+    index, count, new_record = resolve_slice(shard_index, num_shards, array, record)
     claim = claim_slice(
-        out, run, params, inputs_meta, size, index, count, resume, overwrite, command
+        out, run, params, inputs_meta, size, index, count, resume, overwrite, command, new_record
     )
+    assert claim is not None
+    return _run_slice(job, claim, run, started)
+
+
+@dataclass
+class _Job:
+    """What every slice of one ``grid_files`` call shares."""
+
+    settings: Settings
+    files: list[Path]
+    formats: list[str]
+    inputs_meta: list[dict[str, Any]]
+    n_workers: int
+    n_threads: int
+    command: str
+    progress: Callable[[Progress], None] | None
+
+
+def _grid_missing(
+    job: _Job,
+    out: Path,
+    run: str,
+    params: dict[str, Any],
+    num_shards: int | None,
+    started: float,
+) -> RunSummary:
+    """Run the slices of the run in ``out`` that are neither complete nor running."""
+    record = read_slicing(out, run) if out.is_dir() else None
+    states = [s for s in read_slice_states(out) if s.get("run_id") == run] if out.is_dir() else []
+    new_record = None
+    if record is not None:
+        count = int(record["num_slices"])
+        if num_shards is not None and int(num_shards) != count:
+            raise ParameterError(
+                f"this run is divided into {count} slices (slices/slicing.json), not {num_shards}"
+            )
+    elif num_shards is not None:
+        count = int(num_shards)
+        if count < 1:
+            raise ParameterError(f"{{num_shards}} must be at least 1, got {count}")
+        new_record = {"num_slices": count, "task_base": 0, "task_step": 1}
+    elif len({int(s["num_slices"]) for s in states}) == 1:
+        count = int(states[0]["num_slices"])
+    else:
+        raise ParameterError(
+            f"{{missing}}: nothing in {out} says how many slices this run has (no "
+            f"slices/slicing.json of it); give {{num_shards}} N"
+        )
+    total = RunSummary(out, 0, count, files=len(job.files), slices_run=[])
+    for i in range(count):
+        claim = claim_slice(
+            out, run, params, job.inputs_meta, job.settings.shard_size, i, count,
+            resume=True, command=job.command, slicing=new_record, only_missing=True,
+        )  # fmt: skip
+        if claim is None:
+            continue
+        one = _run_slice(job, claim, run, time.perf_counter())
+        total.add(one)
+    if total.slices_run:
+        total.slice_index = total.slices_run[0]
+    else:  # nothing was missing: say what the run holds
+        done = [s for s in read_slice_states(out) if s.get("run_id") == run and s.get("complete")]
+        total.total_items = max((int(s.get("total_items") or 0) for s in done), default=0)
+        total.manifest = False
+    total.seconds = time.perf_counter() - started
+    return total
+
+
+def _run_slice(job: _Job, claim: SliceClaim, run: str, started: float) -> RunSummary:
+    """Write the shards of the claimed slice; finish the claim (or fail it)."""
+    settings, files, formats, inputs_meta = job.settings, job.files, job.formats, job.inputs_meta
+    n_workers, n_threads, command, progress = (
+        job.n_workers, job.n_threads, job.command, job.progress
+    )  # fmt: skip
+    out, index, count = claim.out, claim.index, claim.count
     kept = claim.kept
 
     summary = RunSummary(out, index, count, files=len(files), shards_kept=len(kept))
@@ -467,4 +558,3 @@ def _numbered_items(
             yield number, item, position
             number += 1
         base += int(m["bytes"] or 0)
-
