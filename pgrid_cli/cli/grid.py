@@ -108,8 +108,19 @@ def grid_cli(
     ] = True,
     shard_size: Annotated[
         int | None,
-        typer.Option(help="Input records per shard (default: about 250 MB per shard)."),
+        typer.Option(
+            help="Input records per shard (default: about 250 MB per shard; 50,000 with "
+            "--store structures)."
+        ),
     ] = None,
+    store: Annotated[
+        str,
+        typer.Option(
+            help="grids, or structures: shards of atoms, cells and provenance without grids "
+            "(parser speed; grid them at training time with "
+            "pgrid_cli.torch.StructureShardDataset). The gridding options are then unused."
+        ),
+    ] = "grids",
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run in OUT.")
     ] = False,
@@ -163,6 +174,7 @@ def grid_cli(
             disorder=disorder,
             format=format,
             shard_size=shard_size,
+            store=store,
         )
         options.resolve()  # bad options fail before any file is touched
         bar = _ProgressBar(enabled=not (quiet or json_out) and err_console.is_terminal)

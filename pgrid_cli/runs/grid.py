@@ -53,7 +53,7 @@ from ..store.claim import SliceClaim, claim_slice
 from ..store.codec import GridCodec
 from ..store.rundir import canonical_path, input_meta, read_slice_states, read_slicing, run_id
 from ..store.shard import Shard, ShardMeta, ShardWriter, shard_name
-from .gridtask import Done, Gridded, Task, TaskResult, run_task
+from .gridtask import Done, Gridded, Parsed, Task, TaskResult, parse_task, run_task
 from .slicing import SlurmArray, resolve_slice
 from .summary import Progress, RunSummary
 from .workers import process_pool
@@ -66,6 +66,13 @@ _ASSUMED_RATIO = {"gzip": 35.0, "lzf": 8.0, "none": 1.0}
 #: Grids per worker task: about this many bytes of raw float32 (bounded to 1..64).
 _TASK_BYTES = 32 << 20
 _MAX_NOTES = 50
+#: What ``store`` can be: shards of grids, or of structures only (gridded later).
+STORES = ("grids", "structures")
+#: Records per shard of a structures run (``--store structures``) by default: about
+#: 100 MB for drug-like molecules (~50 atoms: 34 bytes an atom, plus names).
+STRUCTURES_SHARD_SIZE = 50_000
+#: Records per worker task of a structures run (parsing only: cheap per record).
+_PARSE_TASK = 256
 #: A structure whose grid holds less than this share of its weight is counted (and
 #: warned about) in the summary: its box cuts off part of its density.
 CAPTURE_WARNING = 0.99
@@ -85,6 +92,10 @@ class GridOptions:
     disorder : CIF partial occupancy policy, ``error``, ``majority`` or ``weight``
     format : force an input format (``xyz``, ``sdf``, ``cif``) instead of the extension
     shard_size : input records per shard (default: see :func:`default_shard_size`)
+    store : ``grids``, or ``structures``: shards of atoms, cells and provenance without
+        grids (``content = "structures"``, docs/format.md §6), written at parser speed,
+        to be gridded at training time (:class:`pgrid_cli.torch.StructureShardDataset`);
+        the gridding options are then not used and not part of the run
     """
 
     grid_size: ShapeLike = 32
@@ -98,6 +109,7 @@ class GridOptions:
     disorder: str = "error"
     format: str | None = None
     shard_size: int | None = None
+    store: str = "grids"
 
     def resolve(self) -> Settings:
         """Validate every option (ValueError with a specific message) → :class:`Settings`."""
@@ -109,12 +121,17 @@ class GridOptions:
         fmt = detect_format("", self.format) if self.format is not None else None
         if self.shard_size is not None and int(self.shard_size) < 1:
             raise ParameterError(f"{{shard_size}} must be at least 1, got {self.shard_size}")
-        size = (
-            int(self.shard_size)
-            if self.shard_size is not None
-            else default_shard_size(recipe.shape, recipe.n_channels, codec)
+        if self.store not in STORES:
+            raise ParameterError(f"{{store}} must be grids or structures, got {self.store!r}")
+        if self.shard_size is not None:
+            size = int(self.shard_size)
+        elif self.store == "structures":
+            size = STRUCTURES_SHARD_SIZE
+        else:
+            size = default_shard_size(recipe.shape, recipe.n_channels, codec)
+        return Settings(
+            recipe=recipe, codec=codec, read=read, format=fmt, shard_size=size, store=self.store
         )
-        return Settings(recipe=recipe, codec=codec, read=read, format=fmt, shard_size=size)
 
 
 @dataclass(frozen=True)
@@ -127,9 +144,21 @@ class Settings:
     format: str | None
     shard_size: int
     threads: int = 1  #: kernel threads in the process that grids
+    store: str = "grids"  #: or ``structures``: no grids (see :class:`GridOptions`)
+
+    @property
+    def structures_only(self) -> bool:
+        return self.store == "structures"
 
     def parameters(self) -> dict[str, Any]:
         """The parameters that determine shard contents (JSON-friendly)."""
+        if self.structures_only:  # nothing of the recipe or codec is stored
+            return {
+                "content": "structures",
+                "disorder": self.read.disorder,
+                "format": self.format,
+                "shard_size": self.shard_size,
+            }
         c = self.codec
         return {
             **self.recipe.parameters(),
@@ -191,6 +220,9 @@ class _ShardSink:
 
     def _open(self, k: int) -> ShardWriter:
         s = self.settings
+        extra = {"run_id": self.run, "first_item": k * s.shard_size, "disorder": s.read.disorder}
+        if s.structures_only:
+            return ShardWriter(self.out / shard_name(k), ShardMeta.structures(self.command, extra))
         meta = ShardMeta(
             sigma=s.recipe.sigma,
             channels=s.recipe.spec.names,
@@ -225,7 +257,23 @@ class _ShardSink:
             self.written_shards.append(res.shard)
         writer = self._writer
         done = [e for e in res.entries if isinstance(e, Gridded)]
+        parsed = [e for e in res.entries if isinstance(e, Parsed)]
         rejected = [e for e in res.entries if isinstance(e, Rejection)]
+        if parsed:
+            ss = [p.structure for p in parsed]
+            writer.append_structures(
+                [s.numbers for s in ss],
+                [s.positions for s in ss],
+                [s.lattice for s in ss],
+                [s.name for s in ss],
+                [s.source for s in ss],
+                [s.record for s in ss],
+                [s.weights for s in ss],
+            )
+            for p in parsed:
+                for n in p.notes:
+                    if n in self.notes or len(self.notes) < _MAX_NOTES:
+                        self.notes[n] += 1
         if done:
             structures = [d.structure for d in done]
             args = (
@@ -256,8 +304,8 @@ class _ShardSink:
         self.kinds.update(r.kind for r in rejected)
         summary = self.summary
         summary.read += len(res.entries)
-        summary.written += len(done)
-        summary.gridded += len(done)
+        summary.written += len(done) + len(parsed)
+        summary.gridded += len(done) + len(parsed)  # structures runs: stored
         self.timings["parse"] += res.parse_s
         self.timings["grid"] += res.grid_s
         self.timings["encode"] += res.encode_s
@@ -450,6 +498,9 @@ def _run_slice(job: _Job, claim: SliceClaim, run: str, started: float) -> RunSum
     raw_bytes = settings.recipe.n_channels * int(np.prod(settings.recipe.shape)) * 4
     budget = min(_TASK_BYTES, get_memory_limit())
     task_size = int(min(64, max(1, budget // raw_bytes)))
+    task_fn = run_task
+    if settings.structures_only:
+        task_size, task_fn = _PARSE_TASK, parse_task
 
     pool: Executor | None = None
     pending: deque[Future[TaskResult] | Done] = deque()
@@ -463,9 +514,9 @@ def _run_slice(job: _Job, claim: SliceClaim, run: str, started: float) -> RunSum
 
         def submit(t: Task) -> None:
             if pool is None:
-                pending.append(Done(run_task(t, work)))
+                pending.append(Done(task_fn(t, work)))
             else:
-                pending.append(pool.submit(run_task, t, work))
+                pending.append(pool.submit(task_fn, t, work))
             while len(pending) > max_pending or (pending and pending[0].done()):
                 sink.consume(pending.popleft().result())
 

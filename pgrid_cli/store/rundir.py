@@ -404,6 +404,7 @@ def _quality(checks: list[ShardCheck]) -> dict[str, Any]:
 
 def _shard_parameters(attrs: dict[str, Any]) -> dict[str, Any]:
     keys = (
+        "content",
         "sigma",
         "channels",
         "grid_shape",

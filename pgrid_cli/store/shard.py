@@ -30,17 +30,22 @@ import numpy as np
 from .. import _core
 from ..core.box import Box
 from ..core.channels import ChannelSpec
+from ..core.structure import Structure
 from ..readers.records import Rejection
 from .layout import (
     CAPTURED,
     FORMAT,
     FORMAT_VERSION,
+    LATTICE,
     PARTIAL_SUFFIX,
     REJECTED,
     SHARD_GLOB,
     STR_DTYPE,
+    STRUCTURES,
     ShardMeta,
     check_format,
+    content,
+    n_structures,
     partial_index,
     plain,
     shard_index,
@@ -58,6 +63,7 @@ __all__ = [
     "PARTIAL_SUFFIX",
     "REJECTED",
     "SHARD_GLOB",
+    "STRUCTURES",
     "STR_DTYPE",
     "Shard",
     "ShardMeta",
@@ -74,7 +80,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ShardRecord:
-    """One structure read back from a shard."""
+    """One structure read back from a shard (of a structures shard: ``grid`` and ``box``
+    are None, ``lattice`` is its cell)."""
 
     grid: np.ndarray  #: (C, nx, ny, nz), the stored dtype
     box: Box
@@ -85,6 +92,7 @@ class ShardRecord:
     record: int
     weights: np.ndarray | None = None  #: (M,) float64 per-atom weights (None: all 1)
     captured: float | None = None  #: Σ grid ÷ Σ weights (None: not stored)
+    lattice: np.ndarray | None = None  #: structures shards: (3, 3) cell, Å (None: molecule)
 
 
 class Shard:
@@ -98,7 +106,8 @@ class Shard:
         self._offsets: np.ndarray | None = None
         self._fast: bool | None = None  # grids readable by the fast path (set on first read)
         f = self.file  # validate now, so a bad file fails early and clearly
-        self._len = int(f["grids"].shape[0])
+        self._len = n_structures(f)
+        self.content = content(f)  #: ``grids``, or ``structures`` (no grids)
 
     @property
     def file(self) -> h5py.File:
@@ -113,11 +122,12 @@ class Shard:
         return self._file
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_len": self._len}
+        return {"path": self.path, "_len": self._len, "content": self.content}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path = state["path"]
         self._len = state["_len"]
+        self.content = state.get("content", "grids")
         self._file = None
         self._pid = None
         self._offsets = None
@@ -137,15 +147,31 @@ class Shard:
         return {k: plain(v) for k, v in self.file.attrs.items()}
 
     @property
+    def has_grids(self) -> bool:
+        """False for a structures shard (``pgrid grid --store structures``)."""
+        return self.content != STRUCTURES
+
+    def _require_grids(self, what: str) -> None:
+        if not self.has_grids:
+            raise ValueError(
+                f"{self.path}: a structures shard (pgrid grid --store structures) has no "
+                f"{what}; grid its structures with a GridRecipe, e.g. "
+                f"pgrid_cli.torch.StructureShardDataset"
+            )
+
+    @property
     def sigma(self) -> float:
+        self._require_grids("grids (no sigma)")
         return float(self.file.attrs["sigma"])
 
     @property
     def channels(self) -> ChannelSpec:
+        self._require_grids("grids (no channels)")
         return ChannelSpec([str(c) for c in plain(self.file.attrs["channels"])])
 
     @property
     def grid_shape(self) -> tuple[int, int, int]:
+        self._require_grids("grids (no grid shape)")
         return tuple(int(v) for v in self.file.attrs["grid_shape"])  # type: ignore[return-value]
 
     def _atom_range(self, i: int) -> tuple[int, int]:
@@ -161,6 +187,7 @@ class Shard:
     def grid(self, i: int) -> np.ndarray:
         """(C, nx, ny, nz) grid of structure ``i`` (stored dtype)."""
         i = self._index(i)
+        self._require_grids("grids")
         ds = self.file["grids"]
         if self._fast is None:
             self._fast = _shuffle_deflate_float32(ds)
@@ -178,8 +205,33 @@ class Shard:
 
     def box(self, i: int) -> Box:
         i = self._index(i)
+        self._require_grids("grid boxes")
         f = self.file
         return Box(f["origin"][i], f["axes"][i], self.grid_shape, bool(f["periodic"][i]))
+
+    def lattice(self, i: int) -> np.ndarray | None:
+        """(3, 3) cell of structure ``i`` of a structures shard (rows a, b, c, Å); None
+        for a molecule."""
+        i = self._index(i)
+        if self.has_grids:
+            raise ValueError(f"{self.path}: a shard with grids stores grid boxes, not cells")
+        if not bool(self.file["periodic"][i]):
+            return None
+        return np.asarray(self.file[LATTICE][i], dtype=np.float64)
+
+    def structure(self, i: int) -> Structure:
+        """Structure ``i`` as a :class:`pgrid_cli.Structure` (atoms, weights, cell of a
+        structures shard, provenance)."""
+        rec = self[i]
+        return Structure(
+            numbers=rec.numbers.astype(np.int64),
+            positions=np.asarray(rec.positions, dtype=np.float64),
+            lattice=rec.lattice,
+            weights=rec.weights,
+            name=rec.name,
+            source=rec.source,
+            record=rec.record,
+        )
 
     def atoms(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(atomic numbers (M,), positions (M, 3) Å) of structure ``i``."""
@@ -213,6 +265,18 @@ class Shard:
         f = self.file
         numbers, positions = self.atoms(i)
         weights = self.weights(i)
+        if not self.has_grids:
+            return ShardRecord(
+                grid=None,  # type: ignore[arg-type]
+                box=None,  # type: ignore[arg-type]
+                numbers=numbers,
+                positions=positions,
+                name=plain(f["name"][i]),
+                source=plain(f["source"][i]),
+                record=int(f["record"][i]),
+                weights=weights,
+                lattice=self.lattice(i),
+            )
         return ShardRecord(
             grid=self.grid(i),
             box=self.box(i),
