@@ -82,14 +82,22 @@ class ShardTable:
                     )
         self._ends = np.cumsum(counts, dtype=np.int64)
         self._atom_starts = np.concatenate([[0], np.cumsum(atoms, dtype=np.int64)])
-        self._offsets: dict[int, np.ndarray] = {}  # per shard, read when first needed
+        self._open: dict[int, _OpenShard] = {}  # this process's, per shard (see opened())
         self.numbers = _AtomColumn(self, "atomic_numbers")
         self.positions = _AtomColumn(self, "positions")
         self.weights = _AtomColumn(self, "weights")
-        self.lattices = _Column(self, lambda s, j: _lattice(s, j))
-        self.periodic = _Column(self, lambda s, j: bool(s.file["periodic"][j]))
-        self.records = _Column(self, lambda s, j: int(s.file["record"][j]))
+        self.lattices = _Column(self, lambda o, j: np.asarray(o.ds[LATTICE][j], np.float64))
+        self.periodic = _Column(self, lambda o, j: bool(o.periodic[j]))
+        self.records = _Column(self, lambda o, j: int(o.records[j]))
         self.targets = None if self.target_names is None else _Column(self, self._target)
+
+    def opened(self, k: int) -> _OpenShard:
+        """Shard ``k`` open in this process, its datasets looked up once, and its small
+        per-structure index arrays (``atom_offset``, ``periodic``, ``record``) read."""
+        o = self._open.get(k)
+        if o is None or o.pid != os.getpid():
+            o = self._open[k] = _OpenShard(self.shards[k])
+        return o
 
     def __len__(self) -> int:
         return int(self._ends[-1]) if len(self._ends) else 0
@@ -102,9 +110,7 @@ class ShardTable:
     def atom_range(self, i: int) -> tuple[int, int]:
         """Global atom indices of structure ``i``."""
         k, j = self.locate(i)
-        off = self._offsets.get(k)
-        if off is None:
-            off = self._offsets[k] = self.shards[k].file["atom_offset"][:]
+        off = self.opened(k).offsets
         base = int(self._atom_starts[k])
         return base + int(off[j]), base + int(off[j + 1])
 
@@ -112,30 +118,52 @@ class ShardTable:
         ends = self._atom_starts[1:]
         k = min(int(np.searchsorted(ends, a0, side="right")), len(self.shards) - 1)
         base = int(self._atom_starts[k])
-        return self.shards[k].file[name][a0 - base : a1 - base]
+        return self.opened(k).ds[name][a0 - base : a1 - base]
 
     def name(self, i: int) -> str:
         k, j = self.locate(i)
-        return str(plain(self.shards[k].file["name"][j]))
+        return str(plain(self.opened(k).ds["name"][j]))
 
     def source(self, i: int) -> str:
         k, j = self.locate(i)
-        return str(plain(self.shards[k].file["source"][j]))
+        return str(plain(self.opened(k).ds["source"][j]))
 
-    def _target(self, shard: Shard, j: int) -> np.ndarray:
+    def _target(self, o: _OpenShard, j: int) -> np.ndarray:
         names = self.target_names or []
-        values = [np.asarray(shard.file[f"{PROPERTIES}/{n}"][j], dtype=np.float32) for n in names]
+        values = [np.asarray(o.ds[f"{PROPERTIES}/{n}"][j], dtype=np.float32) for n in names]
         if len(values) == 1:
             return values[0]
         return np.concatenate([v.reshape(-1) for v in values])
 
     def close(self) -> None:
+        self._open.clear()
         for s in self.shards:
             s.close()
 
 
-def _lattice(shard: Shard, j: int) -> np.ndarray:
-    return np.asarray(shard.file[LATTICE][j], dtype=np.float64)
+class _OpenShard:
+    """A shard as one process reads it: dataset handles looked up once, and the small
+    per-structure arrays it needs for every item (8 + 1 + 8 bytes a structure)."""
+
+    def __init__(self, shard: Shard) -> None:
+        self.pid = os.getpid()
+        f = shard.file
+        self.ds = _Datasets(f)
+        self.offsets = f["atom_offset"][:]
+        self.periodic = f["periodic"][:]
+        self.records = f["record"][:]
+
+
+class _Datasets(dict):  # type: ignore[type-arg]
+    """name → h5py.Dataset of one open file, looked up on first use."""
+
+    def __init__(self, f: Any) -> None:
+        super().__init__()
+        self.f = f
+
+    def __missing__(self, key: str) -> Any:
+        ds = self[key] = self.f[key]
+        return ds
 
 
 class _AtomColumn:
@@ -168,7 +196,7 @@ class _Column:
 
     def __getitem__(self, i: int) -> Any:
         k, j = self.table.locate(int(i))
-        return self.read(self.table.shards[k], j)
+        return self.read(self.table.opened(k), j)
 
 
 class StructureShardDataset(StructureDataset):
