@@ -124,7 +124,7 @@ def test_the_dataset_grids_what_the_recipe_grids(tmp_path):
     ds = StructureShardDataset(out, RECIPE)
     good = [r for r in source_records(INPUTS) if not isinstance(r, Rejection)]
     assert len(ds) == len(good)
-    for i in [0, 1, 57, *range(len(good) - 6, len(good))]:
+    for i in range(len(good)):  # molecules and crystals
         rec = good[i]
         expected = RECIPE.grid(rec.positions, rec.numbers, lattice=rec.lattice, weights=rec.weights)
         item = ds[i]
