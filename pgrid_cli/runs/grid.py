@@ -54,7 +54,7 @@ from ..store.codec import GridCodec
 from ..store.rundir import canonical_path, input_meta, read_slice_states, read_slicing, run_id
 from ..store.shard import Shard, ShardMeta, ShardWriter, shard_name
 from .gridtask import Done, Gridded, Parsed, Task, TaskResult, parse_task, run_task
-from .slicing import SlurmArray, resolve_slice
+from .slicing import SlurmArray, missing_count, resolve_slice
 from .summary import Progress, RunSummary
 from .workers import process_pool
 
@@ -422,25 +422,7 @@ def _grid_missing(
     """Run the slices of the run in ``out`` that are neither complete nor running."""
     record = read_slicing(out, run) if out.is_dir() else None
     states = [s for s in read_slice_states(out) if s.get("run_id") == run] if out.is_dir() else []
-    new_record = None
-    if record is not None:
-        count = int(record["num_slices"])
-        if num_shards is not None and int(num_shards) != count:
-            raise ParameterError(
-                f"this run is divided into {count} slices (slices/slicing.json), not {num_shards}"
-            )
-    elif num_shards is not None:
-        count = int(num_shards)
-        if count < 1:
-            raise ParameterError(f"{{num_shards}} must be at least 1, got {count}")
-        new_record = {"num_slices": count, "task_base": 0, "task_step": 1}
-    elif len({int(s["num_slices"]) for s in states}) == 1:
-        count = int(states[0]["num_slices"])
-    else:
-        raise ParameterError(
-            f"{{missing}}: nothing in {out} says how many slices this run has (no "
-            f"slices/slicing.json of it); give {{num_shards}} N"
-        )
+    count, new_record = missing_count(record, [int(s["num_slices"]) for s in states], num_shards)
     total = RunSummary(out, 0, count, files=len(job.files), slices_run=[])
     for i in range(count):
         claim = claim_slice(

@@ -143,6 +143,31 @@ def resolve_slice(
     return i, n, new
 
 
+def missing_count(
+    record: Mapping[str, Any] | None, state_counts: list[int], num_shards: int | None
+) -> tuple[int, dict[str, Any] | None]:
+    """(N, record to write) for ``--missing``: N from the run's record (``num_shards``
+    must agree), else ``num_shards`` (recorded then), else the one N of the run's slice
+    states."""
+    if record is not None:
+        n = int(record["num_slices"])
+        if num_shards is not None and int(num_shards) != n:
+            raise ParameterError(
+                f"this run is divided into {n} slices (slices/slicing.json), not {num_shards}"
+            )
+        return n, None
+    if num_shards is not None:
+        if int(num_shards) < 1:
+            raise ParameterError(f"{{num_shards}} must be at least 1, got {num_shards}")
+        return int(num_shards), {"num_slices": int(num_shards), "task_base": 0, "task_step": 1}
+    if len(set(state_counts)) == 1:
+        return state_counts[0], None
+    raise ParameterError(
+        "{missing}: nothing in the output directory says how many slices this run has "
+        "(no slices/slicing.json of it); give {num_shards} N"
+    )
+
+
 def slice_from_env(
     shard_index: int | None = None,
     num_shards: int | None = None,
