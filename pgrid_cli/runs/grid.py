@@ -261,30 +261,12 @@ class _ShardSink:
         rejected = [e for e in res.entries if isinstance(e, Rejection)]
         if parsed:
             ss = [p.structure for p in parsed]
-            writer.append_structures(
-                [s.numbers for s in ss],
-                [s.positions for s in ss],
-                [s.lattice for s in ss],
-                [s.name for s in ss],
-                [s.source for s in ss],
-                [s.record for s in ss],
-                [s.weights for s in ss],
-            )
-            for p in parsed:
-                for n in p.notes:
-                    if n in self.notes or len(self.notes) < _MAX_NOTES:
-                        self.notes[n] += 1
+            z, xyz, names, sources, records, weights = _columns(ss)
+            lattices = [s.lattice for s in ss]
+            writer.append_structures(z, xyz, lattices, names, sources, records, weights)
+            self._count_notes([n for p in parsed for n in p.notes])
         if done:
-            structures = [d.structure for d in done]
-            args = (
-                [d.box for d in done],
-                [s.numbers for s in structures],
-                [s.positions for s in structures],
-                [s.name for s in structures],
-                [s.source for s in structures],
-                [s.record for s in structures],
-                [s.weights for s in structures],
-            )
+            args = ([d.box for d in done], *_columns([d.structure for d in done]))
             captured = [d.captured for d in done]  # of the kernel's grid, before rounding
             if self.settings.codec.encodes_chunks:
                 chunks = [d.chunk for d in done]
@@ -298,9 +280,7 @@ class _ShardSink:
                 self.summary.low_capture += 1
             low = self.summary.min_captured
             self.summary.min_captured = d.captured if low is None else min(low, d.captured)
-            for n in d.notes:
-                if n in self.notes or len(self.notes) < _MAX_NOTES:
-                    self.notes[n] += 1
+            self._count_notes(d.notes)
         self.kinds.update(r.kind for r in rejected)
         summary = self.summary
         summary.read += len(res.entries)
@@ -312,6 +292,11 @@ class _ShardSink:
         self.timings["write"] += time.thread_time() - t
         self.report(res.bytes_end)
 
+    def _count_notes(self, notes: list[str]) -> None:
+        for n in notes:
+            if n in self.notes or len(self.notes) < _MAX_NOTES:
+                self.notes[n] += 1
+
     def close(self) -> None:
         self._finish()
 
@@ -319,6 +304,19 @@ class _ShardSink:
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
+
+
+def _columns(structures: list[Any]) -> tuple[list[Any], ...]:
+    """Numbers, positions, names, sources, records and weights of some structures."""
+    ss = structures
+    return (
+        [s.numbers for s in ss],
+        [s.positions for s in ss],
+        [s.name for s in ss],
+        [s.source for s in ss],
+        [s.record for s in ss],
+        [s.weights for s in ss],
+    )
 
 
 # ---------------------------------------------------------------------- the run

@@ -265,28 +265,18 @@ class Shard:
         f = self.file
         numbers, positions = self.atoms(i)
         weights = self.weights(i)
-        if not self.has_grids:
-            return ShardRecord(
-                grid=None,  # type: ignore[arg-type]
-                box=None,  # type: ignore[arg-type]
-                numbers=numbers,
-                positions=positions,
-                name=plain(f["name"][i]),
-                source=plain(f["source"][i]),
-                record=int(f["record"][i]),
-                weights=weights,
-                lattice=self.lattice(i),
-            )
+        grids = self.has_grids  # a structures shard: no grid, no box, its cell instead
         return ShardRecord(
-            grid=self.grid(i),
-            box=self.box(i),
+            grid=self.grid(i) if grids else None,  # type: ignore[arg-type]
+            box=self.box(i) if grids else None,  # type: ignore[arg-type]
             numbers=numbers,
             positions=positions,
             name=plain(f["name"][i]),
             source=plain(f["source"][i]),
             record=int(f["record"][i]),
             weights=weights,
-            captured=self.captured(i),
+            captured=self.captured(i) if grids else None,
+            lattice=None if grids else self.lattice(i),
         )
 
     def rejections(self) -> list[Rejection]:
