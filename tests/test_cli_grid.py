@@ -169,6 +169,26 @@ def test_slurm_array_variables_select_the_slice(tmp_path, monkeypatch):
     assert json.loads(r.stdout)["n_structures"] == 126 and r.exit_code == 0
 
 
+def test_a_resubmitted_task_and_missing_on_the_command_line(tmp_path, monkeypatch):
+    out = tmp_path / "o"
+    base = ["grid", SAMPLE / "drugs.sdf", "-o", out, "--grid-size", "8", "--shard-size", "20"]
+    base += ["--workers", "0", "--json", "--resume"]
+    first = {"SLURM_ARRAY_JOB_ID": "7", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "4"}
+    for k, v in {**first, "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_ID": "3"}.items():
+        monkeypatch.setenv(k, v)  # task 3 of --array=1-4: slice 2 of 4
+    assert json.loads(pgrid(*base).stdout)["slice"] == [2, 4]
+    again = {"SLURM_ARRAY_JOB_ID": "8", "SLURM_ARRAY_TASK_COUNT": "1", "SLURM_ARRAY_TASK_ID": "2"}
+    again |= {"SLURM_ARRAY_TASK_MIN": "2", "SLURM_ARRAY_TASK_MAX": "2"}
+    for k, v in again.items():
+        monkeypatch.setenv(k, v)  # --array=2 resubmitted: slice 1 of the run's 4
+    assert json.loads(pgrid(*base).stdout)["slice"] == [1, 4]
+    r = pgrid(*base, "--missing")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["slices_run"] == [0, 3] and s["manifest"] is True
+    assert json.loads(pgrid("info", out, "--json").stdout)["n_structures"] == 126
+
+
 def test_workers_run_in_processes(tmp_path):
     r = pgrid(
         "grid",

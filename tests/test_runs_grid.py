@@ -4,6 +4,7 @@ and the output-directory rules."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -23,8 +24,9 @@ from pgrid_cli import ChannelSpec, grid
 from pgrid_cli import readers as pio
 from pgrid_cli.core.reference import reference_grid
 from pgrid_cli.readers import iter_records
-from pgrid_cli.runs.grid import GridOptions, default_shard_size, grid_files
-from pgrid_cli.runs.slicing import slice_from_env
+from pgrid_cli.runs.grid import GridOptions, grid_files
+from pgrid_cli.runs.gridoptions import default_shard_size
+from pgrid_cli.runs.slicing import SlurmArray, resolve_slice, slice_from_env
 from pgrid_cli.store.codec import GridCodec
 from pgrid_cli.store.rundir import ERRORS, MANIFEST, describe, write_index
 from pgrid_cli.store.shard import Shard, ShardSet
@@ -334,10 +336,165 @@ def test_slurm_environment_picks_the_slice():
     ) == (3, 4)
     assert slice_from_env(1, 2, environ=env) == (1, 2)
     assert slice_from_env(environ={}) == (0, 1)
-    with pytest.raises(ValueError, match=r"shard_index must be in 0\.\.3"):
+    with pytest.raises(ValueError, match=r"task 7 is no slice of this run of 4 slices"):
         slice_from_env(environ={**env, "SLURM_ARRAY_TASK_ID": "7"})
     with pytest.raises(ValueError, match="not an integer"):
-        slice_from_env(environ={"SLURM_ARRAY_TASK_COUNT": "four"})
+        slice_from_env(environ={"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "four"})
+
+
+def slurm(array: str, task: int, job: str = "100") -> dict[str, str]:
+    """The SLURM_ARRAY_* variables Slurm gives task ``task`` of ``sbatch --array=ARRAY``."""
+    ids: list[int] = []
+    for part in array.split(","):
+        rng, _, step = part.partition(":")
+        lo, _, hi = rng.partition("-")
+        ids += range(int(lo), int(hi or lo) + 1, int(step or 1))
+    assert task in ids
+    steps = {b - a for a, b in itertools.pairwise(ids)}
+    return {
+        "SLURM_ARRAY_JOB_ID": job,
+        "SLURM_ARRAY_TASK_ID": str(task),
+        "SLURM_ARRAY_TASK_MIN": str(min(ids)),
+        "SLURM_ARRAY_TASK_MAX": str(max(ids)),
+        "SLURM_ARRAY_TASK_COUNT": str(len(ids)),
+        "SLURM_ARRAY_TASK_STEP": str(steps.pop() if len(steps) == 1 else 1),
+    }
+
+
+def resolve(array: str, task: int, record=None, job: str = "100", **kw):
+    return resolve_slice(
+        kw.get("shard_index"), kw.get("num_shards"), SlurmArray.from_env(slurm(array, task, job)),
+        record,
+    )  # fmt: skip
+
+
+def test_a_resubmitted_task_runs_its_own_slice_of_the_recorded_count():
+    # First contact: --array=0-3 records N = 4, base 0, step 1.
+    i, n, rec = resolve("0-3", 2)
+    assert (i, n) == (2, 4)
+    assert rec is not None and rec["num_slices"] == 4 and rec["task_base"] == 0
+    # Resubmissions are shaped differently; Slurm's COUNT/MIN of them are ignored.
+    assert resolve("1,3", 1, rec, job="101")[:2] == (1, 4)
+    assert resolve("1,3", 3, rec, job="101")[:2] == (3, 4)
+    assert resolve("1", 1, rec, job="102")[:2] == (1, 4)
+    assert resolve("2-3", 3, rec, job="103")[:2] == (3, 4)
+    assert resolve("1,3", 3, rec)[2] is None  # nothing new to record
+    with pytest.raises(ValueError, match=r"task 4 is no slice of this run of 4 slices.* 0-3"):
+        resolve("4", 4, rec)
+    with pytest.raises(ValueError, match="divided into 4 slices"):
+        resolve("1", 1, rec, num_shards=2)
+
+
+def test_stepped_and_offset_arrays():
+    # A first array starting at 1: task t is slice t − 1, also when resubmitted.
+    i, n, rec = resolve("1-16", 1)
+    assert (i, n, rec["task_base"]) == (0, 16, 1)
+    assert resolve("1-16", 16, rec)[:2] == (15, 16)
+    assert resolve("5,9", 9, rec, job="7")[:2] == (8, 16)
+    # Stepped first array: the step is divided out and recorded.
+    i, n, rec = resolve("0-8:2", 4)
+    assert (i, n, rec["task_step"]) == (2, 5, 2)
+    assert resolve("4-8:4", 8, rec, job="8")[:2] == (4, 5)
+    with pytest.raises(ValueError, match=r"task 3 is no slice.*0-8:2"):
+        resolve("3", 3, rec)
+    # A first array that is a range with a step, resubmitted with a step (scenario c-stepped).
+    _, _, rec = resolve("0-4", 0)
+    assert [resolve("0-4:2", t, rec, job="9")[:2] for t in (0, 2, 4)] == [(0, 5), (2, 5), (4, 5)]
+    # A sparse first array cannot say how many slices there are, unless told.
+    with pytest.raises(ValueError, match="must be a range"):
+        resolve("1,2,7", 2)
+    i, n, rec = resolve("1,2,7", 7, num_shards=8)
+    assert (i, n, rec["task_base"]) == (7, 8, 0)
+    # --num-shards with an array spanning exactly N ids: task MIN is slice 0.
+    assert resolve("1-4", 4, num_shards=4)[:2] == (3, 4)
+
+
+def test_slurm_resubmissions_complete_the_run(tmp_path, monkeypatch):
+    """The Slurm recipe: --array=0-3 with tasks 1 and 3 failing, then --array=1,3; then
+    --array=1 after another failure; the shards equal a single-process run's."""
+    opts = GridOptions(grid_size=12, shard_size=20)
+    whole = tmp_path / "whole"
+    run(MIXED, whole, opts)
+    out = tmp_path / "o"
+
+    def task(array: str, t: int, job: str):
+        for k, v in slurm(array, t, job).items():
+            monkeypatch.setenv(k, v)
+        return run(MIXED, out, opts, resume=True)
+
+    assert [task("0-3", t, "1").slice_index for t in (0, 2)] == [0, 2]
+    rec = json.loads((out / "slices" / "slicing.json").read_text())
+    assert (rec["num_slices"], rec["task_base"], rec["array_job_id"]) == (4, 0, "1")
+    s1 = task("1,3", 1, "2")
+    assert (s1.slice_index, s1.num_slices, s1.manifest) == (1, 4, False)
+    s3 = task("1,3", 3, "2")
+    assert (s3.slice_index, s3.num_slices, s3.manifest) == (3, 4, True)
+    assert contents(out) == contents(whole)
+    # A task rerun after the run finished keeps everything (resume).
+    again = task("1", 1, "3")
+    assert (again.slice_index, again.shards_written, again.shards_kept) == (1, 0, 2)
+    assert contents(out) == contents(whole)
+
+
+def test_missing_runs_what_is_left(tmp_path, monkeypatch):
+    opts = GridOptions(grid_size=12, shard_size=20)
+    whole = tmp_path / "whole"
+    run(MIXED, whole, opts)
+    out = tmp_path / "o"
+    for k, v in slurm("0-3", 2, "5").items():
+        monkeypatch.setenv(k, v)
+    run(MIXED, out, opts, resume=True)  # slice 2 of 4 only
+    for k in list(os.environ):
+        if k.startswith("SLURM_"):
+            monkeypatch.delenv(k)
+    s = run(MIXED, out, opts, resume=True, missing=True)
+    assert s.slices_run == [0, 1, 3] and s.num_slices == 4 and s.manifest
+    assert s.to_json()["slices_run"] == [0, 1, 3]
+    assert contents(out) == contents(whole)
+    assert (out / MANIFEST).exists()
+    # Nothing missing: nothing run, nothing touched, success.
+    s = run(MIXED, out, opts, missing=True)
+    assert s.slices_run == [] and s.total_items == 168 and s.shards_written == 0
+    # Without a record, N must be given; with one, it must agree.
+    with pytest.raises(ValueError, match="not 3"):
+        run(MIXED, out, opts, missing=True, num_shards=3)
+    fresh = tmp_path / "fresh"
+    with pytest.raises(ValueError, match="says how many slices"):
+        run(MIXED, fresh, opts, missing=True)
+    s = run(MIXED, fresh, opts, missing=True, num_shards=2)
+    assert s.slices_run == [0, 1] and s.manifest
+    assert contents(fresh) == contents(whole)
+
+
+def test_missing_skips_a_running_slice(tmp_path):
+    from pgrid_cli.store.files import FileLock
+    from pgrid_cli.store.rundir import slice_lock_path
+
+    opts = GridOptions(grid_size=12, shard_size=20)
+    out = tmp_path / "o"
+    run(MIXED, out, opts, shard_index=0, num_shards=3)
+    held = FileLock(slice_lock_path(out, 1, 3))  # slice 1 "runs" in another process
+    code = f"""
+import sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from pgrid_cli.store.files import FileLock
+lock = FileLock(__import__("pathlib").Path({str(held.path)!r}))
+assert lock.acquire(blocking=False)
+print("held", flush=True)
+time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        s = run(MIXED, out, opts, missing=True)
+        assert s.slices_run == [2] and not s.manifest
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    s = run(MIXED, out, opts, missing=True)
+    assert s.slices_run == [1] and s.manifest
 
 
 # ---------------------------------------------------------------------- what the kernel refuses

@@ -152,8 +152,19 @@ def grid_cli(
     ] = True,
     shard_size: Annotated[
         int | None,
-        typer.Option(help="Input records per shard (default: about 250 MB per shard)."),
+        typer.Option(
+            help="Input records per shard (default: about 250 MB per shard; 50,000 with "
+            "--store structures)."
+        ),
     ] = None,
+    store: Annotated[
+        str,
+        typer.Option(
+            help="grids, or structures: shards of atoms, cells and provenance without grids "
+            "(parser speed; grid them at training time with "
+            "pgrid_cli.torch.StructureShardDataset). The gridding options are then unused."
+        ),
+    ] = "grids",
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run in OUT.")
     ] = False,
@@ -162,12 +173,26 @@ def grid_cli(
     ] = False,
     shard_index: Annotated[
         int | None,
-        typer.Option(help="Run slice I of --num-shards (default: $SLURM_ARRAY_TASK_ID)."),
+        typer.Option(
+            help="Run slice I of --num-shards (default: in a Slurm array, task t is slice "
+            "t − the first array's MIN, also when resubmitted)."
+        ),
     ] = None,
     num_shards: Annotated[
         int | None,
-        typer.Option(help="Number of slices (default: $SLURM_ARRAY_TASK_COUNT, else 1)."),
+        typer.Option(
+            help="Number of slices (default: recorded in OUT by the run's first Slurm array, "
+            "its $SLURM_ARRAY_TASK_COUNT; else 1)."
+        ),
     ] = None,
+    missing: Annotated[
+        bool,
+        typer.Option(
+            "--missing",
+            help="Run every slice of the run in OUT that is neither complete nor running, "
+            "one after the other (implies --resume; as one job or a small array).",
+        ),
+    ] = False,
     workers: WORKERS = None,
     threads: Annotated[
         int | None, typer.Option(help="Kernel threads in all (default: one per core).")
@@ -198,6 +223,7 @@ def grid_cli(
             cif_tags=cif_tags,
             labels=labels,
             labels_key=labels_key,
+            store=store,
         )
         options.resolve()  # bad options fail before any file is touched
         bar = _ProgressBar(enabled=not (quiet or json_out) and err_console.is_terminal)
@@ -206,10 +232,11 @@ def grid_cli(
                 inputs,
                 out,
                 options,
-                resume=resume,
+                resume=resume or missing,
                 overwrite=overwrite,
                 shard_index=shard_index,
                 num_shards=num_shards,
+                missing=missing,
                 workers=workers,
                 threads=threads,
                 recursive=recursive,
@@ -295,7 +322,10 @@ def print_summary(s: RunSummary, console: Console) -> None:
     table.add_column(style="bold")
     table.add_column(justify="right")
     table.add_column(overflow="fold")
-    if s.num_slices > 1:
+    if s.slices_run is not None:
+        ran = ", ".join(map(str, s.slices_run)) or "none (nothing was missing)"
+        table.add_row("slices run", ran, f"of {s.num_slices}")
+    elif s.num_slices > 1:
         table.add_row("slice", f"{s.slice_index} of {s.num_slices}", "")
     table.add_row("input files", f"{s.files:,}", "")
     table.add_row("records read", f"{s.read:,}", "")

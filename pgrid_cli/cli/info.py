@@ -84,6 +84,9 @@ def print_description(d: dict[str, Any], console: Console) -> None:
         storage.append(f"rounded to a step ≤ {step:.3g} and ≤ 5e-5 × each grid's max")
     elif "rounding_step" in params:
         storage.append("lossless" if params.get("dtype") != "float16" else "unrounded")
+    if params.get("content") == "structures":
+        storage = ["structures only (atoms, cells, provenance), no grids: grid them when "
+                   "training, e.g. pgrid_cli.torch.StructureShardDataset"]  # fmt: skip
     table.add_row("storage", ", ".join(s for s in storage if s))
     bound = params.get("max_rounding_error")
     if bound is not None:

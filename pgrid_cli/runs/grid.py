@@ -11,17 +11,18 @@ assignment is what makes a run deterministic, resumable and divisible:
   call per task), round and compress, and their results are written in item order, so the
   shards do not depend on the number of workers or threads;
 * ``resume`` keeps every complete, valid shard and redoes the rest;
-* slice ``I`` of ``N`` (``shard_index``/``num_shards``, see
-  :func:`~pgrid_cli.runs.slicing.slice_from_env`) writes shards ``k ≡ I (mod N)``, so N
-  jobs share one directory; when the last slice finishes (or on ``pgrid index``) the
-  manifest and ``errors.jsonl`` are written by :func:`~pgrid_cli.store.rundir.write_index`.
+* slice ``I`` of ``N`` (``shard_index``/``num_shards``, or a Slurm array task: see
+  :mod:`~pgrid_cli.runs.slicing`; N is recorded by the run's first sliced process) writes
+  shards ``k ≡ I (mod N)``, so N jobs share one directory; when the last slice finishes
+  (or on ``pgrid index``) the manifest and ``errors.jsonl`` are written by
+  :func:`~pgrid_cli.store.rundir.write_index`; ``missing`` runs, one after the other,
+  the slices that are neither complete nor running (a finished run needs nothing).
 
 The output directory's files and states are :mod:`pgrid_cli.store.rundir`'s.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -34,14 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from ..core.box import Box, ShapeLike, normalize_shape
 from ..core.errors import ParameterError
-from ..core.kernel import available_cores, check_memory, get_memory_limit
-from ..core.recipe import GridRecipe
+from ..core.kernel import available_cores, get_memory_limit
 from ..core.structure import Structure
 from ..readers import (
     RawRecord,
-    ReadOptions,
     Rejection,
     detect_format,
     expand_inputs,
@@ -49,197 +47,31 @@ from ..readers import (
     preload_readers,
 )
 from ..readers.properties import LabelTable, atom_properties, properties, read_labels
-from ..store.claim import claim_slice
-from ..store.codec import GridCodec
+from ..store.claim import SliceClaim, claim_slice
 from ..store.layout import STR_DTYPE
-from ..store.rundir import canonical_path, input_meta, run_id
+from ..store.rundir import canonical_path, input_meta, read_slice_states, read_slicing, run_id
 from ..store.shard import Shard, ShardMeta, ShardWriter, shard_name
 from .elements import (
-    AUTO,
     auto_channels,
     catch_all_counts,
-    channels_without,
     element_symbol,
-    excluded_numbers,
     scan_elements,
 )
-from .gridtask import Done, Gridded, Task, TaskResult, run_task
-from .slicing import slice_from_env
+from .gridoptions import (
+    _MAX_NOTES,
+    _PARSE_TASK,
+    _TASK_BYTES,
+    CAPTURE_WARNING,
+    COARSE_NOTE,
+    COARSE_VOXELS,
+    GridOptions,
+    Settings,
+    voxel_edge,
+)
+from .gridtask import Done, Gridded, Parsed, Task, TaskResult, parse_task, run_task
+from .slicing import SlurmArray, missing_count, resolve_slice
 from .summary import Progress, RunSummary
 from .workers import process_pool
-
-#: Shards aim at about this many bytes on disk when ``shard_size`` is not given.
-TARGET_SHARD_BYTES = 250e6
-#: Assumed compression of rounded, gzip'd grids when choosing the default shard size
-#: (drug-like molecules at 32³ with element channels compress about 35×).
-_ASSUMED_RATIO = {"gzip": 35.0, "zstd": 35.0, "lzf": 8.0, "none": 1.0}
-#: Grids per worker task: about this many bytes of raw float32 (bounded to 1..64).
-_TASK_BYTES = 32 << 20
-_MAX_NOTES = 50
-#: A structure whose grid holds less than this share of its weight is counted (and
-#: warned about) in the summary: its box cuts off part of its density.
-CAPTURE_WARNING = 0.99
-#: A structure whose largest voxel edge is above this many σ is counted and warned about:
-#: its Gaussians are undersampled (a voxel wider than the atom's density).
-COARSE_VOXELS = 2.0
-COARSE_NOTE = (
-    "voxel edge above 2σ: the density is undersampled (use a smaller --spacing, a larger "
-    "--grid-size or a larger --sigma)"
-)
-
-
-def voxel_edge(box: Box) -> float:
-    """The longest voxel edge of a box, Å (its edge vectors ÷ the voxels along them)."""
-    return float(np.max(np.linalg.norm(box.axes, axis=1) / np.asarray(box.shape)))
-
-
-# ---------------------------------------------------------------------- options
-@dataclass(frozen=True)
-class GridOptions:
-    """The parameters of a ``pgrid grid`` run: the gridding recipe, storage and reading.
-
-    Attributes
-    ----------
-    grid_size, sigma, channels, box, padding : the :class:`~pgrid_cli.core.GridRecipe`
-    dtype : ``float32`` or ``float16`` storage
-    compression : ``gzip`` (``gzip:1``…``gzip:9``), ``lzf`` or ``none``
-    lossless : store the kernel's float32 values unrounded (see :mod:`pgrid_cli.store.codec`)
-    disorder : CIF partial occupancy policy, ``error``, ``majority`` or ``weight``
-    format : force an input format (``xyz``, ``sdf``, ``cif``) instead of the extension
-    shard_size : input records per shard (default: see :func:`default_shard_size`)
-    channels may also be ``auto``: one channel per element present in the inputs (found by
-        a first pass over them, :func:`pgrid_cli.runs.elements.scan_elements`)
-    exclude : elements whose atoms are not gridded (e.g. ``"H"``); they are kept with the
-        structure's atoms and recorded in the shard attribute ``exclude``
-    spacing : voxel edge (Å) for molecules: the box becomes a fixed cube of side
-        grid_size × spacing (``cube:L``) centred on each molecule; crystals keep their cell
-    cif_tags : CIF data items kept as properties (names, or one comma-separated string)
-    labels, labels_key : a table (.csv or .parquet) of properties joined to the records
-        by ``name`` or by ``source,record`` (docs/grid.md, "Properties")
-    """
-
-    grid_size: ShapeLike = 32
-    sigma: float = 0.5
-    channels: str = "elements"
-    box: str = "fit"
-    padding: float = 2.0
-    dtype: str = "float32"
-    compression: str = "gzip"
-    lossless: bool = False
-    disorder: str = "error"
-    format: str | None = None
-    shard_size: int | None = None
-    spacing: float | None = None
-    exclude: str | Sequence[str] = ()
-    cif_tags: str | Sequence[str] = ()
-    labels: str | os.PathLike[str] | None = None
-    labels_key: str = "name"
-
-    def resolve(self) -> Settings:
-        """Validate every option (ValueError with a specific message) → :class:`Settings`."""
-        box = self.box if self.spacing is None else self.spacing_box()
-        exclude = excluded_numbers(self.exclude)
-        # ``auto`` needs the inputs: grid_files resolves it; here a stand-in validates the rest
-        channels = channels_without(self.channels, exclude)
-        recipe = GridRecipe(self.grid_size, self.sigma, channels, box, self.padding)
-        # Workers allocate at least one grid: refuse a size over the cap before any work.
-        check_memory((recipe.n_channels, *recipe.shape), "one grid")
-        codec = GridCodec.parse(self.compression, self.dtype, self.lossless)
-        tags = self.cif_tags.split(",") if isinstance(self.cif_tags, str) else self.cif_tags
-        read = ReadOptions(self.disorder, cif_tags=tuple(t.strip() for t in tags if t.strip()))
-        labels = None
-        if self.labels is not None:
-            table = read_labels(self.labels, self.labels_key)  # checked now, read again later
-            labels = (str(Path(table.path).resolve()), ",".join(table.key))
-        fmt = detect_format("", self.format) if self.format is not None else None
-        if self.shard_size is not None and int(self.shard_size) < 1:
-            raise ParameterError(f"{{shard_size}} must be at least 1, got {self.shard_size}")
-        size = (
-            int(self.shard_size)
-            if self.shard_size is not None
-            else default_shard_size(recipe.shape, recipe.n_channels, codec)
-        )
-        return Settings(
-            recipe=recipe,
-            codec=codec,
-            read=read,
-            format=fmt,
-            shard_size=size,
-            labels=labels,
-            spacing=None if self.spacing is None else float(self.spacing),
-            exclude=exclude,
-            auto_channels=self.channels.strip().lower() == AUTO,
-        )
-
-    def spacing_box(self) -> str:
-        """The ``cube:L`` box that ``spacing`` makes with ``grid_size`` (L = N·H)."""
-        h = self.spacing
-        if h is None or not (isinstance(h, (int, float)) and math.isfinite(h) and h > 0):
-            raise ParameterError(f"{{spacing}} must be a positive number of Å, got {h!r}")
-        shape = normalize_shape(self.grid_size)
-        if len(set(shape)) != 1:
-            raise ParameterError(
-                f"{{spacing}} makes a cube: it needs one {{grid_size}} N, not {shape}"
-            )
-        if self.box != "fit":
-            raise ParameterError(
-                f"{{spacing}} sets the box (a cube of grid_size × spacing Å); do not give "
-                f"{{box}} {self.box} as well"
-            )
-        return f"cube:{shape[0] * float(h):.10g}"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Validated run parameters (from :meth:`GridOptions.resolve`); picklable."""
-
-    recipe: GridRecipe
-    codec: GridCodec
-    read: ReadOptions
-    format: str | None
-    shard_size: int
-    threads: int = 1  #: kernel threads in the process that grids
-    labels: tuple[str, str] | None = None  #: (labels table path, key), joined when writing
-    spacing: float | None = None  #: the voxel edge asked for (Å), when it set the box
-    exclude: tuple[int, ...] = ()  #: atomic numbers of the atoms not gridded
-    auto_channels: bool = False  #: channels were chosen from the inputs (``auto``)
-
-    def parameters(self) -> dict[str, Any]:
-        """The parameters that determine shard contents (JSON-friendly)."""
-        c = self.codec
-        return {
-            **self.recipe.parameters(),
-            "dtype": c.dtype,
-            "compression": c.compression,
-            "compression_level": c.level if c.compression == "gzip" else 0,
-            "rounding_step": c.step,
-            "disorder": self.read.disorder,
-            "format": self.format,
-            "shard_size": self.shard_size,
-            # only when set, so that the run ids of runs without them do not change
-            **({"cif_tags": list(self.read.cif_tags)} if self.read.cif_tags else {}),
-            **({"exclude": [element_symbol(z) for z in self.exclude]} if self.exclude else {}),
-            **({"labels": list(self.labels)} if self.labels else {}),
-        }
-
-
-def default_shard_size(shape: ShapeLike, n_channels: int, codec: GridCodec) -> int:
-    """Records per shard so that a shard is about :data:`TARGET_SHARD_BYTES` on disk.
-
-    Assumes typical compression for the codec and rounds down to 1, 2 or 5 × 10ⁿ.
-    """
-    raw = n_channels * int(np.prod(normalize_shape(shape))) * codec.np_dtype.itemsize
-    ratio = (
-        _ASSUMED_RATIO[codec.compression]
-        if codec.step
-        else min(_ASSUMED_RATIO[codec.compression], 10.0)
-    )
-    n = max(1.0, TARGET_SHARD_BYTES / (raw / ratio))
-    exp = 10 ** math.floor(math.log10(n))
-    for m in (5, 2, 1):
-        if n >= m * exp:
-            return int(min(m * exp, 100_000))
-    return 1
 
 
 # ---------------------------------------------------------------------- the writing side
@@ -272,6 +104,9 @@ class _ShardSink:
 
     def _open(self, k: int) -> ShardWriter:
         s = self.settings
+        extra = {"run_id": self.run, "first_item": k * s.shard_size, "disorder": s.read.disorder}
+        if s.structures_only:
+            return ShardWriter(self.out / shard_name(k), ShardMeta.structures(self.command, extra))
         meta = ShardMeta(
             sigma=s.recipe.sigma,
             channels=s.recipe.spec.names,
@@ -310,18 +145,28 @@ class _ShardSink:
         writer = self._writer
         ids = [res.first + i for i, e in enumerate(res.entries) if isinstance(e, Gridded)]
         done = [e for e in res.entries if isinstance(e, Gridded)]
+        parsed = [e for e in res.entries if isinstance(e, Parsed)]
         rejected = [e for e in res.entries if isinstance(e, Rejection)]
+        if parsed:
+            ss = [p.structure for p in parsed]
+            z, xyz, names, sources, records, weights = _columns(ss)
+            lattices = [s.lattice for s in ss]
+            writer.append_structures(
+                z,
+                xyz,
+                lattices,
+                names,
+                sources,
+                records,
+                weights,
+                ids=[res.first + i for i, e in enumerate(res.entries) if isinstance(e, Parsed)],
+                properties=[self._properties(s) for s in ss],
+                atom_properties=[atom_properties(s) for s in ss],
+            )
+            self._count_notes([n for p in parsed for n in p.notes])
         if done:
             structures = [d.structure for d in done]
-            args = (
-                [d.box for d in done],
-                [s.numbers for s in structures],
-                [s.positions for s in structures],
-                [s.name for s in structures],
-                [s.source for s in structures],
-                [s.record for s in structures],
-                [s.weights for s in structures],
-            )
+            args = ([d.box for d in done], *_columns(structures))
             more = {
                 "captured": [d.captured for d in done],  # of the kernel's grid, unrounded
                 "ids": ids,
@@ -347,14 +192,12 @@ class _ShardSink:
                 self.summary.low_capture += 1
             low = self.summary.min_captured
             self.summary.min_captured = d.captured if low is None else min(low, d.captured)
-            for n in d.notes:
-                if n in self.notes or len(self.notes) < _MAX_NOTES:
-                    self.notes[n] += 1
+            self._count_notes(d.notes)
         self.kinds.update(r.kind for r in rejected)
         summary = self.summary
         summary.read += len(res.entries)
-        summary.written += len(done)
-        summary.gridded += len(done)
+        summary.written += len(done) + len(parsed)
+        summary.gridded += len(done) + len(parsed)  # structures runs: stored
         self.timings["parse"] += res.parse_s
         self.timings["grid"] += res.grid_s
         self.timings["encode"] += res.encode_s
@@ -373,6 +216,11 @@ class _ShardSink:
             props = {**props, **found}
         return props
 
+    def _count_notes(self, notes: list[str]) -> None:
+        for n in notes:
+            if n in self.notes or len(self.notes) < _MAX_NOTES:
+                self.notes[n] += 1
+
     def close(self) -> None:
         self._finish()
 
@@ -380,6 +228,19 @@ class _ShardSink:
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
+
+
+def _columns(structures: list[Any]) -> tuple[list[Any], ...]:
+    """Numbers, positions, names, sources, records and weights of some structures."""
+    ss = structures
+    return (
+        [s.numbers for s in ss],
+        [s.positions for s in ss],
+        [s.name for s in ss],
+        [s.source for s in ss],
+        [s.record for s in ss],
+        [s.weights for s in ss],
+    )
 
 
 # ---------------------------------------------------------------------- the run
@@ -392,6 +253,7 @@ def grid_files(
     overwrite: bool = False,
     shard_index: int | None = None,
     num_shards: int | None = None,
+    missing: bool = False,
     workers: int | None = None,
     threads: int | None = None,
     recursive: bool = True,
@@ -409,7 +271,11 @@ def grid_files(
         kept, the rest redone) or ``overwrite`` (replace pgrid's files in it)
     options : :class:`GridOptions`
     shard_index, num_shards : run slice I of N (shards k with k mod N = I); default from
-        the Slurm array variables, else the whole input
+        the Slurm array variables and the run's slicing record (``slices/slicing.json``,
+        see :func:`~pgrid_cli.runs.slicing.resolve_slice`), else the whole input
+    missing : run every slice of the run that is neither complete nor running, in turn
+        (implies ``resume``; N from ``num_shards`` or the run's record). Another process
+        may do the same: each slice is claimed by one of them
     workers : processes that parse, grid and compress (default: one per core; 0 runs
         everything in this process)
     threads : kernel threads in all (default: one per core), split between workers
@@ -421,7 +287,6 @@ def grid_files(
     """
     started = time.perf_counter()
     settings = (options or GridOptions()).resolve()
-    index, count = slice_from_env(shard_index, num_shards)
     cores = available_cores()
     n_workers = cores if workers is None else int(workers)
     if n_workers < 0:
@@ -441,9 +306,76 @@ def grid_files(
 
     out = Path(out_dir)
     size = settings.shard_size
+    job = _Job(settings, files, formats, inputs_meta, n_workers, n_threads, command, progress)
+    if missing:
+        if overwrite:
+            raise ParameterError("{missing} and {overwrite} cannot be combined")
+        return _grid_missing(job, out, run, params, num_shards, started)
+    array = SlurmArray.from_env()
+    record = read_slicing(out, run) if out.is_dir() else None
+    if overwrite and record is not None and record.get("array_job_id") != (array and array.job_id):
+        record = None  # the run starts again: this process divides it anew
+    index, count, new_record = resolve_slice(shard_index, num_shards, array, record)
     claim = claim_slice(
-        out, run, params, inputs_meta, size, index, count, resume, overwrite, command
+        out, run, params, inputs_meta, size, index, count, resume, overwrite, command, new_record
     )
+    assert claim is not None
+    return _run_slice(job, claim, run, started)
+
+
+@dataclass
+class _Job:
+    """What every slice of one ``grid_files`` call shares."""
+
+    settings: Settings
+    files: list[Path]
+    formats: list[str]
+    inputs_meta: list[dict[str, Any]]
+    n_workers: int
+    n_threads: int
+    command: str
+    progress: Callable[[Progress], None] | None
+
+
+def _grid_missing(
+    job: _Job,
+    out: Path,
+    run: str,
+    params: dict[str, Any],
+    num_shards: int | None,
+    started: float,
+) -> RunSummary:
+    """Run the slices of the run in ``out`` that are neither complete nor running."""
+    record = read_slicing(out, run) if out.is_dir() else None
+    states = [s for s in read_slice_states(out) if s.get("run_id") == run] if out.is_dir() else []
+    count, new_record = missing_count(record, [int(s["num_slices"]) for s in states], num_shards)
+    total = RunSummary(out, 0, count, files=len(job.files), slices_run=[])
+    for i in range(count):
+        claim = claim_slice(
+            out, run, params, job.inputs_meta, job.settings.shard_size, i, count,
+            resume=True, command=job.command, slicing=new_record, only_missing=True,
+        )  # fmt: skip
+        if claim is None:
+            continue
+        one = _run_slice(job, claim, run, time.perf_counter())
+        total.add(one)
+    if total.slices_run:
+        total.slice_index = total.slices_run[0]
+    else:  # nothing was missing: say what the run holds
+        done = [s for s in read_slice_states(out) if s.get("run_id") == run and s.get("complete")]
+        total.total_items = max((int(s.get("total_items") or 0) for s in done), default=0)
+        total.manifest = False
+    total.seconds = time.perf_counter() - started
+    return total
+
+
+def _run_slice(job: _Job, claim: SliceClaim, run: str, started: float) -> RunSummary:
+    """Write the shards of the claimed slice; finish the claim (or fail it)."""
+    settings, files, formats, inputs_meta = job.settings, job.files, job.formats, job.inputs_meta
+    n_workers, n_threads, command, progress = (
+        job.n_workers, job.n_threads, job.command, job.progress
+    )  # fmt: skip
+    out, index, count = claim.out, claim.index, claim.count
     kept = claim.kept
 
     summary = RunSummary(out, index, count, files=len(files), shards_kept=len(kept))
@@ -476,6 +408,9 @@ def grid_files(
     raw_bytes = settings.recipe.n_channels * int(np.prod(settings.recipe.shape)) * 4
     budget = min(_TASK_BYTES, get_memory_limit())
     task_size = int(min(64, max(1, budget // raw_bytes)))
+    task_fn = run_task
+    if settings.structures_only:
+        task_size, task_fn = _PARSE_TASK, parse_task
 
     pool: Executor | None = None
     pending: deque[Future[TaskResult] | Done] = deque()
@@ -489,9 +424,9 @@ def grid_files(
 
         def submit(t: Task) -> None:
             if pool is None:
-                pending.append(Done(run_task(t, work)))
+                pending.append(Done(task_fn(t, work)))
             else:
-                pending.append(pool.submit(run_task, t, work))
+                pending.append(pool.submit(task_fn, t, work))
             while len(pending) > max_pending or (pending and pending[0].done()):
                 sink.consume(pending.popleft().result())
 

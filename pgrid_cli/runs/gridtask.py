@@ -40,6 +40,14 @@ class Gridded:
 
 
 @dataclass
+class Parsed:
+    """One structure, parsed and checked, not gridded (``--store structures``)."""
+
+    structure: Structure
+    notes: list[str]
+
+
+@dataclass
 class Task:
     shard: int
     items: list[RawRecord | Rejection]
@@ -50,7 +58,7 @@ class Task:
 @dataclass
 class TaskResult:
     shard: int
-    entries: list[Gridded | Rejection]
+    entries: list[Gridded | Parsed | Rejection]
     bytes_end: int
     parse_s: float = 0.0
     grid_s: float = 0.0
@@ -113,9 +121,7 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
             total = float(np.sum(s.weights)) if s.weights is not None else float(len(s))
             captured = float(g.sum(dtype=np.float64)) / total if total else 1.0
             codec.round(g)  # one structure at a time: its temporaries stay in cache
-            notes = [str(n) for n in s.info.get("warnings", [])]  # type: ignore[attr-defined]
-            if "disorder" in s.info:
-                notes.append(f"partial occupancy handled with disorder={settings.read.disorder}")
+            notes = _notes(s, settings)
             entries[idx] = Gridded(
                 structure=originals[idx],
                 box=box,
@@ -145,6 +151,27 @@ def _without(s: Structure, exclude: tuple[int, ...]) -> Structure | Rejection:
         positions=np.asarray(s.positions)[keep],
         weights=None if s.weights is None else np.asarray(s.weights)[keep],
     )
+
+
+def parse_task(task: Task, settings: Settings) -> TaskResult:
+    """Parse and check the records of one task, no gridding (``--store structures``)."""
+    t0 = time.process_time()
+    entries: list[Gridded | Parsed | Rejection] = []
+    for item in task.items:
+        s = item if isinstance(item, Rejection) else parse_record(item, settings.read)
+        if isinstance(s, Rejection):
+            entries.append(s)
+        else:
+            entries.append(Parsed(s, _notes(s, settings)))
+    parse_s = time.process_time() - t0
+    return TaskResult(task.shard, entries, task.bytes_end, parse_s=parse_s, first=task.first)
+
+
+def _notes(s: Structure, settings: Settings) -> list[str]:
+    notes = [str(n) for n in s.info.get("warnings", [])]  # type: ignore[attr-defined]
+    if "disorder" in s.info:
+        notes.append(f"partial occupancy handled with disorder={settings.read.disorder}")
+    return notes
 
 
 def _render(

@@ -47,6 +47,27 @@ class RunSummary:
     #: atoms that went to the catch-all channel ``*``, by element symbol
     catch_all: dict[str, int] = field(default_factory=dict)
     files: int = 0
+    #: ``missing`` runs: the slices this call ran (None: one slice, ``slice_index``)
+    slices_run: list[int] | None = None
+
+    def add(self, other: RunSummary) -> None:
+        """Count ``other`` (a slice this ``missing`` call ran) in this summary."""
+        for name in ("read", "written", "rejected", "shards_written", "shards_kept"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("bytes_written", "gridded", "low_capture"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for k, v in other.rejected_by_kind.items():
+            self.rejected_by_kind[k] = self.rejected_by_kind.get(k, 0) + v
+        for k, v in other.notes.items():
+            self.notes[k] = self.notes.get(k, 0) + v
+        for k, t in other.timings.items():
+            self.timings[k] = self.timings.get(k, 0.0) + t
+        if other.min_captured is not None:
+            low = self.min_captured
+            self.min_captured = other.min_captured if low is None else min(low, other.min_captured)
+        self.total_items = other.total_items
+        self.manifest = self.manifest or other.manifest
+        self.slices_run = [*(self.slices_run or []), other.slice_index]
 
     @property
     def structures_per_s(self) -> float:
@@ -60,6 +81,7 @@ class RunSummary:
         return {
             "out_dir": str(self.out_dir),
             "slice": [self.slice_index, self.num_slices],
+            **({} if self.slices_run is None else {"slices_run": self.slices_run}),
             "files": self.files,
             "read": self.read,
             "written": self.written,

@@ -54,11 +54,13 @@ def values_checksum(values: Any, dtype: Any = None) -> int:
     return crc32(arr.view(np.uint8).reshape(-1))
 
 
-def write_checksums(f: h5py.File, grid_crcs: list[int], datasets: list[str]) -> None:
-    """Store the chunk checksums and those of ``datasets`` (read back from ``f``)."""
+def write_checksums(f: h5py.File, grid_crcs: list[int] | None, datasets: list[str]) -> None:
+    """Store the chunk checksums (None: a shard without grids) and those of
+    ``datasets`` (read back from ``f``)."""
     group = f.create_group(GROUP)
     group.attrs["algorithm"] = ALGORITHM
-    group.create_dataset(GRIDS, data=np.asarray(grid_crcs, dtype=np.uint32))
+    if grid_crcs is not None:
+        group.create_dataset(GRIDS, data=np.asarray(grid_crcs, dtype=np.uint32))
     for name in datasets:
         group.attrs[name] = np.uint32(values_checksum(f[name][()]))
 
@@ -73,12 +75,14 @@ def chunk_checksums(ds: h5py.Dataset, n: int | None = None) -> list[int]:
 
 
 def has_checksums(f: h5py.File) -> bool:
-    return GROUP in f and GRIDS in f[GROUP]
+    return GROUP in f and (GRIDS in f[GROUP] or GRIDS not in f)
 
 
 def checksum_problem(f: h5py.File) -> str:
     """What fails the shard's checksums ("" when all match). The shard must have them."""
     group = f[GROUP]
+    if GRIDS not in f:  # a structures shard: its datasets only
+        return _values_problem(f, group)
     ds = f["grids"]
     want = group[GRIDS][()]
     n = int(ds.shape[0])
@@ -98,6 +102,10 @@ def checksum_problem(f: h5py.File) -> str:
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         return f"grid {bad[0]} fails its checksum{more}: the file is damaged"
+    return _values_problem(f, group)
+
+
+def _values_problem(f: h5py.File, group: h5py.Group) -> str:
     for name, value in sorted(group.attrs.items()):
         if name == "algorithm":
             continue
@@ -111,12 +119,13 @@ def checksum_problem(f: h5py.File) -> str:
 def shard_digest(f: h5py.File) -> int:
     """One CRC-32 standing for a shard's contents: its counts and its checksums (or,
     for a shard without checksums, its counts only)."""
-    n = int(f["grids"].shape[0])
+    n = int(f[GRIDS].shape[0]) if GRIDS in f else int(f["record"].shape[0])
     m = int(f["atomic_numbers"].shape[0]) if "atomic_numbers" in f else 0
     crc = crc32(f"{n} {m}".encode())
     if has_checksums(f):
         group = f[GROUP]
-        crc = crc32(np.ascontiguousarray(group[GRIDS][()], dtype="<u4").tobytes(), crc)
+        if GRIDS in group:
+            crc = crc32(np.ascontiguousarray(group[GRIDS][()], dtype="<u4").tobytes(), crc)
         for name, value in sorted(group.attrs.items()):
             if name != "algorithm":
                 crc = crc32(f"{name}={int(value)}".encode(), crc)

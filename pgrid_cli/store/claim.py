@@ -35,12 +35,16 @@ from .rundir import (
     RUN_FILES,
     SLICE_FORMAT,
     SLICES_DIR,
+    SLICING,
+    SLICING_FORMAT,
     VDS_NAME,
     directory_lock,
     read_slice_states,
+    read_slicing,
     running_slices,
     slice_lock_path,
     slice_state_path,
+    slicing_path,
     write_index_locked,
     write_json,
 )
@@ -108,6 +112,8 @@ class SliceClaim:
                     if self._previous is not None:
                         atomic_write(self.state_path, self._previous)
                     for p in reversed(self._created):
+                        if p.name == SLICING and read_slice_states(self.out):
+                            continue  # other slices of the run go by it
                         _remove_if_empty(p, lock)
         finally:
             self.release()
@@ -128,13 +134,20 @@ def claim_slice(
     resume: bool = False,
     overwrite: bool = False,
     command: str = "",
-) -> SliceClaim:
+    slicing: dict[str, Any] | None = None,
+    only_missing: bool = False,
+) -> SliceClaim | None:
     """Make ``out`` ready for slice ``index`` of ``count`` of run ``run_id`` and hold it.
 
     ``resume`` keeps the valid shards of the same run (checksums included) and removes
     the rest of this slice's; ``overwrite`` removes pgrid's files of this slice (of every
-    slice when ``count`` is 1). Raises ParameterError when the directory holds another
-    run, foreign files, or is in use by a process writing the same shards.
+    slice when ``count`` is 1). ``slicing`` is the run's slicing record to write on first
+    contact (see :func:`~pgrid_cli.runs.slicing.resolve_slice`): written unless the run
+    has one (replaced under ``overwrite`` when it came from another array job), refused
+    when it differs from the run's. With ``only_missing``, returns None (and touches
+    nothing) when the slice is complete or running. Raises ParameterError when the
+    directory holds another run, foreign files, or is in use by a process writing the
+    same shards.
     """
     if resume and overwrite:
         raise ParameterError("{resume} and {overwrite} cannot be combined")
@@ -157,6 +170,11 @@ def claim_slice(
     slice_lock = FileLock(slice_lock_path(out, index, count))
     try:
         running = running_slices(out)
+        if only_missing and _done_or_running(out, run_id, index, count, running):
+            for p in reversed(created):
+                _remove_if_empty(p, lock)
+            lock.release()
+            return None
         _refuse_if_in_use(out, running, index, count)
         for p in stale_temps(out, set(RUN_FILES)):  # only written under the directory lock
             p.unlink(missing_ok=True)
@@ -165,6 +183,7 @@ def claim_slice(
         if not slices.is_dir():
             slices.mkdir()
             created.append(slices)
+        _record_slicing(out, run_id, slicing, overwrite and count == 1, overwrite, created)
         lock_file_existed = slice_lock.path.exists()
         if not slice_lock.acquire(blocking=False):  # pragma: no cover - checked above
             raise ParameterError(f"output directory {out} is in use by another pgrid grid run")
@@ -211,6 +230,49 @@ def claim_slice(
         claim.release()
         raise
     return claim
+
+
+def _done_or_running(
+    out: Path, run_id: str, index: int, count: int, running: dict[tuple[int, int], int]
+) -> bool:
+    if (index, count) in running:
+        return True
+    path = str(slice_state_path(out, index, count))
+    return any(
+        s["_path"] == path and s.get("run_id") == run_id and s.get("complete")
+        for s in read_slice_states(out)
+    )
+
+
+def _record_slicing(
+    out: Path,
+    run_id: str,
+    slicing: dict[str, Any] | None,
+    drop: bool,
+    overwrite: bool,
+    created: list[Path],
+) -> None:
+    """Write the run's slicing record (under the directory lock), see :func:`claim_slice`."""
+    path = slicing_path(out)
+    if slicing is None:
+        if drop:
+            path.unlink(missing_ok=True)
+        return
+    existing = read_slicing(out, run_id)
+    key = ("num_slices", "task_base", "task_step")
+    if existing is not None and not (
+        overwrite and existing.get("array_job_id") != slicing.get("array_job_id")
+    ):
+        if [existing.get(k) for k in key] != [slicing.get(k) for k in key]:
+            raise ParameterError(
+                f"{path} divides this run into {existing['num_slices']} slices (first Slurm "
+                f"array {existing.get('first_array', '?')}), this process into "
+                f"{slicing['num_slices']}; use {{overwrite}} to start the run again"
+            )
+        return
+    if not path.exists():
+        created.append(path)
+    write_json(path, {"format": SLICING_FORMAT, "run_id": run_id, **slicing})
 
 
 def _remove_if_empty(p: Path, lock: FileLock) -> None:

@@ -28,6 +28,14 @@ PARTIAL_SUFFIX = ".partial"
 REJECTED = "rejected"
 #: Dataset of the fraction of each structure's weight that its grid holds.
 CAPTURED = "captured"
+#: The ``content`` attribute of a shard without grids (``pgrid grid --store structures``):
+#: atoms, cells and provenance only, gridded later (``pgrid_cli.torch.StructureShardDataset``).
+#: Shards with grids have no ``content`` attribute (or ``content = "grids"``).
+STRUCTURES = "structures"
+GRIDS = "grids"
+#: Per-structure datasets of a structures shard: the cell (rows a, b, c; zeros for a
+#: molecule) and whether it is periodic.
+LATTICE = "lattice"
 _SHARD_RE = re.compile(r"^shard-(\d{5,})\.h5$")
 _PARTIAL_RE = re.compile(r"^shard-(\d{5,})\.h5(?:\.\d+(?:-[0-9a-f]+)?)?\.partial$")
 
@@ -63,9 +71,25 @@ class ShardMeta:
     padding: float = 2.0  #: Å
     command: str = ""  #: the command line that made the shard
     extra: dict[str, Any] = field(default_factory=dict)  #: further attributes to store
+    content: str = GRIDS  #: ``grids``, or ``structures`` (no grids, no gridding attributes)
+
+    @classmethod
+    def structures(cls, command: str = "", extra: dict[str, Any] | None = None) -> ShardMeta:
+        """The attributes of a shard without grids (``content = "structures"``)."""
+        return cls(0.0, (), (0, 0, 0), command=command, extra=dict(extra or {}), content=STRUCTURES)
 
     def attrs(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        if self.content == STRUCTURES:
+            out: dict[str, Any] = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "content": STRUCTURES,
+                "pgrid_version": __version__,
+                "command": str(self.command),
+            }
+            out.update(self.extra)
+            return out
+        out = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "sigma": float(self.sigma),
@@ -91,6 +115,16 @@ def check_format(f: h5py.File, path: Path | str) -> None:
             f"{path}: shard format version {version}; this pgrid reads versions "
             f"{', '.join(map(str, READ_VERSIONS))}"
         )
+
+
+def content(f: h5py.File) -> str:
+    """``grids`` or ``structures``: what an open shard holds."""
+    return str(plain(f.attrs.get("content", GRIDS)))
+
+
+def n_structures(f: h5py.File) -> int:
+    """The number of structures of an open shard (of either content)."""
+    return int(f[GRIDS].shape[0]) if GRIDS in f else int(f["record"].shape[0])
 
 
 def plain(v: Any) -> Any:

@@ -35,6 +35,10 @@ from .verify import CAPTURED_THRESHOLD, ShardCheck, verify_shard
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
 SLICES_DIR = "slices"
+#: ``slices/slicing.json``: how a run is divided (N, and the Slurm task id of slice 0 and
+#: the step), recorded by its first sliced process (see :mod:`pgrid_cli.runs.slicing`).
+SLICING = "slicing.json"
+SLICING_FORMAT = "pgrid-slicing"
 VDS_NAME = "all.h5"
 MANIFEST_FORMAT = "pgrid-run"
 SLICE_FORMAT = "pgrid-slice"
@@ -82,6 +86,24 @@ def running_slices(out_dir: str | os.PathLike[str]) -> dict[tuple[int, int], int
 def slice_state_path(out_dir: str | os.PathLike[str], index: int, count: int) -> Path:
     """Where slice ``index`` of ``count`` keeps its state."""
     return Path(out_dir) / SLICES_DIR / f"slice-{index:05d}-of-{count:05d}.json"
+
+
+def slicing_path(out_dir: str | os.PathLike[str]) -> Path:
+    """Where a run records how it is divided into slices."""
+    return Path(out_dir) / SLICES_DIR / SLICING
+
+
+def read_slicing(out_dir: str | os.PathLike[str], run: str | None = None) -> dict[str, Any] | None:
+    """The slicing record of ``out_dir`` (of run ``run`` when given), or None."""
+    try:
+        rec = json.loads(slicing_path(out_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict) or rec.get("format") != SLICING_FORMAT:
+        return None
+    if run is not None and rec.get("run_id") != run:
+        return None
+    return rec
 
 
 def read_slice_states(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -388,6 +410,7 @@ def _quality(checks: list[ShardCheck]) -> dict[str, Any]:
 
 def _shard_parameters(attrs: dict[str, Any]) -> dict[str, Any]:
     keys = (
+        "content",
         "sigma",
         "channels",
         "grid_shape",

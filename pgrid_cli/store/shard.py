@@ -30,18 +30,23 @@ import numpy as np
 from .. import _core
 from ..core.box import Box
 from ..core.channels import ChannelSpec
+from ..core.structure import Structure
 from ..readers.records import Rejection
 from .codec import ZSTD_FILTER, load_zstd_filter, zstd_decompressor
 from .layout import (
     CAPTURED,
     FORMAT,
     FORMAT_VERSION,
+    LATTICE,
     PARTIAL_SUFFIX,
     REJECTED,
     SHARD_GLOB,
     STR_DTYPE,
+    STRUCTURES,
     ShardMeta,
     check_format,
+    content,
+    n_structures,
     partial_index,
     plain,
     shard_index,
@@ -67,6 +72,7 @@ __all__ = [
     "PARTIAL_SUFFIX",
     "REJECTED",
     "SHARD_GLOB",
+    "STRUCTURES",
     "STR_DTYPE",
     "Shard",
     "ShardMeta",
@@ -83,7 +89,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ShardRecord:
-    """One structure read back from a shard."""
+    """One structure read back from a shard (of a structures shard: ``grid`` and ``box``
+    are None, ``lattice`` is its cell)."""
 
     grid: np.ndarray  #: (C, nx, ny, nz), the stored dtype
     box: Box
@@ -98,6 +105,7 @@ class ShardRecord:
     #: properties (name → float, NaN when missing; str; or array) and per-atom arrays
     properties: dict[str, Any] = field(default_factory=dict)
     atom_properties: dict[str, np.ndarray] = field(default_factory=dict)
+    lattice: np.ndarray | None = None  #: structures shards: (3, 3) cell, Å (None: molecule)
 
 
 class Shard:
@@ -112,7 +120,8 @@ class Shard:
         self._fast: str | None = None  # grids readable by the fast path (set on first read)
         self._columns: dict[str, Any] = {}
         f = self.file  # validate now, so a bad file fails early and clearly
-        self._len = int(f["grids"].shape[0])
+        self._len = n_structures(f)
+        self.content = content(f)  #: ``grids``, or ``structures`` (no grids)
 
     @property
     def file(self) -> h5py.File:
@@ -129,11 +138,12 @@ class Shard:
         return self._file
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "_len": self._len}
+        return {"path": self.path, "_len": self._len, "content": self.content}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path = state["path"]
         self._len = state["_len"]
+        self.content = state.get("content", "grids")
         self._file = None
         self._pid = None
         self._offsets = None
@@ -154,15 +164,31 @@ class Shard:
         return {k: plain(v) for k, v in self.file.attrs.items()}
 
     @property
+    def has_grids(self) -> bool:
+        """False for a structures shard (``pgrid grid --store structures``)."""
+        return self.content != STRUCTURES
+
+    def _require_grids(self, what: str) -> None:
+        if not self.has_grids:
+            raise ValueError(
+                f"{self.path}: a structures shard (pgrid grid --store structures) has no "
+                f"{what}; grid its structures with a GridRecipe, e.g. "
+                f"pgrid_cli.torch.StructureShardDataset"
+            )
+
+    @property
     def sigma(self) -> float:
+        self._require_grids("grids (no sigma)")
         return float(self.file.attrs["sigma"])
 
     @property
     def channels(self) -> ChannelSpec:
+        self._require_grids("grids (no channels)")
         return ChannelSpec([str(c) for c in plain(self.file.attrs["channels"])])
 
     @property
     def grid_shape(self) -> tuple[int, int, int]:
+        self._require_grids("grids (no grid shape)")
         return tuple(int(v) for v in self.file.attrs["grid_shape"])  # type: ignore[return-value]
 
     def _atom_range(self, i: int) -> tuple[int, int]:
@@ -178,6 +204,7 @@ class Shard:
     def grid(self, i: int) -> np.ndarray:
         """(C, nx, ny, nz) grid of structure ``i`` (stored dtype)."""
         i = self._index(i)
+        self._require_grids("grids")
         ds = self.file["grids"]
         if self._fast is None:
             self._fast = _fast_layout(ds)
@@ -199,6 +226,7 @@ class Shard:
 
     def box(self, i: int) -> Box:
         i = self._index(i)
+        self._require_grids("grid boxes")
         f = self.file
         return Box(f["origin"][i], f["axes"][i], self.grid_shape, bool(f["periodic"][i]))
 
@@ -207,6 +235,30 @@ class Shard:
         edge ÷ the voxels along it), not stored separately."""
         axes = self.file["axes"][self._index(i)]
         return np.linalg.norm(axes, axis=1) / np.asarray(self.grid_shape)
+
+    def lattice(self, i: int) -> np.ndarray | None:
+        """(3, 3) cell of structure ``i`` of a structures shard (rows a, b, c, Å); None
+        for a molecule."""
+        i = self._index(i)
+        if self.has_grids:
+            raise ValueError(f"{self.path}: a shard with grids stores grid boxes, not cells")
+        if not bool(self.file["periodic"][i]):
+            return None
+        return np.asarray(self.file[LATTICE][i], dtype=np.float64)
+
+    def structure(self, i: int) -> Structure:
+        """Structure ``i`` as a :class:`pgrid_cli.Structure` (atoms, weights, cell of a
+        structures shard, provenance)."""
+        rec = self[i]
+        return Structure(
+            numbers=rec.numbers.astype(np.int64),
+            positions=np.asarray(rec.positions, dtype=np.float64),
+            lattice=rec.lattice,
+            weights=rec.weights,
+            name=rec.name,
+            source=rec.source,
+            record=rec.record,
+        )
 
     def atoms(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(atomic numbers (M,), positions (M, 3) Å) of structure ``i``."""
@@ -276,16 +328,18 @@ class Shard:
         f = self.file
         numbers, positions = self.atoms(i)
         weights = self.weights(i)
+        grids = self.has_grids  # a structures shard: no grid, no box, its cell instead
         return ShardRecord(
-            grid=self.grid(i),
-            box=self.box(i),
+            grid=self.grid(i) if grids else None,  # type: ignore[arg-type]
+            box=self.box(i) if grids else None,  # type: ignore[arg-type]
             numbers=numbers,
             positions=positions,
             name=plain(f["name"][i]),
             source=plain(f["source"][i]),
             record=int(f["record"][i]),
             weights=weights,
-            captured=self.captured(i),
+            captured=self.captured(i) if grids else None,
+            lattice=None if grids else self.lattice(i),
             id=self.id(i),
             properties=self.properties(i),
             atom_properties=self.atom_properties(i),

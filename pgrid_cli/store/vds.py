@@ -11,11 +11,13 @@ import numpy as np
 
 from .checksums import shard_digest
 from .files import atomic_file
-from .layout import CAPTURED, REJECTED, STR_DTYPE, check_format
+from .layout import CAPTURED, LATTICE, REJECTED, STR_DTYPE, check_format, n_structures
 from .properties import ATOM_PROPERTIES, ID, PROPERTIES, atom_property_names, property_names
 from .verify import VIRTUAL_DIGESTS, VIRTUAL_SOURCES
 
-_PER_STRUCTURE = ("grids", "origin", "axes", "periodic", "name", "source", "record", CAPTURED)
+_PER_STRUCTURE = (
+    *("grids", "origin", "axes", LATTICE, "periodic", "name", "source", "record", CAPTURED),
+)
 _PER_ATOM = ("atomic_numbers", "positions", "weights")
 
 
@@ -46,7 +48,7 @@ def write_vds(path: str | os.PathLike[str], shards: Sequence[str | os.PathLike[s
             names = [*per_structure, *per_atom]
             infos.append(
                 {
-                    "n": int(h["grids"].shape[0]),
+                    "n": n_structures(h),
                     "m": int(h["atomic_numbers"].shape[0]),
                     "shapes": {d: h[d].shape for d in names if d in h},
                     "dtypes": {d: h[d].dtype for d in names if d in h},
@@ -67,8 +69,10 @@ def write_vds(path: str | os.PathLike[str], shards: Sequence[str | os.PathLike[s
         out.attrs["n_structures"] = n_total
         out.attrs[VIRTUAL_SOURCES] = np.array([f.name for f in files], dtype=STR_DTYPE)
         out.attrs[VIRTUAL_DIGESTS] = np.array([i["digest"] for i in infos], dtype=np.uint32)
-        bounds = [float(i["attrs"].get("max_rounding_error", 0.0)) for i in infos]
-        out.attrs["max_rounding_error"] = max(bounds)  # the largest of the sources'
+        bound = "max_rounding_error"  # structures shards have none
+        bounds = [float(i["attrs"][bound]) for i in infos if bound in i["attrs"]]
+        if bounds:
+            out.attrs["max_rounding_error"] = max(bounds)  # the largest of the sources'
         for name, total, key in [(d, n_total, "n") for d in per_structure] + [
             (d, m_total, "m") for d in per_atom
         ]:

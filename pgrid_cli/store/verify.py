@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 from .checksums import checksum_problem, has_checksums, shard_digest
-from .layout import CAPTURED, REJECTED, check_format, plain
+from .layout import CAPTURED, LATTICE, REJECTED, STRUCTURES, check_format, content, plain
 
 #: ``pgrid info`` counts the structures whose grid holds less than this fraction of their
 #: weight (docs/grid.md: atoms near a molecule box's faces, or outside a fixed cube).
@@ -32,6 +32,11 @@ _REQUIRED = (
     "name",
     "source",
     "record",
+)
+#: A structures shard (``content = "structures"``) has no grids and no grid boxes.
+_REQUIRED_STRUCTURES = (
+    *(d for d in _REQUIRED if d not in ("grids", "origin", "axes")),
+    LATTICE,
 )
 
 
@@ -125,23 +130,30 @@ def _shard_problem(f: h5py.File, check: ShardCheck, expect: dict[str, Any], deep
         check_format(f, check.path.name)
     except ValueError as exc:
         return str(exc).split(": ", 1)[-1]
-    missing = [d for d in _REQUIRED if d not in f]
+    structures = content(f) == STRUCTURES
+    missing = [d for d in (_REQUIRED_STRUCTURES if structures else _REQUIRED) if d not in f]
     if missing:
         return f"missing dataset(s) {', '.join(missing)}"
     attrs = {k: plain(v) for k, v in f.attrs.items()}
     check.attrs = attrs
-    n = int(f["grids"].shape[0])
+    if structures:
+        n = int(f["record"].shape[0])
+        per_structure: tuple[str, ...] = (LATTICE, "periodic", "name", "source")
+    else:
+        n = int(f["grids"].shape[0])
+        check.dtype = str(f["grids"].dtype)
+        per_structure = ("origin", "axes", "periodic", "name", "source", "record")
     check.n_structures = n
-    check.dtype = str(f["grids"].dtype)
-    for d in ("origin", "axes", "periodic", "name", "source", "record"):
+    for d in per_structure:
         if f[d].shape[0] != n:
-            return f"{d} has {f[d].shape[0]} entries for {n} grids"
-    try:
-        shape = (len(attrs["channels"]), *[int(v) for v in attrs["grid_shape"]])
-    except (KeyError, TypeError):
-        return "missing channels or grid_shape attribute"
-    if tuple(f["grids"].shape[1:]) != shape:
-        return f"grids have shape {f['grids'].shape[1:]}, attributes say {shape}"
+            return f"{d} has {f[d].shape[0]} entries for {n} {'records' if structures else 'grids'}"
+    if not structures:
+        try:
+            shape = (len(attrs["channels"]), *[int(v) for v in attrs["grid_shape"]])
+        except (KeyError, TypeError):
+            return "missing channels or grid_shape attribute"
+        if tuple(f["grids"].shape[1:]) != shape:
+            return f"grids have shape {f['grids'].shape[1:]}, attributes say {shape}"
     offsets = f["atom_offset"][:]
     m = int(f["atomic_numbers"].shape[0])
     check.n_atoms = m
@@ -178,7 +190,7 @@ def _shard_problem(f: h5py.File, check: ShardCheck, expect: dict[str, Any], deep
         got = attrs.get(key)
         if got != want:
             return f"{key} is {got!r}, expected {want!r}"
-    if deep:
+    if deep and not structures:
         g = f["grids"]
         for i in range(n):
             try:

@@ -16,7 +16,7 @@ from ..readers.records import Rejection
 from .checksums import chunk_checksums, crc32, write_checksums
 from .codec import EncodedChunk, GridCodec, float16_cast_error
 from .files import storage_error, temp_name
-from .layout import CAPTURED, PARTIAL_SUFFIX, REJECTED, STR_DTYPE, ShardMeta
+from .layout import CAPTURED, LATTICE, PARTIAL_SUFFIX, REJECTED, STR_DTYPE, STRUCTURES, ShardMeta
 from .properties import ID, write_properties
 
 
@@ -80,6 +80,8 @@ class ShardWriter:
         self._ids: list[int] = []  # format version 2: ids, properties, atom properties
         self._props: list[dict[str, Any]] = []
         self._atom_props: list[dict[str, Any]] = []
+        self._lattices: list[np.ndarray] = []  # structures shards: the cells
+        self.structures_only = meta.content == STRUCTURES
         self._bound = 0.0  # largest |stored - given| bound of the grids so far
         try:
             self._file: h5py.File | None = h5py.File(self.partial, "x")  # exclusive
@@ -101,6 +103,8 @@ class ShardWriter:
     def _create(self) -> None:
         f = self._file
         assert f is not None
+        if self.structures_only:
+            return  # no grids: everything is written by close()
         c = len(self.meta.channels)
         gshape = (c, *self.meta.grid_shape)
         f.create_dataset(
@@ -146,6 +150,8 @@ class ShardWriter:
         (:mod:`pgrid_cli.store.properties`); any of them makes a format version 2 shard.
         """
         f = self._require_open()
+        if self.structures_only:
+            raise ValueError("a structures shard holds no grids: use append_structures()")
         k = len(grids)
         if not (len(boxes) == len(numbers) == len(positions) == len(names) == k):
             raise ValueError("append() needs one box, atom list and name per grid")
@@ -165,9 +171,85 @@ class ShardWriter:
                 totals.append(self._put(g, self._n + i, grids[i], encoded, rounded, captured))
         except OSError as exc:
             raise storage_error(exc, self.path, "cannot write the shard") from None
+        self._atoms(
+            numbers,
+            positions,
+            weights,
+            names,
+            sources,
+            records,
+            captured,
+            totals,
+            ids,
+            properties,
+            atom_properties,
+        )
         for i in range(k):
-            z = np.asarray(numbers[i]).reshape(-1)
             self._boxes.append(boxes[i])
+        self._n += k
+
+    def append_structures(
+        self,
+        numbers: Sequence[np.ndarray],
+        positions: Sequence[np.ndarray],
+        lattices: Sequence[np.ndarray | None],
+        names: Sequence[str],
+        sources: Sequence[str],
+        records: Sequence[int],
+        weights: Sequence[np.ndarray | None] | None = None,
+        *,
+        ids: Sequence[int] | None = None,
+        properties: Sequence[dict[str, Any]] | None = None,
+        atom_properties: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
+        """Append k structures to a structures shard (``ShardMeta.structures()``): atoms,
+        cell (``lattices[s]`` (3, 3) Å, rows a, b, c; None for a molecule), provenance, and
+        (as in :meth:`append`) ids and properties."""
+        self._require_open()
+        if not self.structures_only:
+            raise ValueError("append_structures() is for a shard made with ShardMeta.structures()")
+        k = len(numbers)
+        if not (len(positions) == len(lattices) == len(names) == len(sources) == len(records) == k):
+            raise ValueError("append_structures() needs one entry of each per structure")
+        if weights is not None and len(weights) != k:
+            raise ValueError("append_structures() needs one weight array (or None) per structure")
+        self._atoms(
+            numbers,
+            positions,
+            weights,
+            names,
+            sources,
+            records,
+            None,
+            None,
+            ids,
+            properties,
+            atom_properties,
+        )
+        for cell in lattices:
+            self._lattices.append(
+                np.zeros((3, 3)) if cell is None else np.asarray(cell, np.float64).reshape(3, 3)
+            )
+        self._n += k
+
+    def _atoms(
+        self,
+        numbers: Sequence[np.ndarray],
+        positions: Sequence[np.ndarray],
+        weights: Sequence[np.ndarray | None] | None,
+        names: Sequence[str],
+        sources: Sequence[str],
+        records: Sequence[int],
+        captured: Sequence[float] | None,
+        totals: list[float] | None,
+        ids: Sequence[int] | None = None,
+        properties: Sequence[dict[str, Any]] | None = None,
+        atom_properties: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
+        """Keep the atoms and provenance of k structures (with grids, ``captured``), and
+        their ids and properties."""
+        for i in range(len(numbers)):
+            z = np.asarray(numbers[i]).reshape(-1)
             self._numbers.append(z.astype(np.int16))
             self._positions.append(np.asarray(positions[i], dtype=np.float64).reshape(-1, 3))
             w = None if weights is None else weights[i]
@@ -176,7 +258,7 @@ class ShardWriter:
             )
             if captured is not None:
                 self._captured.append(float(captured[i]))
-            else:
+            elif totals is not None:
                 mass = float(self._weights[-1].sum())
                 self._captured.append(totals[i] / mass if mass > 0 else float("nan"))
             self._names.append(str(names[i]))
@@ -186,7 +268,6 @@ class ShardWriter:
                 self._ids.append(int(ids[i]))
             self._props.append(dict(properties[i]) if properties is not None else {})
             self._atom_props.append(dict(atom_properties[i]) if atom_properties is not None else {})
-        self._n += k
 
     def _put(
         self,
@@ -269,9 +350,14 @@ class ShardWriter:
             def stack(parts: list[np.ndarray], tail: tuple[int, ...], dtype: Any) -> np.ndarray:
                 return np.concatenate(parts).astype(dtype) if parts else np.zeros((0, *tail), dtype)
 
-            f.create_dataset("origin", data=np.array([b.origin for b in boxes]).reshape(n, 3))
-            f.create_dataset("axes", data=np.array([b.axes for b in boxes]).reshape(n, 3, 3))
-            f.create_dataset("periodic", data=np.array([b.periodic for b in boxes], dtype=bool))
+            if self.structures_only:
+                cells = np.array(self._lattices, dtype=np.float64).reshape(n, 3, 3)
+                f.create_dataset(LATTICE, data=cells)
+                f.create_dataset("periodic", data=np.any(cells != 0, axis=(1, 2)))
+            else:
+                f.create_dataset("origin", data=np.array([b.origin for b in boxes]).reshape(n, 3))
+                f.create_dataset("axes", data=np.array([b.axes for b in boxes]).reshape(n, 3, 3))
+                f.create_dataset("periodic", data=np.array([b.periodic for b in boxes], dtype=bool))
             f.create_dataset("atom_offset", data=offsets)
             f.create_dataset("atomic_numbers", data=stack(self._numbers, (), np.int16))
             f.create_dataset("positions", data=stack(self._positions, (3,), np.float64))
@@ -281,7 +367,8 @@ class ShardWriter:
             f.create_dataset("record", data=np.array(self._records, dtype=np.int64))
             rejected = np.array(self._rejected, dtype=STR_DTYPE)
             f.create_dataset(REJECTED, data=rejected, dtype=STR_DTYPE)
-            f.create_dataset(CAPTURED, data=np.array(self._captured, dtype=np.float64))
+            if not self.structures_only:
+                f.create_dataset(CAPTURED, data=np.array(self._captured, dtype=np.float64))
             v2 = write_properties(f, self._props, self._atom_props, counts.tolist())
             if self._ids and len(self._ids) == n:
                 f.create_dataset(ID, data=np.array(self._ids, dtype=np.int64))
@@ -289,16 +376,19 @@ class ShardWriter:
             if v2:
                 f.attrs["format_version"] = 2
             f.flush()  # chunks h5py compressed itself are read back for their checksums
-            crcs = self._crcs
-            if any(c is None for c in crcs):
-                stored = chunk_checksums(f["grids"], n)
-                crcs = [s if c is None else c for c, s in zip(crcs, stored, strict=True)]
+            crcs: list[int | None] | None = None
+            if not self.structures_only:
+                crcs = self._crcs
+                if any(c is None for c in crcs):
+                    stored = chunk_checksums(f["grids"], n)
+                    crcs = [s if c is None else c for c, s in zip(crcs, stored, strict=True)]
             datasets = [d for d in f if isinstance(f[d], h5py.Dataset) and d != "grids"]
             datasets += [d for d in v2 if d != ID]
             write_checksums(f, crcs, sorted(datasets))  # type: ignore[arg-type]
             if self.codec is not None and self._dtype == np.float32:
                 self._bound = self.codec.max_rounding_error
-            f.attrs["max_rounding_error"] = float(self._bound)
+            if not self.structures_only:
+                f.attrs["max_rounding_error"] = float(self._bound)
             f.attrs["n_structures"] = self._n
             f.attrs["n_rejected"] = len(self._rejected)
             for k, v in attrs.items():

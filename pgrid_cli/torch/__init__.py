@@ -17,6 +17,8 @@ it. The pieces::
   seeded by (seed, epoch, index), so items do not depend on the number of workers.
 * :class:`ShardDataset` reads the HDF5 shards of ``pgrid grid`` (docs/format.md), opening the
   files lazily in each process.
+* :class:`StructureShardDataset` reads structures shards (``pgrid grid --store
+  structures``) one structure at a time and grids them like :class:`StructureDataset`.
 * :func:`collate` / :class:`GridCollate` batch items: grids stacked (or rendered with the
   kernel's multi-threaded batch path) into one preallocated tensor, atoms concatenated
   with ``offsets`` (CSR, as in shards).
@@ -38,6 +40,7 @@ from .collate import GridCollate, collate
 from .layer import GridLayer, grid_tensor
 from .shard_dataset import ShardDataset
 from .structure_dataset import StructureDataset, StructureTable
+from .structure_shards import StructureShardDataset
 
 __all__ = [
     "Augmentation",
@@ -45,6 +48,7 @@ __all__ = [
     "GridLayer",
     "ShardDataset",
     "StructureDataset",
+    "StructureShardDataset",
     "StructureTable",
     "Transform",
     "collate",

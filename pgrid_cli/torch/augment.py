@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+_EYE = np.eye(3)
+
 
 @dataclass(frozen=True)
 class Transform:
@@ -38,7 +40,10 @@ class Transform:
         return cls(np.eye(3), np.zeros(3), np.asarray(centre, dtype=np.float64))
 
     def rotate(self, positions: np.ndarray) -> np.ndarray:
-        """(M, 3) positions (Å) rotated about :attr:`centre`."""
+        """(M, 3) positions (Å) rotated about :attr:`centre` (copied unchanged, bit for
+        bit, when the rotation is the identity)."""
+        if np.array_equal(self.rotation, _EYE):
+            return np.array(positions, dtype=np.float64)
         return (positions - self.centre) @ self.rotation.T + self.centre
 
     def __call__(self, positions: np.ndarray) -> np.ndarray:

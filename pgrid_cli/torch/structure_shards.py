@@ -1,0 +1,279 @@
+"""A dataset over structures shards (``pgrid grid --store structures``), gridded on the fly.
+
+Parse once, grid every epoch: ``pgrid grid INPUT -o OUT --store structures`` writes the
+atoms, cells and provenance of every record (docs/format.md §6, ``content =
+"structures"``) at parser speed; :class:`StructureShardDataset` reads them per structure
+and grids each item (or each batch, ``render="batch"``) with a :class:`GridRecipe` chosen
+at training time, with the augmentation and (seed, epoch, index) seeding of
+:class:`~pgrid_cli.torch.StructureDataset` (it is one: only where the structures come
+from differs).
+
+Nothing is loaded whole: structure ``i`` is one slice ``atom_offset[i]:atom_offset[i+1]``
+of each per-atom dataset, read when the item is. Only the (N+1,) ``atom_offset`` index of
+a shard is kept, once the shard has been read. The HDF5 files are opened lazily in the
+process that reads them, and every live dataset closes its handles just before the
+process forks (as :class:`~pgrid_cli.torch.ShardDataset` does), so DataLoader workers
+never inherit an open file.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.recipe import GridRecipe
+from ..readers.records import Rejection
+from ..store.layout import LATTICE, plain
+from ..store.shard import Shard, ShardSet
+from .structure_dataset import Render, StructureDataset
+
+#: Group of per-record properties in a shard: ``properties/<name>``, one entry per structure.
+PROPERTIES = "properties"
+
+_LIVE: weakref.WeakSet[StructureShardDataset] = weakref.WeakSet()
+
+
+def _close_before_fork() -> None:
+    for ds in list(_LIVE):
+        ds.close()
+
+
+os.register_at_fork(before=_close_before_fork)
+
+
+class ShardTable:
+    """The structures of some structures shards, read lazily with the interface of a
+    :class:`~pgrid_cli.torch.StructureTable` (what :class:`StructureDataset` reads).
+
+    ``numbers``, ``positions`` and ``weights`` take a slice of global atom indices
+    (``atom_range(i)``), ``lattices``, ``periodic``, ``records`` and ``targets`` a
+    structure index; each reads only that part of one shard.
+    """
+
+    def __init__(self, shards: Sequence[Shard], targets: Sequence[str] | None = None) -> None:
+        self.shards = list(shards)
+        self.target_names = None if targets is None else [str(t) for t in targets]
+        counts, atoms = [], []
+        for s in self.shards:
+            f = s.file
+            if s.has_grids:
+                raise ValueError(
+                    f"{s.path} holds grids: read it with pgrid_cli.torch.ShardDataset "
+                    f"(StructureShardDataset reads shards of pgrid grid --store structures)"
+                )
+            counts.append(len(s))
+            atoms.append(int(f["atomic_numbers"].shape[0]))
+            for name in self.target_names or []:
+                key = f"{PROPERTIES}/{name}"
+                if key not in f:
+                    have = sorted(f[PROPERTIES]) if PROPERTIES in f else []
+                    raise ValueError(
+                        f"{s.path.name} has no {key} (its properties: {', '.join(have) or 'none'})"
+                    )
+                if f[key].shape[:1] != (len(s),):
+                    raise ValueError(
+                        f"{s.path.name}: {key} has {f[key].shape[0]} entries for {len(s)} "
+                        f"structures"
+                    )
+        self._ends = np.cumsum(counts, dtype=np.int64)
+        self._atom_starts = np.concatenate([[0], np.cumsum(atoms, dtype=np.int64)])
+        self._open: dict[int, _OpenShard] = {}  # this process's, per shard (see opened())
+        self.numbers = _AtomColumn(self, "atomic_numbers")
+        self.positions = _AtomColumn(self, "positions")
+        self.weights = _AtomColumn(self, "weights")
+        self.lattices = _Column(self, lambda o, j: np.asarray(o.ds[LATTICE][j], np.float64))
+        self.periodic = _Column(self, lambda o, j: bool(o.periodic[j]))
+        self.records = _Column(self, lambda o, j: int(o.records[j]))
+        # Named stored properties: items carry them as ``targets`` (T,) float32, as the
+        # other datasets' ``targets=[...]`` do (NaN where a record lacks one).
+        self.targets = None
+        self.atom_targets = None
+        self.property_targets = (
+            None if self.target_names is None else _Column(self, self._target)
+        )
+
+    def opened(self, k: int) -> _OpenShard:
+        """Shard ``k`` open in this process, its datasets looked up once, and its small
+        per-structure index arrays (``atom_offset``, ``periodic``, ``record``) read."""
+        o = self._open.get(k)
+        if o is None or o.pid != os.getpid():
+            o = self._open[k] = _OpenShard(self.shards[k])
+        return o
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(shard number, index in it) of structure ``i``."""
+        k = int(np.searchsorted(self._ends, i, side="right"))
+        return k, i - (int(self._ends[k - 1]) if k else 0)
+
+    def atom_range(self, i: int) -> tuple[int, int]:
+        """Global atom indices of structure ``i``."""
+        k, j = self.locate(i)
+        off = self.opened(k).offsets
+        base = int(self._atom_starts[k])
+        return base + int(off[j]), base + int(off[j + 1])
+
+    def read_atoms(self, name: str, a0: int, a1: int) -> np.ndarray:
+        ends = self._atom_starts[1:]
+        k = min(int(np.searchsorted(ends, a0, side="right")), len(self.shards) - 1)
+        base = int(self._atom_starts[k])
+        return self.opened(k).ds[name][a0 - base : a1 - base]
+
+    def name(self, i: int) -> str:
+        k, j = self.locate(i)
+        return str(plain(self.opened(k).ds["name"][j]))
+
+    def source(self, i: int) -> str:
+        k, j = self.locate(i)
+        return str(plain(self.opened(k).ds["source"][j]))
+
+    def _target(self, o: _OpenShard, j: int) -> np.ndarray:
+        names = self.target_names or []
+        values = [np.asarray(o.ds[f"{PROPERTIES}/{n}"][j], dtype=np.float32) for n in names]
+        return np.concatenate([v.reshape(-1) for v in values])
+
+    def close(self) -> None:
+        self._open.clear()
+        for s in self.shards:
+            s.close()
+
+
+class _OpenShard:
+    """A shard as one process reads it: dataset handles looked up once, and the small
+    per-structure arrays it needs for every item (8 + 1 + 8 bytes a structure)."""
+
+    def __init__(self, shard: Shard) -> None:
+        self.pid = os.getpid()
+        f = shard.file
+        self.ds = _Datasets(f)
+        self.offsets = f["atom_offset"][:]
+        self.periodic = f["periodic"][:]
+        self.records = f["record"][:]
+
+
+class _Datasets(dict):  # type: ignore[type-arg]
+    """name → h5py.Dataset of one open file, looked up on first use."""
+
+    def __init__(self, f: Any) -> None:
+        super().__init__()
+        self.f = f
+
+    def __missing__(self, key: str) -> Any:
+        ds = self[key] = self.f[key]
+        return ds
+
+
+class _AtomColumn:
+    """One per-atom dataset over every shard, sliced by global atom index. Keeps the last
+    slice read (an item reads its positions twice: for the centroid and to grid)."""
+
+    def __init__(self, table: ShardTable, name: str) -> None:
+        self.table = table
+        self.name = name
+        self._last: tuple[tuple[int, int, int], np.ndarray] | None = None
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("atom columns take a slice a0:a1 (from atom_range)")
+        a0, a1 = int(key.start or 0), int(key.stop)
+        tag = (os.getpid(), a0, a1)
+        if self._last is not None and self._last[0] == tag:
+            return self._last[1]
+        values = self.table.read_atoms(self.name, a0, a1)
+        self._last = (tag, values)
+        return values
+
+
+class _Column:
+    """One per-structure value over every shard, indexed by structure."""
+
+    def __init__(self, table: ShardTable, read: Any) -> None:
+        self.table = table
+        self.read = read
+
+    def __getitem__(self, i: int) -> Any:
+        k, j = self.table.locate(int(i))
+        return self.read(self.table.opened(k), j)
+
+
+class StructureShardDataset(StructureDataset):
+    """The structures of structures shards (``pgrid grid --store structures``), gridded
+    when they are read with ``recipe``.
+
+    Items are those of :class:`~pgrid_cli.torch.StructureDataset` (``grid``, ``positions``,
+    ``numbers``, ``weights``, ``origin``, ``axes``, ``periodic``, ``rotation``,
+    ``translation``, ``index``, ``name``, ``source``, ``record``; ``target`` with
+    ``targets``); use :attr:`collate` as the DataLoader's ``collate_fn``.
+
+    Parameters
+    ----------
+    path : a directory of ``shard-*.h5`` structures shards, or one such file
+    recipe : the :class:`~pgrid_cli.GridRecipe` to grid with (σ, size, box, channels)
+    targets : names of per-record properties (datasets ``properties/<name>`` of the
+        shards, one entry per structure); item ``target`` is the property's value as
+        float32, or with several names their values flattened and concatenated
+    rotate, translate, seed, render, threads : as for :class:`StructureDataset`
+
+    A structure the recipe cannot grid (an element without a channel, atoms outside a
+    ``cube:L``) raises ValueError when its item is read: the shards keep every parsed
+    record, whatever recipe comes later.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        recipe: GridRecipe | None = None,
+        *,
+        targets: Sequence[str] | None = None,
+        rotate: bool = False,
+        translate: float = 0.0,
+        seed: int | None = None,
+        render: Render = "item",
+        threads: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        shards = ShardSet(self.path).shards
+        if isinstance(targets, str):
+            targets = [targets]
+        try:
+            table = ShardTable(shards, targets)
+        finally:
+            for s in shards:
+                s.close()  # reopened lazily by whichever process reads
+        super().__init__(
+            table,  # type: ignore[arg-type]
+            recipe,
+            rotate=rotate,
+            translate=translate,
+            seed=seed,
+            render=render,
+            threads=threads,
+        )
+        _LIVE.add(self)
+
+    @property
+    def shard_rejections(self) -> list[Rejection]:
+        """The input records the run rejected (kept in the shards by ``pgrid grid``)."""
+        try:
+            return [r for s in self.table.shards for r in s.rejections()]  # type: ignore[attr-defined]
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the open HDF5 handles of this process (they reopen when needed)."""
+        self.table.close()  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return (
+            f"StructureShardDataset({str(self.path)!r}: {len(self)} structures in "
+            f"{len(self.table.shards)} shard(s), {self.recipe.shape} voxels, "  # type: ignore[attr-defined]
+            f"σ = {self.recipe.sigma} Å, channels {self.recipe.channels}, "
+            f"{self.augmentation!r}, render={self.render!r})"
+        )
