@@ -83,11 +83,27 @@ def available_isas() -> list[str]:
     return list(_core.supported_isas())
 
 
+#: resolve_isa's answers, keyed by (isa, $PGRID_ISA, available_isas): every call asks,
+#: so the answer is looked up rather than recomputed (only successes are kept).
+_isa_cache: dict[tuple[Any, ...], str] = {}
+
+
 def resolve_isa(isa: str | None = None) -> str:
     """The path a call will use: ``isa``, else ``$PGRID_ISA``, else the best available.
 
     Raises ValueError for an unknown name or one this CPU cannot run.
     """
+    key = (isa, os.environ.get("PGRID_ISA") if isa is None else None, available_isas)
+    hit = _isa_cache.get(key)
+    if hit is not None:
+        return hit
+    name = _resolve_isa(isa)
+    if len(_isa_cache) < 64:
+        _isa_cache[key] = name
+    return name
+
+
+def _resolve_isa(isa: str | None) -> str:
     source = "isa"
     if isa is None:
         isa = os.environ.get("PGRID_ISA") or None
@@ -317,7 +333,7 @@ def _require_box(box: Any) -> None:
 def check_memory(shape: tuple[int, ...], what: str = "a grid") -> None:
     """Raise ValueError when float32 ``shape`` is larger than the memory cap
     (:func:`get_memory_limit`); every path that allocates grids checks this first."""
-    nbytes = int(np.prod(np.asarray(shape, dtype=np.float64))) * 4
+    nbytes = math.prod(map(int, shape)) * 4
     limit = get_memory_limit()
     if nbytes > limit:
         raise ValueError(
@@ -367,12 +383,7 @@ def render_batch(
         out = np.empty(shape, dtype=np.float32)
     else:
         _check_out(out, shape)
-    _core.grid_batch(
-        *batch.kernel_arrays(),
-        out,
-        threads=_threads(threads),
-        isa=resolve_isa(isa),
-    )
+    _core.grid_batch(*batch.kernel_arrays(), out, _threads(threads), resolve_isa(isa))
     return out
 
 
@@ -429,6 +440,29 @@ def grid(
     """
     _require_box(box)
     positions = _positions(positions)
+    if channels is None and weights is None and n_channels is None and isinstance(sigma, float):
+        # The common form, without Batch.from_structures' per-structure machinery.
+        m = len(positions)
+        c_shape = (1, *box.shape)
+        if out is None:
+            check_memory(c_shape)
+            target = np.empty((1, *c_shape), dtype=np.float32)
+        else:
+            target = _check_out(out, c_shape)[np.newaxis]
+        _core.grid_batch(
+            positions,
+            np.array((0, m), dtype=np.int64),
+            np.zeros(m, dtype=np.int32),
+            np.full(m, sigma),
+            np.ones(m),
+            box.origin.reshape(1, 3),
+            box.axes.reshape(1, 3, 3),
+            np.array((box.periodic,)),
+            target,
+            _threads(threads),  # positional: pybind11 matches keywords slowly
+            resolve_isa(isa),
+        )
+        return target[0]
     batch = Batch.from_structures(
         [positions],
         [box],
