@@ -38,7 +38,7 @@ def grid_batch(
 def grid_structures(
     positions: npt.NDArray[np.float64],
     numbers: npt.NDArray[np.int32] | npt.NDArray[np.int64],
-    offsets: npt.NDArray[np.int64],
+    offsets: npt.NDArray[np.int64] | None,
     lattices: npt.NDArray[np.float64] | None,
     periodic: npt.NDArray[np.bool_] | None,
     weights: npt.NDArray[np.float64] | None,
@@ -58,7 +58,8 @@ def grid_structures(
     (lattices[s] where periodic[s], else box_kind 0 fit / 1 tight / 2 cube around its
     atoms, bitwise as Box.fit / tight / cube / from_lattice), channels element_channel[Z]
     (-1: an error naming the structure and atom), atoms farther than outside_limit Å
-    outside a cube an error (outside_limit < 0: no check), then out (B, C, nx, ny, nz)."""
+    outside a cube an error (outside_limit < 0: no check), then out (B, C, nx, ny, nz).
+    offsets None: one structure of every atom."""
 
 def grid_gradient_batch(
     positions: npt.NDArray[np.float64],

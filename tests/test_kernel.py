@@ -686,3 +686,19 @@ def test_small_calls_run_inline_and_match_every_thread_count(isa):
         want = grid(pos, box, 0.5, threads=1, isa=isa)
         for t in (2, 3, None):
             assert grid(pos, box, 0.5, threads=t, isa=isa).tobytes() == want.tobytes()
+
+
+def test_streamed_orthogonal_call_leaves_no_trace_in_a_later_triclinic_one(isa):
+    """Per-thread scratch is reused across calls: a streamed orthogonal grid (which uses
+    the plane buffer as staging) must not leak into the next triclinic grid."""
+    rng = np.random.default_rng(2)
+    lattice = triclinic_lattice()
+    pos = rng.uniform(0, 1, (6, 3)) @ lattice
+    tric = Box.from_lattice(lattice, (10, 11, 12))
+    want = grid(pos, tric, 0.6, threads=1, isa=isa)
+    ortho = Batch.from_structures(
+        [_random_molecule(rng, m=9)], [Box.cube(np.zeros((1, 3)), 9, (10, 11, 12))]
+    )
+    out = np.empty(ortho.grid_shape, np.float32)
+    _core.grid_batch(*ortho.kernel_arrays(), out, 1, isa, 1)  # streaming on
+    assert grid(pos, tric, 0.6, threads=1, isa=isa).tobytes() == want.tobytes()

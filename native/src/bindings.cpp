@@ -181,7 +181,7 @@ PYBIND11_MODULE(_core, m) {
 
     m.def(
         "grid_structures",
-        [](const py::array& positions, const py::array& numbers, const py::array& offsets,
+        [](const py::array& positions, const py::array& numbers, const py::object& offsets_arg,
            const py::object& lattices, const py::object& periodic, const py::object& weights,
            const py::array& element_channel, const py::object& sigma, const py::object& box_kind,
            const py::object& padding, const py::object& cube_side, const py::object& outside_limit,
@@ -191,9 +191,17 @@ PYBIND11_MODULE(_core, m) {
             opt.threads = threads_arg(threads);
             require<double>(positions, "positions", {-1, 3});
             const py::ssize_t m = positions.shape(0);
-            require<std::int64_t>(offsets, "offsets", {-1});
-            if (offsets.shape(0) < 1) value_error("offsets must have at least one entry");
-            const py::ssize_t b = offsets.shape(0) - 1;
+            // offsets None: one structure of every atom.
+            const std::int64_t one[2] = {0, static_cast<std::int64_t>(m)};
+            const std::int64_t* offsets = one;
+            py::ssize_t b = 1;
+            if (!offsets_arg.is_none()) {
+                const auto arr = py::reinterpret_borrow<py::array>(offsets_arg);
+                require<std::int64_t>(arr, "offsets", {-1});
+                if (arr.shape(0) < 1) value_error("offsets must have at least one entry");
+                b = arr.shape(0) - 1;
+                offsets = static_cast<const std::int64_t*>(arr.data());
+            }
             pgrid::RecipeInput in;
             if (py::dtype::of<std::int32_t>().is(numbers.dtype())) {
                 require<std::int32_t>(numbers, "numbers", {m});
@@ -241,7 +249,7 @@ PYBIND11_MODULE(_core, m) {
             const std::int64_t extent[3] = {out.shape(2), out.shape(3), out.shape(4)};
             pgrid::check_grid_shape(b, out.shape(1), extent, "out");
             in.positions = static_cast<const double*>(positions.data());
-            in.offsets = static_cast<const std::int64_t*>(offsets.data());
+            in.offsets = offsets;
             in.element_channel = static_cast<const std::int32_t*>(element_channel.data());
             in.table_size = static_cast<int>(element_channel.shape(0));
             in.n_channels = static_cast<int>(out.shape(1));

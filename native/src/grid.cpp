@@ -36,9 +36,12 @@ struct AlignedFloats {
     }
 };
 
-/// Per-worker scratch for rendering.
+/// Per-worker scratch for rendering. The triclinic kernel accumulates into `plane` and
+/// leaves it zero again; the orthogonal one writes it whole when streaming and leaves it
+/// dirty, so it is cleared before the next triclinic use.
 struct RenderScratch {
     AlignedFloats plane;
+    bool plane_dirty = false;
     std::vector<float> work;
     std::vector<detail::ActiveAtom> active;
 };
@@ -85,7 +88,10 @@ void render_planes(const Plan& plan, const IsaKernels& K, int c, int i_begin, in
         if (scratch.active.size() < atoms) scratch.active.resize(atoms);
         K.render_ortho(plan.op, c, i_begin, i_end, out_c, scratch.plane.ptr, scratch.active.data(),
                        stream);
+        scratch.plane_dirty = scratch.plane_dirty || stream;
     } else {
+        if (scratch.plane_dirty) std::memset(scratch.plane.ptr, 0, scratch.plane.size * 4);
+        scratch.plane_dirty = false;
         scratch.work.resize(detail::tric_work_floats(plan.tp, K));
         K.render_tric(plan.tp, c, i_begin, i_end, out_c, scratch.plane.ptr, scratch.work.data(),
                       stream);

@@ -32,12 +32,25 @@ DEFAULT_MEMORY_LIMIT = 4 << 30
 
 _memory_limit: int | None = None
 
+# os.environ.get encodes the key and decodes the value on every call (~1 µs, as much as
+# gridding a small molecule); on POSIX its bytes-keyed dict answers the same lookup
+# directly. os.environ[...] = / del and monkeypatch.setenv keep that dict current.
+_ENVIRON_BYTES = getattr(os.environ, "_data", None) if os.name == "posix" else None
+
+
+def _getenv(name: str, key: bytes) -> str | None:
+    """``os.environ.get(name)``, fast (``key`` is ``name`` encoded)."""
+    if _ENVIRON_BYTES is None:
+        return os.environ.get(name)
+    value = _ENVIRON_BYTES.get(key)
+    return None if value is None else os.fsdecode(value)
+
 
 def get_memory_limit() -> int:
     """Largest output (bytes) :func:`grid` and friends will allocate."""
     if _memory_limit is not None:
         return _memory_limit
-    env = os.environ.get("PGRID_MAX_GRID_BYTES")
+    env = _getenv("PGRID_MAX_GRID_BYTES", b"PGRID_MAX_GRID_BYTES")
     if env:
         try:
             value = float(env)
@@ -93,7 +106,7 @@ def resolve_isa(isa: str | None = None) -> str:
 
     Raises ValueError for an unknown name or one this CPU cannot run.
     """
-    key = (isa, os.environ.get("PGRID_ISA") if isa is None else None, available_isas)
+    key = (isa, _getenv("PGRID_ISA", b"PGRID_ISA") if isa is None else None, available_isas)
     hit = _isa_cache.get(key)
     if hit is not None:
         return hit
@@ -440,10 +453,21 @@ def grid(
     """
     _require_box(box)
     positions = _positions(positions)
-    if channels is None and weights is None and n_channels is None and isinstance(sigma, float):
-        # The common form, without Batch.from_structures' per-structure machinery.
-        m = len(positions)
-        c_shape = (1, *box.shape)
+    fast = isinstance(sigma, float) and weights is None
+    m = len(positions)
+    if fast and channels is not None:
+        # Integer channels of the right shape (anything else: the general path's errors).
+        chans = np.asarray(channels)
+        fast = chans.dtype.kind in "iu" and chans.shape == (m,)
+    if fast:
+        # The common forms, without Batch.from_structures' per-structure machinery.
+        if channels is None:
+            chan_arr = np.zeros(m, dtype=np.int32)
+        else:
+            chan_arr = chans.astype(np.int32)
+        if n_channels is None:
+            n_channels = int(chan_arr.max()) + 1 if m and channels is not None else 1
+        c_shape = (int(n_channels), *box.shape)
         if out is None:
             check_memory(c_shape)
             target = np.empty((1, *c_shape), dtype=np.float32)
@@ -452,7 +476,7 @@ def grid(
         _core.grid_batch(
             positions,
             np.array((0, m), dtype=np.int64),
-            np.zeros(m, dtype=np.int32),
+            chan_arr,
             np.full(m, sigma),
             np.ones(m),
             box.origin.reshape(1, 3),

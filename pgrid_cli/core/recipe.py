@@ -238,7 +238,7 @@ class GridRecipe:
         self,
         positions: Any,
         numbers: Any,
-        offsets: np.ndarray,
+        offsets: np.ndarray | None,
         lattices: np.ndarray | None,
         periodic: np.ndarray | None,
         weights: Any,
@@ -246,8 +246,8 @@ class GridRecipe:
         threads: int | None,
         isa: str | None,
     ) -> np.ndarray | None:
-        """Boxes, channels and grids of a flat batch in one native call
-        (``_core.grid_structures``); None when the input needs the Python path — odd
+        """Boxes, channels and grids of a flat batch (``offsets`` None: one structure) in
+        one native call (``_core.grid_structures``); None when the input needs the Python path — odd
         shapes or types, or anything the native call rejects, so that the error raised is
         the Python path's (UnknownElementError, OutsideBoxError, the Box's messages)."""
         pos = np.ascontiguousarray(positions, dtype=np.float64)
@@ -258,7 +258,7 @@ class GridRecipe:
             z = z.astype(np.int64)
         if pos.ndim != 2 or pos.shape[1] != 3 or z.ndim != 1 or len(pos) != len(z):
             return None
-        b = len(offsets) - 1
+        b = 1 if offsets is None else len(offsets) - 1
         m = len(z)
         if weights is not None:
             weights = np.ascontiguousarray(weights, dtype=np.float64)
@@ -322,7 +322,7 @@ class GridRecipe:
             grids = self._grid_native(
                 positions,
                 z,
-                np.array((0, len(z)), dtype=np.int64) if z.ndim == 1 else np.zeros(2, np.int64),
+                None,
                 lattices,
                 None,
                 weights,
