@@ -652,7 +652,7 @@ def test_thread_pool_survives_fork():
 
     rng = np.random.default_rng(5)
     pos = _random_molecule(rng, m=40)
-    box = Box.fit(pos, 64)  # large enough to leave the calling thread (kInlineWork)
+    box = Box.fit(pos, 96)  # large enough to leave the calling thread (kInlineWork)
     want = grid(pos, box, 0.5, threads=2)
     pid = os.fork()
     if pid == 0:  # child: any failure or hang is a non-zero exit
@@ -680,7 +680,7 @@ def test_small_calls_run_inline_and_match_every_thread_count(isa):
     """One small structure stays on the calling thread whatever threads says; large ones
     use the pool; either way the bytes are the same."""
     rng = np.random.default_rng(11)
-    for size, m in ((8, 5), (16, 20), (48, 60)):
+    for size, m in ((8, 5), (16, 20), (48, 60), (96, 40)):
         pos = _random_molecule(rng, m=m)
         box = Box.fit(pos, size)
         want = grid(pos, box, 0.5, threads=1, isa=isa)

@@ -101,7 +101,7 @@ void render_planes(const Plan& plan, const IsaKernels& K, int c, int i_begin, in
 /// Work below which a call runs on the calling thread whatever `threads` says: waking
 /// the pool's workers costs more than they would save (measured: docs/kernel.md,
 /// "Threads"). Work is counted as output voxels plus kAtomWork per atom.
-constexpr std::int64_t kInlineWork = std::int64_t(1) << 18;
+constexpr std::int64_t kInlineWork = std::int64_t(1) << 19;
 constexpr std::int64_t kAtomWork = 256;
 
 /// Threads for a call of `B` structures whose output holds `voxels` floats.
