@@ -1,6 +1,12 @@
-"""Kernel speed against the memory floor (issue 2 targets).
+"""Kernel speed against the memory floor (issue 2 targets) and the cost of one call.
 
     python benchmarks/bench_kernel.py [--molecules FILE] [--repeat 7] [--json out.json]
+    python benchmarks/bench_kernel.py --per-call-only     # just the per-call section
+
+Per call (issue 11): CPU µs of one call per molecule — ``GridRecipe(grid_size=8).grid``
+and ``grid(positions, box, 0.5)`` at 8³, with threads=1 and the default (every core);
+molecules per second at 32³ with one recipe call each; and one call per molecule against
+memset of that molecule's output (the memory floor), 32³ and 64³, 1 and 8 channels.
 
 Every figure is a ratio measured in one run, on this machine:
 
@@ -18,14 +24,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import time
 from pathlib import Path
 
 import numpy as np
 from _paths import MOSES100
 from threadpoolctl import threadpool_limits
 
-from pgrid_cli import Batch, Box, ChannelSpec, GridRecipe, kernel_info, render_batch
+from pgrid_cli import Batch, Box, ChannelSpec, GridRecipe, _core, grid, kernel_info, render_batch
 from pgrid_cli.core.reference import reference_grid
 from pgrid_cli.readers import Structure
 from pgrid_cli.runs.bench import (
@@ -58,6 +66,83 @@ def load(path: Path) -> list[Structure]:
     return structures
 
 
+def cpu_per_call(fn, items, repeat: int) -> float:
+    """Best (over ``repeat`` passes) CPU seconds per call of fn(item) over ``items``
+    (process CPU time: what a call costs, whatever else the machine is running)."""
+    return per_call_times(fn, items, repeat)[0]
+
+
+def per_call_times(fn, items, repeat: int) -> tuple[float, float]:
+    """(best CPU, best wall-clock) seconds per call of fn(item) over ``items``."""
+    for it in items[:10]:
+        fn(it)
+    cpu = wall = float("inf")
+    for _ in range(repeat):
+        t0, w0 = time.process_time(), time.perf_counter()
+        for it in items:
+            fn(it)
+        cpu = min(cpu, (time.process_time() - t0) / len(items))
+        wall = min(wall, (time.perf_counter() - w0) / len(items))
+    return cpu, wall
+
+
+def per_call(mols, repeat: int, results: dict) -> None:
+    """One call per molecule: the fixed cost, molecules/s, and kernel vs memset."""
+    items = [(m.positions, m.numbers) for m in mols]
+    passes = max(3, repeat)
+    many = items * max(1, 2000 // len(items))
+    rows = []
+    print(f"{'one call per molecule':48s} {'threads':>7} {'CPU us/call':>12} {'wall us/call':>13}")
+    for n, ch in ((8, "elements"), (8, "single"), (32, "single"), (32, "elements")):
+        recipe = GridRecipe(grid_size=n, channels=ch)
+        boxes = [Box.fit(p, n) for p, _ in items]
+        for threads in (1, None):
+            t, w = per_call_times(
+                lambda it, r=recipe, th=threads: r.grid(*it, threads=th), many, passes
+            )
+            label = f"GridRecipe(grid_size={n}, channels={ch}).grid"
+            print(f"{label:48s} {threads or 'all':>7} {t * 1e6:12.1f} {w * 1e6:13.1f}")
+            rows.append(
+                {"call": label, "threads": threads or 0, "cpu_us": t * 1e6, "wall_us": w * 1e6}
+            )
+        if ch == "single":
+            pairs = list(zip([p for p, _ in items], boxes, strict=True)) * max(
+                1, 2000 // len(items)
+            )
+            for threads in (1, None):
+                t, w = per_call_times(
+                    lambda pb, th=threads: grid(pb[0], pb[1], 0.5, threads=th), pairs, passes
+                )
+                label = f"grid(positions, box, 0.5) at {n}^3"
+                print(f"{label:48s} {threads or 'all':>7} {t * 1e6:12.1f} {w * 1e6:13.1f}")
+                rows.append(
+                    {"call": label, "threads": threads or 0, "cpu_us": t * 1e6, "wall_us": w * 1e6}
+                )
+    results["per_call"] = rows
+    # Kernel against memset, one call per molecule, single thread, preallocated output.
+    print(f"\n{'grid':>6} {'chan':>4} {'us/call':>9} {'memset us':>10} {'ratio':>6}  target")
+    floor_rows = []
+    for n in (32, 64):
+        for label, spec in (("1", "single"), ("8", ",".join(EIGHT.names))):
+            recipe = GridRecipe(grid_size=n, channels=spec)
+            out = np.empty((recipe.n_channels, n, n, n), dtype=np.float32)
+            out5 = out[np.newaxis]
+            t = cpu_per_call(
+                lambda it, r=recipe, o=out: r.grid(*it, out=o, threads=1), items, passes
+            )
+            z = cpu_per_call(lambda _it, o=out5: _core.zero_fill(o, 1), items, passes)
+            target = 2.0 if n == 32 else 1.3
+            flag = "ok" if t / z <= target else "MISSED"
+            us, zus = t * 1e6, z * 1e6
+            print(f"{n:>4}^3 {label:>4} {us:9.1f} {zus:10.1f} {t / z:6.2f}  <= {target} {flag}")
+            floor_rows.append(
+                {"n": n, "channels": int(label), "us_per_call": t * 1e6,
+                 "memset_us": z * 1e6, "ratio": t / z, "target": target}
+            )  # fmt: skip
+    results["per_call_floor"] = floor_rows
+    print()
+
+
 def molecule_batch(mols, n: int, channels: ChannelSpec | None, sigma: float) -> Batch:
     spec = ChannelSpec.parse("single") if channels is None else channels
     return Prepared(mols, GridRecipe(n, sigma, spec)).batch(slice(None), sigma)
@@ -85,6 +170,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--sigma", type=float, default=0.5)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--per-call-only", action="store_true", help="only the per-call section")
     args = ap.parse_args()
 
     info = kernel_info()
@@ -100,7 +186,14 @@ def main() -> None:
         "periodic": {},
     }
     print(f"kernel: {info['isa']} ({', '.join(info['available_isas'])}), {info['compiler']}")
-    print(f"{len(mols)} molecules from {args.molecules}, sigma = {args.sigma} Å, fit box\n")
+    print(f"{len(mols)} molecules from {args.molecules}, sigma = {args.sigma} Å, fit box")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    results["loadavg_before"] = os.getloadavg()
+    per_call(mols, args.repeat, results)
+    if args.per_call_only:
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return
 
     # 1. Single thread vs memset of the same preallocated batch.
     print(f"{'grid':>6} {'chan':>4} {'us/mol':>9} {'memset us/mol':>14} {'ratio':>6}  target")

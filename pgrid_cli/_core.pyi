@@ -35,6 +35,32 @@ def grid_batch(
     isa: str = "",
     streaming: int = -1,
 ) -> None: ...
+def grid_structures(
+    positions: npt.NDArray[np.float64],
+    numbers: npt.NDArray[np.int32] | npt.NDArray[np.int64],
+    offsets: npt.NDArray[np.int64] | None,
+    lattices: npt.NDArray[np.float64] | None,
+    periodic: npt.NDArray[np.bool_] | None,
+    weights: npt.NDArray[np.float64] | None,
+    element_channel: npt.NDArray[np.int32],
+    sigma: float,
+    box_kind: int,
+    padding: float,
+    cube_side: float,
+    outside_limit: float,
+    out: npt.NDArray[np.float32],
+    origins_out: npt.NDArray[np.float64] | None = None,
+    axes_out: npt.NDArray[np.float64] | None = None,
+    threads: int = 0,
+    isa: str = "",
+) -> None:
+    """A recipe's whole per-call path (pgrid/grid.hpp, grid_recipe): each structure's box
+    (lattices[s] where periodic[s], else box_kind 0 fit / 1 tight / 2 cube around its
+    atoms, bitwise as Box.fit / tight / cube / from_lattice), channels element_channel[Z]
+    (-1: an error naming the structure and atom), atoms farther than outside_limit Å
+    outside a cube an error (outside_limit < 0: no check), then out (B, C, nx, ny, nz).
+    offsets None: one structure of every atom."""
+
 def grid_gradient_batch(
     positions: npt.NDArray[np.float64],
     offsets: npt.NDArray[np.int64],

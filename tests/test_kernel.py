@@ -641,3 +641,64 @@ def test_gradient_is_identical_for_every_thread_count(isa):
         other = gradient_batch(batch, dgrid, threads=t, isa=isa)
         assert_array_equal(other[0], one[0])
         assert_array_equal(other[1], one[1])
+
+
+def test_thread_pool_survives_fork():
+    """The persistent workers belong to the parent: a forked child must neither hang on
+    them nor use them, and still get the same grid from several threads."""
+    import os
+    import signal
+    import time
+
+    rng = np.random.default_rng(5)
+    pos = _random_molecule(rng, m=40)
+    box = Box.fit(pos, 96)  # large enough to leave the calling thread (kInlineWork)
+    want = grid(pos, box, 0.5, threads=2)
+    pid = os.fork()
+    if pid == 0:  # child: any failure or hang is a non-zero exit
+        try:
+            signal.alarm(60)
+            ok = all(grid(pos, box, 0.5, threads=t).tobytes() == want.tobytes() for t in (2, 3))
+            os._exit(0 if ok else 1)
+        except BaseException:
+            os._exit(2)
+    deadline = time.monotonic() + 90
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung in the kernel")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert grid(pos, box, 0.5, threads=2).tobytes() == want.tobytes()
+
+
+def test_small_calls_run_inline_and_match_every_thread_count(isa):
+    """One small structure stays on the calling thread whatever threads says; large ones
+    use the pool; either way the bytes are the same."""
+    rng = np.random.default_rng(11)
+    for size, m in ((8, 5), (16, 20), (48, 60), (96, 40)):
+        pos = _random_molecule(rng, m=m)
+        box = Box.fit(pos, size)
+        want = grid(pos, box, 0.5, threads=1, isa=isa)
+        for t in (2, 3, None):
+            assert grid(pos, box, 0.5, threads=t, isa=isa).tobytes() == want.tobytes()
+
+
+def test_streamed_orthogonal_call_leaves_no_trace_in_a_later_triclinic_one(isa):
+    """Per-thread scratch is reused across calls: a streamed orthogonal grid (which uses
+    the plane buffer as staging) must not leak into the next triclinic grid."""
+    rng = np.random.default_rng(2)
+    lattice = triclinic_lattice()
+    pos = rng.uniform(0, 1, (6, 3)) @ lattice
+    tric = Box.from_lattice(lattice, (10, 11, 12))
+    want = grid(pos, tric, 0.6, threads=1, isa=isa)
+    ortho = Batch.from_structures(
+        [_random_molecule(rng, m=9)], [Box.cube(np.zeros((1, 3)), 9, (10, 11, 12))]
+    )
+    out = np.empty(ortho.grid_shape, np.float32)
+    _core.grid_batch(*ortho.kernel_arrays(), out, 1, isa, 1)  # streaming on
+    assert grid(pos, tric, 0.6, threads=1, isa=isa).tobytes() == want.tobytes()

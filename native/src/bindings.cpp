@@ -96,8 +96,9 @@ int threads_arg(const py::handle& h) {
 }
 
 pgrid::Isa isa_from(const std::string& isa) {
-    pgrid::Isa chosen = isa.empty() ? pgrid::best_isa() : pgrid::parse_isa(isa);
-    for (pgrid::Isa s : pgrid::supported_isas())
+    static const std::vector<pgrid::Isa> supported = pgrid::supported_isas();  // CPUID once
+    pgrid::Isa chosen = isa.empty() ? supported.back() : pgrid::parse_isa(isa);
+    for (pgrid::Isa s : supported)
         if (s == chosen) return chosen;
     value_error(
         "instruction set '", isa, "' is not supported by this CPU (supported: ",
@@ -177,6 +178,103 @@ PYBIND11_MODULE(_core, m) {
         py::arg("weights"), py::arg("origins"), py::arg("axes"), py::arg("periodic"),
         py::arg("out"), py::arg("threads") = 0, py::arg("isa") = "", py::arg("streaming") = -1,
         "Fill out (B, C, nx, ny, nz) float32 with the densities of a batch (see grid.hpp).");
+
+    m.def(
+        "grid_structures",
+        [](const py::array& positions, const py::array& numbers, const py::object& offsets_arg,
+           const py::object& lattices, const py::object& periodic, const py::object& weights,
+           const py::array& element_channel, const py::object& sigma, const py::object& box_kind,
+           const py::object& padding, const py::object& cube_side, const py::object& outside_limit,
+           py::array out, const py::object& origins_out, const py::object& axes_out,
+           const py::object& threads, const std::string& isa) {
+            pgrid::Options opt;
+            opt.threads = threads_arg(threads);
+            require<double>(positions, "positions", {-1, 3});
+            const py::ssize_t m = positions.shape(0);
+            // offsets None: one structure of every atom.
+            const std::int64_t one[2] = {0, static_cast<std::int64_t>(m)};
+            const std::int64_t* offsets = one;
+            py::ssize_t b = 1;
+            if (!offsets_arg.is_none()) {
+                const auto arr = py::reinterpret_borrow<py::array>(offsets_arg);
+                require<std::int64_t>(arr, "offsets", {-1});
+                if (arr.shape(0) < 1) value_error("offsets must have at least one entry");
+                b = arr.shape(0) - 1;
+                offsets = static_cast<const std::int64_t*>(arr.data());
+            }
+            pgrid::RecipeInput in;
+            if (py::dtype::of<std::int32_t>().is(numbers.dtype())) {
+                require<std::int32_t>(numbers, "numbers", {m});
+                in.numbers32 = static_cast<const std::int32_t*>(numbers.data());
+            } else {
+                require<std::int64_t>(numbers, "numbers", {m});
+                in.numbers64 = static_cast<const std::int64_t*>(numbers.data());
+            }
+            if (!lattices.is_none()) {
+                const auto lat = py::reinterpret_borrow<py::array>(lattices);
+                require<double>(lat, "lattices", {b, 3, 3});
+                in.lattices = static_cast<const double*>(lat.data());
+            }
+            if (!periodic.is_none()) {
+                const auto per = py::reinterpret_borrow<py::array>(periodic);
+                require<bool>(per, "periodic", {b});
+                in.periodic = static_cast<const std::uint8_t*>(per.data());
+            }
+            if (!weights.is_none()) {
+                const auto w = py::reinterpret_borrow<py::array>(weights);
+                require<double>(w, "weights", {m});
+                in.weights = static_cast<const double*>(w.data());
+            }
+            require<std::int32_t>(element_channel, "element_channel", {-1});
+            require<float>(out, "out", {-1, -1, -1, -1, -1}, true);
+            // The boxes go to origins_out / axes_out when given, else to scratch.
+            std::vector<double> box_scratch;
+            double* o = nullptr;
+            double* ax = nullptr;
+            if (!origins_out.is_none()) {
+                auto arr = py::reinterpret_borrow<py::array>(origins_out);
+                require<double>(arr, "origins_out", {b, 3}, true);
+                o = static_cast<double*>(arr.mutable_data());
+            }
+            if (!axes_out.is_none()) {
+                auto arr = py::reinterpret_borrow<py::array>(axes_out);
+                require<double>(arr, "axes_out", {b, 3, 3}, true);
+                ax = static_cast<double*>(arr.mutable_data());
+            }
+            if (!o || !ax) box_scratch.resize(12 * static_cast<std::size_t>(b));
+            if (!o) o = box_scratch.data();
+            if (!ax) ax = box_scratch.data() + 3 * b;
+            if (out.shape(0) != b)
+                value_error("out holds ", out.shape(0), " structures but offsets describe ", b);
+            const std::int64_t extent[3] = {out.shape(2), out.shape(3), out.shape(4)};
+            pgrid::check_grid_shape(b, out.shape(1), extent, "out");
+            in.positions = static_cast<const double*>(positions.data());
+            in.offsets = offsets;
+            in.element_channel = static_cast<const std::int32_t*>(element_channel.data());
+            in.table_size = static_cast<int>(element_channel.shape(0));
+            in.n_channels = static_cast<int>(out.shape(1));
+            in.sigma = float_arg(sigma, "sigma");
+            in.box_kind = static_cast<pgrid::BoxKind>(
+                int_arg(box_kind, "box_kind", 0, 2, "0 (fit), 1 (tight) or 2 (cube)"));
+            in.padding = float_arg(padding, "padding");
+            in.cube_side = float_arg(cube_side, "cube_side");
+            in.outside_limit = float_arg(outside_limit, "outside_limit");
+            in.n_structures = b;
+            in.n_atoms = m;
+            for (int d = 0; d < 3; ++d) in.shape[d] = static_cast<int>(out.shape(2 + d));
+            opt.isa = isa_from(isa);
+            float* dst = static_cast<float*>(out.mutable_data());
+            py::gil_scoped_release release;
+            pgrid::grid_recipe(in, dst, o, ax, opt);
+        },
+        py::arg("positions"), py::arg("numbers"), py::arg("offsets"), py::arg("lattices"),
+        py::arg("periodic"), py::arg("weights"), py::arg("element_channel"), py::arg("sigma"),
+        py::arg("box_kind"), py::arg("padding"), py::arg("cube_side"), py::arg("outside_limit"),
+        py::arg("out"), py::arg("origins_out") = py::none(), py::arg("axes_out") = py::none(),
+        py::arg("threads") = 0, py::arg("isa") = "",
+        "A recipe's per-call path in one call: boxes (into origins_out, axes_out if not None), "
+        "channels "
+        "from element_channel[Z] and the grids into out (see pgrid/grid.hpp, grid_recipe).");
 
     m.def(
         "grid_gradient_batch",

@@ -36,12 +36,47 @@ struct AlignedFloats {
     }
 };
 
-/// Per-worker scratch for rendering.
+/// Per-worker scratch for rendering. The triclinic kernel accumulates into `plane` and
+/// leaves it zero again; the orthogonal one writes it whole when streaming and leaves it
+/// dirty, so it is cleared before the next triclinic use.
 struct RenderScratch {
     AlignedFloats plane;
+    bool plane_dirty = false;
     std::vector<float> work;
     std::vector<detail::ActiveAtom> active;
 };
+
+/// What one thread reuses from call to call (a one-molecule call would otherwise spend
+/// more time in malloc than in the kernel): plan buffers, a plan and render scratch.
+/// Kept per OS thread — the caller's and each pool worker's — and dropped after a call
+/// that grew it past kKeepBytes, so a single huge call does not pin its memory.
+struct ThreadScratch {
+    PlanBuffers pbuf;
+    Plan plan;
+    RenderScratch render;
+};
+constexpr std::size_t kKeepBytes = std::size_t(64) << 20;
+
+ThreadScratch& thread_scratch() {
+    thread_local ThreadScratch scratch;
+    return scratch;
+}
+
+/// Bytes held by a plan's and its buffers' storage (for the kKeepBytes rule).
+std::size_t held_bytes(const ThreadScratch& t) {
+    const auto& b = t.pbuf;
+    std::size_t n = (b.targs.capacity() + b.cdf.capacity() + b.pdf.capacity()) * 8 +
+                    t.plan.dbuf.capacity() * 8 + t.plan.fbuf.capacity() * 4 +
+                    t.plan.oatoms.capacity() * sizeof(detail::OrthoAtom) + t.render.plane.size * 4 +
+                    t.render.work.capacity() * 4;
+    for (int d = 0; d < 3; ++d)
+        n += (b.fac[d].capacity() + b.dfac[d].capacity() + b.dist2[d].capacity()) * 8;
+    return n;
+}
+
+void trim(ThreadScratch& t) {
+    if (held_bytes(t) > kKeepBytes) t = ThreadScratch{};
+}
 
 void render_planes(const Plan& plan, const IsaKernels& K, int c, int i_begin, int i_end,
                    float* out_c, const BatchInput& in, RenderScratch& scratch, bool stream) {
@@ -53,11 +88,26 @@ void render_planes(const Plan& plan, const IsaKernels& K, int c, int i_begin, in
         if (scratch.active.size() < atoms) scratch.active.resize(atoms);
         K.render_ortho(plan.op, c, i_begin, i_end, out_c, scratch.plane.ptr, scratch.active.data(),
                        stream);
+        scratch.plane_dirty = scratch.plane_dirty || stream;
     } else {
+        if (scratch.plane_dirty) std::memset(scratch.plane.ptr, 0, scratch.plane.size * 4);
+        scratch.plane_dirty = false;
         scratch.work.resize(detail::tric_work_floats(plan.tp, K));
         K.render_tric(plan.tp, c, i_begin, i_end, out_c, scratch.plane.ptr, scratch.work.data(),
                       stream);
     }
+}
+
+/// Work below which a call runs on the calling thread whatever `threads` says: waking
+/// the pool's workers costs more than they would save (measured: docs/kernel.md,
+/// "Threads"). Work is counted as output voxels plus kAtomWork per atom.
+constexpr std::int64_t kInlineWork = std::int64_t(1) << 19;
+constexpr std::int64_t kAtomWork = 256;
+
+/// Threads for a call of `B` structures whose output holds `voxels` floats.
+int threads_for(const BatchInput& in, std::int64_t voxels, int threads) {
+    const std::int64_t work = voxels + kAtomWork * in.offsets[in.n_structures];
+    return work < kInlineWork ? 1 : resolve_threads(threads);
 }
 
 }  // namespace
@@ -67,31 +117,33 @@ void grid_batch(const BatchInput& in, float* out, const Options& opt) {
     const IsaKernels& K = detail::kernels_for(opt.isa);
     const std::int64_t B = in.n_structures;
     if (B == 0) return;
-    const int threads = resolve_threads(opt.threads);
     const std::size_t plane_n = static_cast<std::size_t>(in.shape[1]) * in.shape[2];
     const std::size_t chan_n = plane_n * in.shape[0];
     const std::size_t struct_n = chan_n * in.n_channels;
+    const int threads = threads_for(in, static_cast<std::int64_t>(struct_n) * B, opt.threads);
     const bool stream = opt.streaming == 1 ||
                         (opt.streaming < 0 && B * struct_n * sizeof(float) > detail::llc_bytes());
     const int nt = static_cast<int>(std::min<std::int64_t>(
         threads, std::max<std::int64_t>(B, 1) * in.n_channels * in.shape[0]));
-    std::vector<PlanBuffers> pbuf(nt);
-    std::vector<RenderScratch> rs(nt);
     if (B >= 2 * nt || nt == 1) {
         // Many structures: one task per structure (plan + every plane), cache-friendly.
-        std::vector<Plan> plans(nt);
-        parallel_for(B, nt, [&](std::int64_t s, int tid) {
-            detail::build_plan(in, s, K, false, pbuf[tid], plans[tid]);
+        parallel_for(B, nt, [&](std::int64_t s, int) {
+            ThreadScratch& t = thread_scratch();
+            detail::build_plan(in, s, K, false, t.pbuf, t.plan);
             for (int c = 0; c < in.n_channels; ++c)
-                render_planes(plans[tid], K, c, 0, in.shape[0], out + s * struct_n + c * chan_n, in,
-                              rs[tid], stream);
+                render_planes(t.plan, K, c, 0, in.shape[0], out + s * struct_n + c * chan_n, in,
+                              t.render, stream);
+            trim(t);
         });
         return;
     }
     // Few structures, several threads: plans first, then slabs of planes in parallel.
+    std::vector<RenderScratch> rs(nt);
     std::vector<Plan> plans(B);
-    parallel_for(B, nt, [&](std::int64_t s, int tid) {
-        detail::build_plan(in, s, K, false, pbuf[tid], plans[s]);
+    parallel_for(B, nt, [&](std::int64_t s, int) {
+        ThreadScratch& t = thread_scratch();
+        detail::build_plan(in, s, K, false, t.pbuf, plans[s]);
+        trim(t);
     });
     const int chunks = std::max(
         1, std::min(in.shape[0], (4 * nt + static_cast<int>(B) - 1) / static_cast<int>(B)));
@@ -112,9 +164,9 @@ void grid_gradient_batch(const BatchInput& in, const float* dgrid, double* dposi
     const IsaKernels& K = detail::kernels_for(opt.isa);
     const std::int64_t B = in.n_structures;
     if (B == 0) return;
-    const int threads = resolve_threads(opt.threads);
     const std::size_t struct_n =
         static_cast<std::size_t>(in.n_channels) * in.shape[0] * in.shape[1] * in.shape[2];
+    const int threads = threads_for(in, static_cast<std::int64_t>(struct_n) * B, opt.threads);
     const int nt =
         static_cast<int>(std::min<std::int64_t>(threads, std::max<std::int64_t>(in.offsets[B], 1)));
     std::vector<PlanBuffers> pbuf(nt);

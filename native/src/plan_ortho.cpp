@@ -35,15 +35,19 @@ void add_render_rows(OrthoAtom& rec, const int* start, const int* length,
     float* gy = plan.fbuf.data() + rec.yfoff;
     float* dy2 = gy + rec.ylen;
     std::fill(dy2, dy2 + rec.ylen, std::numeric_limits<float>::infinity());
-    for (int m = 0; m < length[1]; ++m) {
-        const int j = (start[1] + m) % ny - rec.jfirst;
-        gy[j] = static_cast<float>(fac[1][m]);
-        dy2[j] = static_cast<float>(dist2[1][m]);
+    // start < n and length <= n: an index wraps at most once (no division needed).
+    for (int m = 0, j = start[1]; m < length[1]; ++m, ++j) {
+        if (j == ny) j = 0;
+        gy[j - rec.jfirst] = static_cast<float>(fac[1][m]);
+        dy2[j - rec.jfirst] = static_cast<float>(dist2[1][m]);
     }
     rec.zfoff = static_cast<std::int64_t>(plan.fbuf.size());
     plan.fbuf.resize(plan.fbuf.size() + static_cast<std::size_t>(row_vecs + kPadV) * W, 0.0f);
     float* gz = plan.fbuf.data() + rec.zfoff;
-    for (int m = 0; m < length[2]; ++m) gz[(start[2] + m) % nz] = static_cast<float>(fac[2][m]);
+    for (int m = 0, k = start[2]; m < length[2]; ++m, ++k) {
+        if (k == nz) k = 0;
+        gz[k] = static_cast<float>(fac[2][m]);
+    }
     const bool zwrap = start[2] + length[2] > nz;
     rec.kv0 = zwrap ? 0 : start[2] / W;
     rec.kv1 = zwrap ? row_vecs : (start[2] + length[2] - 1) / W + 1;

@@ -53,6 +53,10 @@ void sort_by_channel(std::vector<AtomT>& atoms, int n_channels, std::vector<std:
     begin.assign(n_channels + 1, 0);
     for (const auto& a : atoms) ++begin[a.channel + 1];
     for (int c = 0; c < n_channels; ++c) begin[c + 1] += begin[c];
+    bool in_order = true;  // one channel, or already grouped: nothing to move
+    for (std::size_t k = 1; k < atoms.size() && in_order; ++k)
+        in_order = atoms[k - 1].channel <= atoms[k].channel;
+    if (in_order) return;
     std::vector<AtomT> sorted(atoms.size());
     std::vector<std::int32_t> fill(begin.begin(), begin.end() - 1);
     for (const auto& a : atoms) sorted[fill[a.channel]++] = a;

@@ -13,6 +13,7 @@ boxes from :meth:`Box.from_lattice`.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,10 +53,17 @@ def _as_positions(positions: Any) -> np.ndarray:
 
 
 def _bounds(positions: Any) -> tuple[np.ndarray, np.ndarray]:
-    pos = _as_positions(positions)
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.ndim != 2 or pos.shape[1] != 3:
+        raise ValueError(f"positions must have shape (M, 3), got {pos.shape}")
     if len(pos) == 0:
         raise ValueError("cannot place a box around a structure with no atoms")
-    return pos.min(axis=0), pos.max(axis=0)
+    lo, hi = pos.min(axis=0), pos.max(axis=0)
+    # NaN propagates through min and max, and ±inf ends up in one of them: finite bounds
+    # mean finite positions (one pass less than isfinite over every coordinate).
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        raise ValueError("positions contain NaN or infinite coordinates")
+    return lo, hi
 
 
 class Box:
@@ -159,7 +167,21 @@ class Box:
 
     @classmethod
     def _centred_cube(cls, centre: np.ndarray, side: float, shape: ShapeLike) -> Box:
-        return cls(centre - side / 2.0, np.eye(3) * side, shape)
+        origin = centre - side / 2.0
+        if not (_SAFE_SIDE[0] <= side <= _SAFE_SIDE[1] and np.isfinite(origin).all()):
+            return cls(origin, np.eye(3) * side, shape)  # the checks name what is wrong
+        # A cube of finite, moderate side: __init__'s checks (finite, non-degenerate)
+        # cannot fail, so skip them (norms and a determinant cost more than gridding a
+        # small molecule). Same values as __init__ would store.
+        box = object.__new__(cls)
+        axes = np.eye(3) * side
+        origin.flags.writeable = False
+        axes.flags.writeable = False
+        box._origin = origin
+        box._axes = axes
+        box._shape = normalize_shape(shape)
+        box._periodic = False
+        return box
 
     # ------------------------------------------------------------------ properties
     @property
@@ -273,6 +295,10 @@ class Box:
         return f"Box(origin={o}, axes={a}, shape={self._shape}, periodic={self._periodic})"
 
 
+#: Cube sides (Å) for which a cube's edge lengths, their product and its determinant are
+#: all finite normal numbers, so the constructor's degeneracy check always passes.
+_SAFE_SIDE = (1e-90, 1e90)
+
 #: The molecule box choices (``cube:L`` takes the side L in Å).
 BOX_KINDS = ("fit", "tight", "cube:L")
 
@@ -290,9 +316,7 @@ def parse_box_kind(kind: str) -> tuple[str, float]:
         try:
             side = float(text.split(":", 1)[1])
         except ValueError:
-            raise ValueError(
-                f"cube box must look like cube:24 (side in Å), got {kind!r}"
-            ) from None
+            raise ValueError(f"cube box must look like cube:24 (side in Å), got {kind!r}") from None
         if not np.isfinite(side) or side <= 0:
             raise ValueError(f"cube side must be a positive length in Å, got {kind!r}")
         return "cube", side
@@ -321,5 +345,7 @@ def minimum_image(displacements: Any, lattice: Any) -> np.ndarray:
 
 
 def _check_padding(padding: float) -> None:
+    if type(padding) is float and math.isfinite(padding) and padding >= 0:
+        return  # the common case, without NumPy's scalar machinery
     if not np.isfinite(padding) or padding < 0:
         raise ValueError(f"padding must be a non-negative length in Å, got {padding!r}")

@@ -32,12 +32,25 @@ DEFAULT_MEMORY_LIMIT = 4 << 30
 
 _memory_limit: int | None = None
 
+# os.environ.get encodes the key and decodes the value on every call (~1 µs, as much as
+# gridding a small molecule); on POSIX its bytes-keyed dict answers the same lookup
+# directly. os.environ[...] = / del and monkeypatch.setenv keep that dict current.
+_ENVIRON_BYTES = getattr(os.environ, "_data", None) if os.name == "posix" else None
+
+
+def _getenv(name: str, key: bytes) -> str | None:
+    """``os.environ.get(name)``, fast (``key`` is ``name`` encoded)."""
+    if _ENVIRON_BYTES is None:
+        return os.environ.get(name)
+    value = _ENVIRON_BYTES.get(key)
+    return None if value is None else os.fsdecode(value)
+
 
 def get_memory_limit() -> int:
     """Largest output (bytes) :func:`grid` and friends will allocate."""
     if _memory_limit is not None:
         return _memory_limit
-    env = os.environ.get("PGRID_MAX_GRID_BYTES")
+    env = _getenv("PGRID_MAX_GRID_BYTES", b"PGRID_MAX_GRID_BYTES")
     if env:
         try:
             value = float(env)
@@ -83,11 +96,27 @@ def available_isas() -> list[str]:
     return list(_core.supported_isas())
 
 
+#: resolve_isa's answers, keyed by (isa, $PGRID_ISA, available_isas): every call asks,
+#: so the answer is looked up rather than recomputed (only successes are kept).
+_isa_cache: dict[tuple[Any, ...], str] = {}
+
+
 def resolve_isa(isa: str | None = None) -> str:
     """The path a call will use: ``isa``, else ``$PGRID_ISA``, else the best available.
 
     Raises ValueError for an unknown name or one this CPU cannot run.
     """
+    key = (isa, _getenv("PGRID_ISA", b"PGRID_ISA") if isa is None else None, available_isas)
+    hit = _isa_cache.get(key)
+    if hit is not None:
+        return hit
+    name = _resolve_isa(isa)
+    if len(_isa_cache) < 64:
+        _isa_cache[key] = name
+    return name
+
+
+def _resolve_isa(isa: str | None) -> str:
     source = "isa"
     if isa is None:
         isa = os.environ.get("PGRID_ISA") or None
@@ -317,7 +346,7 @@ def _require_box(box: Any) -> None:
 def check_memory(shape: tuple[int, ...], what: str = "a grid") -> None:
     """Raise ValueError when float32 ``shape`` is larger than the memory cap
     (:func:`get_memory_limit`); every path that allocates grids checks this first."""
-    nbytes = int(np.prod(np.asarray(shape, dtype=np.float64))) * 4
+    nbytes = math.prod(map(int, shape)) * 4
     limit = get_memory_limit()
     if nbytes > limit:
         raise ValueError(
@@ -367,12 +396,7 @@ def render_batch(
         out = np.empty(shape, dtype=np.float32)
     else:
         _check_out(out, shape)
-    _core.grid_batch(
-        *batch.kernel_arrays(),
-        out,
-        threads=_threads(threads),
-        isa=resolve_isa(isa),
-    )
+    _core.grid_batch(*batch.kernel_arrays(), out, _threads(threads), resolve_isa(isa))
     return out
 
 
@@ -429,6 +453,40 @@ def grid(
     """
     _require_box(box)
     positions = _positions(positions)
+    fast = isinstance(sigma, float) and weights is None
+    m = len(positions)
+    if fast and channels is not None:
+        # Integer channels of the right shape (anything else: the general path's errors).
+        chans = np.asarray(channels)
+        fast = chans.dtype.kind in "iu" and chans.shape == (m,)
+    if fast:
+        # The common forms, without Batch.from_structures' per-structure machinery.
+        if channels is None:
+            chan_arr = np.zeros(m, dtype=np.int32)
+        else:
+            chan_arr = chans.astype(np.int32)
+        if n_channels is None:
+            n_channels = int(chan_arr.max()) + 1 if m and channels is not None else 1
+        c_shape = (int(n_channels), *box.shape)
+        if out is None:
+            check_memory(c_shape)
+            target = np.empty((1, *c_shape), dtype=np.float32)
+        else:
+            target = _check_out(out, c_shape)[np.newaxis]
+        _core.grid_batch(
+            positions,
+            np.array((0, m), dtype=np.int64),
+            chan_arr,
+            np.full(m, sigma),
+            np.ones(m),
+            box.origin.reshape(1, 3),
+            box.axes.reshape(1, 3, 3),
+            np.array((box.periodic,)),
+            target,
+            _threads(threads),  # positional: pybind11 matches keywords slowly
+            resolve_isa(isa),
+        )
+        return target[0]
     batch = Batch.from_structures(
         [positions],
         [box],

@@ -17,16 +17,30 @@ policy; molecules in the box the policy puts around them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .. import _core
 from .box import Box, ShapeLike, normalize_shape, parse_box_kind
 from .channels import ChannelSpec
-from .kernel import Batch, check_sigma, render_batch
+from .kernel import (
+    Batch,
+    _check_out,
+    _threads,
+    check_memory,
+    check_sigma,
+    get_memory_limit,
+    render_batch,
+    resolve_isa,
+)
 from .structure import Structure
+
+#: The native kernel's codes of the molecule box policies (pgrid/grid.hpp, BoxKind).
+_BOX_CODES = {"fit": 0, "tight": 1, "cube": 2}
 
 #: Atoms farther than this many σ outside a fixed ``cube:L`` box make the structure
 #: unfit for it (the box would cut off a visible part of their density).
@@ -66,6 +80,13 @@ class GridRecipe:
     padding: float = 2.0
     spec: ChannelSpec = field(init=False, repr=False, compare=False)
     _cube_side: float = field(init=False, repr=False, compare=False)
+    # What the native per-call path needs, computed once: element → channel (int32,
+    # -1 for none) and the box policy's code.
+    _element_channel: np.ndarray = field(init=False, repr=False, compare=False)
+    _box_code: int = field(init=False, repr=False, compare=False)
+    _outside_limit: float = field(init=False, repr=False, compare=False)
+    _grid_shape: tuple[int, int, int, int] = field(init=False, repr=False, compare=False)
+    _grid_bytes: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: the normalised values are set once, here
@@ -80,6 +101,10 @@ class GridRecipe:
         kind, side = parse_box_kind(self.box)
         set_(self, "box", f"cube:{side:g}" if kind == "cube" else kind)
         set_(self, "_cube_side", side)
+        set_(self, "_box_code", _BOX_CODES[kind])
+        table = np.ascontiguousarray(spec._lookup, dtype=np.int32)
+        table.flags.writeable = False
+        set_(self, "_element_channel", table)
         try:
             padding = float(self.padding)
         except (TypeError, ValueError):
@@ -87,6 +112,9 @@ class GridRecipe:
         if not (np.isfinite(padding) and padding >= 0):
             raise ValueError(f"padding must be a non-negative length in Å, got {self.padding!r}")
         set_(self, "padding", padding)
+        set_(self, "_outside_limit", OUTSIDE_SIGMAS * self.sigma if side else -1.0)
+        set_(self, "_grid_shape", (spec.n_channels, *self.grid_size))  # type: ignore[misc]
+        set_(self, "_grid_bytes", 4 * math.prod(self._grid_shape))
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -172,7 +200,100 @@ class GridRecipe:
         isa: str | None = None,
     ) -> np.ndarray:
         """Grids of ``structures``: (B, C, nx, ny, nz) float32, in one kernel call."""
+        n = len(structures)
+        grids = None
+        if n:
+            try:
+                pos = np.concatenate([s.positions for s in structures])
+                numbers = np.concatenate([np.asarray(s.numbers) for s in structures])
+            except ValueError:
+                pos = numbers = None
+            if pos is not None:
+                offsets = np.zeros(n + 1, dtype=np.int64)
+                np.cumsum([len(s.numbers) for s in structures], out=offsets[1:])
+                crystal = [s.lattice is not None for s in structures]
+                lattices = periodic = None
+                if any(crystal):
+                    lattices = np.zeros((n, 3, 3))
+                    for i, s in enumerate(structures):
+                        if s.lattice is not None:
+                            lattices[i] = s.lattice
+                    periodic = np.array(crystal)
+                weights = None
+                if any(s.weights is not None for s in structures):
+                    weights = np.concatenate(
+                        [
+                            s.weights if s.weights is not None else np.ones(len(s))
+                            for s in structures
+                        ]
+                    )
+                grids = self._grid_native(
+                    pos, numbers, offsets, lattices, periodic, weights, out, threads, isa
+                )
+        if grids is not None:
+            return grids
         return render_batch(self.batch(structures), out, threads=threads, isa=isa)
+
+    def _grid_native(
+        self,
+        positions: Any,
+        numbers: Any,
+        offsets: np.ndarray | None,
+        lattices: np.ndarray | None,
+        periodic: np.ndarray | None,
+        weights: Any,
+        out: np.ndarray | None,
+        threads: int | None,
+        isa: str | None,
+    ) -> np.ndarray | None:
+        """Boxes, channels and grids of a flat batch (``offsets`` None: one structure) in
+        one native call (``_core.grid_structures``); None when the input needs the Python path — odd
+        shapes or types, or anything the native call rejects, so that the error raised is
+        the Python path's (UnknownElementError, OutsideBoxError, the Box's messages)."""
+        pos = np.ascontiguousarray(positions, dtype=np.float64)
+        z = np.asarray(numbers)
+        if z.dtype != np.int64 and z.dtype != np.int32:
+            if z.dtype.kind not in "iub":
+                return None
+            z = z.astype(np.int64)
+        if pos.ndim != 2 or pos.shape[1] != 3 or z.ndim != 1 or len(pos) != len(z):
+            return None
+        b = 1 if offsets is None else len(offsets) - 1
+        m = len(z)
+        if weights is not None:
+            weights = np.ascontiguousarray(weights, dtype=np.float64)
+            if weights.shape != (m,):
+                return None
+        shape = (b, *self._grid_shape)
+        if out is None:
+            if b * self._grid_bytes > get_memory_limit():
+                check_memory(shape)  # raises, naming the limit
+            out = np.empty(shape, dtype=np.float32)
+        else:
+            _check_out(out, shape)
+        try:
+            _core.grid_structures(  # positional: pybind11 matches keywords slowly
+                pos,
+                z if z.flags.c_contiguous else np.ascontiguousarray(z),
+                offsets,
+                lattices,
+                periodic,
+                weights,
+                self._element_channel,
+                self.sigma,
+                self._box_code,
+                self.padding,
+                self._cube_side,
+                self._outside_limit,
+                out,
+                None,
+                None,
+                _threads(threads),
+                resolve_isa(isa),
+            )
+        except ValueError:
+            return None
+        return out
 
     def grid(
         self,
@@ -191,6 +312,26 @@ class GridRecipe:
         a, b, c for a crystal, ``weights`` (M,) (default 1), ``out`` a (C, nx, ny, nz)
         float32 array to fill.
         """
+        if lattice is None:
+            lattices = None
+        else:
+            lattices = np.asarray(lattice, dtype=np.float64)
+            lattices = lattices.reshape(1, 3, 3) if lattices.shape == (3, 3) else None
+        if lattice is None or lattices is not None:
+            z = np.asarray(numbers)
+            grids = self._grid_native(
+                positions,
+                z,
+                None,
+                lattices,
+                None,
+                weights,
+                None if out is None else out[np.newaxis],
+                threads,
+                isa,
+            )
+            if grids is not None:
+                return grids[0]
         s = Structure(
             np.asarray(numbers),
             np.asarray(positions, dtype=np.float64),

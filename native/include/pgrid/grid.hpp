@@ -98,6 +98,39 @@ struct Options {
 /// input; out is then left unspecified. Output is identical for every thread count.
 void grid_batch(const BatchInput& in, float* out, const Options& opt);
 
+/// The molecule box policies of a recipe (pgrid_cli.core.box): fit, tight, cube:L.
+enum class BoxKind : int { fit = 0, tight = 1, cube = 2 };
+
+/// A recipe's batch: atoms by atomic number, boxes still to be placed (grid_recipe).
+struct RecipeInput {
+    const double* positions = nullptr;              ///< (M, 3) Cartesian, Angstrom
+    const std::int64_t* offsets = nullptr;          ///< (B + 1)
+    const std::int32_t* numbers32 = nullptr;        ///< (M) atomic numbers (this or numbers64)
+    const std::int64_t* numbers64 = nullptr;        ///< (M) atomic numbers
+    const double* lattices = nullptr;               ///< (B, 3, 3) cells, or null: molecules
+    const std::uint8_t* periodic = nullptr;         ///< (B) which use their cell (null: all)
+    const double* weights = nullptr;                ///< (M), or null for all ones
+    const std::int32_t* element_channel = nullptr;  ///< (table_size) channel of Z, -1 none
+    int table_size = 0;
+    int n_channels = 1;
+    double sigma = 0.5;  ///< Angstrom, every atom
+    BoxKind box_kind = BoxKind::fit;
+    double padding = 2.0;       ///< Angstrom, fit and tight
+    double cube_side = 0.0;     ///< Angstrom, cube
+    double outside_limit = -1;  ///< cube: atoms farther outside are an error (< 0: no check)
+    std::int64_t n_structures = 0;
+    std::int64_t n_atoms = 0;
+    int shape[3] = {1, 1, 1};
+};
+
+/// Place each structure's box (its cell if periodic, else the molecule box of
+/// in.box_kind, bitwise as pgrid_cli's Box.fit / tight / cube / from_lattice), write it to
+/// origins (B, 3) and axes (B, 3, 3), assign channels from the element table, and grid
+/// the batch into out as grid_batch does. Throws std::invalid_argument naming the
+/// structure (and atom) at fault.
+void grid_recipe(const RecipeInput& in, float* out, double* origins, double* axes,
+                 const Options& opt);
+
 /// Gradient of L = sum(dgrid * grid) with respect to positions and weights.
 /// dgrid has the output's shape; dpositions is (M, 3), dweights is (M) (may be null).
 void grid_gradient_batch(const BatchInput& in, const float* dgrid, double* dpositions,
