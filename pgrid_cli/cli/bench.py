@@ -136,13 +136,7 @@ def bench_cli(
         float | None,
         typer.Option("--batch-mb", help="Largest output buffer, MiB (default 256)."),
     ] = None,
-    format: Annotated[
-        str | None,
-        typer.Option(
-            "--format",
-            help="Read every input as xyz, sdf, cif, qm9, vasp or json (default: its name).",
-        ),
-    ] = None,
+    format: options.FORMAT = None,
     end_to_end: Annotated[
         bool,
         typer.Option(

@@ -121,13 +121,7 @@ def grid_cli(
         str,
         typer.Option(help="CIF partial occupancy: error (reject), majority or weight."),
     ] = "error",
-    format: Annotated[
-        str | None,
-        typer.Option(
-            "--format",
-            help="Read every input as xyz, sdf, cif, qm9, vasp or json (default: its name).",
-        ),
-    ] = None,
+    format: options.FORMAT = None,
     cif_tags: Annotated[
         str,
         typer.Option(

@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
+from ..readers.registry import formats
+
 #: The selection syntax of ``--index``, shown in every command's help.
 INDEX_SYNTAX = "3, 0:10, 5,7,-1 or ::2 (Python slices, comma-separated; negative from the end)"
 
@@ -38,6 +40,15 @@ def index(what: str) -> Any:
 JSON = Annotated[
     bool,
     typer.Option("--json", help="Print a machine-readable summary as JSON on stdout."),
+]
+FORMAT = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="Read every input as this format (default: from its name): "
+        + ", ".join(formats()) + ".",
+        metavar="FORMAT",
+    ),
 ]
 QUIET = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no tables.")]
 
