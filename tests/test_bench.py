@@ -121,6 +121,27 @@ def _independent_grids(structures, n, sigma, channels, isa=None, threads=None):
     )
 
 
+def test_per_call_rows_report_what_users_pay(tiny: BenchResult) -> None:
+    """Issue 11, item 7: one call per structure beside the batch rows, and the fixed cost
+    of a call, for every grid size and channel set at the σ nearest 0.5 Å."""
+    assert {(p.grid_size, p.channels) for p in tiny.per_call} == {
+        (n, ch) for n in TINY.grid_sizes for ch in TINY.channels
+    }
+    for p in tiny.per_call:
+        assert p.sigma == 0.5 and p.structures == 5 and len(p.times) == TINY.repeat
+        assert p.structures_per_s > 0 and 0 < p.fixed_cost_us < 1e5
+        best = min(
+            c.seconds_per_structure
+            for c in tiny.cells
+            if c.implementation in NATIVE
+            and (c.grid_size, c.sigma, c.channels, c.threads) == (p.grid_size, 0.5, p.channels, 2)
+        )
+        assert p.batch_s_per_structure == best
+        assert_allclose(p.ratio_to_batch, best / p.seconds_per_structure, rtol=1e-12)
+    again = BenchResult.from_json(json.loads(json.dumps(tiny.to_json())))
+    assert [q.to_json() for q in again.per_call] == [q.to_json() for q in tiny.per_call]
+
+
 def test_nonzero_fraction_counts_the_kernel_output(tiny: BenchResult) -> None:
     structures = _structures()
     for c in tiny.cells:
@@ -422,6 +443,7 @@ def test_json_schema_and_round_trip(tiny: BenchResult, tmp_path: Path) -> None:
         "skipped",
         "checks",
         "end_to_end",
+        "per_call",
     }
     h = d["header"]
     for key in (

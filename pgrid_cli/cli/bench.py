@@ -281,6 +281,8 @@ def print_result(result: BenchResult, console: Console) -> None:
             f"{worst.max_abs_error:.2g}, {worst.worst_ratio:.2g} of the tolerance",
             soft_wrap=True,
         )
+    if result.per_call:
+        console.print(per_call_table(result))
     if result.end_to_end:
         console.print(end_to_end_table(result))
     rejected = result.input.get("rejected", [])
@@ -375,6 +377,27 @@ def cells_table(result: BenchResult) -> Table:
             _fmt(c.speedup_vs_scalar),
             _fmt(c.speedup_vs_numpy),
             end_section=last,
+        )
+    return t
+
+
+def per_call_table(result: BenchResult) -> Table:
+    t = Table(
+        title="one call per structure, what users pay (GridRecipe.grid, a fresh array, "
+        "default threads) against the best batch path",
+        title_justify="left",
+    )
+    for name in ("grid", "σ Å", "channels", "structures/s", "÷ batch", "fixed cost µs"):
+        t.add_column(name, justify="left" if name == "channels" else "right")
+    for p in result.per_call:
+        ratio = p.ratio_to_batch
+        t.add_row(
+            f"{p.grid_size}³",
+            f"{p.sigma:g}",
+            p.channels,
+            _rate(p.structures_per_s),
+            "—" if ratio is None else f"{ratio:.2f}",
+            f"{p.fixed_cost_us:.1f}",
         )
     return t
 

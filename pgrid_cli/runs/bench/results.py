@@ -157,6 +157,48 @@ class EndToEnd:
 
 
 @dataclass
+class PerCall:
+    """What users pay per call: :meth:`GridRecipe.grid` on each structure, one call each
+    into a fresh array with the default threads (``times``: seconds per run over every
+    structure), against the best native batch path at the most threads measured
+    (``batch_s_per_structure``), and the fixed cost of one call (µs, an 8³ grid of the
+    smallest structure)."""
+
+    grid_size: int
+    sigma: float
+    channels: str
+    structures: int
+    times: list[float]
+    fixed_cost_us: float
+    batch_s_per_structure: float | None = None
+
+    @property
+    def seconds_per_structure(self) -> float:
+        return statistics.median(self.times) / self.structures
+
+    @property
+    def structures_per_s(self) -> float:
+        return 1.0 / self.seconds_per_structure
+
+    @property
+    def ratio_to_batch(self) -> float | None:
+        """Per-call rate ÷ batch rate (1.0: calling once per structure costs nothing)."""
+        b = self.batch_s_per_structure
+        return None if not b else b / self.seconds_per_structure
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "structures_per_s": self.structures_per_s,
+            "ratio_to_batch": self.ratio_to_batch,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PerCall:
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+
+@dataclass
 class BenchResult:
     """Everything a sweep measured, with the machine and the input it ran on."""
 
@@ -167,6 +209,7 @@ class BenchResult:
     skipped: list[Skip] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     end_to_end: list[EndToEnd] = field(default_factory=list)
+    per_call: list[PerCall] = field(default_factory=list)
     command: str = ""
     seconds: float = 0.0
 
@@ -189,6 +232,7 @@ class BenchResult:
             "skipped": [asdict(s) for s in self.skipped],
             "checks": [asdict(c) for c in self.checks],
             "end_to_end": [e.to_json() for e in self.end_to_end],
+            "per_call": [p.to_json() for p in self.per_call],
         }
 
     @classmethod
@@ -206,6 +250,7 @@ class BenchResult:
             skipped=[Skip(**s) for s in d["skipped"]],
             checks=[Check(**c) for c in d["checks"]],
             end_to_end=[EndToEnd.from_json(e) for e in d["end_to_end"]],
+            per_call=[PerCall.from_json(p) for p in d.get("per_call", [])],
             command=d.get("command", ""),
             seconds=float(d.get("seconds", 0.0)),
         )

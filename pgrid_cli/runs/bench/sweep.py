@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -64,6 +65,7 @@ from ...core.reference import reference_structure
 from ...core.structure import Structure
 from ...readers import Rejection, expand_inputs, iter_records, prepare_structure
 from .config import (
+    END_TO_END_SIGMA,
     NUMPY,
     ORTHOGONAL_TOLERANCE,
     TRICLINIC_TOLERANCE,
@@ -74,7 +76,7 @@ from .config import (
 )
 from .endtoend import end_to_end_runs
 from .machine import machine_header, memory_floor, time_runs
-from .results import BenchResult, Cell, Check, Skip
+from .results import BenchResult, Cell, Check, PerCall, Skip
 
 
 # ---------------------------------------------------------------------- input
@@ -221,6 +223,58 @@ def verify(
     return worst_err, worst_ratio
 
 
+#: Calls timed for the fixed cost of one call (an 8³ grid of the smallest structure).
+FIXED_COST_CALLS = 200
+
+
+def per_call_runs(
+    cfg: BenchConfig, structures: Sequence[Structure], result: BenchResult
+) -> list[PerCall]:
+    """One call per structure (:meth:`GridRecipe.grid`, a fresh array, default threads)
+    for every grid size and channel set at the σ closest to ``pgrid grid``'s default,
+    beside the best native batch cell at the most threads, and the fixed cost of a call."""
+    natives = [n for n in cfg.implementations if n != NUMPY]
+    if not natives:
+        return []
+    sigma = min(cfg.sigmas, key=lambda s: (abs(s - END_TO_END_SIGMA), s))
+    small = min(structures, key=len)
+    rows = []
+    for ch in cfg.channels:
+        tiny = GridRecipe(8, sigma, ch, cfg.box, cfg.padding)
+
+        def fixed_calls(r: GridRecipe = tiny) -> None:
+            for _ in range(FIXED_COST_CALLS):
+                r.grid(small.positions, small.numbers, lattice=small.lattice, weights=small.weights)
+
+        fixed = time_runs(fixed_calls, repeat=cfg.repeat)
+        for n in cfg.grid_sizes:
+            recipe = GridRecipe(n, sigma, ch, cfg.box, cfg.padding)
+
+            def calls(r: GridRecipe = recipe) -> None:
+                for st in structures:
+                    r.grid(st.positions, st.numbers, lattice=st.lattice, weights=st.weights)
+
+            batch = [
+                c.seconds_per_structure
+                for c in result.cells
+                if c.implementation in natives
+                and (c.grid_size, c.sigma, c.channels) == (n, sigma, ch)
+                and c.threads == max(cfg.threads)
+            ]
+            rows.append(
+                PerCall(
+                    grid_size=n,
+                    sigma=sigma,
+                    channels=ch,
+                    structures=len(structures),
+                    times=time_runs(calls, cfg.repeat),
+                    fixed_cost_us=statistics.median(fixed) / FIXED_COST_CALLS * 1e6,
+                    batch_s_per_structure=min(batch) if batch else None,
+                )
+            )
+    return rows
+
+
 def _window(batch: Batch, s: int, size: int | None) -> tuple[np.ndarray, np.ndarray] | None:
     """A window of at most ``size`` voxels per axis around structure ``s``'s first atom
     (None: the whole grid)."""
@@ -285,6 +339,7 @@ def run_sweep(
     with threadpool_limits(limits=1, user_api="blas"):
         _Sweep(cfg, structures, result, progress).run()
     _speedups(result.cells)
+    result.per_call = per_call_runs(cfg, structures, result)
     if cfg.end_to_end:
         result.end_to_end = end_to_end_runs(cfg)
     result.seconds = time.perf_counter() - started
