@@ -141,6 +141,16 @@ def grid_cli(
         str,
         typer.Option(help="How --labels rows match records: name, or source,record."),
     ] = "name",
+    relax: Annotated[
+        bool,
+        typer.Option(
+            "--relax/--no-relax",
+            help="SMILES: relax each embedded conformer with MMFF94 (UFF when MMFF cannot).",
+        ),
+    ] = False,
+    embed_seed: Annotated[
+        int, typer.Option(help="SMILES: seed of the 3D embedding (ETKDG v3, per record).")
+    ] = 0,
     recursive: Annotated[
         bool, typer.Option("--recursive/--no-recursive", help="Search directories recursively.")
     ] = True,
@@ -217,6 +227,8 @@ def grid_cli(
             cif_tags=cif_tags,
             labels=labels,
             labels_key=labels_key,
+            relax=relax,
+            embed_seed=embed_seed,
             store=store,
         )
         options.resolve()  # bad options fail before any file is touched

@@ -54,12 +54,17 @@ class ReadOptions:
     largest record text read (see :data:`MAX_RECORD_BYTES`); a larger record is
     rejected (kind :data:`TOO_LARGE`) and reading goes on with the next one.
     ``cif_tags`` are the CIF data items (``_cell_volume``, ``_chemical_formula_sum``, …)
-    kept as properties of each block.
+    kept as properties of each block. ``embed_seed``, ``relax`` and ``add_hydrogens``
+    govern SMILES records: their 3D conformer (ETKDG v3, seeded per record), an optional
+    MMFF94/UFF relaxation, and whether hydrogens are added.
     """
 
     disorder: str = "error"
     max_record_bytes: int = MAX_RECORD_BYTES
     cif_tags: tuple[str, ...] = ()
+    embed_seed: int = 0
+    relax: bool = False
+    add_hydrogens: bool = True
 
     def __post_init__(self) -> None:
         if self.disorder not in DISORDER_POLICIES:

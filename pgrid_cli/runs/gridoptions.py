@@ -106,6 +106,8 @@ class GridOptions:
     cif_tags: str | Sequence[str] = ()
     labels: str | os.PathLike[str] | None = None
     labels_key: str = "name"
+    relax: bool = False
+    embed_seed: int = 0
     store: str = "grids"
 
     def resolve(self) -> Settings:
@@ -119,7 +121,12 @@ class GridOptions:
         check_memory((recipe.n_channels, *recipe.shape), "one grid")
         codec = GridCodec.parse(self.compression, self.dtype, self.lossless)
         tags = self.cif_tags.split(",") if isinstance(self.cif_tags, str) else self.cif_tags
-        read = ReadOptions(self.disorder, cif_tags=tuple(t.strip() for t in tags if t.strip()))
+        read = ReadOptions(
+            self.disorder,
+            cif_tags=tuple(t.strip() for t in tags if t.strip()),
+            embed_seed=int(self.embed_seed),
+            relax=bool(self.relax),
+        )
         labels = None
         if self.labels is not None:
             table = read_labels(self.labels, self.labels_key)  # checked now, read again later
@@ -194,6 +201,7 @@ class Settings:
                 "disorder": self.read.disorder,
                 "format": self.format,
                 "shard_size": self.shard_size,
+                **self._smiles_parameters(),
             }
         c = self.codec
         return {
@@ -209,6 +217,15 @@ class Settings:
             **({"cif_tags": list(self.read.cif_tags)} if self.read.cif_tags else {}),
             **({"exclude": [element_symbol(z) for z in self.exclude]} if self.exclude else {}),
             **({"labels": list(self.labels)} if self.labels else {}),
+            **self._smiles_parameters(),
+        }
+
+    def _smiles_parameters(self) -> dict[str, Any]:
+        """SMILES embedding options, only when not the defaults (run ids stay as they were)."""
+        r = self.read
+        return {
+            **({"embed_seed": r.embed_seed} if r.embed_seed else {}),
+            **({"relax": True} if r.relax else {}),
         }
 
 

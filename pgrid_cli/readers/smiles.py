@@ -1,0 +1,134 @@
+"""SMILES with 3D conformers (RDKit): ``.smi``/``.smiles`` files, and CSV/TSV tables with
+a SMILES column (``--format smiles``; the column is the first whose header is ``smiles``,
+any case, else the first column).
+
+Each line is one record. A ``.smi`` line is ``SMILES [name]`` (whitespace-separated); a
+table's other columns are kept as properties (numbers as numbers), its ``name``/``id``
+column as the name. Every molecule gets hydrogens (``ReadOptions.add_hydrogens``) and one
+3D conformer from RDKit's ETKDG v3 with a seed fixed by the record (``embed_seed``, the
+record's index and its SMILES), so a run gives the same coordinates for any number of
+workers; ``relax`` then optimises it with MMFF94 (UFF when MMFF has no parameters).
+Invalid SMILES and embedding failures are rejected records.
+"""
+
+from __future__ import annotations
+
+import csv
+import zlib
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..core.structure import Structure
+from .files import Lines
+from .properties import set_properties
+from .records import EMPTY, MALFORMED, PARSE_ERROR, RawRecord, ReadOptions, Rejection, reject
+from .registry import Reader, register
+
+#: Separator of a table's columns in a record's text (tab: never inside a SMILES).
+_SEP = "\t"
+
+
+def _frame_smiles(lines: Lines, source: str) -> Iterator[RawRecord | Rejection]:
+    """One record per non-blank, non-comment line; a table's header line is read first."""
+    first = lines.readline()
+    while first and (not first.strip() or first.startswith("#")):
+        first = lines.readline()
+    if not first:
+        return
+    delimiter = "\t" if "\t" in first else ("," if "," in first else None)
+    header: list[str] | None = None
+    if delimiter is not None:
+        cells = next(csv.reader([first], delimiter=delimiter))
+        if any(c.strip().lower() == "smiles" for c in cells):
+            header = [c.strip() for c in cells]
+        else:
+            lines.unread(first)
+    else:
+        lines.unread(first)
+    record = 0
+    while line := lines.readline():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if len(line) > lines.limit:
+            yield lines.too_large(source, record, "", lines.lineno)
+            record += 1
+            continue
+        if delimiter is not None:
+            cells = next(csv.reader([line], delimiter=delimiter))
+        else:
+            cells = line.split(maxsplit=1)
+        cells = [c.strip() for c in cells]
+        names = header or (["smiles", "name"] if delimiter is None else [])
+        if not names:  # a table without a header: SMILES first, then the name
+            names = ["smiles", "name", *(f"column_{k}" for k in range(2, len(cells)))]
+        if len(cells) > len(names):
+            yield Rejection(
+                source, record, "", f"line {lines.lineno}: more columns than the header", MALFORMED
+            )
+            record += 1
+            continue
+        row = dict(zip(names, cells, strict=False))
+        name = next((row[k] for k in row if k.lower() in ("name", "id", "title")), "")
+        text = _SEP.join(f"{k}={v}" for k, v in row.items())
+        yield RawRecord(source, record, "smiles", text, name[:200], lines.offset)
+        record += 1
+
+
+def _parse_smiles(raw: RawRecord, options: ReadOptions) -> Structure | Rejection:
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    row = dict(cell.split("=", 1) for cell in raw.text.split(_SEP))
+    key = next((k for k in row if k.lower() == "smiles"), next(iter(row)))
+    smiles = row.pop(key)
+    if not smiles:
+        return reject(raw, "empty SMILES", EMPTY)
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return reject(raw, f"RDKit cannot parse the SMILES {smiles[:80]!r}", PARSE_ERROR)
+    if options.add_hydrogens:
+        mol = Chem.AddHs(mol)
+    params = AllChem.ETKDGv3()
+    params.randomSeed = embed_seed(options.embed_seed, raw.record, smiles)
+    if AllChem.EmbedMolecule(mol, params) != 0:
+        return reject(raw, f"RDKit could not embed {smiles[:80]!r} in 3D (ETKDG v3)", PARSE_ERROR)
+    notes = []
+    if options.relax:
+        if AllChem.MMFFHasAllMoleculeParams(mol):
+            AllChem.MMFFOptimizeMolecule(mol)
+        else:
+            AllChem.UFFOptimizeMolecule(mol)
+            notes.append("relaxed with UFF (MMFF94 has no parameters for the molecule)")
+    info: dict[str, object] = {"warnings": notes} if notes else {}
+    props = {k: _number(v) for k, v in row.items() if k.lower() not in ("name", "id", "title")}
+    set_properties(info, {"smiles": smiles, **props})
+    n = mol.GetNumAtoms()
+    return Structure(
+        np.array([mol.GetAtomWithIdx(i).GetAtomicNum() for i in range(n)], dtype=np.int64),
+        np.array(mol.GetConformer().GetPositions(), dtype=np.float64),
+        name=raw.name,
+        source=raw.source,
+        record=raw.record,
+        info=info,
+    )
+
+
+def embed_seed(seed: int, record: int, smiles: str) -> int:
+    """ETKDG's random seed of a record: fixed by the run's seed, the record's index and
+    its SMILES (not by which worker parses it)."""
+    return zlib.crc32(f"{seed}:{record}:{smiles}".encode()) & 0x7FFFFFFF
+
+
+def _number(v: str) -> object:
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def _preload() -> None:
+    from rdkit.Chem import AllChem  # noqa: F401
+
+
+register(Reader("smiles", (".smi", ".smiles"), _frame_smiles, _parse_smiles, _preload, ("smi",)))
