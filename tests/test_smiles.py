@@ -3,6 +3,8 @@ bad SMILES rejected, the same shards for any number of workers."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
@@ -96,3 +98,30 @@ def test_csv_table_with_properties_and_workers(tmp_path):
 def test_a_csv_is_only_smiles_when_asked():
     with pytest.raises(ValueError, match="cannot tell the format"):
         list(iter_records("assay.csv"))
+
+
+def test_embed_turns_2d_sdf_records_into_3d(tmp_path):
+    """`--embed`: RDKit's own 2D SDF (first_200.props.sdf) is embedded, not rejected; the
+    atoms are the record's heavy atoms plus hydrogens, and the tags stay properties."""
+    from rdkit import RDConfig
+
+    nci = Path(RDConfig.RDDataDir) / "NCI" / "first_200.props.sdf"
+    if not nci.exists():
+        pytest.skip("RDKit's Data/NCI/first_200.props.sdf absent")
+    head = nci.read_text().split("$$$$\n")[:5]
+    path = tmp_path / "flat.sdf"
+    path.write_text("$$$$\n".join(head) + "$$$$\n")
+    assert all(
+        isinstance(r, Rejection) and r.kind == "no 3D coordinates" for r in iter_records(path)
+    )
+    items = list(iter_records(path, options=ReadOptions(embed=True)))
+    assert not [r for r in items if isinstance(r, Rejection)]
+    for s, block in zip(items, head, strict=True):
+        mol = Chem.MolFromMolBlock(block)
+        heavy = [a.GetAtomicNum() for a in mol.GetAtoms() if a.GetAtomicNum() > 1]
+        assert sorted(s.numbers[s.numbers > 1].tolist()) == sorted(heavy)
+        assert np.ptp(s.positions[:, 2]) > 0.1  # really 3D
+        assert "embedded in 3D" in " ".join(s.info["warnings"])
+        assert s.info["properties"]  # the record's tags, kept
+    again = list(iter_records(path, options=ReadOptions(embed=True)))
+    assert all(np.array_equal(a.positions, b.positions) for a, b in zip(items, again, strict=True))

@@ -151,6 +151,13 @@ def grid_cli(
     embed_seed: Annotated[
         int, typer.Option(help="SMILES: seed of the 3D embedding (ETKDG v3, per record).")
     ] = 0,
+    embed: Annotated[
+        bool,
+        typer.Option(
+            "--embed/--no-embed",
+            help="Embed 2D SDF/mol records in 3D as SMILES are, instead of rejecting them.",
+        ),
+    ] = False,
     recursive: Annotated[
         bool, typer.Option("--recursive/--no-recursive", help="Search directories recursively.")
     ] = True,
@@ -229,6 +236,7 @@ def grid_cli(
             labels_key=labels_key,
             relax=relax,
             embed_seed=embed_seed,
+            embed=embed,
             store=store,
         )
         options.resolve()  # bad options fail before any file is touched

@@ -56,7 +56,8 @@ class ReadOptions:
     ``cif_tags`` are the CIF data items (``_cell_volume``, ``_chemical_formula_sum``, …)
     kept as properties of each block. ``embed_seed``, ``relax`` and ``add_hydrogens``
     govern SMILES records: their 3D conformer (ETKDG v3, seeded per record), an optional
-    MMFF94/UFF relaxation, and whether hydrogens are added.
+    MMFF94/UFF relaxation, and whether hydrogens are added; ``embed`` treats 2D SDF records
+    the same way instead of rejecting them.
     """
 
     disorder: str = "error"
@@ -65,6 +66,7 @@ class ReadOptions:
     embed_seed: int = 0
     relax: bool = False
     add_hydrogens: bool = True
+    embed: bool = False  #: embed 2D SDF/mol records in 3D (as SMILES are) instead of rejecting
 
     def __post_init__(self) -> None:
         if self.disorder not in DISORDER_POLICIES:

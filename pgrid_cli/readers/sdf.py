@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from .files import Lines
 from .properties import set_properties, text_value
 from .records import EMPTY, NO_3D, PARSE_ERROR, RawRecord, ReadOptions, Rejection, reject
 from .registry import Reader, register
+from .smiles import embed_3d
 
 
 def _frame_sdf(lines: Lines, source: str) -> Iterator[RawRecord | Rejection]:
@@ -75,7 +77,7 @@ def _rdkit_reason(messages: list[str]) -> str:
     return lines[-1] if lines else "RDKit could not parse the record"
 
 
-def _parse_sdf(raw: RawRecord, _options: ReadOptions) -> Structure | Rejection:
+def _parse_sdf(raw: RawRecord, options: ReadOptions) -> Structure | Rejection:
     from rdkit import Chem, rdBase
 
     # RDKit reports why a record failed only through its log: route the log to Python
@@ -102,18 +104,45 @@ def _parse_sdf(raw: RawRecord, _options: ReadOptions) -> Structure | Rejection:
     name = mol.GetProp("_Name").strip() if mol.HasProp("_Name") else raw.name
     if mol.GetNumAtoms() == 0:
         return reject(raw, "empty structure (no atoms)", EMPTY, name)
+    notes: list[str] = []
     if mol.GetNumConformers() == 0 or not mol.GetConformer().Is3D():
-        return reject(raw, "no 3D coordinates (a 2D record; embed it in 3D first)", NO_3D, name)
+        if not options.embed:
+            return reject(
+                raw,
+                "no 3D coordinates (a 2D record; embed it in 3D first, or embed=True)",
+                NO_3D,
+                name,
+            )
+        embedded = _embed_2d(mol, raw, options)
+        if isinstance(embedded, str):
+            return reject(raw, embedded, PARSE_ERROR, name)
+        mol, notes = embedded
     positions = np.array(mol.GetConformer().GetPositions(), dtype=np.float64)
     # Indexing atoms directly is twice as fast as RDKit's Python-level atom sequence.
     numbers = np.array(
         [mol.GetAtomWithIdx(i).GetAtomicNum() for i in range(mol.GetNumAtoms())], dtype=np.int64
     )
-    notes = [_TIMESTAMP.sub("", m).strip() for m in capture.messages if m.strip()]
+    notes = [_TIMESTAMP.sub("", m).strip() for m in capture.messages if m.strip()] + notes
     info: dict[str, object] = {"warnings": notes} if notes else {}
     props, per_atom = sdf_tags(raw.text, len(numbers))
     set_properties(info, props, per_atom)
     return Structure(numbers, positions, name=name, source=raw.source, record=raw.record, info=info)
+
+
+def _embed_2d(mol: Any, raw: RawRecord, options: ReadOptions) -> tuple[Any, list[str]] | str:
+    """A 2D record in 3D (``ReadOptions.embed``): sanitised, hydrogens added, one ETKDG v3
+    conformer seeded by the record and its canonical SMILES, as SMILES inputs are."""
+    from rdkit import Chem
+
+    try:
+        Chem.SanitizeMol(mol)
+    except Exception as exc:  # RDKit raises its own exception types
+        return f"cannot embed the 2D record: RDKit cannot sanitise it ({exc})"
+    mol = Chem.RemoveHs(mol)  # explicit 2D hydrogens are placed again in 3D
+    embedded = embed_3d(mol, raw.record, Chem.MolToSmiles(mol), options)
+    if isinstance(embedded, str):
+        return embedded
+    return embedded[0], [*embedded[1], "embedded in 3D from a 2D record (ETKDG v3)"]
 
 
 _TAG = re.compile(r"^>.*?<([^>]+)>")

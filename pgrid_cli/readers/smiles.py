@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import zlib
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,6 @@ def _frame_smiles(lines: Lines, source: str) -> Iterator[RawRecord | Rejection]:
 
 def _parse_smiles(raw: RawRecord, options: ReadOptions) -> Structure | Rejection:
     from rdkit import Chem
-    from rdkit.Chem import AllChem
 
     row = dict(cell.split("=", 1) for cell in raw.text.split(_SEP))
     key = next((k for k in row if k.lower() == "smiles"), next(iter(row)))
@@ -87,19 +87,10 @@ def _parse_smiles(raw: RawRecord, options: ReadOptions) -> Structure | Rejection
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
         return reject(raw, f"RDKit cannot parse the SMILES {smiles[:80]!r}", PARSE_ERROR)
-    if options.add_hydrogens:
-        mol = Chem.AddHs(mol)
-    params = AllChem.ETKDGv3()
-    params.randomSeed = embed_seed(options.embed_seed, raw.record, smiles)
-    if AllChem.EmbedMolecule(mol, params) != 0:
-        return reject(raw, f"RDKit could not embed {smiles[:80]!r} in 3D (ETKDG v3)", PARSE_ERROR)
-    notes = []
-    if options.relax:
-        if AllChem.MMFFHasAllMoleculeParams(mol):
-            AllChem.MMFFOptimizeMolecule(mol)
-        else:
-            AllChem.UFFOptimizeMolecule(mol)
-            notes.append("relaxed with UFF (MMFF94 has no parameters for the molecule)")
+    embedded = embed_3d(mol, raw.record, smiles, options)
+    if isinstance(embedded, str):
+        return reject(raw, embedded, PARSE_ERROR)
+    mol, notes = embedded
     info: dict[str, object] = {"warnings": notes} if notes else {}
     props = {k: _number(v) for k, v in row.items() if k.lower() not in ("name", "id", "title")}
     set_properties(info, {"smiles": smiles, **props})
@@ -112,6 +103,29 @@ def _parse_smiles(raw: RawRecord, options: ReadOptions) -> Structure | Rejection
         record=raw.record,
         info=info,
     )
+
+
+def embed_3d(mol: Any, record: int, key: str, options: ReadOptions) -> tuple[Any, list[str]] | str:
+    """``mol`` (an RDKit molecule) with hydrogens (``options.add_hydrogens``) and one 3D
+    conformer (ETKDG v3 seeded by :func:`embed_seed` of ``record`` and ``key``), relaxed
+    if ``options.relax``: (molecule, notes), or why it could not be embedded."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    if options.add_hydrogens:
+        mol = Chem.AddHs(mol)
+    params = AllChem.ETKDGv3()
+    params.randomSeed = embed_seed(options.embed_seed, record, key)
+    if AllChem.EmbedMolecule(mol, params) != 0:
+        return f"RDKit could not embed {key[:80]!r} in 3D (ETKDG v3)"
+    notes = []
+    if options.relax:
+        if AllChem.MMFFHasAllMoleculeParams(mol):
+            AllChem.MMFFOptimizeMolecule(mol)
+        else:
+            AllChem.UFFOptimizeMolecule(mol)
+            notes.append("relaxed with UFF (MMFF94 has no parameters for the molecule)")
+    return mol, notes
 
 
 def embed_seed(seed: int, record: int, smiles: str) -> int:

@@ -108,6 +108,7 @@ class GridOptions:
     labels_key: str = "name"
     relax: bool = False
     embed_seed: int = 0
+    embed: bool = False
     store: str = "grids"
 
     def resolve(self) -> Settings:
@@ -126,6 +127,7 @@ class GridOptions:
             cif_tags=tuple(t.strip() for t in tags if t.strip()),
             embed_seed=int(self.embed_seed),
             relax=bool(self.relax),
+            embed=bool(self.embed),
         )
         labels = None
         if self.labels is not None:
@@ -226,6 +228,7 @@ class Settings:
         return {
             **({"embed_seed": r.embed_seed} if r.embed_seed else {}),
             **({"relax": True} if r.relax else {}),
+            **({"embed": True} if r.embed else {}),
         }
 
 
