@@ -96,11 +96,19 @@ def grid_cli(
         float | None,
         typer.Option(
             help="Voxel edge for molecules: a fixed cube of grid-size × spacing Å around each "
-            "(instead of --box).",
+            "(instead of --box); for crystals with --crystal-view cube.",
             metavar="Å",
             show_default=False,
         ),
     ] = None,
+    crystal_view: Annotated[
+        str,
+        typer.Option(
+            help="Crystals: cell (one periodic unit cell), cube:L (an axis-aligned cube of L Å "
+            "of the infinite periodic density, centred on the cell centre) or cube (with "
+            "--spacing: L = grid-size × spacing)."
+        ),
+    ] = "cell",
     dtype: Annotated[str, typer.Option(help="Grid storage: float32 or float16.")] = "float32",
     compression: Annotated[
         str,
@@ -238,6 +246,7 @@ def grid_cli(
             embed_seed=embed_seed,
             embed=embed,
             store=store,
+            crystal_view=crystal_view,
         )
         options.resolve()  # bad options fail before any file is touched
         bar = _ProgressBar(enabled=not (quiet or json_out) and err_console.is_terminal)

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..core.errors import ParameterError
 from ..core.kernel import available_cores, get_memory_limit
+from ..core.recipe import GridRecipe
 from ..core.structure import Structure
 from ..readers import (
     RawRecord,
@@ -72,6 +73,13 @@ from .gridtask import Done, Gridded, Parsed, Task, TaskResult, parse_task, run_t
 from .slicing import SlurmArray, missing_count, resolve_slice
 from .summary import Progress, RunSummary
 from .workers import process_pool
+
+
+def _view_attributes(recipe: GridRecipe) -> dict[str, Any]:
+    """Shard attributes of a ``cube:L`` crystal view (none for the default ``cell``)."""
+    if recipe.crystal_view == "cell":
+        return {}
+    return {"crystal_view": recipe.crystal_view, "crystal_view_centre": "cell"}
 
 
 # ---------------------------------------------------------------------- the writing side
@@ -119,6 +127,7 @@ class _ShardSink:
                 "first_item": k * s.shard_size,
                 "disorder": s.read.disorder,
                 **({"spacing": s.spacing} if s.spacing is not None else {}),
+                **_view_attributes(s.recipe),
                 "exclude": np.array([element_symbol(z) for z in s.exclude], dtype=STR_DTYPE),
                 "channels_auto": s.auto_channels,
             },
@@ -188,7 +197,9 @@ class _ShardSink:
             if voxel_edge(d.box) > limit:
                 self.summary.coarse_voxels += 1
                 self.notes[COARSE_NOTE] += 1
-            if d.captured < CAPTURE_WARNING:
+            # a cube view of a crystal cuts cells by design: its captured is no warning
+            cube_view = d.structure.lattice is not None and not d.box.periodic
+            if d.captured < CAPTURE_WARNING and not cube_view:
                 self.summary.low_capture += 1
             low = self.summary.min_captured
             self.summary.min_captured = d.captured if low is None else min(low, d.captured)

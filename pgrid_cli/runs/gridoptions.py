@@ -84,6 +84,9 @@ class GridOptions:
     cif_tags : CIF data items kept as properties (names, or one comma-separated string)
     labels, labels_key : a table (.csv or .parquet) of properties joined to the records
         by ``name`` or by ``source,record`` (docs/grid.md, "Properties")
+    crystal_view : crystals: ``cell`` (one periodic unit cell, the default), ``cube:L`` (an
+        axis-aligned cube of side L Å of the infinite periodic density, centred on the
+        cell centre) or ``cube`` with ``spacing`` (L = grid_size × spacing)
     store : ``grids``, or ``structures``: shards of atoms, cells and provenance without
         grids (``content = "structures"``, docs/format.md §6), written at parser speed,
         to be gridded at training time (:class:`pgrid_cli.torch.StructureShardDataset`);
@@ -110,6 +113,7 @@ class GridOptions:
     embed_seed: int = 0
     embed: bool = False
     store: str = "grids"
+    crystal_view: str = "cell"
 
     def resolve(self) -> Settings:
         """Validate every option (ValueError with a specific message) → :class:`Settings`."""
@@ -117,7 +121,9 @@ class GridOptions:
         exclude = excluded_numbers(self.exclude)
         # ``auto`` needs the inputs: grid_files resolves it; here a stand-in validates the rest
         channels = channels_without(self.channels, exclude)
-        recipe = GridRecipe(self.grid_size, self.sigma, channels, box, self.padding)
+        recipe = GridRecipe(
+            self.grid_size, self.sigma, channels, box, self.padding, self.view_choice()
+        )
         # Workers allocate at least one grid: refuse a size over the cap before any work.
         check_memory((recipe.n_channels, *recipe.shape), "one grid")
         codec = GridCodec.parse(self.compression, self.dtype, self.lossless)
@@ -173,6 +179,24 @@ class GridOptions:
                 f"{{box}} {self.box} as well"
             )
         return f"cube:{shape[0] * float(h):.10g}"
+
+    def view_choice(self) -> str:
+        """The recipe's crystal view: ``crystal_view``, with ``cube`` made ``cube:N·H``
+        by ``spacing`` (and ``cube:L`` refused beside ``spacing``: one sets the side)."""
+        text = str(self.crystal_view).strip().lower()
+        if text == "cube":
+            if self.spacing is None:
+                raise ParameterError(
+                    "{crystal_view} cube needs {spacing} (side grid_size × spacing Å), or "
+                    "give the side: cube:L"
+                )
+            return self.spacing_box()  # the same cube:N·H as molecules get
+        if self.spacing is not None and text.startswith("cube:"):
+            raise ParameterError(
+                "{spacing} sets the cube's side (grid_size × spacing Å): give {crystal_view} "
+                "cube, not " + text
+            )
+        return text
 
 
 @dataclass(frozen=True)
@@ -249,5 +273,3 @@ def default_shard_size(shape: ShapeLike, n_channels: int, codec: GridCodec) -> i
         if n >= m * exp:
             return int(min(m * exp, 100_000))
     return 1
-
-

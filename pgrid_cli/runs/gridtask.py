@@ -118,7 +118,7 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
             if entries[idx] is not None:
                 continue
             g = grids[k]
-            total = float(np.sum(s.weights)) if s.weights is not None else float(len(s))
+            total = recipe.expected_sum(s)
             captured = float(g.sum(dtype=np.float64)) / total if total else 1.0
             codec.round(g)  # one structure at a time: its temporaries stay in cache
             notes = _notes(s, settings)
