@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..core.crystalview import cell_centre
 from ..core.kernel import grid
 from ..core.recipe import GridRecipe
 from ..core.structure import Structure
@@ -191,9 +192,14 @@ class StructureDataset(Dataset):
     table : StructureTable
     recipe : GridRecipe
         σ, grid size, box, padding and channels, exactly as ``pgrid grid`` takes them.
-    rotate, translate, seed
+    rotate, translate, seed, shift_lattice
         Augmentation (see :class:`Augmentation`): item ``i`` of epoch ``e`` is transformed
-        by a generator seeded with (seed, e, i), the same in every worker.
+        by a generator seeded with (seed, e, i), the same in every worker. With a
+        ``cube:L`` crystal view (``recipe.crystal_view``) crystals are rotated too —
+        lattice and atoms about the cell centre, the cube staying axis-aligned — and
+        ``shift_lattice`` moves them by a random fractional lattice translation (item key
+        ``shift`` (3,), zeros for molecules; the cell as gridded is ``lattice @
+        rotation.T``). Such a dataset grids per item (``render="item"``).
     render : ``"item"`` or ``"batch"``
         Grid in ``__getitem__`` (works with any collate function), or leave it to
         :attr:`collate` (one multi-threaded kernel call per batch).
@@ -213,12 +219,17 @@ class StructureDataset(Dataset):
         seed: int | None = None,
         render: Render = "item",
         threads: int | None = None,
+        shift_lattice: bool = False,
     ) -> None:
         if render not in ("item", "batch"):
             raise ValueError(f"render must be 'item' or 'batch', got {render!r}")
         self.table = table
         self.recipe = _recipe(recipe)
-        self.augmentation = Augmentation(rotate, translate, seed)
+        if render == "batch" and self._cube_view and bool(np.any(table.periodic)):
+            raise ValueError(
+                "a cube:L crystal view grids the images of each crystal: use render='item'"
+            )
+        self.augmentation = Augmentation(rotate, translate, seed, shift_lattice)
         self.render = render
         self.threads = threads
         self.rejections: list[Rejection] = []
@@ -372,8 +383,17 @@ class StructureDataset(Dataset):
         """The augmentation of item ``index`` in the current epoch."""
         i = self._index(index)
         a0, a1 = self.table.atom_range(i)
-        centre = self.table.positions[a0:a1].mean(axis=0)
-        return self.augmentation.transform(i, self.epoch, centre, bool(self.table.periodic[i]))
+        periodic = bool(self.table.periodic[i])
+        cube = periodic and self._cube_view
+        if cube:  # the cube stays on the cell centre; the crystal turns about it
+            centre = cell_centre(self.table.lattices[i])
+        else:
+            centre = self.table.positions[a0:a1].mean(axis=0)
+        return self.augmentation.transform(i, self.epoch, centre, periodic, rotate_crystal=cube)
+
+    @property
+    def _cube_view(self) -> bool:
+        return self.recipe.crystal_view != "cell"
 
     def _index(self, index: int) -> int:
         i = operator.index(index)
@@ -384,24 +404,37 @@ class StructureDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         i = self._index(index)
+        return self._item(i, self.transform(i))
+
+    def _item(self, i: int, xf: Transform) -> dict[str, Any]:
+        """Item ``i`` moved by ``xf`` (what ``__getitem__`` returns for its transform)."""
         t = self.table
         a0, a1 = t.atom_range(i)
         numbers = t.numbers[a0:a1]
-        xf = self.transform(i)
-        rotated = xf.rotate(t.positions[a0:a1])
-        box = self.recipe.box_for(rotated, t.lattices[i] if t.periodic[i] else None)
-        positions = rotated + xf.translation
         weights = None if t.weights is None else t.weights[a0:a1].copy()
+        recipe = self.recipe
+        chans = recipe.spec.assign(numbers)
         item: dict[str, Any] = {}
+        if t.periodic[i] and self._cube_view:
+            positions, lattice = xf.crystal(t.positions[a0:a1], t.lattices[i])
+            window = recipe.crystal_window(positions, lattice, xf.centre)
+            box, gridded, chans = window.box, window.positions, chans[window.index]
+            w_grid = None if weights is None else weights[window.index]
+        else:
+            rotated = xf.rotate(t.positions[a0:a1])
+            box = recipe.box_for(rotated, t.lattices[i] if t.periodic[i] else None)
+            positions = rotated + xf.translation
+            if t.periodic[i]:
+                positions = positions + xf.shift @ t.lattices[i]
+            gridded, w_grid = positions, weights
         if self.render == "item":
-            recipe = self.recipe
             g = grid(
-                positions,
+                gridded,
                 box,
                 recipe.sigma,
-                channels=recipe.spec.assign(numbers),
+                channels=chans,
                 n_channels=recipe.n_channels,
-                weights=weights,
+                weights=w_grid,
                 threads=self.threads or 1,  # one structure is too little work to split
             )
             item["grid"] = torch.from_numpy(g)
@@ -415,6 +448,7 @@ class StructureDataset(Dataset):
             periodic=bool(box.periodic),
             rotation=torch.from_numpy(xf.rotation.copy()),
             translation=torch.from_numpy(xf.translation.copy()),
+            shift=torch.from_numpy(np.asarray(xf.shift, dtype=np.float64).copy()),
             index=i,
             name=t.name(i),
             source=t.source(i),

@@ -93,9 +93,7 @@ class ShardTable:
         # other datasets' ``targets=[...]`` do (NaN where a record lacks one).
         self.targets = None
         self.atom_targets = None
-        self.property_targets = (
-            None if self.target_names is None else _Column(self, self._target)
-        )
+        self.property_targets = None if self.target_names is None else _Column(self, self._target)
 
     def opened(self, k: int) -> _OpenShard:
         """Shard ``k`` open in this process, its datasets looked up once, and its small
@@ -219,7 +217,7 @@ class StructureShardDataset(StructureDataset):
     targets : names of per-record properties (datasets ``properties/<name>`` of the
         shards, one entry per structure); item ``target`` is the property's value as
         float32, or with several names their values flattened and concatenated
-    rotate, translate, seed, render, threads : as for :class:`StructureDataset`
+    rotate, translate, seed, render, threads, shift_lattice : as for :class:`StructureDataset`
 
     A structure the recipe cannot grid (an element without a channel, atoms outside a
     ``cube:L``) raises ValueError when its item is read: the shards keep every parsed
@@ -237,6 +235,7 @@ class StructureShardDataset(StructureDataset):
         seed: int | None = None,
         render: Render = "item",
         threads: int | None = None,
+        shift_lattice: bool = False,
     ) -> None:
         self.path = Path(path)
         shards = ShardSet(self.path).shards
@@ -255,6 +254,7 @@ class StructureShardDataset(StructureDataset):
             seed=seed,
             render=render,
             threads=threads,
+            shift_lattice=shift_lattice,
         )
         _LIVE.add(self)
 
