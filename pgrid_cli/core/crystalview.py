@@ -16,6 +16,7 @@ along every axis: the kernel truncates each Gaussian at ``_core.TRUNC_SIGMAS``·
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,23 +104,46 @@ def cube_window(
     c = cell_centre(lat) if centre is None else np.asarray(centre, dtype=np.float64)
     origin = c - 0.5 * side
     box = Box(origin, np.eye(3) * side, shape)
-    if len(pos) == 0:
-        empty = np.zeros((0, 3))
-        return CubeWindow(box, empty, np.zeros(0, np.int64), np.zeros((0, 3), np.int64))
     reach = REACH_SIGMAS * float(sigma)
     lo, hi = origin - reach, origin + side + reach
-    # Fractional extent of the grown cube: its 8 corners, in the lattice's coordinates.
+    images, index, shifts = lattice_images(
+        pos, lat, box, lambda img: np.all((img >= lo) & (img <= hi), axis=-1), reach
+    )
+    return CubeWindow(box, images, index, shifts)
+
+
+def lattice_images(
+    positions: np.ndarray,
+    lattice: Any,
+    box: Box,
+    keep: Callable[[np.ndarray], np.ndarray],
+    reach: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The lattice images of ``positions`` (M, 3) Å near ``box``: every translation by
+    ``n @ lattice`` whose image could lie within ``reach`` Å of the box is tried, and
+    ``keep`` (images (..., 3) Å → bool mask) says which are kept.
+
+    Returns (images (K, 3) Å, atom index (K,) int64, shifts n (K, 3) int64).
+    """
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    lat = np.asarray(lattice, dtype=np.float64)
+    if len(pos) == 0:
+        return np.zeros((0, 3)), np.zeros(0, np.int64), np.zeros((0, 3), np.int64)
+    # Fractional extent (in the lattice) of the box's corners moved ± reach on every axis.
+    unit = np.array(list(itertools.product((0.0, 1.0), repeat=3)))
+    corners = box.origin + unit @ box.axes
+    grown = (corners[:, None, :] + reach * (2 * unit - 1)[None, :, :]).reshape(-1, 3)
     inv = np.linalg.inv(lat)
-    corners = np.array(list(itertools.product(*zip(lo, hi, strict=True))))
-    f_corners = corners @ inv
+    f_box = grown @ inv
     frac = pos @ inv
-    first = np.floor(f_corners.min(axis=0) - frac.max(axis=0)).astype(np.int64)
-    last = np.ceil(f_corners.max(axis=0) - frac.min(axis=0)).astype(np.int64)
+    first = np.floor(f_box.min(axis=0) - frac.max(axis=0)).astype(np.int64)
+    last = np.ceil(f_box.max(axis=0) - frac.min(axis=0)).astype(np.int64)
     n_shifts = int(np.prod(last - first + 1))
     if n_shifts * len(pos) > MAX_IMAGE_ATOMS:
         raise ValueError(
-            f"a cube of {side:g} Å spans {n_shifts} cells of this lattice "
-            f"({n_shifts * len(pos)} image atoms, more than {MAX_IMAGE_ATOMS}): use a smaller cube"
+            f"a box of {np.round(box.lengths, 3).tolist()} Å spans {n_shifts} cells of this "
+            f"lattice ({n_shifts * len(pos)} image atoms, more than {MAX_IMAGE_ATOMS}): use a "
+            f"smaller box"
         )
     keep_idx, keep_shift, keep_pos = [], [], []
     # One slab of shifts (fixed n_a) at a time keeps the temporaries small.
@@ -129,13 +153,11 @@ def cube_window(
     for na in range(first[0], last[0] + 1):
         shifts = np.concatenate([np.full((len(rest), 1), na, dtype=np.int64), rest], axis=1)
         img = pos[None, :, :] + (shifts @ lat)[:, None, :]  # (S, M, 3)
-        inside = np.all((img >= lo) & (img <= hi), axis=2)
-        s_idx, a_idx = np.nonzero(inside)
+        s_idx, a_idx = np.nonzero(keep(img))
         keep_idx.append(a_idx)
         keep_shift.append(shifts[s_idx])
         keep_pos.append(img[s_idx, a_idx])
-    return CubeWindow(
-        box,
+    return (
         np.concatenate(keep_pos).reshape(-1, 3),
         np.concatenate(keep_idx).astype(np.int64),
         np.concatenate(keep_shift).reshape(-1, 3),
