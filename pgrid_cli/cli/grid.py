@@ -109,6 +109,22 @@ def grid_cli(
             "--spacing: L = grid-size × spacing)."
         ),
     ] = "cell",
+    tiles: Annotated[
+        int | None,
+        typer.Option(
+            help="Cut each structure, gridded at --spacing, into tiles of N³ focus voxels "
+            "(one record each; --grid-size is then unused).",
+            metavar="N",
+            show_default=False,
+        ),
+    ] = None,
+    context: Annotated[
+        int,
+        typer.Option(
+            help="With --tiles: voxels of true surrounding density on every side of a tile.",
+            metavar="M",
+        ),
+    ] = 0,
     dtype: Annotated[str, typer.Option(help="Grid storage: float32 or float16.")] = "float32",
     compression: Annotated[
         str,
@@ -247,6 +263,8 @@ def grid_cli(
             embed=embed,
             store=store,
             crystal_view=crystal_view,
+            tiles=tiles,
+            context=context,
         )
         options.resolve()  # bad options fail before any file is touched
         bar = _ProgressBar(enabled=not (quiet or json_out) and err_console.is_terminal)

@@ -70,6 +70,7 @@ from .gridoptions import (
     voxel_edge,
 )
 from .gridtask import Done, Gridded, Parsed, Task, TaskResult, parse_task, run_task
+from .gridtiles import tile_attributes, tile_columns
 from .slicing import SlurmArray, missing_count, resolve_slice
 from .summary import Progress, RunSummary
 from .workers import process_pool
@@ -108,6 +109,7 @@ class _ShardSink:
         self.written_shards: list[int] = []
         self._writer: ShardWriter | None = None
         self._shard = -1
+        self._items = 0  #: input records of the open shard (its ``n_items``)
         self.labels: LabelTable | None = None  #: properties joined by key (``labels``)
 
     def _open(self, k: int) -> ShardWriter:
@@ -128,6 +130,7 @@ class _ShardSink:
                 "disorder": s.read.disorder,
                 **({"spacing": s.spacing} if s.spacing is not None else {}),
                 **_view_attributes(s.recipe),
+                **tile_attributes(s),
                 "exclude": np.array([element_symbol(z) for z in s.exclude], dtype=STR_DTYPE),
                 "channels_auto": s.auto_channels,
             },
@@ -138,7 +141,7 @@ class _ShardSink:
         w = self._writer
         if w is None:
             return
-        path = w.close({"n_items": len(w) + w.n_rejected})
+        path = w.close({"n_items": self._items})
         self._writer = None
         self.summary.shards_written += 1
         self.summary.bytes_written += path.stat().st_size
@@ -150,8 +153,10 @@ class _ShardSink:
         if self._writer is None:
             self._writer = self._open(res.shard)
             self._shard = res.shard
+            self._items = 0
             self.written_shards.append(res.shard)
         writer = self._writer
+        self._items += len(res.entries)  # one entry per item (tiles: many records)
         ids = [res.first + i for i, e in enumerate(res.entries) if isinstance(e, Gridded)]
         done = [e for e in res.entries if isinstance(e, Gridded)]
         parsed = [e for e in res.entries if isinstance(e, Parsed)]
@@ -173,7 +178,9 @@ class _ShardSink:
                 atom_properties=[atom_properties(s) for s in ss],
             )
             self._count_notes([n for p in parsed for n in p.notes])
-        if done:
+        if done and self.settings.tiles is not None:
+            self._append_tiles(writer, ids, done)
+        elif done:
             structures = [d.structure for d in done]
             args = ([d.box for d in done], *_columns(structures))
             more = {
@@ -190,7 +197,8 @@ class _ShardSink:
                 writer.append(grids, *args, rounded=True, **more)
         writer.add_rejections(rejected)
         limit = COARSE_VOXELS * self.settings.recipe.sigma
-        for element, n in catch_all_counts(self.settings, structures if done else []).items():
+        gridded = [d.structure for d in done]
+        for element, n in catch_all_counts(self.settings, gridded).items():
             self.summary.catch_all[element] = self.summary.catch_all.get(element, 0) + n
             self.notes[f"atoms of {element} in the catch-all channel *"] += n
         for d in done:
@@ -214,6 +222,25 @@ class _ShardSink:
         self.timings["encode"] += res.encode_s
         self.timings["write"] += time.thread_time() - t
         self.report(res.bytes_end)
+
+    def _append_tiles(self, writer: ShardWriter, items: list[int], done: list[Gridded]) -> None:
+        """The records of a tile run: one per tile, its parent's atoms repeated."""
+        for item, d in zip(items, done, strict=True):
+            tiles = d.tiles or []
+            ids, tile_props = tile_columns(item, tiles)
+            s = d.structure
+            props, atoms = self._properties(s), atom_properties(s)
+            args = ([t.box for t in tiles], *(c * len(tiles) for c in _columns([s])))
+            more = {
+                "captured": [d.captured] * len(tiles),
+                "ids": ids,
+                "properties": [{**props, **p} for p in tile_props],
+                "atom_properties": [atoms] * len(tiles),
+            }
+            if self.settings.codec.encodes_chunks:
+                writer.append([t.chunk for t in tiles], *args, encoded=True, **more)
+            else:
+                writer.append(np.stack([t.grid for t in tiles]), *args, rounded=True, **more)
 
     def _properties(self, s: Structure) -> dict[str, Any]:
         """The reader's properties of ``s``, and the labels table's (which win)."""
@@ -409,8 +436,10 @@ def _run_slice(job: _Job, claim: SliceClaim, run: str, started: float) -> RunSum
     if settings.labels is not None:
         sink.labels = read_labels(*settings.labels)
     for check in kept.values():
-        summary.read += check.n_structures + check.n_rejected
-        summary.written += check.n_structures
+        # n_items: the input records (a tile run stores several records per item)
+        items = int(check.attrs.get("n_items", check.n_structures + check.n_rejected))
+        summary.read += items
+        summary.written += items - check.n_rejected
         shard = Shard(check.path)
         sink.kinds.update(r.kind for r in shard.rejections())
         shard.close()

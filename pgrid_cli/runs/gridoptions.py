@@ -16,6 +16,7 @@ from ..core.box import Box, ShapeLike, normalize_shape
 from ..core.errors import ParameterError
 from ..core.kernel import check_memory
 from ..core.recipe import GridRecipe
+from ..core.tiles import check_tiles
 from ..readers import (
     ReadOptions,
     detect_format,
@@ -84,6 +85,9 @@ class GridOptions:
     cif_tags : CIF data items kept as properties (names, or one comma-separated string)
     labels, labels_key : a table (.csv or .parquet) of properties joined to the records
         by ``name`` or by ``source,record`` (docs/grid.md, "Properties")
+    tiles, context : cut each structure, gridded at ``spacing``, into tiles of N³ focus
+        voxels with M voxels of context on every side, one record each (docs/grid.md,
+        "Tiles"); ``grid_size`` is then not used (a tile is N + 2M voxels)
     crystal_view : crystals: ``cell`` (one periodic unit cell, the default), ``cube:L`` (an
         axis-aligned cube of side L Å of the infinite periodic density, centred on the
         cell centre) or ``cube`` with ``spacing`` (L = grid_size × spacing)
@@ -114,15 +118,22 @@ class GridOptions:
     embed: bool = False
     store: str = "grids"
     crystal_view: str = "cell"
+    tiles: int | None = None
+    context: int = 0
 
     def resolve(self) -> Settings:
         """Validate every option (ValueError with a specific message) → :class:`Settings`."""
-        box = self.box if self.spacing is None else self.spacing_box()
+        tiles = self.tile_choice()
+        if tiles is None:
+            box, view = self.box if self.spacing is None else self.spacing_box(), None
+            size = self.grid_size
+        else:  # the tile's grid; the spacing sets the parent grid (core/tiles.py)
+            box, view, size = self.box, self.crystal_view, tiles[0] + 2 * tiles[1]
         exclude = excluded_numbers(self.exclude)
         # ``auto`` needs the inputs: grid_files resolves it; here a stand-in validates the rest
         channels = channels_without(self.channels, exclude)
         recipe = GridRecipe(
-            self.grid_size, self.sigma, channels, box, self.padding, self.view_choice()
+            size, self.sigma, channels, box, self.padding, view or self.view_choice()
         )
         # Workers allocate at least one grid: refuse a size over the cap before any work.
         check_memory((recipe.n_channels, *recipe.shape), "one grid")
@@ -161,6 +172,7 @@ class GridOptions:
             exclude=exclude,
             auto_channels=self.channels.strip().lower() == AUTO,
             store=self.store,
+            tiles=tiles,
         )
 
     def spacing_box(self) -> str:
@@ -179,6 +191,20 @@ class GridOptions:
                 f"{{box}} {self.box} as well"
             )
         return f"cube:{shape[0] * float(h):.10g}"
+
+    def tile_choice(self) -> tuple[int, int] | None:
+        """(N, M) of ``tiles`` and ``context``, checked (they need ``spacing``), or None."""
+        if self.tiles is None:
+            return None
+        n, m = check_tiles(self.tiles, self.context)
+        if self.spacing is None:
+            raise ParameterError("{tiles} needs {spacing}: the voxel edge of the tiled grid, Å")
+        h = self.spacing
+        if not (isinstance(h, (int, float)) and math.isfinite(h) and h > 0):
+            raise ParameterError(f"{{spacing}} must be a positive number of Å, got {h!r}")
+        if str(self.crystal_view).strip().lower() == "cube":
+            raise ParameterError("with {tiles}, give the cube's side: {crystal_view} cube:L")
+        return n, m
 
     def view_choice(self) -> str:
         """The recipe's crystal view: ``crystal_view``, with ``cube`` made ``cube:N·H``
@@ -214,6 +240,7 @@ class Settings:
     exclude: tuple[int, ...] = ()  #: atomic numbers of the atoms not gridded
     auto_channels: bool = False  #: channels were chosen from the inputs (``auto``)
     store: str = "grids"  #: or ``structures``: no grids (see :class:`GridOptions`)
+    tiles: tuple[int, int] | None = None  #: (N, M): records are tiles (runs/gridtiles.py)
 
     @property
     def structures_only(self) -> bool:
@@ -244,6 +271,7 @@ class Settings:
             **({"exclude": [element_symbol(z) for z in self.exclude]} if self.exclude else {}),
             **({"labels": list(self.labels)} if self.labels else {}),
             **self._smiles_parameters(),
+            **({"tiles": list(self.tiles), "spacing": self.spacing} if self.tiles else {}),
         }
 
     def _smiles_parameters(self) -> dict[str, Any]:

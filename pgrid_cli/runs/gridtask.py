@@ -19,6 +19,7 @@ from ..core.kernel import render_batch
 from ..core.recipe import GridRecipe
 from ..core.structure import Structure
 from ..readers import CANNOT_GRID, EMPTY, RawRecord, Rejection, parse_record, prepare_structure
+from .gridtiles import TileRecord, tile_records
 
 if TYPE_CHECKING:
     from .grid import Settings
@@ -37,6 +38,7 @@ class Gridded:
     grid: np.ndarray | None  # the rounded grid when h5py compresses (lzf)
     notes: list[str]
     captured: float = 1.0  #: Σ grid ÷ Σ weights, before rounding
+    tiles: list[TileRecord] | None = None  #: a tile run's records of this structure
 
 
 @dataclass
@@ -108,7 +110,9 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
         entries.append(None)
     t1 = time.process_time()
     result = TaskResult(task.shard, [], task.bytes_end, parse_s=t1 - t0, first=task.first)
-    if ready:
+    if ready and settings.tiles is not None:
+        _tile(ready, entries, originals, settings, result)
+    elif ready:
         grids, failed = _render(ready, recipe, settings.threads)
         for idx, s, reason in failed:
             entries[idx] = Rejection(s.source, s.record, s.name, reason, CANNOT_GRID)
@@ -134,6 +138,21 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
         result.encode_s = time.process_time() - t2
     result.entries = [e for e in entries if e is not None]
     return result
+
+
+def _tile(ready, entries, originals, settings: Settings, result: TaskResult) -> None:
+    """A tile run: each ready structure's tiles (runs/gridtiles.py), or its rejection."""
+    t1 = time.process_time()
+    for idx, s, (_, box) in ready:
+        try:
+            tiles, captured = tile_records(s, settings)
+        except ValueError as exc:
+            entries[idx] = Rejection(s.source, s.record, s.name, str(exc), CANNOT_GRID)
+            continue
+        entries[idx] = Gridded(
+            originals[idx], box, None, None, _notes(s, settings), captured, tiles
+        )
+    result.grid_s = time.process_time() - t1
 
 
 def _without(s: Structure, exclude: tuple[int, ...]) -> Structure | Rejection:
