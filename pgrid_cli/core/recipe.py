@@ -136,6 +136,12 @@ class GridRecipe:
             "padding": self.padding,
         }
 
+    def captured(self, grid: np.ndarray, structure: Structure) -> float:
+        """Share of ``structure``'s weight that its ``grid`` (C, nx, ny, nz) holds."""
+        w = structure.weights
+        total = float(np.sum(w)) if w is not None else float(len(structure.numbers))
+        return float(grid.sum(dtype=np.float64)) / total if total else 1.0
+
     # ------------------------------------------------------------------ structures → grids
     def box_for(self, positions: Any, lattice: Any = None) -> Box:
         """The grid box of one structure: its unit cell if ``lattice`` (3, 3) Å is given,
