@@ -236,6 +236,23 @@ class ComplexRecipe(GridRecipe):
     def grid(self, *_args: Any, **_kwargs: Any) -> np.ndarray:
         raise TypeError("a complex is gridded from its Structure: use grid_structures([s])")
 
+    def grid_in_box(self, structure: Structure, box: Box, threads: int | None = None) -> np.ndarray:
+        """The (2C, nx, ny, nz) float32 grid of a complex in a given ``box`` (e.g. the
+        cube of the ligand before an augmentation's translation moved the atoms)."""
+        _, m = self.memberships(structure)
+        pos = np.asarray(structure.positions, dtype=np.float64)
+        m[~reaches(pos, box, self.sigma)] = 0.0  # every part: nothing of theirs reaches it
+        atom, c, w = particles(m, structure.weights)
+        batch = Batch.from_structures(
+            [pos[atom]],
+            [box],
+            self.sigma,
+            channels=[c],
+            n_channels=self.n_channels,
+            weights=[w],
+        )
+        return render_batch(batch, threads=threads)[0]
+
     def captured(self, grid: np.ndarray, structure: Structure) -> float:
         """Share of the ligand's weight in the ligand channels of ``grid`` (C, …)."""
         lig = ligand_mask(structure)

@@ -86,6 +86,8 @@ def _parse_mol2(raw: RawRecord, options: ReadOptions) -> Structure | Rejection:
             return reject(raw, "no atoms left after dropping hydrogens", EMPTY)
     elif options.hydrogens == "add":
         n_old = mol.GetNumAtoms()
+        for atom in mol.GetAtoms():  # mol2 atoms are all explicit: let RDKit count missing Hs
+            atom.SetNoImplicit(False)
         try:
             Chem.SanitizeMol(mol)
         except Exception as exc:  # RDKit raises its own exception types

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..core.complexes import LIGAND_FLAG, ComplexRecipe, ligand_center
 from ..core.kernel import grid
 from ..core.recipe import GridRecipe
 from ..core.structure import Structure
@@ -47,7 +48,10 @@ class StructureTable:
     targets : (N, ...) float32, or None
     property_targets : (N, T) float32 named stored properties (NaN: missing), or None
     atom_targets : (M, Ta) float32 per-atom ones, or None
+    ligand : (M,) bool, the ligand atoms of receptor + ligand complexes, or None
     """
+
+    ligand: np.ndarray | None = None
 
     def __init__(
         self,
@@ -118,7 +122,7 @@ class StructureTable:
         def cat(arrays: list[np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
             return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(shape, dtype)
 
-        return cls(
+        table = cls(
             offsets=offsets,
             numbers=cat([np.asarray(s.numbers).reshape(-1) for s in items], (0,), np.int16),
             positions=cat(
@@ -140,6 +144,10 @@ class StructureTable:
             records=np.array([s.record for s in items], dtype=np.int64),
             targets=packed,
         )
+        flags = [atom_properties(s).get(LIGAND_FLAG) for s in items]
+        if items and all(f is not None for f in flags):  # complexes
+            table.ligand = np.concatenate([np.asarray(f) > 0.5 for f in flags])
+        return table
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -164,6 +172,9 @@ class StructureTable:
             name=self.name(i),
             source=self.source(i),
             record=int(self.records[i]),
+            info={}
+            if self.ligand is None
+            else {"atom_properties": {LIGAND_FLAG: self.ligand[a0:a1].astype(np.float64)}},
         )
 
 
@@ -218,6 +229,11 @@ class StructureDataset(Dataset):
             raise ValueError(f"render must be 'item' or 'batch', got {render!r}")
         self.table = table
         self.recipe = _recipe(recipe)
+        if isinstance(self.recipe, ComplexRecipe) and (table.ligand is None or render != "item"):
+            raise ValueError(
+                "a ComplexRecipe grids receptor + ligand complexes (read from a .types list or "
+                "with ReadOptions(receptor=...)), with render='item'"
+            )
         self.augmentation = Augmentation(rotate, translate, seed)
         self.render = render
         self.threads = threads
@@ -372,7 +388,12 @@ class StructureDataset(Dataset):
         """The augmentation of item ``index`` in the current epoch."""
         i = self._index(index)
         a0, a1 = self.table.atom_range(i)
-        centre = self.table.positions[a0:a1].mean(axis=0)
+        if isinstance(self.recipe, ComplexRecipe):  # rotations about the ligand's centre
+            lig = self.table.ligand[a0:a1]  # type: ignore[index]
+            pos = self.table.positions[a0:a1]
+            centre = ligand_center(pos[lig], self.table.numbers[a0:a1][lig])
+        else:
+            centre = self.table.positions[a0:a1].mean(axis=0)
         return self.augmentation.transform(i, self.epoch, centre, bool(self.table.periodic[i]))
 
     def _index(self, index: int) -> int:
@@ -389,11 +410,19 @@ class StructureDataset(Dataset):
         numbers = t.numbers[a0:a1]
         xf = self.transform(i)
         rotated = xf.rotate(t.positions[a0:a1])
-        box = self.recipe.box_for(rotated, t.lattices[i] if t.periodic[i] else None)
         positions = rotated + xf.translation
         weights = None if t.weights is None else t.weights[a0:a1].copy()
         item: dict[str, Any] = {}
-        if self.render == "item":
+        if isinstance(self.recipe, ComplexRecipe):
+            lig = t.ligand[a0:a1]  # type: ignore[index]
+            box = self.recipe.box_for(rotated[lig], None, numbers[lig])
+            s = t.structure(i)
+            s.positions, s.weights = positions, weights
+            g = self.recipe.grid_in_box(s, box, threads=self.threads or 1)
+            item["grid"] = torch.from_numpy(g)
+        else:
+            box = self.recipe.box_for(rotated, t.lattices[i] if t.periodic[i] else None)
+        if self.render == "item" and "grid" not in item:
             recipe = self.recipe
             g = grid(
                 positions,
