@@ -10,7 +10,12 @@ from numpy.testing import assert_allclose
 from typer.testing import CliRunner
 
 from pgrid_cli.cli import app
-from pgrid_cli.core.complexes import ComplexRecipe, assemble_channels, ligand_center
+from pgrid_cli.core.complexes import (
+    ComplexRecipe,
+    assemble_channels,
+    ligand_center,
+    particles,
+)
 from pgrid_cli.core.kernel import grid
 from pgrid_cli.core.reference import reference_grid
 from pgrid_cli.readers import ReadOptions, Rejection, Structure, iter_records
@@ -130,6 +135,12 @@ def test_complex_grid_centre_channels_cropping(pairs):
     # cropping is exact: the same grid bit for bit without the cropped atom
     full = grid(s.positions, box, 0.5, channels=chans, n_channels=8, threads=1)
     np.testing.assert_array_equal(recipe.grid_structures([s], threads=1)[0], full)
+    # the element fast path = the general one (memberships assembled, then expanded)
+    mask, m = recipe.memberships(s)
+    fast = recipe.element_particles(s, mask, np.ones(len(mask), bool))
+    for a, b in zip(particles(m, s.weights), fast, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert m.shape == (len(s.numbers), 8) and np.all(m[lig, :4] == 0) and np.all(m[~lig, 4:] == 0)
     assert_allclose(g[4:].sum(), 4.0, atol=1e-4)  # the ligand, whole, in ligand channels
     assert_allclose(recipe.captured(g, s), 1.0, atol=1e-4)
 

@@ -91,9 +91,11 @@ def assemble_channels(
     return out, tuple(names)
 
 
-def particles(
-    memberships: np.ndarray, weights: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+#: The kernel's particles: (atom index (P,) int64, channel (P,) int32, weight (P,) float64).
+Particles = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def particles(memberships: np.ndarray, weights: np.ndarray | None = None) -> Particles:
     """The kernel's particles of typed atoms: every non-zero membership (atom m, channel
     c) is one particle of weight w_m·M[m, c]. Returns (atom index (P,) int64, channel (P,)
     int32, weight (P,) float64), atom-major."""
@@ -188,39 +190,55 @@ class ComplexRecipe(GridRecipe):
         out[order] = merged
         return lig, out
 
-    def prepare(self, structure: Structure) -> tuple[np.ndarray, Box]:  # type: ignore[override]
-        """(memberships (M, 2C) float64 with the rows of cropped receptor atoms zeroed,
-        box). Raises OutsideBoxError for ligand atoms far outside the cube."""
-        lig, m = self.memberships(structure)
+    def prepare(self, structure: Structure) -> tuple[Particles, Box]:  # type: ignore[override]
+        """(the kernel's particles of the complex, box): receptor atoms that cannot reach
+        the cube left out. Raises OutsideBoxError for ligand atoms far outside the cube.
+
+        With element channels (one-hot memberships) the particles are the atoms with
+        their channel (:meth:`element_particles`, the same result as expanding
+        :meth:`memberships` with :func:`particles`, without the (M, 2C) matrix)."""
+        lig = ligand_mask(structure)
         pos = np.asarray(structure.positions, dtype=np.float64)
         box = self.box_for(pos[lig], structure.lattice, np.asarray(structure.numbers)[lig])
         try:
             self._check_inside(pos[lig], box)
         except OutsideBoxError as exc:
             raise OutsideBoxError(f"ligand: {exc}") from None
-        m[~lig & ~reaches(pos, box, self.sigma)] = 0.0
-        return m, box
+        return self.element_particles(structure, lig, lig | reaches(pos, box, self.sigma)), box
+
+    def element_particles(
+        self, structure: Structure, lig: np.ndarray, keep: np.ndarray
+    ) -> Particles:
+        """Particles of the ``keep`` atoms ((M,) bool), each in its element's channel of
+        its part (``lig`` (M,) bool: the ligand's atoms)."""
+        atom = np.flatnonzero(keep)
+        chans = self.part_spec.assign(np.asarray(structure.numbers)[atom]).astype(np.int32)
+        chans += np.where(lig[atom], self.part_spec.n_channels, 0).astype(np.int32)
+        w = (
+            np.ones(len(atom))
+            if structure.weights is None
+            else np.asarray(structure.weights, dtype=np.float64)[atom]
+        )
+        return atom, chans, w
 
     def batch(
         self,
         structures: Sequence[Structure],
-        prepared: Sequence[tuple[np.ndarray, Box]] | None = None,
+        prepared: Sequence[tuple[Particles, Box]] | None = None,
     ) -> Batch:
         if prepared is None:
             prepared = [self.prepare(s) for s in structures]
-        pos, chans, weights = [], [], []
-        for s, (m, _) in zip(structures, prepared, strict=True):
-            atom, c, w = particles(m, s.weights)
-            pos.append(np.asarray(s.positions, dtype=np.float64)[atom])
-            chans.append(c)
-            weights.append(w)
+        pos = [
+            np.asarray(s.positions, dtype=np.float64)[p[0]]
+            for s, (p, _) in zip(structures, prepared, strict=True)
+        ]
         return Batch.from_structures(
             pos,
             [box for _, box in prepared],
             self.sigma,
-            channels=chans,
+            channels=[p[1] for p, _ in prepared],
             n_channels=self.n_channels,
-            weights=weights,
+            weights=[p[2] for p, _ in prepared],
         )
 
     def grid_structures(
