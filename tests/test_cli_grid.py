@@ -120,9 +120,9 @@ def test_bad_inputs_and_output_directories(tmp_path):
     assert_one_line_error(
         pgrid("grid", tmp_path / "nope.sdf", "-o", tmp_path / "o"), 2, "no such file or directory"
     )
-    (tmp_path / "a.pdb").write_text("")
+    (tmp_path / "a.pdbqt").write_text("")
     assert_one_line_error(
-        pgrid("grid", tmp_path / "a.pdb", "-o", tmp_path / "o"), 2, "use --format"
+        pgrid("grid", tmp_path / "a.pdbqt", "-o", tmp_path / "o"), 2, "use --format"
     )
     out = tmp_path / "used"
     out.mkdir()

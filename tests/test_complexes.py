@@ -229,3 +229,37 @@ def test_dataset_labels_and_rotation_about_ligand_centre(pairs):
         pairs / "pairs.types", recipe, rotate=True, seed=3, errors="ignore"
     )[0]
     np.testing.assert_array_equal(item["grid"].numpy(), again["grid"].numpy())  # seeded
+
+
+def test_structures_shards_regrid_complexes_with_rotation(pairs, tmp_path):
+    """`--store structures` keeps the ligand flags: StructureShardDataset regrids the pairs
+    as StructureDataset does from the list, rotation for rotation."""
+    from pgrid_cli.torch import StructureDataset, StructureShardDataset
+
+    out = tmp_path / "structs"
+    r = CliRunner().invoke(
+        app,
+        [
+            "grid",
+            str(pairs / "pairs.types"),
+            "-o",
+            str(out),
+            "--store",
+            "structures",
+            "--workers",
+            "0",
+            "-q",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    recipe = ComplexRecipe(32, 0.5, "C,N,O,*", "cube:16")
+    kw = {"rotate": True, "translate": 1.0, "seed": 5}
+    stored = StructureShardDataset(out, recipe, targets=["affinity"], **kw)
+    listed = StructureDataset.from_files(pairs / "pairs.types", recipe, errors="ignore", **kw)
+    assert len(stored) == len(listed) == 2
+    for k in range(2):
+        a, b = stored[k], listed[k]
+        assert_allclose(a["positions"].numpy(), b["positions"].numpy(), atol=1e-12)
+        assert_allclose(a["grid"].numpy(), b["grid"].numpy(), atol=1e-6)
+    assert_allclose(stored[1]["targets"].numpy(), [6.25])
+    stored.close()

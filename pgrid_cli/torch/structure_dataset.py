@@ -389,7 +389,7 @@ class StructureDataset(Dataset):
         i = self._index(index)
         a0, a1 = self.table.atom_range(i)
         if isinstance(self.recipe, ComplexRecipe):  # rotations about the ligand's centre
-            lig = self.table.ligand[a0:a1]  # type: ignore[index]
+            lig = np.asarray(self.table.ligand[a0:a1]) > 0.5  # type: ignore[index]
             pos = self.table.positions[a0:a1]
             centre = ligand_center(pos[lig], self.table.numbers[a0:a1][lig])
         else:
@@ -414,10 +414,12 @@ class StructureDataset(Dataset):
         weights = None if t.weights is None else t.weights[a0:a1].copy()
         item: dict[str, Any] = {}
         if isinstance(self.recipe, ComplexRecipe):
-            lig = t.ligand[a0:a1]  # type: ignore[index]
+            flags = np.asarray(t.ligand[a0:a1], dtype=np.float64)  # type: ignore[index]
+            lig = flags > 0.5
             box = self.recipe.box_for(rotated[lig], None, numbers[lig])
-            s = t.structure(i)
-            s.positions, s.weights = positions, weights
+            s = Structure(
+                numbers, positions, weights=weights, info={"atom_properties": {LIGAND_FLAG: flags}}
+            )
             g = self.recipe.grid_in_box(s, box, threads=self.threads or 1)
             item["grid"] = torch.from_numpy(g)
         else:
