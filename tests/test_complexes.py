@@ -263,3 +263,18 @@ def test_structures_shards_regrid_complexes_with_rotation(pairs, tmp_path):
         assert_allclose(a["grid"].numpy(), b["grid"].numpy(), atol=1e-6)
     assert_allclose(stored[1]["targets"].numpy(), [6.25])
     stored.close()
+
+
+def test_a_molecule_beside_a_list_is_rejected_with_its_reason(pairs, tmp_path):
+    from pgrid_cli.runs.grid import GridOptions, grid_files
+
+    out = tmp_path / "mixed"
+    summary = grid_files(
+        [pairs / "pairs.types", pairs / "ligs" / "a.sdf"],
+        out,
+        GridOptions(grid_size=16, box="cube:12"),
+        workers=0,
+    )
+    assert summary.written == 2
+    errors = (out / "errors.jsonl").read_text()
+    assert "not a receptor + ligand complex" in errors and "a.sdf" in errors

@@ -102,6 +102,7 @@ def test_altlocs_first_and_ties(tmp_path):
     s = read_one(write_pdb(tmp_path / "t.pdb", tied))  # a tie: the first conformer
     z, pos, _ = expected(lambda a: not_water(a) and a[2] != "B")
     assert_allclose(s.positions, pos, atol=5e-4)
+    np.testing.assert_array_equal(s.numbers, z)
 
 
 def test_altlocs_all_weighted_by_occupancy(tmp_path):

@@ -106,18 +106,22 @@ def particles(memberships: np.ndarray, weights: np.ndarray | None = None) -> Par
     return atom, chan.astype(np.int32), w
 
 
+class NotAComplexError(ValueError):
+    """A structure without the per-atom ligand flags of a receptor + ligand complex."""
+
+
 def ligand_mask(structure: Structure) -> np.ndarray:
     """(M,) bool: which atoms of a complex are the ligand's. Raises ValueError for a
     structure that is not a complex."""
     flags = structure.info.get("atom_properties", {}).get(LIGAND_FLAG)  # type: ignore[union-attr]
     if flags is None or len(flags) != len(structure.numbers):
-        raise ValueError(
-            "not a receptor + ligand complex (no per-atom 'ligand' flags); grid complexes "
-            "from a .types list or with a receptor"
+        raise NotAComplexError(
+            "not a receptor + ligand complex (no per-atom 'ligand' flags): complexes come "
+            "from .types lists or with a receptor; grid other files in another run"
         )
     mask = np.asarray(flags, dtype=np.float64) > 0.5
     if not mask.any():
-        raise ValueError("the complex has no ligand atoms")
+        raise NotAComplexError("the complex has no ligand atoms")
     return mask
 
 

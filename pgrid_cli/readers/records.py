@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.box import Box
 from ..core.channels import UnknownElementError
+from ..core.complexes import NotAComplexError
 from ..core.errors import ParameterError
 from ..core.recipe import GridRecipe, OutsideBoxError
 from ..core.structure import Structure
@@ -279,5 +280,7 @@ def prepare_structure(s: Structure, recipe: GridRecipe) -> tuple[np.ndarray, Box
         return Rejection(s.source, s.record, s.name, str(exc), UNKNOWN_ELEMENT)
     except OutsideBoxError as exc:
         return Rejection(s.source, s.record, s.name, str(exc), OUTSIDE_BOX)
+    except NotAComplexError as exc:
+        return Rejection(s.source, s.record, s.name, str(exc), MALFORMED)
     except ValueError as exc:
         return Rejection(s.source, s.record, s.name, f"no {recipe.box} box: {exc}", OUTSIDE_BOX)
