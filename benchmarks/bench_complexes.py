@@ -13,10 +13,11 @@ grid the same atoms.
 Both grid each pair in the field's common cube: 24 Å at 48³ centred on the ligand's
 heavy atoms, σ = 0.5 Å, 8 element channels per part (C N O S F Cl Br H; 16 in all):
 
-* pgrid: ``ComplexRecipe.grid_structures`` — exact voxel integrals, the memberships of
+* pgrid: ``ComplexRecipe.grid_structures`` — exact voxel integrals, the channels of
   both parts, receptor atoms out of reach of the cube cropped, float32 — over all pairs
-  in one call (``batch``) and one call per pair (``per pair``), threads=1 and the
-  default (every core). Also timed: reading the pairs (``parse``: the receptor once,
+  in one call into a preallocated array (``batch``, threads=1 and the default: every
+  core) and one call per pair (``per pair``: into a preallocated array, as libmolgrid is
+  timed, and returning a new array). Also timed: reading the pairs (``parse``: the receptor once,
   every ligand) and the whole ``pgrid grid pairs.types`` run (``end to end``: read, grid,
   round, compress, write shards; workers=0).
 * libmolgrid (``GridMaker.forward`` on the CPU, one call per pair into a preallocated
@@ -25,8 +26,10 @@ heavy atoms, σ = 0.5 Å, 8 element channels per part (C N O S F Cl Br H; 16 in 
   cut at 3σ), points at pgrid's voxel centres. It runs in its own interpreter
   (``--molgrid-python``); absent, it is reported "not available".
 
-Wall times are medians over ``--repeat`` repeats; ratios are of rates measured in the
-same run.
+Repeats are interleaved (every case, then libmolgrid, ``--repeat`` times) so that all
+see the same load; the table gives medians of the wall-clock rate and of the rate per
+CPU second of the process (robust to other load for single-threaded cases), and their
+ratios to libmolgrid.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ ELEMENTS = ("C", "N", "O", "S", "F", "Cl", "Br", "H")
 Z = {"C": 6, "N": 7, "O": 8, "S": 16, "F": 9, "Cl": 17, "Br": 35, "H": 1}
 SIGMA, N, CUBE = 0.5, 48, 24.0
 MOLGRID_PYTHON = "/work/scratch/peers/mg/bin/python"
+MOLGRID = "libmolgrid per pair (threads=1)"
 
 MOLGRID_SCRIPT = r"""
 import json, sys, time
@@ -70,13 +74,14 @@ out = np.zeros((16, 48, 48, 48), np.float32)
 view = molgrid.Grid4f(out)
 for s, c in zip(sets, centres):  # warm-up
     gm.forward(c, s, view)
-times = []
+times, cpu = [], []
 for _ in range(repeat):
-    t = time.perf_counter()
+    t, c0 = time.perf_counter(), time.process_time()
     for s, c in zip(sets, centres):
         gm.forward(c, s, view)
     times.append(time.perf_counter() - t)
-print(json.dumps({"times": times, "pairs": len(sets), "last_sum": float(out.sum())}))
+    cpu.append(time.process_time() - c0)
+print(json.dumps({"times": times, "cpu": cpu, "pairs": len(sets), "last_sum": float(out.sum())}))
 """
 
 
@@ -129,14 +134,11 @@ def write_pairs(d: Path, molecules: Path, receptor_atoms: int, limit: int | None
     return len(lines) - 1
 
 
-def median_rate(fn, n: int, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return n / statistics.median(times)
+def timed(fn) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call of ``fn``."""
+    t, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def main() -> None:
@@ -149,7 +151,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
-    from pgrid_cli.core.complexes import ComplexRecipe, ligand_center
+    from pgrid_cli.core.complexes import ComplexRecipe
     from pgrid_cli.readers import Structure, iter_records
     from pgrid_cli.readers import complexes as rc
     from pgrid_cli.runs.grid import GridOptions, grid_files
@@ -166,64 +168,58 @@ def main() -> None:
 
         pairs = parse()
         assert len(pairs) == n, f"{n - len(pairs)} pairs rejected"
-        res["parse"] = median_rate(parse, n, args.repeat)
         recipe = ComplexRecipe(N, SIGMA, ",".join(ELEMENTS), f"cube:{CUBE:g}")
         buf = np.empty((n, *recipe._grid_shape), np.float32)
-        for label, threads in (("threads=1", 1), ("default threads", None)):
-            res[f"batch, {label}"] = median_rate(
-                lambda t=threads: recipe.grid_structures(pairs, buf, threads=t), n, args.repeat
-            )
-            res[f"per pair, {label}"] = median_rate(
-                lambda t=threads: [recipe.grid_structures([s], threads=t) for s in pairs],
-                n,
-                args.repeat,
-            )
         out = d / "out"
         opts = GridOptions(grid_size=N, channels=",".join(ELEMENTS))
-
-        def end_to_end() -> None:
-            grid_files([types], out, opts, workers=0, overwrite=True)
-
-        res["end to end (workers=0)"] = median_rate(end_to_end, n, args.repeat)
-
-        # libmolgrid on the same atoms
-        lig = [s.info["atom_properties"]["ligand"] > 0.5 for s in pairs]
-        index = {Z[e]: i for i, e in enumerate(ELEMENTS)}
-        rec = pairs[0]
+        cases = {
+            "parse (receptor once, every ligand)": parse,
+            "per pair, new array, threads=1": lambda: [
+                recipe.grid_structures([s], threads=1) for s in pairs
+            ],
+            "per pair, into a buffer, threads=1": lambda: [
+                recipe.grid_structures([s], buf[k : k + 1], threads=1) for k, s in enumerate(pairs)
+            ],
+            "batch, threads=1": lambda: recipe.grid_structures(pairs, buf, threads=1),
+            "batch, default threads": lambda: recipe.grid_structures(pairs, buf),
+            "end to end (pgrid grid, workers=0)": lambda: grid_files(
+                [types], out, opts, workers=0, overwrite=True
+            ),
+        }
         npz = d / "pairs.npz"
-        offsets = np.cumsum([0] + [int(m.sum()) for m in lig])
-        np.savez(
-            npz,
-            rec_pos=rec.positions[~lig[0]],
-            rec_types=np.array([index[z] for z in rec.numbers[~lig[0]]], np.int64),
-            lig_pos=np.concatenate([s.positions[m] for s, m in zip(pairs, lig, strict=True)]),
-            lig_types=np.array(
-                [index[z] for s, m in zip(pairs, lig, strict=True) for z in s.numbers[m]],
-                np.int64,
-            ),
-            offsets=offsets,
-            centres=np.array(
-                [
-                    ligand_center(s.positions[m], s.numbers[m])
-                    for s, m in zip(pairs, lig, strict=True)
-                ]
-            ),
-        )
-        peer = None
-        if Path(args.molgrid_python).exists():
-            p = subprocess.run(
-                [args.molgrid_python, "-c", MOLGRID_SCRIPT, str(npz), str(args.repeat)],
-                capture_output=True,
-                text=True,
-                env={**os.environ, "OMP_NUM_THREADS": "1"},
-            )
-            if p.returncode == 0:
+        lig = write_npz(npz, pairs)
+        has_peer = Path(args.molgrid_python).exists()
+        walls: dict[str, list[float]] = {k: [] for k in [*cases, MOLGRID]}
+        cpus: dict[str, list[float]] = {k: [] for k in [*cases, MOLGRID]}
+        for fn in cases.values():
+            fn()  # warm-up
+        for _ in range(args.repeat):  # interleaved: every case sees the same load
+            for name, fn in cases.items():
+                w, c = timed(fn)
+                walls[name].append(w)
+                cpus[name].append(c)
+            if has_peer:
+                p = subprocess.run(
+                    [args.molgrid_python, "-c", MOLGRID_SCRIPT, str(npz), "1"],
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "OMP_NUM_THREADS": "1"},
+                )
+                if p.returncode != 0:
+                    res["libmolgrid"] = f"failed: {p.stderr.strip()[-300:]}"
+                    has_peer = False
+                    continue
                 peer = json.loads(p.stdout.strip().splitlines()[-1])
-                res["libmolgrid per pair"] = n / statistics.median(peer["times"])
-            else:
-                res["libmolgrid"] = f"failed: {p.stderr.strip()[-300:]}"
-        else:
+                walls[MOLGRID] += peer["times"]
+                cpus[MOLGRID] += peer["cpu"]
+        if not Path(args.molgrid_python).exists():
             res["libmolgrid"] = "not available (no --molgrid-python)"
+        rates = {
+            k: (n / statistics.median(walls[k]), n / statistics.median(cpus[k]))
+            for k in walls
+            if walls[k]
+        }
+        res["rates (pairs/s: wall, per CPU second)"] = rates
     res["load_end"] = os.getloadavg()[0]
     res.update(
         pairs=n,
@@ -233,20 +229,47 @@ def main() -> None:
     print(
         f"{n} pairs, receptor {args.receptor_atoms} atoms, ligands "
         f"{res['ligand_atoms_mean']:.1f} atoms; 48³ × 16 channels, σ 0.5 Å, cube 24 Å; "
-        f"load {res['load_start']:.1f} → {res['load_end']:.1f}"
+        f"load {res['load_start']:.1f} → {res['load_end']:.1f}; medians of {args.repeat} "
+        f"interleaved repeats"
     )
-    for k, v in res.items():
-        if isinstance(v, float) and not k.startswith(("load", "ligand")):
-            print(f"  {k:32s} {v:10.1f} pairs/s")
-        elif isinstance(v, str):
-            print(f"  {k:32s} {v}")
-    if peer is not None:
-        mg = res["libmolgrid per pair"]
-        for k in ("per pair, threads=1", "batch, threads=1", "batch, default threads"):
-            print(f"  pgrid {k} ÷ libmolgrid per pair: {res[k] / mg:.2f}×")  # type: ignore[operator]
+    print(f"  {'':40s} {'pairs/s':>9s} {'per CPU s':>10s}")
+    for k, (w, c) in rates.items():
+        print(f"  {k:40s} {w:9.1f} {c:10.1f}")
+    if "libmolgrid" in res:
+        print(f"  libmolgrid: {res['libmolgrid']}")
+    if MOLGRID in rates:
+        mg = rates[MOLGRID]
+        for k in (
+            "per pair, into a buffer, threads=1",
+            "batch, threads=1",
+            "batch, default threads",
+        ):
+            w, c = rates[k]
+            print(f"  pgrid {k} ÷ libmolgrid: {w / mg[0]:.2f}× (wall), {c / mg[1]:.2f}× (CPU)")
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
     sys.stdout.flush()
+
+
+def write_npz(npz: Path, pairs: list) -> list[np.ndarray]:
+    """The pairs' atoms for the libmolgrid runner: receptor and ligands with element type
+    indices (ligand types offset by 8 in the runner) and the ligand centres."""
+    from pgrid_cli.core.complexes import ligand_center
+
+    lig = [s.info["atom_properties"]["ligand"] > 0.5 for s in pairs]
+    index = {Z[e]: i for i, e in enumerate(ELEMENTS)}
+    rec = pairs[0]
+    both = list(zip(pairs, lig, strict=True))
+    np.savez(
+        npz,
+        rec_pos=rec.positions[~lig[0]],
+        rec_types=np.array([index[z] for z in rec.numbers[~lig[0]]], np.int64),
+        lig_pos=np.concatenate([s.positions[m] for s, m in both]),
+        lig_types=np.array([index[z] for s, m in both for z in s.numbers[m]], np.int64),
+        offsets=np.cumsum([0] + [int(m.sum()) for m in lig]),
+        centres=np.array([ligand_center(s.positions[m], s.numbers[m]) for s, m in both]),
+    )
+    return lig
 
 
 if __name__ == "__main__":
