@@ -55,22 +55,28 @@ STRICT = options.strict("Exit 1 when any record was rejected.")
 
 @app.command("grid", epilog=EPILOG)
 def grid_cli(
-    inputs: Annotated[
-        list[str],
-        typer.Argument(
-            help="Input files, directories (searched recursively) or glob patterns: "
-            ".xyz/.extxyz (ASE), .sdf/.mol (RDKit), .cif, POSCAR/CONTCAR/.vasp and pymatgen "
-            ".json (pymatgen), optionally .gz.",
-            show_default=False,
-        ),
-    ],
     out: Annotated[
         Path,
         typer.Option("--out", "-o", help="Output directory for the shards.", show_default=False),
     ],
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Input files, directories (searched recursively) or glob patterns: "
+            ".xyz/.extxyz (ASE), .sdf/.mol (RDKit), .cif, POSCAR/CONTCAR/.vasp and pymatgen "
+            ".json (pymatgen), .pdb/.ent (gemmi), .mol2 (RDKit), .types receptor + ligand "
+            "lists, optionally .gz. May be empty with --receptor/--ligand.",
+            show_default=False,
+        ),
+    ] = None,
     grid_size: Annotated[
-        str, typer.Option("--grid-size", help="Voxels per axis: N or NX,NY,NZ.")
-    ] = "32",
+        str | None,
+        typer.Option(
+            "--grid-size",
+            help="Voxels per axis: N or NX,NY,NZ (default 32; 48 for complexes).",
+            show_default=False,
+        ),
+    ] = None,
     sigma: Annotated[
         float, typer.Option(help="Gaussian standard deviation of every atom.", metavar="Å")
     ] = 0.5,
@@ -228,6 +234,42 @@ def grid_cli(
             "one after the other (implies --resume; as one job or a small array).",
         ),
     ] = False,
+    # --- PDB/mol2 policies and receptor + ligand complexes (readers/pdb.py, core/complexes.py)
+    receptor: Annotated[
+        Path | None,
+        typer.Option(help="Receptor file: grid every ligand record with it, as a complex.",
+                     show_default=False),
+    ] = None,
+    ligand: Annotated[
+        list[str] | None,
+        typer.Option(help="Ligand file (repeatable), paired with --receptor.", show_default=False),
+    ] = None,
+    data_root: Annotated[
+        Path | None,
+        typer.Option(help="Directory that relative paths in .types lists are relative to "
+                     "(default: the list file's directory).", show_default=False),
+    ] = None,
+    center: Annotated[
+        str | None,
+        typer.Option(help="ligand: grid complexes in a cube (--box cube:L, default cube:24 "
+                     "at 48³) centred on the ligand; implied by --receptor and .types inputs.",
+                     show_default=False),
+    ] = None,
+    waters: Annotated[str, typer.Option(help="PDB waters: drop or keep.")] = "drop",
+    altlocs: Annotated[
+        str,
+        typer.Option(help="PDB alternate locations: highest-occupancy (ties: first), first, "
+                     "or all (weighted by occupancy)."),
+    ] = "highest-occupancy",
+    hydrogens: Annotated[
+        str, typer.Option(help="PDB/mol2 hydrogens: keep, drop or add (RDKit).")
+    ] = "keep",
+    hetatm: Annotated[
+        str, typer.Option(help="PDB HETATM residues other than waters: keep or drop.")
+    ] = "keep",
+    models: Annotated[
+        str, typer.Option(help="PDB models: first, or all (one record each).")
+    ] = "first",
     workers: WORKERS = None,
     threads: Annotated[
         int | None, typer.Option(help="Kernel threads in all (default: one per core).")
@@ -241,8 +283,13 @@ def grid_cli(
     Every input record ends in exactly one shard or in OUT/errors.jsonl with its reason.
     """
     with user_errors():
+        inputs = [*(inputs or []), *(ligand or [])]
+        if ligand and receptor is None:
+            fail("--ligand needs --receptor (or list pairs in a .types file)")
+        if not inputs:
+            fail("no inputs: give files, or --receptor R --ligand L")
         options = GridOptions(
-            grid_size=parse_grid_size(grid_size),
+            grid_size=None if grid_size is None else parse_grid_size(grid_size),
             sigma=sigma,
             channels=channels,
             box=box,
@@ -265,6 +312,14 @@ def grid_cli(
             crystal_view=crystal_view,
             tiles=tiles,
             context=context,
+            waters=waters,
+            altlocs=altlocs,
+            hydrogens=hydrogens,
+            hetatm=hetatm,
+            models=models,
+            receptor=receptor,
+            data_root=data_root,
+            center=center,
         )
         options.resolve()  # bad options fail before any file is touched
         bar = _ProgressBar(enabled=not (quiet or json_out) and err_console.is_terminal)

@@ -149,6 +149,12 @@ class GridRecipe:
             **({"crystal_view": self.crystal_view} if self._view_side else {}),
         }
 
+    def captured(self, grid: np.ndarray, structure: Structure) -> float:
+        """Share of ``structure``'s weight that its ``grid`` (C, nx, ny, nz) holds (for a
+        ``cube:L`` crystal view, of the cube's share of the crystal: :meth:`expected_sum`)."""
+        total = self.expected_sum(structure)
+        return float(grid.sum(dtype=np.float64)) / total if total else 1.0
+
     # ------------------------------------------------------------------ structures → grids
     def box_for(self, positions: Any, lattice: Any = None) -> Box:
         """The grid box of one structure: its unit cell if ``lattice`` (3, 3) Å is given,

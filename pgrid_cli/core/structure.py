@@ -19,6 +19,8 @@ class Structure:
     weights : (M,) float64 per-atom weights (default 1; site occupancies for disorder)
     name, source, record : provenance (record = index of the record in its file)
     info : anything else the reader found worth keeping (e.g. ``warnings``)
+    mol : an RDKit Mol whose atom order equals ``positions`` order, set by readers that
+        parse with RDKit (for chemistry-aware typing); core never imports RDKit
     """
 
     numbers: np.ndarray
@@ -29,6 +31,7 @@ class Structure:
     source: str = ""
     record: int = 0
     info: dict[str, object] = field(default_factory=dict)
+    mol: object | None = None
 
     @property
     def periodic(self) -> bool:

@@ -9,7 +9,7 @@ Every record of every input file becomes one :class:`~pgrid_cli.core.Structure` 
 from __future__ import annotations
 
 from ..core.structure import Structure
-from . import cif, mpjson, qm9, sdf, smiles, vasp, xyz  # noqa: F401  (each registers its format)
+from . import cif, complexes, mol2, mpjson, pdb, qm9, sdf, smiles, vasp, xyz  # noqa: F401  (registering)
 from .files import (
     expand_inputs,
     iter_raw_records,

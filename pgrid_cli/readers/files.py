@@ -348,11 +348,18 @@ def parse_record(raw: RawRecord, options: ReadOptions | None = None) -> Structur
     if "\x00" in raw.text:
         return reject(raw, "the record holds binary data (NUL bytes), not text", MALFORMED)
     try:
-        item = reader(raw.format).parse(raw, options or ReadOptions())
+        opts = options or ReadOptions()
+        item = reader(raw.format).parse(raw, opts)
     except Exception as exc:  # a library failing on odd input must not stop the run
         return reject(raw, f"{type(exc).__name__}: {one_line(str(exc))}", PARSE_ERROR)
     if isinstance(item, Rejection):
         return item
+    if opts.receptor is not None and raw.format != "types":  # a ligand: pair it
+        from .complexes import with_receptor
+
+        item = with_receptor(item, opts)
+        if isinstance(item, Rejection):
+            return item
     return check_structure(item)
 
 

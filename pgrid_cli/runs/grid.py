@@ -338,6 +338,9 @@ def grid_files(
         found = scan_elements(files, formats, settings.read)
         options = replace(options or GridOptions(), channels=auto_channels(found, settings))
         settings = replace(options.resolve(), auto_channels=True)
+    if "types" in formats and not settings.recipe.parameters().get("complex"):
+        options = replace(options or GridOptions(), center="ligand")  # .types lists: pairs
+        settings = replace(options.resolve(), auto_channels=settings.auto_channels)
     inputs_meta = [input_meta(f, fmt) for f, fmt in zip(files, formats, strict=True)]
     params = settings.parameters()
     run = run_id(params, inputs_meta)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..core.box import Box, ShapeLike, normalize_shape
+from ..core.complexes import CENTERS, ComplexRecipe
 from ..core.errors import ParameterError
 from ..core.kernel import check_memory
 from ..core.recipe import GridRecipe
@@ -22,6 +23,7 @@ from ..readers import (
     detect_format,
 )
 from ..readers.properties import read_labels
+from ..readers.records import PDB_POLICIES
 from ..store.codec import GridCodec
 from .elements import (
     AUTO,
@@ -30,6 +32,9 @@ from .elements import (
     excluded_numbers,
 )
 
+#: A complex's default cube (Å) and voxels per edge (0.5 Å voxels: the field's choice).
+COMPLEX_CUBE = 24.0
+COMPLEX_GRID_SIZE = 48
 #: Shards aim at about this many bytes on disk when ``shard_size`` is not given.
 TARGET_SHARD_BYTES = 250e6
 #: Assumed compression of rounded, gzip'd grids when choosing the default shard size
@@ -95,9 +100,16 @@ class GridOptions:
         grids (``content = "structures"``, docs/format.md §6), written at parser speed,
         to be gridded at training time (:class:`pgrid_cli.torch.StructureShardDataset`);
         the gridding options are then not used and not part of the run
+    waters, altlocs, hydrogens, hetatm, models : PDB/mol2 reading policies
+        (:data:`~pgrid_cli.readers.records.PDB_POLICIES`, :mod:`pgrid_cli.readers.pdb`)
+    receptor : a receptor file: every input record is a ligand gridded with it
+    data_root : the directory relative paths of ``.types`` lists are resolved against
+    center : ``ligand`` grids receptor + ligand complexes (:mod:`pgrid_cli.core.complexes`);
+        implied by ``receptor`` or ``.types`` inputs. A complex's box defaults to
+        ``cube:24`` and ``grid_size`` (None: the default) to 48 (0.5 Å voxels); others' to 32
     """
 
-    grid_size: ShapeLike = 32
+    grid_size: ShapeLike | None = 32
     sigma: float = 0.5
     channels: str = "elements"
     box: str = "fit"
@@ -120,21 +132,48 @@ class GridOptions:
     crystal_view: str = "cell"
     tiles: int | None = None
     context: int = 0
+    # PDB / mol2 policies and receptor + ligand complexes
+    waters: str = "drop"
+    altlocs: str = "highest-occupancy"
+    hydrogens: str = "keep"
+    hetatm: str = "keep"
+    models: str = "first"
+    receptor: str | os.PathLike[str] | None = None
+    data_root: str | os.PathLike[str] | None = None
+    center: str | None = None
+
+    @property
+    def complex(self) -> bool:
+        """Whether records are receptor + ligand complexes."""
+        return self.receptor is not None or self.center == "ligand"
 
     def resolve(self) -> Settings:
         """Validate every option (ValueError with a specific message) → :class:`Settings`."""
-        tiles = self.tile_choice()
-        if tiles is None:
-            box, view = self.box if self.spacing is None else self.spacing_box(), None
-            size = self.grid_size
-        else:  # the tile's grid; the spacing sets the parent grid (core/tiles.py)
+        if self.center is not None and self.center not in CENTERS:
+            raise ParameterError(f"{{center}} must be one of {', '.join(CENTERS)}")
+        grid_size = self.grid_size
+        if grid_size is None:
+            grid_size = COMPLEX_GRID_SIZE if self.complex else 32
+        sized = replace(self, grid_size=grid_size)
+        tiles = sized.tile_choice()
+        if tiles is not None:  # the tile's grid; the spacing sets the parent grid (core/tiles.py)
+            if self.complex:
+                raise ParameterError("{tiles} cannot be combined with receptor + ligand complexes")
             box, view, size = self.box, self.crystal_view, tiles[0] + 2 * tiles[1]
+        elif self.complex and self.box == "fit" and self.spacing is None:
+            box, view, size = f"cube:{COMPLEX_CUBE:g}", None, grid_size
+        else:
+            box = self.box if self.spacing is None else sized.spacing_box()
+            view, size = None, grid_size
         exclude = excluded_numbers(self.exclude)
         # ``auto`` needs the inputs: grid_files resolves it; here a stand-in validates the rest
         channels = channels_without(self.channels, exclude)
-        recipe = GridRecipe(
-            size, self.sigma, channels, box, self.padding, view or self.view_choice()
-        )
+        if self.complex:
+            recipe: GridRecipe = ComplexRecipe(size, self.sigma, channels, box, self.padding)
+        else:
+            recipe = GridRecipe(
+                size, self.sigma, channels, box, self.padding, view or sized.view_choice()
+            )
         # Workers allocate at least one grid: refuse a size over the cap before any work.
         check_memory((recipe.n_channels, *recipe.shape), "one grid")
         codec = GridCodec.parse(self.compression, self.dtype, self.lossless)
@@ -145,6 +184,13 @@ class GridOptions:
             embed_seed=int(self.embed_seed),
             relax=bool(self.relax),
             embed=bool(self.embed),
+            waters=self.waters,
+            altlocs=self.altlocs,
+            hydrogens=self.hydrogens,
+            hetatm=self.hetatm,
+            models=self.models,
+            receptor=None if self.receptor is None else str(Path(self.receptor).resolve()),
+            data_root=None if self.data_root is None else str(Path(self.data_root).resolve()),
         )
         labels = None
         if self.labels is not None:
@@ -180,7 +226,7 @@ class GridOptions:
         h = self.spacing
         if h is None or not (isinstance(h, (int, float)) and math.isfinite(h) and h > 0):
             raise ParameterError(f"{{spacing}} must be a positive number of Å, got {h!r}")
-        shape = normalize_shape(self.grid_size)
+        shape = normalize_shape(32 if self.grid_size is None else self.grid_size)
         if len(set(shape)) != 1:
             raise ParameterError(
                 f"{{spacing}} makes a cube: it needs one {{grid_size}} N, not {shape}"
@@ -281,6 +327,10 @@ class Settings:
             **({"embed_seed": r.embed_seed} if r.embed_seed else {}),
             **({"relax": True} if r.relax else {}),
             **({"embed": True} if r.embed else {}),
+            # PDB/mol2 policies and complexes: only when not the defaults
+            **{k: getattr(r, k) for k, v in PDB_POLICIES.items() if getattr(r, k) != v[0]},
+            **({"receptor": r.receptor} if r.receptor else {}),
+            **({"data_root": r.data_root} if r.data_root else {}),
         }
 
 

@@ -122,8 +122,7 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
             if entries[idx] is not None:
                 continue
             g = grids[k]
-            total = recipe.expected_sum(s)
-            captured = float(g.sum(dtype=np.float64)) / total if total else 1.0
+            captured = recipe.captured(g, s)
             codec.round(g)  # one structure at a time: its temporaries stay in cache
             notes = _notes(s, settings)
             entries[idx] = Gridded(
@@ -164,11 +163,17 @@ def _without(s: Structure, exclude: tuple[int, ...]) -> Structure | Rejection:
         return s
     if not keep.any():
         return Rejection(s.source, s.record, s.name, "every atom is of an excluded element", EMPTY)
+    per_atom = s.info.get("atom_properties")
+    info = s.info
+    if isinstance(per_atom, dict):  # kept aligned with the atoms (complexes read them)
+        info = {**s.info, "atom_properties": {k: np.asarray(v)[keep] for k, v in per_atom.items()}}
     return replace(
         s,
         numbers=np.asarray(s.numbers)[keep],
         positions=np.asarray(s.positions)[keep],
         weights=None if s.weights is None else np.asarray(s.weights)[keep],
+        info=info,
+        mol=None,  # its atoms are no longer the structure's
     )
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..core.complexes import LIGAND_FLAG, ComplexRecipe, ligand_center
 from ..core.crystalview import cell_centre
 from ..core.kernel import grid
 from ..core.recipe import GridRecipe
@@ -48,7 +49,10 @@ class StructureTable:
     targets : (N, ...) float32, or None
     property_targets : (N, T) float32 named stored properties (NaN: missing), or None
     atom_targets : (M, Ta) float32 per-atom ones, or None
+    ligand : (M,) bool, the ligand atoms of receptor + ligand complexes, or None
     """
+
+    ligand: np.ndarray | None = None
 
     def __init__(
         self,
@@ -119,7 +123,7 @@ class StructureTable:
         def cat(arrays: list[np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
             return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(shape, dtype)
 
-        return cls(
+        table = cls(
             offsets=offsets,
             numbers=cat([np.asarray(s.numbers).reshape(-1) for s in items], (0,), np.int16),
             positions=cat(
@@ -141,6 +145,10 @@ class StructureTable:
             records=np.array([s.record for s in items], dtype=np.int64),
             targets=packed,
         )
+        flags = [atom_properties(s).get(LIGAND_FLAG) for s in items]
+        if items and all(f is not None for f in flags):  # complexes
+            table.ligand = np.concatenate([np.asarray(f) > 0.5 for f in flags])
+        return table
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -165,6 +173,9 @@ class StructureTable:
             name=self.name(i),
             source=self.source(i),
             record=int(self.records[i]),
+            info={}
+            if self.ligand is None
+            else {"atom_properties": {LIGAND_FLAG: self.ligand[a0:a1].astype(np.float64)}},
         )
 
 
@@ -228,6 +239,11 @@ class StructureDataset(Dataset):
         if render == "batch" and self._cube_view and bool(np.any(table.periodic)):
             raise ValueError(
                 "a cube:L crystal view grids the images of each crystal: use render='item'"
+            )
+        if isinstance(self.recipe, ComplexRecipe) and (table.ligand is None or render != "item"):
+            raise ValueError(
+                "a ComplexRecipe grids receptor + ligand complexes (read from a .types list or "
+                "with ReadOptions(receptor=...)), with render='item'"
             )
         self.augmentation = Augmentation(rotate, translate, seed, shift_lattice)
         self.render = render
@@ -387,13 +403,17 @@ class StructureDataset(Dataset):
         cube = periodic and self._cube_view
         if cube:  # the cube stays on the cell centre; the crystal turns about it
             centre = cell_centre(self.table.lattices[i])
+        elif isinstance(self.recipe, ComplexRecipe):  # rotations about the ligand's centre
+            lig = np.asarray(self.table.ligand[a0:a1]) > 0.5  # type: ignore[index]
+            pos = self.table.positions[a0:a1]
+            centre = ligand_center(pos[lig], self.table.numbers[a0:a1][lig])
         else:
             centre = self.table.positions[a0:a1].mean(axis=0)
         return self.augmentation.transform(i, self.epoch, centre, periodic, rotate_crystal=cube)
 
     @property
     def _cube_view(self) -> bool:
-        return self.recipe.crystal_view != "cell"
+        return getattr(self.recipe, "crystal_view", "cell") != "cell"
 
     def _index(self, index: int) -> int:
         i = operator.index(index)
@@ -413,21 +433,33 @@ class StructureDataset(Dataset):
         numbers = t.numbers[a0:a1]
         weights = None if t.weights is None else t.weights[a0:a1].copy()
         recipe = self.recipe
-        chans = recipe.spec.assign(numbers)
         item: dict[str, Any] = {}
-        if t.periodic[i] and self._cube_view:
-            positions, lattice = xf.crystal(t.positions[a0:a1], t.lattices[i])
-            window = recipe.crystal_window(positions, lattice, xf.centre)
-            box, gridded, chans = window.box, window.positions, chans[window.index]
-            w_grid = None if weights is None else weights[window.index]
-        else:
+        if isinstance(recipe, ComplexRecipe):
             rotated = xf.rotate(t.positions[a0:a1])
-            box = recipe.box_for(rotated, t.lattices[i] if t.periodic[i] else None)
             positions = rotated + xf.translation
-            if t.periodic[i]:
-                positions = positions + xf.shift @ t.lattices[i]
-            gridded, w_grid = positions, weights
-        if self.render == "item":
+            flags = np.asarray(t.ligand[a0:a1], dtype=np.float64)  # type: ignore[index]
+            lig = flags > 0.5
+            box = recipe.box_for(rotated[lig], None, numbers[lig])
+            s = Structure(
+                numbers, positions, weights=weights, info={"atom_properties": {LIGAND_FLAG: flags}}
+            )
+            g = recipe.grid_in_box(s, box, threads=self.threads or 1)
+            item["grid"] = torch.from_numpy(g)
+        else:
+            chans = recipe.spec.assign(numbers)
+            if t.periodic[i] and self._cube_view:
+                positions, lattice = xf.crystal(t.positions[a0:a1], t.lattices[i])
+                window = recipe.crystal_window(positions, lattice, xf.centre)
+                box, gridded, chans = window.box, window.positions, chans[window.index]
+                w_grid = None if weights is None else weights[window.index]
+            else:
+                rotated = xf.rotate(t.positions[a0:a1])
+                box = recipe.box_for(rotated, t.lattices[i] if t.periodic[i] else None)
+                positions = rotated + xf.translation
+                if t.periodic[i]:
+                    positions = positions + xf.shift @ t.lattices[i]
+                gridded, w_grid = positions, weights
+        if self.render == "item" and "grid" not in item:
             g = grid(
                 gridded,
                 box,

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.complexes import LIGAND_FLAG
 from ..core.recipe import GridRecipe
 from ..readers.records import Rejection
 from ..store.layout import LATTICE, plain
@@ -34,6 +35,7 @@ from .structure_dataset import Render, StructureDataset
 
 #: Group of per-record properties in a shard: ``properties/<name>``, one entry per structure.
 PROPERTIES = "properties"
+ATOM_PROPERTIES = "atom_properties"
 
 _LIVE: weakref.WeakSet[StructureShardDataset] = weakref.WeakSet()
 
@@ -86,6 +88,10 @@ class ShardTable:
         self.numbers = _AtomColumn(self, "atomic_numbers")
         self.positions = _AtomColumn(self, "positions")
         self.weights = _AtomColumn(self, "weights")
+        # receptor + ligand complexes: which atoms are the ligand's (ComplexRecipe)
+        flag = f"{ATOM_PROPERTIES}/{LIGAND_FLAG}"
+        complexes = bool(self.shards) and all(flag in s.file for s in self.shards)
+        self.ligand = _AtomColumn(self, flag) if complexes else None
         self.lattices = _Column(self, lambda o, j: np.asarray(o.ds[LATTICE][j], np.float64))
         self.periodic = _Column(self, lambda o, j: bool(o.periodic[j]))
         self.records = _Column(self, lambda o, j: int(o.records[j]))
