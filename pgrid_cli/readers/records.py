@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..core.box import Box
-from ..core.channels import UnknownElementError
+from ..core.channels import TypingError, UnknownElementError
 from ..core.recipe import GridRecipe, OutsideBoxError
 from ..core.structure import Structure
 
@@ -37,6 +37,7 @@ BAD_CELL = "bad cell"
 OUTSIDE_BOX = "atoms outside box"
 CANNOT_GRID = "cannot grid"
 TOO_LARGE = "record too large"
+CANNOT_TYPE = "cannot type"
 
 #: The largest record (and line) read, in characters of text (bytes, for ASCII files):
 #: a larger one is skipped to its end and rejected, so memory stays bounded whatever
@@ -237,10 +238,16 @@ def check_structure(s: Structure) -> Structure | Rejection:
     return s
 
 
-def prepare_structure(s: Structure, recipe: GridRecipe) -> tuple[np.ndarray, Box] | Rejection:
-    """(channel of each atom, box) of a parsed structure, or why it cannot be gridded."""
+def prepare_structure(
+    s: Structure, recipe: GridRecipe, exclude: tuple[int, ...] = ()
+) -> tuple[Any, Box] | Rejection:
+    """(channel of each atom, box) of a parsed structure — with a typed recipe, (its
+    particles, box), ``exclude`` the elements typed but not gridded —, or why it cannot
+    be gridded."""
     try:
-        return recipe.prepare(s)
+        return recipe.prepare(s, exclude) if exclude else recipe.prepare(s)
+    except TypingError as exc:
+        return Rejection(s.source, s.record, s.name, f"cannot type: {exc}", CANNOT_TYPE)
     except UnknownElementError as exc:
         return Rejection(s.source, s.record, s.name, str(exc), UNKNOWN_ELEMENT)
     except OutsideBoxError as exc:

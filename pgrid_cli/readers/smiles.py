@@ -102,6 +102,7 @@ def _parse_smiles(raw: RawRecord, options: ReadOptions) -> Structure | Rejection
         source=raw.source,
         record=raw.record,
         info=info,
+        mol=mol,
     )
 
 

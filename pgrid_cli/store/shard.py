@@ -184,7 +184,7 @@ class Shard:
     @property
     def channels(self) -> ChannelSpec:
         self._require_grids("grids (no channels)")
-        return ChannelSpec([str(c) for c in plain(self.file.attrs["channels"])])
+        return ChannelSpec.from_names([str(c) for c in plain(self.file.attrs["channels"])])
 
     @property
     def grid_shape(self) -> tuple[int, int, int]:
