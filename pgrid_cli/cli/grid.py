@@ -77,8 +77,8 @@ def grid_cli(
     channels: Annotated[
         str,
         typer.Option(
-            help="single, elements, auto (one per element in the inputs) or a list such as "
-            "C,H,N,O,* ."
+            help="single, elements, auto (one per element in the inputs), a list such as "
+            "C,H,N,O,*, or a typer: pharmacophore, xs (docs/typing.md)."
         ),
     ] = "elements",
     exclude: Annotated[
@@ -158,6 +158,22 @@ def grid_cli(
             help="Embed 2D SDF/mol records in 3D as SMILES are, instead of rejecting them.",
         ),
     ] = False,
+    charge_channel: Annotated[
+        str | None,
+        typer.Option(
+            help="Add a signed channel 'charge' of partial charges: gasteiger (RDKit) or file "
+            "(the record's own charges; docs/typing.md).",
+            show_default=False,
+        ),
+    ] = None,
+    conformers: Annotated[
+        int,
+        typer.Option(
+            help="SMILES: grid K conformers per molecule (ETKDG v3, each seeded), records "
+            "with the property conformer = 0 … K-1.",
+            metavar="K",
+        ),
+    ] = 1,
     recursive: Annotated[
         bool, typer.Option("--recursive/--no-recursive", help="Search directories recursively.")
     ] = True,
@@ -238,6 +254,8 @@ def grid_cli(
             embed_seed=embed_seed,
             embed=embed,
             store=store,
+            charge_channel=charge_channel,
+            conformers=conformers,
         )
         options.resolve()  # bad options fail before any file is touched
         bar = _ProgressBar(enabled=not (quiet or json_out) and err_console.is_terminal)

@@ -68,6 +68,7 @@ class ReadOptions:
     relax: bool = False
     add_hydrogens: bool = True
     embed: bool = False  #: embed 2D SDF/mol records in 3D (as SMILES are) instead of rejecting
+    conformers: int = 1  #: SMILES: conformers per molecule, each one record (``conformer``)
 
     def __post_init__(self) -> None:
         if self.disorder not in DISORDER_POLICIES:
@@ -80,6 +81,8 @@ class ReadOptions:
                 f"max_record_bytes must be a positive number of bytes, got "
                 f"{self.max_record_bytes!r}"
             )
+        if not isinstance(self.conformers, int) or self.conformers < 1:
+            raise ValueError(f"conformers must be a positive integer, got {self.conformers!r}")
 
 
 class UnreadableDirectory(type(Path())):  # type: ignore[misc]
@@ -146,6 +149,7 @@ class RawRecord:
     text: str
     name: str = ""
     offset: int = 0
+    conformer: int | None = None  #: which conformer of a SMILES record (``conformers`` > 1)
 
 
 def reject(raw: RawRecord, reason: str, kind: str, name: str | None = None) -> Rejection:

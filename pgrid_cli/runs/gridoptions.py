@@ -22,6 +22,7 @@ from ..readers import (
 )
 from ..readers.properties import read_labels
 from ..store.codec import GridCodec
+from ..typers import channel_typer, typer_names
 from .elements import (
     AUTO,
     channels_without,
@@ -84,6 +85,11 @@ class GridOptions:
     cif_tags : CIF data items kept as properties (names, or one comma-separated string)
     labels, labels_key : a table (.csv or .parquet) of properties joined to the records
         by ``name`` or by ``source,record`` (docs/grid.md, "Properties")
+    channels may also name a typer (``pharmacophore``, ``xs``, docs/typing.md);
+    charge_channel : ``gasteiger`` or ``file``: a signed channel ``charge`` of partial
+        charges after the others (docs/typing.md)
+    conformers : SMILES: conformers per molecule (ETKDG v3, each seeded), each one record
+        with the property ``conformer`` 0 … K-1
     store : ``grids``, or ``structures``: shards of atoms, cells and provenance without
         grids (``content = "structures"``, docs/format.md §6), written at parser speed,
         to be gridded at training time (:class:`pgrid_cli.torch.StructureShardDataset`);
@@ -110,14 +116,26 @@ class GridOptions:
     embed_seed: int = 0
     embed: bool = False
     store: str = "grids"
+    charge_channel: str | None = None
+    conformers: int = 1
 
     def resolve(self) -> Settings:
         """Validate every option (ValueError with a specific message) → :class:`Settings`."""
         box = self.box if self.spacing is None else self.spacing_box()
         exclude = excluded_numbers(self.exclude)
         # ``auto`` needs the inputs: grid_files resolves it; here a stand-in validates the rest
-        channels = channels_without(self.channels, exclude)
-        recipe = GridRecipe(self.grid_size, self.sigma, channels, box, self.padding)
+        key = self.channels.strip().lower()
+        typed = key in typer_names() and key not in ("elements", "single")
+        channels = self.channels if typed else channels_without(self.channels, exclude)
+        typer = channel_typer(channels, self.charge_channel)
+        if typer is not None and self.store == "structures":
+            raise ParameterError(
+                "typed channels and charges ({channels}, {charge_channel}) need store=grids: "
+                "structures shards keep no bonds"
+            )
+        recipe = GridRecipe(
+            self.grid_size, self.sigma, "single" if typer else channels, box, self.padding, typer
+        )
         # Workers allocate at least one grid: refuse a size over the cap before any work.
         check_memory((recipe.n_channels, *recipe.shape), "one grid")
         codec = GridCodec.parse(self.compression, self.dtype, self.lossless)
@@ -128,6 +146,7 @@ class GridOptions:
             embed_seed=int(self.embed_seed),
             relax=bool(self.relax),
             embed=bool(self.embed),
+            conformers=_conformers(self.conformers),
         )
         labels = None
         if self.labels is not None:
@@ -229,7 +248,14 @@ class Settings:
             **({"embed_seed": r.embed_seed} if r.embed_seed else {}),
             **({"relax": True} if r.relax else {}),
             **({"embed": True} if r.embed else {}),
+            **({"conformers": r.conformers} if r.conformers != 1 else {}),
         }
+
+
+def _conformers(k: object) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ParameterError(f"{{conformers}} must be a positive integer, got {k!r}")
+    return k
 
 
 def default_shard_size(shape: ShapeLike, n_channels: int, codec: GridCodec) -> int:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from . import charges, elements, pharmacophore, xs  # noqa: F401  (each registers itself)
 from .base import (
+    CHARGE_CHANNELS,
     METALS,
     CombinedTyper,
     FunctionTyper,
     Typer,
+    channel_typer,
     combine,
     get_typer,
     rdkit_mol,
@@ -23,11 +25,13 @@ from .base import (
 from .elements import ElementsTyper
 
 __all__ = [
+    "CHARGE_CHANNELS",
     "METALS",
     "CombinedTyper",
     "ElementsTyper",
     "FunctionTyper",
     "Typer",
+    "channel_typer",
     "combine",
     "get_typer",
     "rdkit_mol",

@@ -34,6 +34,7 @@ __all__ = [
     "CombinedTyper",
     "FunctionTyper",
     "Typer",
+    "channel_typer",
     "combine",
     "get_typer",
     "rdkit_mol",
@@ -145,6 +146,26 @@ class CombinedTyper:
                 for p in self.parts
             ]
         )
+
+
+#: What ``charge_channel`` may name (``--charge-channel``).
+CHARGE_CHANNELS = ("gasteiger", "file")
+
+
+def channel_typer(channels: str, charge_channel: str | None = None) -> Any:
+    """The typer of ``--channels`` text and ``--charge-channel``, or None when plain
+    element channels (``single``, ``elements``, ``C,H,*``) without charges need none (the
+    recipe's element path, faster). Raises ParameterError for unknown names."""
+    key = channels.strip().lower()
+    element_channels = key not in _REGISTRY or key in ("elements", "single")
+    if charge_channel is None or not str(charge_channel).strip():
+        return None if element_channels else get_typer(key)
+    charge = str(charge_channel).strip().lower()
+    if charge not in CHARGE_CHANNELS:
+        raise ParameterError(
+            f"{{charge_channel}} must be {' or '.join(CHARGE_CHANNELS)}, got {charge_channel!r}"
+        )
+    return combine([get_typer(channels), get_typer(charge)])
 
 
 def combine(typers: Sequence[Any]) -> Any:
