@@ -130,7 +130,7 @@ class GridOptions:
         typer = channel_typer(channels, self.charge_channel)
         if typer is not None and self.store == "structures":
             raise ParameterError(
-                "typed channels and charges ({channels}, {charge_channel}) need store=grids: "
+                "typed channels and charges ({channels}, {charge_channel}) need {store} grids: "
                 "structures shards keep no bonds"
             )
         recipe = GridRecipe(

@@ -189,10 +189,13 @@ _last: tuple[Any, Any] | None = None  # (the structure's mol, its sanitised copy
 
 
 def rdkit_mol(structure: Structure) -> Any:
-    """A sanitised copy of ``structure.mol`` (bonds, rings, aromaticity perceived), for
-    chemistry typers. Raises TypingError when the structure has no molecule (XYZ, CIF,
-    POSCAR records carry no bonds: pgrid does not guess them) or RDKit cannot sanitise it.
-    The last one is cached, so that typers side by side sanitise once."""
+    """A sanitised copy of ``structure.mol`` (bonds, rings, aromaticity perceived) with
+    every hydrogen explicit, for chemistry typers: atoms 0 … M-1 are the structure's, any
+    implicit hydrogens are added after them (RDKit's features count explicit neighbours, so
+    a molecule is typed the same with or without its hydrogens). Raises TypingError when
+    the structure has no molecule (XYZ, CIF, POSCAR records carry no bonds: pgrid does not
+    guess them) or RDKit cannot sanitise it. The last one is cached, so that typers side by
+    side sanitise once."""
     global _last
     mol = structure.mol
     if mol is None:
@@ -215,5 +218,7 @@ def rdkit_mol(structure: Structure) -> Any:
     except Exception as exc:  # RDKit raises its own exception types
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TypingError(f"RDKit cannot sanitise the molecule ({text})") from None
+    if any(a.GetTotalNumHs() for a in copy.GetAtoms()):
+        copy = Chem.AddHs(copy)  # appended after the structure's atoms
     _last = (mol, copy)
     return copy

@@ -4,9 +4,9 @@ The weight of an atom in ``charge`` is its partial charge (e), so the channel's 
 to the molecule's total charge (when the box holds its density).
 
 * ``gasteiger``: Gasteiger–Marsili charges computed by RDKit (12 iterations) on the
-  sanitised molecule; the charge RDKit gives the implicit hydrogens of an atom is added to
-  the atom, so that the charges sum to the total formal charge also without explicit
-  hydrogens. Elements without Gasteiger parameters (most metals) make the record
+  sanitised molecule with every hydrogen explicit; the charges of hydrogens the record
+  lacks are added to their atom, so that the charges sum to the total formal charge also
+  without explicit hydrogens. Elements without Gasteiger parameters (most metals) make the record
   ``cannot type``.
 * ``file``: charges that came with the record, looked up in this order: the per-atom
   properties (``Structure.info["atom_properties"]``) ``partial_charge``,
@@ -51,12 +51,14 @@ def gasteiger_charges(structure: Structure) -> np.ndarray:
 
     mol = rdkit_mol(structure)
     rdPartialCharges.ComputeGasteigerCharges(mol, 12, False)
-    q = np.zeros(len(structure))
+    n = len(structure)
+    q = np.zeros(n)
     for atom in mol.GetAtoms():
         value = atom.GetDoubleProp("_GasteigerCharge")
-        if atom.HasProp("_GasteigerHCharge"):
-            value += atom.GetDoubleProp("_GasteigerHCharge")
-        q[atom.GetIdx()] = value
+        i = atom.GetIdx()
+        if i >= n:  # a hydrogen rdkit_mol added: its charge goes to its atom
+            i = atom.GetNeighbors()[0].GetIdx()
+        q[i] += value
     if not np.all(np.isfinite(q)):
         atom = mol.GetAtomWithIdx(int(np.flatnonzero(~np.isfinite(q))[0]))
         raise TypingError(

@@ -75,7 +75,7 @@ class PharmacophoreTyper:
     def memberships(self, structure: Structure) -> np.ndarray:
         """(M, 8) float64 of 0/1. Raises TypingError without an RDKit molecule."""
         mol = rdkit_mol(structure)
-        out = np.zeros((len(structure), len(CHANNELS)))
+        out = np.zeros((mol.GetNumAtoms(), len(CHANNELS)))
         column = {name: c for c, name in enumerate(CHANNELS)}
         for feature in feature_factory().GetFeaturesForMol(mol):
             channel = FAMILIES.get(feature.GetFamily())
@@ -84,6 +84,7 @@ class PharmacophoreTyper:
         for pattern in _extra:
             for (atom,) in mol.GetSubstructMatches(pattern):
                 out[atom, column["acceptor"]] = 1.0
+        out = out[: len(structure)]  # not the hydrogens rdkit_mol added
         z = np.asarray(structure.numbers)
         out[np.isin(z, list(METALS)), column["metal"]] = 1.0
         out[z > 1, column["occupancy"]] = 1.0

@@ -92,6 +92,8 @@ class XSTyper:
         out = np.zeros((len(structure), len(CHANNELS)))
         column = {name: c for c, name in enumerate(CHANNELS)}
         for atom in mol.GetAtoms():
+            if atom.GetIdx() >= len(structure):
+                break  # hydrogens added by rdkit_mol
             t = xs_type(atom)
             if t is not None:
                 out[atom.GetIdx(), column[t]] = 1.0
