@@ -150,7 +150,7 @@ def test_conformers_are_records_identical_for_any_worker_count(tmp_path):
     para = recs[:3]
     for other in para[1:]:
         assert not np.allclose(other.positions, para[0].positions, atol=0.05)
-    single = list(iter_records(path))[0]
+    single = next(iter(iter_records(path)))
     assert_allclose(para[0].positions, single.positions, atol=1e-12)
     errors = [json.loads(x) for x in (tmp_path / "w1" / "errors.jsonl").read_text().splitlines()]
     assert [e["reason"][:12] for e in errors] == ["conformer 0:", "conformer 1:", "conformer 2:"]
