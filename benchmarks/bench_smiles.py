@@ -142,6 +142,8 @@ def main() -> None:
             "seconds": round(wall, 2),
             "molecules_per_s": round(summary.written / wall, 1),
             "cpu_seconds": {k: round(v, 2) for k, v in summary.timings.items()},
+            "rejected_by_kind": dict(summary.rejected_by_kind),
+            "cpu_ms_per_molecule": round(1e3 * sum(summary.timings.values()) / len(smiles), 2),
         },
         "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "cores": available_cores(),
@@ -156,7 +158,8 @@ def main() -> None:
     p = result["pipeline"]
     print(
         f"  pipeline: {p['written']} written, {p['rejected']} rejected in {p['seconds']} s "
-        f"= {p['molecules_per_s']} molecules/s with {workers} workers"
+        f"= {p['molecules_per_s']} molecules/s with {workers} workers "
+        f"({p['cpu_ms_per_molecule']} CPU ms per molecule; rejected: {p['rejected_by_kind']})"
     )
     print(f"  load average (1 min) before/after: {result['load_average_before_after']}")
 

@@ -43,6 +43,7 @@ ATOM_PROPERTY_NAMES = (
 #: RDKit atom properties read as partial charges by ``file``, after the above.
 MOL_PROPERTY_NAMES = ("_TriposPartialCharge", "PartialCharge", "_GasteigerCharge")
 CHANNEL = "charge"
+_ORGANIC = {"H", "C", "N", "O", "F", "P", "S", "Cl", "Br", "I"}
 
 
 def gasteiger_charges(structure: Structure) -> np.ndarray:
@@ -59,10 +60,11 @@ def gasteiger_charges(structure: Structure) -> np.ndarray:
         if i >= n:  # a hydrogen rdkit_mol added: its charge goes to its atom
             i = atom.GetNeighbors()[0].GetIdx()
         q[i] += value
-    if not np.all(np.isfinite(q)):
-        atom = mol.GetAtomWithIdx(int(np.flatnonzero(~np.isfinite(q))[0]))
+    if not np.all(np.isfinite(q)):  # one atom without parameters spoils them all
+        odd = sorted({a.GetSymbol() for a in mol.GetAtoms()} - _ORGANIC)
         raise TypingError(
-            f"RDKit has no Gasteiger parameters for atom {atom.GetIdx()} ({atom.GetSymbol()})"
+            "RDKit's Gasteiger charges are undefined (NaN) for the molecule"
+            + (f" (it holds {', '.join(odd)})" if odd else "")
         )
     return q
 
