@@ -204,9 +204,7 @@ def test_file_charges_from_an_sdf_atom_property_list(tmp_path):
 
 # ---------------------------------------------------------------- interface, registry
 def test_registry_elements_and_combinations():
-    assert {"pharmacophore", "xs", "gasteiger", "file", "elements", "single"} <= set(
-        typer_names()
-    )
+    assert {"pharmacophore", "xs", "gasteiger", "file", "elements", "single"} <= set(typer_names())
     e = get_typer("C,H,O,*")
     assert isinstance(e, ElementsTyper) and e.channels == ("C", "H", "O", "*")
     s = structure("CCO")
@@ -319,3 +317,29 @@ def test_typed_records_from_rdkit_sdf_match_the_typer(tmp_path):
         got = rec.grid.astype(np.float64).sum(axis=(1, 2, 3))
         assert_allclose(got, want, atol=2e-2 * max(1.0, want.max()))
         assert not isinstance(s, Rejection)
+
+
+def test_element_channels_with_a_charge_channel_and_auto(tmp_path):
+    """`--channels elements|auto --charge-channel gasteiger`: the element channels (the
+    catch-all `*` included) and `charge` after them."""
+    path = tmp_path / "m.smi"
+    path.write_text(SMI)
+    for channels, names in (
+        ("elements", ("H", "C", "N", "O", "F", "P", "S", "Cl", "Br", "I", "*", "charge")),
+        ("auto", ("H", "C", "N", "O", "charge")),
+    ):
+        out = tmp_path / channels
+        opts = GridOptions(
+            grid_size=32, box="cube:24", channels=channels, charge_channel="gasteiger"
+        )
+        summary = grid_files([path], out, opts, workers=0)
+        assert summary.written == 4
+        shards = ShardSet(out)
+        assert shards.shards[0].channels.names == names
+        for rec in shards:
+            g = rec.grid.astype(np.float64).sum(axis=(1, 2, 3))
+            counts = [np.sum(rec.numbers == z) for z in (1, 6, 7, 8)]
+            assert_allclose(g[[0, 1, 2, 3]], counts, atol=1e-3)
+        assert_allclose(
+            [r.grid[-1].astype(np.float64).sum() for r in shards], [0, -1, 0, 1], atol=1e-4
+        )

@@ -1,6 +1,7 @@
 """The typer interface and registry (docs/typing.md).
 
-A typer puts each atom of a structure into channels, with a weight per channel::
+A typer puts each atom of a structure into channels, with a weight per channel (the
+protocol, in outline):
 
     class Typer(Protocol):
         name: str                      # what --channels and get_typer() call it
