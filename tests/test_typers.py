@@ -343,3 +343,18 @@ def test_element_channels_with_a_charge_channel_and_auto(tmp_path):
         assert_allclose(
             [r.grid[-1].astype(np.float64).sum() for r in shards], [0, -1, 0, 1], atol=1e-4
         )
+
+
+def test_file_charges_need_no_bonds_extended_xyz(tmp_path):
+    """`--charge-channel file` reads an extended-XYZ `charges` column (no molecule needed)."""
+    path = tmp_path / "hydroxide.extxyz"
+    path.write_text(
+        "2\nProperties=species:S:1:pos:R:3:charges:R:1\n"
+        "O 0.0 0.0 0.0 -1.3\nH 0.97 0.0 0.0 0.3\n"
+    )
+    out = tmp_path / "o"
+    args = ["grid", str(path), "-o", str(out), "--charge-channel", "file", "--channels", "O,H"]
+    res = runner.invoke(app, [*args, "--box", "cube:16", "--grid-size", "32", "-q"])
+    assert res.exit_code == 0, res.output
+    (rec,) = list(ShardSet(out))
+    assert_allclose(rec.grid.astype(np.float64).sum(axis=(1, 2, 3)), [1, 1, -1.0], atol=1e-4)
