@@ -83,8 +83,8 @@ def grid_cli(
     channels: Annotated[
         str,
         typer.Option(
-            help="single, elements, auto (one per element in the inputs) or a list such as "
-            "C,H,N,O,* ."
+            help="single, elements, auto (one per element in the inputs), a list such as "
+            "C,H,N,O,*, or a typer: pharmacophore, xs (docs/typing.md)."
         ),
     ] = "elements",
     exclude: Annotated[
@@ -188,6 +188,22 @@ def grid_cli(
             help="Embed 2D SDF/mol records in 3D as SMILES are, instead of rejecting them.",
         ),
     ] = False,
+    charge_channel: Annotated[
+        str | None,
+        typer.Option(
+            help="Add a signed channel 'charge' of partial charges: gasteiger (RDKit) or file "
+            "(the record's own charges; docs/typing.md).",
+            show_default=False,
+        ),
+    ] = None,
+    conformers: Annotated[
+        int,
+        typer.Option(
+            help="SMILES: grid K conformers per molecule (ETKDG v3, each seeded), records "
+            "with the property conformer = 0 … K-1.",
+            metavar="K",
+        ),
+    ] = 1,
     recursive: Annotated[
         bool, typer.Option("--recursive/--no-recursive", help="Search directories recursively.")
     ] = True,
@@ -237,8 +253,10 @@ def grid_cli(
     # --- PDB/mol2 policies and receptor + ligand complexes (readers/pdb.py, core/complexes.py)
     receptor: Annotated[
         Path | None,
-        typer.Option(help="Receptor file: grid every ligand record with it, as a complex.",
-                     show_default=False),
+        typer.Option(
+            help="Receptor file: grid every ligand record with it, as a complex.",
+            show_default=False,
+        ),
     ] = None,
     ligand: Annotated[
         list[str] | None,
@@ -246,20 +264,27 @@ def grid_cli(
     ] = None,
     data_root: Annotated[
         Path | None,
-        typer.Option(help="Directory that relative paths in .types lists are relative to "
-                     "(default: the list file's directory).", show_default=False),
+        typer.Option(
+            help="Directory that relative paths in .types lists are relative to "
+            "(default: the list file's directory).",
+            show_default=False,
+        ),
     ] = None,
     center: Annotated[
         str | None,
-        typer.Option(help="ligand: grid complexes in a cube (--box cube:L, default cube:24 "
-                     "at 48³) centred on the ligand; implied by --receptor and .types inputs.",
-                     show_default=False),
+        typer.Option(
+            help="ligand: grid complexes in a cube (--box cube:L, default cube:24 "
+            "at 48³) centred on the ligand; implied by --receptor and .types inputs.",
+            show_default=False,
+        ),
     ] = None,
     waters: Annotated[str, typer.Option(help="PDB waters: drop or keep.")] = "drop",
     altlocs: Annotated[
         str,
-        typer.Option(help="PDB alternate locations: highest-occupancy (ties: first), first, "
-                     "or all (weighted by occupancy)."),
+        typer.Option(
+            help="PDB alternate locations: highest-occupancy (ties: first), first, "
+            "or all (weighted by occupancy)."
+        ),
     ] = "highest-occupancy",
     hydrogens: Annotated[
         str, typer.Option(help="PDB/mol2 hydrogens: keep, drop or add (RDKit).")
@@ -320,6 +345,8 @@ def grid_cli(
             receptor=receptor,
             data_root=data_root,
             center=center,
+            charge_channel=charge_channel,
+            conformers=conformers,
         )
         options.resolve()  # bad options fail before any file is touched
         bar = _ProgressBar(enabled=not (quiet or json_out) and err_console.is_terminal)

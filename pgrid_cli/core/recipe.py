@@ -15,6 +15,10 @@ Crystals (a structure with a lattice) are gridded over their unit cell whatever 
 policy (``crystal_view="cell"``), or over an axis-aligned cube of side L Å of their
 infinite periodic density (``crystal_view="cube:L"``, :mod:`pgrid_cli.core.crystalview`);
 molecules in the box the policy puts around them.
+
+With a ``typer`` (:mod:`pgrid_cli.typers`: ``pharmacophore``, ``xs``, charges, your own)
+the channels are the typer's and each atom goes into the channels the typer gives it, with
+a weight per channel (:mod:`~pgrid_cli.core.particles`); ``channels`` is then unused.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from .kernel import (
     render_batch,
     resolve_isa,
 )
+from .particles import Particles, check_memberships, expand
 from .structure import Structure
 
 #: The native kernel's codes of the molecule box policies (pgrid/grid.hpp, BoxKind).
@@ -75,6 +80,9 @@ class GridRecipe:
     crystal_view : str
         Crystals: ``cell`` (one periodic unit cell) or ``cube:L`` (an axis-aligned cube of
         side L Å centred on the cell centre, of the infinite periodic density).
+    typer : a :class:`pgrid_cli.typers.Typer` or None
+        Chemistry-typed channels (its ``channels`` and ``memberships``) instead of
+        ``channels``; get one with :func:`pgrid_cli.typers.get_typer`.
 
     Raises ValueError (naming the parameter) when any of them is unusable.
     """
@@ -85,6 +93,7 @@ class GridRecipe:
     box: str = "fit"
     padding: float = 2.0
     crystal_view: str = "cell"
+    typer: Any = None
     spec: ChannelSpec = field(init=False, repr=False, compare=False)
     _cube_side: float = field(init=False, repr=False, compare=False)
     # What the native per-call path needs, computed once: element → channel (int32,
@@ -101,7 +110,9 @@ class GridRecipe:
         set_(self, "grid_size", normalize_shape(self.grid_size))
         set_(self, "sigma", check_sigma(self.sigma))
         spec = self.channels if isinstance(self.channels, ChannelSpec) else None
-        if spec is None:
+        if self.typer is not None:
+            spec = ChannelSpec.named(tuple(self.typer.channels))
+        elif spec is None:
             text = self.channels if isinstance(self.channels, str) else ",".join(self.channels)
             spec = ChannelSpec.parse(text)
         set_(self, "spec", spec)
@@ -126,6 +137,8 @@ class GridRecipe:
         view, view_side = parse_crystal_view(self.crystal_view)
         set_(self, "crystal_view", f"cube:{view_side:g}" if view == "cube" else view)
         set_(self, "_view_side", view_side)
+        if self.typer is not None and self._view_side:
+            raise ValueError("typed channels (typer) and a cube:L crystal_view cannot be combined")
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -137,9 +150,14 @@ class GridRecipe:
     def n_channels(self) -> int:
         return self.spec.n_channels
 
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """The channel names, in channel order (element channels or the typer's)."""
+        return self.spec.names
+
     def parameters(self) -> dict[str, Any]:
         """The values that determine a grid (JSON-friendly; stored with every shard)."""
-        return {
+        out = {
             "grid_shape": list(self.shape),
             "sigma": self.sigma,
             "channels": list(self.spec.names),
@@ -148,6 +166,9 @@ class GridRecipe:
             # only when not the default, so that the run ids of cell views do not change
             **({"crystal_view": self.crystal_view} if self._view_side else {}),
         }
+        if self.typer is not None:
+            out["typer"] = str(self.typer.name)
+        return out
 
     def captured(self, grid: np.ndarray, structure: Structure) -> float:
         """Share of ``structure``'s weight that its ``grid`` (C, nx, ny, nz) holds (for a
@@ -165,13 +186,20 @@ class GridRecipe:
             return Box.from_lattice(lattice, self.shape)
         return Box.for_molecule(self.box, positions, self.shape, self.padding)
 
-    def prepare(self, structure: Structure) -> tuple[np.ndarray, Box]:
-        """(channel of each atom (M,) int32, box) of one structure.
+    def prepare(
+        self, structure: Structure, exclude: Sequence[int] = ()
+    ) -> tuple[np.ndarray | Particles, Box]:
+        """(channel of each atom (M,) int32, box) of one structure; with a typer,
+        (its :class:`~pgrid_cli.core.particles.Particles`, box), the atoms of the
+        ``exclude`` elements (atomic numbers) typed with the others but not gridded.
 
         Raises :class:`~pgrid_cli.core.channels.UnknownElementError` for an element with
-        no channel, :class:`OutsideBoxError` for atoms far outside a fixed cube and
+        no channel, :class:`~pgrid_cli.core.channels.TypingError` for a structure the
+        typer cannot type, :class:`OutsideBoxError` for atoms far outside a fixed cube and
         ValueError when no box can be placed.
         """
+        if self.typer is not None:
+            return self._prepare_typed(structure, exclude)
         chans = self.spec.assign(structure.numbers)
         if structure.lattice is not None and self._view_side:
             window = self.crystal_window(structure.positions, structure.lattice)
@@ -212,6 +240,20 @@ class GridRecipe:
         volume = abs(float(np.linalg.det(np.asarray(structure.lattice, dtype=np.float64))))
         return total * self._view_side**3 / volume
 
+    def _prepare_typed(self, s: Structure, exclude: Sequence[int]) -> tuple[Particles, Box]:
+        typer = self.typer
+        signed = tuple(getattr(typer, "signed_channels", (bool(typer.signed),) * self.n_channels))
+        m = check_memberships(typer.memberships(s), len(s), self.spec.names, signed)
+        keep = None
+        positions = np.asarray(s.positions, dtype=np.float64)
+        if len(exclude):
+            keep = ~np.isin(np.asarray(s.numbers), list(exclude))
+            positions = positions[keep]
+        box = self.box_for(positions, s.lattice)
+        if s.lattice is None and self._cube_side:
+            self._check_inside(positions, box)
+        return expand(m, s.positions, s.weights, keep), box
+
     def _check_inside(self, positions: np.ndarray, box: Box) -> None:
         lo = box.origin
         hi = box.origin + np.diag(box.axes)
@@ -234,6 +276,15 @@ class GridRecipe:
         :meth:`prepare` results, when already computed)."""
         if prepared is None:
             prepared = [self.prepare(s) for s in structures]
+        if self.typer is not None:
+            return Batch.from_structures(
+                [p.positions for p, _ in prepared],  # type: ignore[union-attr]
+                [box for _, box in prepared],
+                self.sigma,
+                channels=[p.channels for p, _ in prepared],  # type: ignore[union-attr]
+                n_channels=self.n_channels,
+                weights=[p.weights for p, _ in prepared],  # type: ignore[union-attr]
+            )
         atoms = [self.gridded_atoms(s) for s in structures]
         weighted = any(w is not None for _, w in atoms)
         return Batch.from_structures(
@@ -258,6 +309,8 @@ class GridRecipe:
         """Grids of ``structures``: (B, C, nx, ny, nz) float32, in one kernel call."""
         n = len(structures)
         grids = None
+        if n and self.typer is not None:
+            return render_batch(self.batch(structures), out, threads=threads, isa=isa)
         if n and not (self._view_side and any(s.lattice is not None for s in structures)):
             try:
                 pos = np.concatenate([s.positions for s in structures])
@@ -368,6 +421,12 @@ class GridRecipe:
         a, b, c for a crystal, ``weights`` (M,) (default 1), ``out`` a (C, nx, ny, nz)
         float32 array to fill.
         """
+        if self.typer is not None:
+            lattice = None if lattice is None else np.asarray(lattice, dtype=np.float64)
+            s = Structure(np.asarray(numbers), np.asarray(positions, dtype=np.float64), lattice)
+            s.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
+            target = None if out is None else out[np.newaxis]
+            return self.grid_structures([s], target, threads=threads, isa=isa)[0]
         if lattice is None:
             lattices = None
         else:

@@ -22,6 +22,7 @@ from .files import (
 from .records import (
     BAD_CELL,
     CANNOT_GRID,
+    CANNOT_TYPE,
     DIRECTORY,
     DISORDER,
     DISORDER_POLICIES,
@@ -49,6 +50,7 @@ from .registry import Reader, detect_format, format_from_name, formats, register
 __all__ = [
     "BAD_CELL",
     "CANNOT_GRID",
+    "CANNOT_TYPE",
     "DIRECTORY",
     "DISORDER",
     "DISORDER_POLICIES",

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..core.box import Box
-from ..core.channels import UnknownElementError
+from ..core.channels import TypingError, UnknownElementError
 from ..core.complexes import NotAComplexError
 from ..core.errors import ParameterError
 from ..core.recipe import GridRecipe, OutsideBoxError
@@ -51,6 +51,7 @@ CANNOT_GRID = "cannot grid"
 TOO_LARGE = "record too large"
 MODEL_NOT_KEPT = "model not kept"
 NO_RECEPTOR = "receptor unusable"
+CANNOT_TYPE = "cannot type"
 
 #: The largest record (and line) read, in characters of text (bytes, for ASCII files):
 #: a larger one is skipped to its end and rejected, so memory stays bounded whatever
@@ -96,6 +97,7 @@ class ReadOptions:
     # complexes (readers/complexes.py)
     receptor: str | None = None
     data_root: str | None = None
+    conformers: int = 1  #: SMILES: conformers per molecule, each one record (``conformer``)
 
     def __post_init__(self) -> None:
         if self.disorder not in DISORDER_POLICIES:
@@ -114,6 +116,8 @@ class ReadOptions:
                 f"max_record_bytes must be a positive number of bytes, got "
                 f"{self.max_record_bytes!r}"
             )
+        if not isinstance(self.conformers, int) or self.conformers < 1:
+            raise ValueError(f"conformers must be a positive integer, got {self.conformers!r}")
 
 
 class UnreadableDirectory(type(Path())):  # type: ignore[misc]
@@ -180,6 +184,7 @@ class RawRecord:
     text: str
     name: str = ""
     offset: int = 0
+    conformer: int | None = None  #: which conformer of a SMILES record (``conformers`` > 1)
 
 
 def reject(raw: RawRecord, reason: str, kind: str, name: str | None = None) -> Rejection:
@@ -272,10 +277,16 @@ def check_structure(s: Structure) -> Structure | Rejection:
     return s
 
 
-def prepare_structure(s: Structure, recipe: GridRecipe) -> tuple[np.ndarray, Box] | Rejection:
-    """(channel of each atom, box) of a parsed structure, or why it cannot be gridded."""
+def prepare_structure(
+    s: Structure, recipe: GridRecipe, exclude: tuple[int, ...] = ()
+) -> tuple[Any, Box] | Rejection:
+    """(channel of each atom, box) of a parsed structure — with a typed recipe, (its
+    particles, box), ``exclude`` the elements typed but not gridded —, or why it cannot
+    be gridded."""
     try:
-        return recipe.prepare(s)
+        return recipe.prepare(s, exclude) if exclude else recipe.prepare(s)
+    except TypingError as exc:
+        return Rejection(s.source, s.record, s.name, f"cannot type: {exc}", CANNOT_TYPE)
     except UnknownElementError as exc:
         return Rejection(s.source, s.record, s.name, str(exc), UNKNOWN_ELEMENT)
     except OutsideBoxError as exc:

@@ -133,6 +133,7 @@ class _ShardSink:
                 **tile_attributes(s),
                 "exclude": np.array([element_symbol(z) for z in s.exclude], dtype=STR_DTYPE),
                 "channels_auto": s.auto_channels,
+                **({"typer": s.recipe.typer.name} if s.recipe.typer is not None else {}),
             },
         )
         return ShardWriter(self.out / shard_name(k), meta, compression=s.codec)
@@ -473,7 +474,7 @@ def _run_slice(job: _Job, claim: SliceClaim, run: str, started: float) -> RunSum
             while len(pending) > max_pending or (pending and pending[0].done()):
                 sink.consume(pending.popleft().result())
 
-        items = _numbered_items(files, formats, inputs_meta)
+        items = _numbered_items(files, formats, inputs_meta, settings.read.conformers)
         skipped = 0
         while True:
             t = time.thread_time()
@@ -550,14 +551,17 @@ def _start_pool(n_workers: int) -> ProcessPoolExecutor:
 
 
 def _numbered_items(
-    files: Sequence[Path], formats: Sequence[str], meta: Sequence[dict[str, Any]]
+    files: Sequence[Path],
+    formats: Sequence[str],
+    meta: Sequence[dict[str, Any]],
+    conformers: int = 1,
 ) -> Iterator[tuple[int, RawRecord | Rejection, int]]:
     """(item number, raw record or rejection, bytes of input read) over every file."""
     number = 0
     base = 0
     for f, fmt, m in zip(files, formats, meta, strict=True):
         position = base
-        for item in iter_raw_records(f, fmt):
+        for item in iter_raw_records(f, fmt, conformers=conformers):
             if isinstance(item, RawRecord):
                 position = base + item.offset
             yield number, item, position

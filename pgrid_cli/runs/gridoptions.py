@@ -25,6 +25,7 @@ from ..readers import (
 from ..readers.properties import read_labels
 from ..readers.records import PDB_POLICIES
 from ..store.codec import GridCodec
+from ..typers import channel_typer, typer_names
 from .elements import (
     AUTO,
     channels_without,
@@ -96,6 +97,11 @@ class GridOptions:
     crystal_view : crystals: ``cell`` (one periodic unit cell, the default), ``cube:L`` (an
         axis-aligned cube of side L Å of the infinite periodic density, centred on the
         cell centre) or ``cube`` with ``spacing`` (L = grid_size × spacing)
+    channels may also name a typer (``pharmacophore``, ``xs``, docs/typing.md);
+    charge_channel : ``gasteiger`` or ``file``: a signed channel ``charge`` of partial
+        charges after the others (docs/typing.md)
+    conformers : SMILES: conformers per molecule (ETKDG v3, each seeded), each one record
+        with the property ``conformer`` 0 … K-1
     store : ``grids``, or ``structures``: shards of atoms, cells and provenance without
         grids (``content = "structures"``, docs/format.md §6), written at parser speed,
         to be gridded at training time (:class:`pgrid_cli.torch.StructureShardDataset`);
@@ -147,6 +153,9 @@ class GridOptions:
         """Whether records are receptor + ligand complexes."""
         return self.receptor is not None or self.center == "ligand"
 
+    charge_channel: str | None = None
+    conformers: int = 1
+
     def resolve(self) -> Settings:
         """Validate every option (ValueError with a specific message) → :class:`Settings`."""
         if self.center is not None and self.center not in CENTERS:
@@ -167,12 +176,33 @@ class GridOptions:
             view, size = None, grid_size
         exclude = excluded_numbers(self.exclude)
         # ``auto`` needs the inputs: grid_files resolves it; here a stand-in validates the rest
-        channels = channels_without(self.channels, exclude)
+        key = self.channels.strip().lower()
+        typed = key in typer_names() and key not in ("elements", "single")
+        channels = self.channels if typed else channels_without(self.channels, exclude)
+        typer = channel_typer(channels, self.charge_channel)
+        if typer is not None and self.store == "structures":
+            raise ParameterError(
+                "typed channels and charges ({channels}, {charge_channel}) need {store} grids: "
+                "structures shards keep no bonds"
+            )
+        if typer is not None and (
+            self.complex or tiles is not None or view or sized.view_choice() != "cell"
+        ):
+            raise ParameterError(
+                "typed channels and charges ({channels}, {charge_channel}) cannot yet be combined "
+                "with complexes, {tiles} or a cube {crystal_view}"
+            )
         if self.complex:
             recipe: GridRecipe = ComplexRecipe(size, self.sigma, channels, box, self.padding)
         else:
             recipe = GridRecipe(
-                size, self.sigma, channels, box, self.padding, view or sized.view_choice()
+                size,
+                self.sigma,
+                "single" if typer else channels,
+                box,
+                self.padding,
+                view or sized.view_choice(),
+                typer=typer,
             )
         # Workers allocate at least one grid: refuse a size over the cap before any work.
         check_memory((recipe.n_channels, *recipe.shape), "one grid")
@@ -191,6 +221,7 @@ class GridOptions:
             models=self.models,
             receptor=None if self.receptor is None else str(Path(self.receptor).resolve()),
             data_root=None if self.data_root is None else str(Path(self.data_root).resolve()),
+            conformers=_conformers(self.conformers),
         )
         labels = None
         if self.labels is not None:
@@ -331,7 +362,14 @@ class Settings:
             **{k: getattr(r, k) for k, v in PDB_POLICIES.items() if getattr(r, k) != v[0]},
             **({"receptor": r.receptor} if r.receptor else {}),
             **({"data_root": r.data_root} if r.data_root else {}),
+            **({"conformers": r.conformers} if r.conformers != 1 else {}),
         }
+
+
+def _conformers(k: object) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ParameterError(f"{{conformers}} must be a positive integer, got {k!r}")
+    return k
 
 
 def default_shard_size(shape: ShapeLike, n_channels: int, codec: GridCodec) -> int:

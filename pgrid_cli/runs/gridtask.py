@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.box import Box
 from ..core.kernel import render_batch
+from ..core.particles import Particles
 from ..core.recipe import GridRecipe
 from ..core.structure import Structure
 from ..readers import CANNOT_GRID, EMPTY, RawRecord, Rejection, parse_record, prepare_structure
@@ -101,7 +102,11 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
         if isinstance(gridded, Rejection):
             entries.append(gridded)
             continue
-        prepared = prepare_structure(gridded, recipe)
+        if recipe.typer is not None:  # typed with every atom, excluded ones not gridded
+            gridded = s
+            prepared = prepare_structure(s, recipe, settings.exclude)
+        else:
+            prepared = prepare_structure(gridded, recipe)
         if isinstance(prepared, Rejection):
             entries.append(prepared)
             continue
@@ -122,11 +127,11 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
             if entries[idx] is not None:
                 continue
             g = grids[k]
-            captured = recipe.captured(g, s)
+            captured = _captured(g, s, ready[k][2][0], recipe)
             codec.round(g)  # one structure at a time: its temporaries stay in cache
             notes = _notes(s, settings)
             entries[idx] = Gridded(
-                structure=originals[idx],
+                structure=replace(originals[idx], mol=None),  # the main process needs no Mol
                 box=box,
                 chunk=codec.encode(g) if codec.encodes_chunks else None,
                 grid=None if codec.encodes_chunks else g.astype(codec.np_dtype),
@@ -152,6 +157,20 @@ def _tile(ready, entries, originals, settings: Settings, result: TaskResult) -> 
             originals[idx], box, None, None, _notes(s, settings), captured, tiles
         )
     result.grid_s = time.process_time() - t1
+
+
+def _captured(g: np.ndarray, s: Structure, prepared: object, recipe: GridRecipe) -> float:
+    """Σ grid ÷ Σ weights of the structure (before rounding); with a typer, over its
+    unsigned channels only (a charge channel may sum to 0)."""
+    if isinstance(prepared, Particles):
+        signed = getattr(recipe.typer, "signed_channels", None)
+        if signed is None:
+            signed = (bool(recipe.typer.signed),) * recipe.n_channels
+        unsigned = ~np.asarray(signed, dtype=bool)
+        total = float(prepared.weights[unsigned[prepared.channels]].sum())
+        got = float(g[unsigned].sum(dtype=np.float64)) if total else 0.0
+        return got / total if total else 1.0
+    return recipe.captured(g, s)
 
 
 def _without(s: Structure, exclude: tuple[int, ...]) -> Structure | Rejection:
@@ -186,7 +205,7 @@ def parse_task(task: Task, settings: Settings) -> TaskResult:
         if isinstance(s, Rejection):
             entries.append(s)
         else:
-            entries.append(Parsed(s, _notes(s, settings)))
+            entries.append(Parsed(replace(s, mol=None), _notes(s, settings)))
     parse_s = time.process_time() - t0
     return TaskResult(task.shard, entries, task.bytes_end, parse_s=parse_s, first=task.first)
 

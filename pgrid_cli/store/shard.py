@@ -190,7 +190,7 @@ class Shard:
                 f"{self.path.name} holds receptor + ligand complex channels ({names[0]}, …), "
                 f"which are not element channels: read its grids with ShardDataset or h5py"
             )
-        return ChannelSpec(names)
+        return ChannelSpec.from_names(names)
 
     @property
     def grid_shape(self) -> tuple[int, int, int]:
