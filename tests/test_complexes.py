@@ -278,3 +278,65 @@ def test_a_molecule_beside_a_list_is_rejected_with_its_reason(pairs, tmp_path):
     assert summary.written == 2
     errors = (out / "errors.jsonl").read_text()
     assert "not a receptor + ligand complex" in errors and "a.sdf" in errors
+
+
+class _Counting:
+    """A typer that counts the structures it types (to see the receptor typed once)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name = inner.name
+        self.channels = inner.channels
+        self.signed = inner.signed
+        self.sizes: list[int] = []
+
+    def memberships(self, structure):
+        self.sizes.append(len(structure))
+        return self.inner.memberships(structure)
+
+
+def test_typed_complex_types_each_part_on_its_own_molecule(pairs):
+    from pgrid_cli.core.complexes import PARTS_KEY
+    from pgrid_cli.typers import get_typer
+
+    typer = _Counting(get_typer("pharmacophore"))
+    recipe = ComplexRecipe(48, 0.5, "single", "cube:24", typer=typer)
+    names = tuple(typer.channels)
+    assert recipe.spec.names == tuple(f"{p}:{n}" for p in ("receptor", "ligand") for n in names)
+    first, second = list(iter_records(pairs / "pairs.types"))[:2]
+    g = recipe.grid_structures([first], threads=1)[0]
+    _, box = recipe.prepare(first)
+    # truth: each part typed alone, its particles gridded by the float64 reference
+    c = len(names)
+    for k, part in enumerate(first.info[PARTS_KEY]):
+        m = np.asarray(typer.inner.memberships(part))
+        atom, chan = np.nonzero(m)
+        ref = reference_grid(
+            part.positions[atom], box, 0.5, channels=chan, n_channels=c, weights=m[atom, chan]
+        )
+        assert_allclose(g[k * c : (k + 1) * c], ref, atol=2e-6)
+    assert g[c:].sum() > 0 and g[:c].sum() > 0
+    # the receptor (shared by both lines) is typed once; each ligand once
+    recipe.grid_structures([second], threads=1)
+    n_rec = len(first.info[PARTS_KEY][0])
+    assert typer.sizes.count(n_rec) == 1
+    assert 0 < recipe.captured(g, first) <= 1.0 + 1e-6
+
+
+def test_cli_typed_complexes_with_a_charge_channel(pairs, tmp_path):
+    out = tmp_path / "typed"
+    args = ["grid", str(pairs / "pairs.types"), "-o", str(out), "--workers", "0", "-q"]
+    r = CliRunner().invoke(
+        app, [*args, "--channels", "pharmacophore", "--charge-channel", "gasteiger"]
+    )
+    assert r.exit_code == 0, r.output
+    shard = Shard(out / "shard-00000.h5")
+    try:
+        names = [str(c) for c in shard.file.attrs["channels"]]
+        assert names[0] == "receptor:donor" and "ligand:charge" in names
+        assert shard.file["grids"].shape == (2, len(names), 48, 48, 48)
+        # the ligand's charge channel sums to its formal charge (a neutral molecule: 0)
+        lig_charge = shard.file["grids"][0, names.index("ligand:charge")]
+        assert_allclose(lig_charge.sum(dtype=np.float64), 0.0, atol=1e-3)
+    finally:
+        shard.close()

@@ -16,9 +16,11 @@ it). :class:`ComplexRecipe` grids it:
   for molecules in a fixed cube); receptor atoms may lie anywhere.
 * **Channels**: :func:`assemble_channels` merges per-part channel memberships
   ((M_p, C_p) float64, weight of atom m in channel c) into one block-diagonal (M, ΣC_p)
-  matrix with prefixed names; today each part's membership is one-hot from a
-  :class:`~pgrid_cli.core.channels.ChannelSpec` (element channels). Any typer giving
-  memberships plugs in the same way.
+  matrix with prefixed names. Without a typer each part's membership is one-hot from a
+  :class:`~pgrid_cli.core.channels.ChannelSpec` (element channels); with one
+  (``ComplexRecipe(typer=...)``: ``pharmacophore``, ``xs``, charges, your own) each part is
+  typed on its own molecule — the reader keeps the parts (:data:`PARTS_KEY`) — and the
+  receptor's memberships are computed once per receptor and reused across its ligands.
 * **Receptor cropping** (exact): a receptor atom farther than the kernel's truncation
   radius (``TRUNC_SIGMAS`` σ = 6σ) outside the cube along some axis touches no voxel of
   it, so it is left out of the kernel call; the grid is identical (tested bit for bit).
@@ -34,8 +36,10 @@ import numpy as np
 
 from .. import _core
 from .box import Box, parse_box_kind
+from .channels import TypingError
 from .errors import ParameterError
 from .kernel import Batch, render_batch
+from .particles import check_memberships
 from .recipe import GridRecipe, OutsideBoxError
 from .structure import Structure
 
@@ -45,6 +49,23 @@ LIGAND_FLAG = "ligand"
 PARTS = ("receptor", "ligand")
 #: Where a complex's cube is centred (the only choice today).
 CENTERS = ("ligand",)
+#: ``Structure.info`` key of a complex's parts as read, ``(receptor, ligand)`` Structures
+#: with their RDKit molecules: what a typer types. Kept in the worker only (never stored).
+PARTS_KEY = "complex_parts"
+#: ``Structure.info`` key under which a part caches its memberships per typer.
+_TYPED_KEY = "_typed_memberships"
+
+
+def part_memberships(part: Structure, typer: Any) -> np.ndarray:
+    """(M_p, C) memberships of one part by ``typer``, cached on the part (a receptor read
+    once is typed once, however many ligands it is paired with)."""
+    cache = part.info.setdefault(_TYPED_KEY, {})
+    key = (getattr(typer, "name", ""), id(typer))
+    m = cache.get(key)  # type: ignore[union-attr]
+    if m is None:
+        m = np.asarray(typer.memberships(part), dtype=np.float64)
+        cache[key] = m  # type: ignore[index]
+    return m
 
 
 def ligand_center(positions: np.ndarray, numbers: np.ndarray) -> np.ndarray:
@@ -184,8 +205,11 @@ class ComplexRecipe(GridRecipe):
         lig = ligand_mask(structure)
         z = np.asarray(structure.numbers)
         n = self.part_spec.n_channels
-        rec_m = one_hot(self.part_spec.assign(z[~lig]), n)
-        lig_m = one_hot(self.part_spec.assign(z[lig]), n)
+        if self.typer is not None:
+            rec_m, lig_m = self._typed_parts(structure, lig)
+        else:
+            rec_m = one_hot(self.part_spec.assign(z[~lig]), n)
+            lig_m = one_hot(self.part_spec.assign(z[lig]), n)
         merged, _ = assemble_channels(
             [(PARTS[0], rec_m, self.part_spec.names), (PARTS[1], lig_m, self.part_spec.names)]
         )
@@ -194,7 +218,34 @@ class ComplexRecipe(GridRecipe):
         out[order] = merged
         return lig, out
 
-    def prepare(self, structure: Structure) -> tuple[Particles, Box]:  # type: ignore[override]
+    def _typed_parts(self, structure: Structure, lig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The typer's (receptor, ligand) memberships, checked, from the parts the reader
+        kept. Raises TypingError when they are missing or unusable."""
+        parts = structure.info.get(PARTS_KEY)
+        if parts is None:
+            raise TypingError(
+                "typed channels of a complex need its receptor and ligand molecules as read "
+                "(complexes from .types lists or with a receptor, not from structures shards)"
+            )
+        rec, ligand = parts  # type: ignore[misc]
+        if len(rec) != int((~lig).sum()) or len(ligand) != int(lig.sum()):
+            raise TypingError("the complex's parts do not match its atoms")
+        names = self.part_spec.names
+        signed = tuple(
+            getattr(self.typer, "signed_channels", (bool(self.typer.signed),) * len(names))
+        )
+        out = []
+        for label, part in zip(PARTS, (rec, ligand), strict=True):
+            try:
+                m = check_memberships(part_memberships(part, self.typer), len(part), names, signed)
+            except TypingError as exc:
+                raise TypingError(f"{label}: {exc}") from None
+            out.append(m)
+        return out[0], out[1]
+
+    def prepare(  # type: ignore[override]
+        self, structure: Structure, exclude: Sequence[int] = ()
+    ) -> tuple[Particles, Box]:
         """(the kernel's particles of the complex, box): receptor atoms that cannot reach
         the cube left out. Raises OutsideBoxError for ligand atoms far outside the cube.
 
@@ -208,7 +259,14 @@ class ComplexRecipe(GridRecipe):
             self._check_inside(pos[lig], box)
         except OutsideBoxError as exc:
             raise OutsideBoxError(f"ligand: {exc}") from None
-        return self.element_particles(structure, lig, lig | reaches(pos, box, self.sigma)), box
+        keep = lig | reaches(pos, box, self.sigma)
+        if len(exclude):  # typed with every atom, excluded elements not gridded
+            keep &= ~np.isin(np.asarray(structure.numbers), list(exclude))
+        if self.typer is None:
+            return self.element_particles(structure, lig, keep), box
+        _, m = self.memberships(structure)
+        m[~keep] = 0.0
+        return particles(m, structure.weights), box
 
     def element_particles(
         self, structure: Structure, lig: np.ndarray, keep: np.ndarray
@@ -279,9 +337,17 @@ class ComplexRecipe(GridRecipe):
         """Share of the ligand's weight in the ligand channels of ``grid`` (C, …)."""
         lig = ligand_mask(structure)
         w = np.ones(len(lig)) if structure.weights is None else np.asarray(structure.weights)
-        total = float(w[lig].sum())
         n = self.part_spec.n_channels
-        return float(grid[n:].sum(dtype=np.float64)) / total if total else 1.0
+        if self.typer is None:
+            total = float(w[lig].sum())
+            return float(grid[n:].sum(dtype=np.float64)) / total if total else 1.0
+        # typed: the ligand's unsigned channels against what its memberships put there
+        signed = getattr(self.typer, "signed_channels", (bool(self.typer.signed),) * n)
+        unsigned = ~np.asarray(signed, dtype=bool)
+        _, lig_m = self._typed_parts(structure, lig)
+        total = float((lig_m[:, unsigned] * w[lig][:, None]).sum())
+        got = float(grid[n:][unsigned].sum(dtype=np.float64))
+        return got / total if total else 1.0
 
 
 def reaches(positions: np.ndarray, box: Box, sigma: float) -> np.ndarray:

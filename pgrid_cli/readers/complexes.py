@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.complexes import PARTS_KEY
 from ..core.structure import Structure
 from .files import Lines, iter_records, source_bytes
 from .properties import ATOM_PROPERTIES, PROPERTIES, set_properties
@@ -190,6 +191,7 @@ def pair(
     kept.update(props or {})
     kept.update(receptor=receptor_path, ligand=ligand.source, ligand_record=ligand.record)
     set_properties(info, kept, per_atom)
+    info[PARTS_KEY] = (rec, ligand)  # for typed channels (core/complexes.py), never stored
     return Structure(
         np.concatenate([np.asarray(rec.numbers), np.asarray(ligand.numbers)]),
         np.concatenate([rec.positions, ligand.positions]),

@@ -185,15 +185,15 @@ class GridOptions:
                 "typed channels and charges ({channels}, {charge_channel}) need {store} grids: "
                 "structures shards keep no bonds"
             )
-        if typer is not None and (
-            self.complex or tiles is not None or view or sized.view_choice() != "cell"
-        ):
+        if typer is not None and (tiles is not None or view or sized.view_choice() != "cell"):
             raise ParameterError(
                 "typed channels and charges ({channels}, {charge_channel}) cannot yet be combined "
-                "with complexes, {tiles} or a cube {crystal_view}"
+                "with {tiles} or a cube {crystal_view}"
             )
         if self.complex:
-            recipe: GridRecipe = ComplexRecipe(size, self.sigma, channels, box, self.padding)
+            recipe: GridRecipe = ComplexRecipe(
+                size, self.sigma, "single" if typer else channels, box, self.padding, typer=typer
+            )
         else:
             recipe = GridRecipe(
                 size,

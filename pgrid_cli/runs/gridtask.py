@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core.box import Box
+from ..core.complexes import PARTS_KEY
 from ..core.kernel import render_batch
 from ..core.particles import Particles
 from ..core.recipe import GridRecipe
@@ -131,7 +132,7 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
             codec.round(g)  # one structure at a time: its temporaries stay in cache
             notes = _notes(s, settings)
             entries[idx] = Gridded(
-                structure=replace(originals[idx], mol=None),  # the main process needs no Mol
+                structure=_for_writer(originals[idx]),  # the main process needs no Mol
                 box=box,
                 chunk=codec.encode(g) if codec.encodes_chunks else None,
                 grid=None if codec.encodes_chunks else g.astype(codec.np_dtype),
@@ -173,6 +174,15 @@ def _captured(g: np.ndarray, s: Structure, prepared: object, recipe: GridRecipe)
     return recipe.captured(g, s)
 
 
+def _for_writer(s: Structure) -> Structure:
+    """``s`` as the main process writes it: no RDKit Mol, no complex parts (their
+    molecules are for typing in this worker; pickling them back would cost more)."""
+    info = s.info
+    if PARTS_KEY in info:
+        info = {k: v for k, v in info.items() if k != PARTS_KEY}
+    return replace(s, mol=None, info=info)
+
+
 def _without(s: Structure, exclude: tuple[int, ...]) -> Structure | Rejection:
     """``s`` without the atoms of the ``exclude`` elements (what is gridded)."""
     if not exclude:
@@ -205,7 +215,7 @@ def parse_task(task: Task, settings: Settings) -> TaskResult:
         if isinstance(s, Rejection):
             entries.append(s)
         else:
-            entries.append(Parsed(replace(s, mol=None), _notes(s, settings)))
+            entries.append(Parsed(_for_writer(s), _notes(s, settings)))
     parse_s = time.process_time() - t0
     return TaskResult(task.shard, entries, task.bytes_end, parse_s=parse_s, first=task.first)
 
