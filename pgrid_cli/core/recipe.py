@@ -27,6 +27,7 @@ import numpy as np
 from .. import _core
 from .box import Box, ShapeLike, normalize_shape, parse_box_kind
 from .channels import ChannelSpec
+from .energy import EnergySpec
 from .kernel import (
     Batch,
     _check_out,
@@ -69,6 +70,10 @@ class GridRecipe:
         bounding box) or ``cube:L`` (a fixed cube of side L Å). Crystals use their cell.
     padding : float
         Å added around the atoms for ``fit`` and ``tight``.
+    energy : EnergySpec or str or dict, optional
+        An energy channel (``lj:<probe>``) appended after the density channels by
+        ``pgrid grid`` (:mod:`pgrid_cli.core.energy`); the ``grid*`` methods here return
+        the density channels only, :func:`pgrid_cli.core.energy.lj_grid` the energy one.
 
     Raises ValueError (naming the parameter) when any of them is unusable.
     """
@@ -78,6 +83,7 @@ class GridRecipe:
     channels: Any = "elements"
     box: str = "fit"
     padding: float = 2.0
+    energy: Any = None
     spec: ChannelSpec = field(init=False, repr=False, compare=False)
     _cube_side: float = field(init=False, repr=False, compare=False)
     # What the native per-call path needs, computed once: element → channel (int32,
@@ -112,6 +118,9 @@ class GridRecipe:
         if not (np.isfinite(padding) and padding >= 0):
             raise ValueError(f"padding must be a non-negative length in Å, got {self.padding!r}")
         set_(self, "padding", padding)
+        if self.energy is not None and not isinstance(self.energy, EnergySpec):
+            e = self.energy
+            set_(self, "energy", EnergySpec(**e) if isinstance(e, dict) else EnergySpec(str(e)))
         set_(self, "_outside_limit", OUTSIDE_SIGMAS * self.sigma if side else -1.0)
         set_(self, "_grid_shape", (spec.n_channels, *self.grid_size))  # type: ignore[misc]
         set_(self, "_grid_bytes", 4 * math.prod(self._grid_shape))
@@ -126,15 +135,24 @@ class GridRecipe:
     def n_channels(self) -> int:
         return self.spec.n_channels
 
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """Every channel of a stored grid: the density channels, then the energy one."""
+        extra = (self.energy.channel,) if self.energy is not None else ()
+        return (*self.spec.names, *extra)
+
     def parameters(self) -> dict[str, Any]:
         """The values that determine a grid (JSON-friendly; stored with every shard)."""
-        return {
+        out = {
             "grid_shape": list(self.shape),
             "sigma": self.sigma,
             "channels": list(self.spec.names),
             "box": self.box,
             "padding": self.padding,
         }
+        if self.energy is not None:
+            out["energy"] = self.energy.parameters()
+        return out
 
     # ------------------------------------------------------------------ structures → grids
     def box_for(self, positions: Any, lattice: Any = None) -> Box:

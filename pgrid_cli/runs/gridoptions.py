@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..core.box import Box, ShapeLike, normalize_shape
+from ..core.energy import DEFAULT_CUTOFF, DEFAULT_MAX_ENERGY, DEFAULT_TEMPERATURE, EnergySpec
 from ..core.errors import ParameterError
 from ..core.kernel import check_memory
 from ..core.recipe import GridRecipe
@@ -84,6 +85,10 @@ class GridOptions:
     cif_tags : CIF data items kept as properties (names, or one comma-separated string)
     labels, labels_key : a table (.csv or .parquet) of properties joined to the records
         by ``name`` or by ``source,record`` (docs/grid.md, "Properties")
+    energy, probe, energy_cutoff, energy_max, energy_transform, temperature : an energy
+        channel (``energy="lj"``) appended after the density channels, see
+        :class:`pgrid_cli.core.energy.EnergySpec` (probe, cutoff Å, clip K, ``none`` or
+        ``boltzmann``, T in K); ``energy=None``: none
     store : ``grids``, or ``structures``: shards of atoms, cells and provenance without
         grids (``content = "structures"``, docs/format.md §6), written at parser speed,
         to be gridded at training time (:class:`pgrid_cli.torch.StructureShardDataset`);
@@ -110,6 +115,26 @@ class GridOptions:
     embed_seed: int = 0
     embed: bool = False
     store: str = "grids"
+    # the energy channel (docs/energy.md); None: no energy channel
+    energy: str | None = None
+    probe: str = "CH4"
+    energy_cutoff: float = DEFAULT_CUTOFF
+    energy_max: float = DEFAULT_MAX_ENERGY
+    energy_transform: str = "none"
+    temperature: float = DEFAULT_TEMPERATURE
+
+    def energy_spec(self) -> EnergySpec | None:
+        """The validated energy channel of the options (None without ``energy``)."""
+        if self.energy is None or str(self.energy).strip().lower() in ("", "none"):
+            return None
+        return EnergySpec(
+            self.energy,
+            self.probe,
+            self.energy_cutoff,
+            self.energy_max,
+            self.energy_transform,
+            self.temperature,
+        )
 
     def resolve(self) -> Settings:
         """Validate every option (ValueError with a specific message) → :class:`Settings`."""
@@ -117,7 +142,9 @@ class GridOptions:
         exclude = excluded_numbers(self.exclude)
         # ``auto`` needs the inputs: grid_files resolves it; here a stand-in validates the rest
         channels = channels_without(self.channels, exclude)
-        recipe = GridRecipe(self.grid_size, self.sigma, channels, box, self.padding)
+        recipe = GridRecipe(
+            self.grid_size, self.sigma, channels, box, self.padding, self.energy_spec()
+        )
         # Workers allocate at least one grid: refuse a size over the cap before any work.
         check_memory((recipe.n_channels, *recipe.shape), "one grid")
         codec = GridCodec.parse(self.compression, self.dtype, self.lossless)
@@ -249,5 +276,3 @@ def default_shard_size(shape: ShapeLike, n_channels: int, codec: GridCodec) -> i
         if n >= m * exp:
             return int(min(m * exp, 100_000))
     return 1
-
-

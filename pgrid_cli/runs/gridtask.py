@@ -19,6 +19,7 @@ from ..core.kernel import render_batch
 from ..core.recipe import GridRecipe
 from ..core.structure import Structure
 from ..readers import CANNOT_GRID, EMPTY, RawRecord, Rejection, parse_record, prepare_structure
+from .gridenergy import append_energy
 
 if TYPE_CHECKING:
     from .grid import Settings
@@ -110,6 +111,9 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
     result = TaskResult(task.shard, [], task.bytes_end, parse_s=t1 - t0, first=task.first)
     if ready:
         grids, failed = _render(ready, recipe, settings.threads)
+        n_density = grids.shape[1]
+        if recipe.energy is not None:  # one more channel: lj:<probe> (runs/gridenergy.py)
+            grids, failed = append_energy(grids, ready, recipe, settings.threads, failed)
         for idx, s, reason in failed:
             entries[idx] = Rejection(s.source, s.record, s.name, reason, CANNOT_GRID)
         t2 = time.process_time()
@@ -119,7 +123,7 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
                 continue
             g = grids[k]
             total = float(np.sum(s.weights)) if s.weights is not None else float(len(s))
-            captured = float(g.sum(dtype=np.float64)) / total if total else 1.0
+            captured = float(g[:n_density].sum(dtype=np.float64)) / total if total else 1.0
             codec.round(g)  # one structure at a time: its temporaries stay in cache
             notes = _notes(s, settings)
             entries[idx] = Gridded(

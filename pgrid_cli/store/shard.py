@@ -184,7 +184,9 @@ class Shard:
     @property
     def channels(self) -> ChannelSpec:
         self._require_grids("grids (no channels)")
-        return ChannelSpec([str(c) for c in plain(self.file.attrs["channels"])])
+        names = [str(c) for c in plain(self.file.attrs["channels"])]
+        # Computed channels (``lj:CH4``, docs/format.md §6) follow the density ones.
+        return ChannelSpec([c for c in names if ":" not in c])
 
     @property
     def grid_shape(self) -> tuple[int, int, int]:
