@@ -28,6 +28,7 @@ def ten_molecules(tmp_path_factory: pytest.TempPathFactory):
 SCRIPTS = {
     "bench_kernel.py": ["--molecules", "{mols}", "--repeat", "1"],
     "bench_pipeline.py": ["--records", "200", "--grid-size", "16", "--workers", "0"],
+    "bench_energy.py": ["--atoms", "20", "--sizes", "8", "--repeat", "1"],
     "bench_invert.py": ["--data", "{mols}", "--molecules", "2", "--shape", "24"],
     "bench_dataloader.py": [
         "--molecules",

@@ -10,10 +10,12 @@ symbol gives that element's UFF parameters as the probe. ``transform="boltzmann"
 exp(−E/T) instead (T in K). The sum runs in float64 in the native core
 (``pgrid/energy.hpp``: cell lists, SIMD, threads)::
 
+    from pgrid_cli import GridRecipe, Structure
     from pgrid_cli.core.energy import EnergySpec, lj_grid
 
     spec = EnergySpec(probe="CH4", cutoff=12.0)
-    e = lj_grid(structure, GridRecipe(grid_size=32), spec)   # (32, 32, 32) float32, K
+    molecule = Structure(numbers, positions)                 # (M,) Z, (M, 3) Å
+    e = lj_grid(molecule, GridRecipe(grid_size=32), spec)    # (32, 32, 32) float32, K
 
 See docs/energy.md.
 """
