@@ -12,8 +12,9 @@ methane probe, 12 Å cutoff, every periodic image within it. Times are medians o
 shared machine:
 
 * pgrid with every core (the default) and with one thread, on each instruction set;
-* the NumPy brute force (float64, every image within the cutoff, chunks of points) — the
-  test suite's reference; its largest relative difference to pgrid is printed;
+* the NumPy brute force (float64, every image within the cutoff, chunks of points; one
+  run, up to ``--numpy-max`` = 32³ by default: it scales with the points) — the test
+  suite's reference; its largest relative difference to pgrid is printed;
 * ParticleGrid's ``CrystalParams.LJ_Grid(N)`` (its own UFF table and H probe, no cutoff,
   values capped at 1e6; single-threaded), run in its interpreter on the same cell.
 """
@@ -84,8 +85,9 @@ def numpy_lj(points, positions, sig, eps, lattice, cutoff, chunk=2048):
     return out
 
 
-def timed(fn, repeat: int) -> float:
-    fn()  # warm-up
+def timed(fn, repeat: int, warm: bool = True) -> float:
+    if warm:
+        fn()
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cutoff", type=float, default=12.0)
     ap.add_argument(
-        "--numpy-max", type=int, default=64, help="largest N timed with the NumPy brute force"
+        "--numpy-max", type=int, default=32, help="largest N timed with the NumPy brute force"
     )
     ap.add_argument("--particlegrid-python", help="an interpreter that imports ParticleGrid")
     ap.add_argument("--json", type=Path, help="write the figures here too")
@@ -170,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                     spec.grid_box(positions, numbers, box, lattice, threads=threads, isa=isa)
 
                 row[key] = timed(run, args.repeat)
+                print(f"# {n}³ {key}: {row[key] * 1e3:.1f} ms", file=sys.stderr, flush=True)
         if n <= args.numpy_max:
             pts = box.voxel_centers().reshape(-1, 3)
             ref: list[np.ndarray] = []
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             def brute(pts=pts, ref=ref):
                 ref[:] = [numpy_lj(pts, positions, sig, eps, lattice, args.cutoff)]
 
-            row["numpy brute force"] = timed(brute, 1 if n > 32 else args.repeat)
+            row["numpy brute force (1 run)"] = timed(brute, 1, warm=False)
             got = spec.grid_box(positions, numbers, box, lattice).reshape(-1)
             err = np.abs(got - ref[0]) / np.maximum(np.abs(ref[0]), 1.0)
             row["max relative difference pgrid vs numpy"] = float(err.max())

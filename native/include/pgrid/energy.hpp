@@ -25,9 +25,9 @@ inline constexpr double kMaxLjClip = 1e30;
 /// Farthest an atom or a grid point may be from the origin per axis, Angstrom.
 inline constexpr double kMaxLjDistance = 1e9;
 /// Most atom images (atoms and lattice translations within the cutoff of the grid's
-/// bounding box) one call may hold: 2^25 images use ~1.3 GB; a cell whose heights are
+/// bounding box) one call may hold: 2^23 images use ~0.75 GB; a cell whose heights are
 /// much smaller than the cutoff is rejected rather than enumerated.
-inline constexpr std::int64_t kMaxLjImages = std::int64_t{1} << 25;
+inline constexpr std::int64_t kMaxLjImages = std::int64_t{1} << 23;
 
 struct EnergyInput {
     const double* positions = nullptr;  ///< (M, 3) Cartesian, Angstrom
