@@ -365,6 +365,7 @@ def test_cli_round_trip(tmp_path: Path) -> None:
     recipe = GridRecipe(
         8, channels="single", energy=EnergySpec(probe="Ar", cutoff=10, max_energy=2000)
     )
+    assert EnergySpec.from_attribute(shard.attrs["energy"]) == recipe.energy
     for i in range(2):
         rec = shard[i]
         s = Structure(rec.numbers, rec.positions, rec.box.axes if rec.box.periodic else None)
@@ -374,6 +375,19 @@ def test_cli_round_trip(tmp_path: Path) -> None:
         assert_allclose(
             rec.grid[0], recipe.grid(s.positions, s.numbers, lattice=s.lattice)[0], atol=1e-6
         )
+
+
+def test_shard_dataset_recipe_keeps_the_energy(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from pgrid_cli.torch import ShardDataset
+
+    write(tmp_path / "nacl.cif", bulk("NaCl", "rocksalt", a=5.64, cubic=True))
+    args = ["grid", str(tmp_path / "nacl.cif"), "-o", str(tmp_path / "o"), "--grid-size", "8",
+            "--energy", "lj", "--energy-transform", "boltzmann", "--temperature", "77"]  # fmt: skip
+    assert CliRunner().invoke(app, args).exit_code == 0
+    recipe = ShardDataset(tmp_path / "o").recipe
+    assert recipe.energy == EnergySpec(transform="boltzmann", temperature=77)
+    assert recipe.channel_names[-1] == "lj:CH4" and "lj:CH4" not in recipe.spec.names
 
 
 def test_cli_rejects_bad_energy_options(tmp_path: Path) -> None:

@@ -339,6 +339,19 @@ class EnergySpec:
             },
         }
 
+    @classmethod
+    def from_attribute(cls, text: str) -> EnergySpec:
+        """The spec of a shard's ``energy`` attribute (inverse of :meth:`attribute`)."""
+        d = json.loads(text)
+        return cls(
+            d["kind"],
+            Probe(d["probe"]["name"], d["probe"]["sigma"], d["probe"]["epsilon"]),
+            d["cutoff"],
+            d["max_energy"],
+            d["transform"],
+            d["temperature"],
+        )
+
     def attribute(self, elements: Iterable[int] = ()) -> str:
         """:meth:`parameters` as the JSON text of the shard attribute ``energy``."""
         return json.dumps(self.parameters(elements), sort_keys=True)
