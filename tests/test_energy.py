@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ase.build import bulk, molecule
-from ase.io import write
+from ase.io import read, write
 from numpy.testing import assert_allclose, assert_array_equal
 from typer.testing import CliRunner
 
@@ -388,6 +388,21 @@ def test_shard_dataset_recipe_keeps_the_energy(tmp_path: Path) -> None:
     recipe = ShardDataset(tmp_path / "o").recipe
     assert recipe.energy == EnergySpec(transform="boltzmann", temperature=77)
     assert recipe.channel_names[-1] == "lj:CH4" and "lj:CH4" not in recipe.spec.names
+
+
+def test_invert_reads_the_density_channels_of_an_energy_shard(tmp_path: Path) -> None:
+    water = molecule("H2O")
+    write(tmp_path / "water.xyz", water)
+    out = tmp_path / "o"
+    grid = ["grid", str(tmp_path / "water.xyz"), "-o", str(out), "--energy", "lj"]
+    assert CliRunner().invoke(app, grid).exit_code == 0
+    res = CliRunner().invoke(app, ["invert", str(out), "-o", str(tmp_path / "inv.xyz")])
+    assert res.exit_code == 0, res.output
+    back = read(tmp_path / "inv.xyz")
+    assert sorted(back.get_chemical_symbols()) == ["H", "H", "O"]
+    order = np.argsort(back.numbers, kind="stable")
+    ref = np.argsort(water.numbers, kind="stable")
+    assert_allclose(back.positions[order][-1], water.positions[ref][-1], atol=1e-3)  # the O
 
 
 def test_cli_rejects_bad_energy_options(tmp_path: Path) -> None:
