@@ -405,6 +405,22 @@ def test_invert_reads_the_density_channels_of_an_energy_shard(tmp_path: Path) ->
     assert_allclose(back.positions[order][-1], water.positions[ref][-1], atol=1e-3)  # the O
 
 
+def test_a_structure_without_energy_is_rejected_not_lost(tmp_path: Path) -> None:
+    """An element beyond UFF's table (Og) is a rejection with its reason; the others of
+    the task are written."""
+    og = "2\n\nOg 0 0 0\nC 2 0 0\n"
+    water = "3\n\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n"
+    (tmp_path / "two.xyz").write_text(og + water)
+    out = tmp_path / "o"
+    args = ["grid", str(tmp_path / "two.xyz"), "-o", str(out), "--grid-size", "8"]
+    args += ["--energy", "lj"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert len(Shard(out / "shard-00000.h5")) == 1
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert len(errors) == 1 and "no UFF parameters" in errors[0]["reason"]
+
+
 def test_cli_rejects_bad_energy_options(tmp_path: Path) -> None:
     write(tmp_path / "nacl.cif", bulk("NaCl", "rocksalt", a=5.64, cubic=True))
     res = CliRunner().invoke(
