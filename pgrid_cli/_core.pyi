@@ -91,3 +91,21 @@ def shuffle4(data: npt.NDArray[np.float32], out: npt.NDArray[np.uint8], isa: str
 def unshuffle4(
     data: npt.NDArray[np.uint8], out: npt.NDArray[np.float32], isa: str = ""
 ) -> None: ...
+
+# Lennard-Jones energy grids (pgrid/energy.hpp): fills out (nx, ny, nz) with E in K at
+# origin + i*steps[0] + j*steps[1] + k*steps[2]; lattice None is an open boundary.
+LJ_MAX_IMAGES: int
+
+def lj_energy_grid(
+    positions: npt.NDArray[np.float64],
+    sigmas: npt.NDArray[np.float64],
+    epsilons: npt.NDArray[np.float64],
+    lattice: npt.NDArray[np.float64] | None,
+    origin: npt.NDArray[np.float64],
+    steps: npt.NDArray[np.float64],
+    cutoff: float,
+    max_energy: float,
+    out: npt.NDArray[np.float32],
+    threads: int = 0,
+    isa: str = "",
+) -> None: ...

@@ -32,6 +32,7 @@ SCRIPTS = {
     "bench_complexes.py": ["--molecules", "{mols}", "--repeat", "1", "--receptor-atoms", "500"],
     "bench_pipeline.py": ["--records", "200", "--grid-size", "16", "--workers", "0"],
     "bench_smiles.py": ["--molecules", "6", "--grid-size", "16", "--workers", "0", "--relax"],
+    "bench_energy.py": ["--atoms", "20", "--sizes", "8", "--repeat", "1"],
     "bench_invert.py": ["--data", "{mols}", "--molecules", "2", "--shape", "24"],
     "bench_dataloader.py": [
         "--molecules",

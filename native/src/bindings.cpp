@@ -14,6 +14,7 @@
 
 #include "build_info.hpp"
 #include "pgrid/codec.hpp"
+#include "pgrid/energy.hpp"
 #include "pgrid/grid.hpp"
 
 namespace py = pybind11;
@@ -396,6 +397,55 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("data"), py::arg("out"), py::arg("isa") = "",
         "Inverse of shuffle4: HDF5-shuffled bytes (4n,) uint8 into float32 out (n,).");
+
+    // ---------------------------------------------------------------- Lennard-Jones grids
+    m.def(
+        "lj_energy_grid",
+        [](const py::array& positions, const py::array& sigmas, const py::array& epsilons,
+           const py::object& lattice, const py::array& origin, const py::array& steps,
+           const py::object& cutoff, const py::object& max_energy, py::array out,
+           const py::object& threads, const std::string& isa) {
+            pgrid::Options opt;
+            opt.threads = threads_arg(threads);
+            require<double>(positions, "positions", {-1, 3});
+            const py::ssize_t m = positions.shape(0);
+            require<double>(sigmas, "sigmas", {m});
+            require<double>(epsilons, "epsilons", {m});
+            require<double>(origin, "origin", {3});
+            require<double>(steps, "steps", {3, 3});
+            require<float>(out, "out", {-1, -1, -1}, true);
+            pgrid::EnergyInput in;
+            in.positions = static_cast<const double*>(positions.data());
+            in.sigmas = static_cast<const double*>(sigmas.data());
+            in.epsilons = static_cast<const double*>(epsilons.data());
+            in.n_atoms = m;
+            if (!lattice.is_none()) {
+                const auto arr = py::reinterpret_borrow<py::array>(lattice);
+                require<double>(arr, "lattice", {3, 3});
+                in.lattice = static_cast<const double*>(arr.data());
+            }
+            const auto* o = static_cast<const double*>(origin.data());
+            const auto* st = static_cast<const double*>(steps.data());
+            for (int d = 0; d < 3; ++d) {
+                in.origin[d] = o[d];
+                for (int e = 0; e < 3; ++e) in.steps[d][e] = st[3 * d + e];
+                if (out.shape(d) < 1 || out.shape(d) > pgrid::kMaxAxisVoxels)
+                    value_error("out has shape ", shape_str(out),
+                                ": every extent must be between 1 and ", pgrid::kMaxAxisVoxels);
+                in.shape[d] = static_cast<int>(out.shape(d));
+            }
+            in.cutoff = float_arg(cutoff, "cutoff");
+            in.max_energy = float_arg(max_energy, "max_energy");
+            opt.isa = isa_from(isa);
+            float* dst = static_cast<float*>(out.mutable_data());
+            py::gil_scoped_release release;
+            pgrid::lj_energy_grid(in, dst, opt);
+        },
+        py::arg("positions"), py::arg("sigmas"), py::arg("epsilons"), py::arg("lattice"),
+        py::arg("origin"), py::arg("steps"), py::arg("cutoff"), py::arg("max_energy"),
+        py::arg("out"), py::arg("threads") = 0, py::arg("isa") = "",
+        "Fill out (nx, ny, nz) float32 with Lennard-Jones energies in K (see pgrid/energy.hpp).");
+    m.attr("LJ_MAX_IMAGES") = pgrid::kMaxLjImages;
 
     m.def("supported_isas", [] {
         std::vector<std::string> out;

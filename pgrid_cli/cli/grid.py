@@ -21,6 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ..core.energy import DEFAULT_CUTOFF, DEFAULT_MAX_ENERGY, DEFAULT_TEMPERATURE
 from ..runs.grid import CAPTURE_WARNING, COARSE_NOTE, GridOptions, grid_files
 from ..runs.summary import Progress as RunProgress
 from ..runs.summary import RunSummary
@@ -131,6 +132,30 @@ def grid_cli(
             metavar="M",
         ),
     ] = 0,
+    # ---- the energy channel (docs/energy.md)
+    energy: Annotated[
+        str | None,
+        typer.Option(
+            help="Append an energy channel: lj (Lennard-Jones, UFF framework, K) at the "
+            "voxel centres; crystals include every image within the cutoff.",
+            show_default=False,
+        ),
+    ] = None,
+    probe: Annotated[
+        str, typer.Option(help="Energy probe: CH4 (TraPPE united atom) or an element (UFF).")
+    ] = "CH4",
+    energy_cutoff: Annotated[
+        float, typer.Option(help="Energy pair cutoff.", metavar="Å")
+    ] = DEFAULT_CUTOFF,
+    energy_max: Annotated[
+        float, typer.Option(help="Energies above this are stored as it (clip).", metavar="K")
+    ] = DEFAULT_MAX_ENERGY,
+    energy_transform: Annotated[
+        str, typer.Option(help="none (E in K) or boltzmann (exp(-E/T)).")
+    ] = "none",
+    temperature: Annotated[
+        float, typer.Option(help="T of the Boltzmann transform.", metavar="K")
+    ] = DEFAULT_TEMPERATURE,
     dtype: Annotated[str, typer.Option(help="Grid storage: float32 or float16.")] = "float32",
     compression: Annotated[
         str,
@@ -347,6 +372,12 @@ def grid_cli(
             center=center,
             charge_channel=charge_channel,
             conformers=conformers,
+            energy=energy,
+            probe=probe,
+            energy_cutoff=energy_cutoff,
+            energy_max=energy_max,
+            energy_transform=energy_transform,
+            temperature=temperature,
         )
         options.resolve()  # bad options fail before any file is touched
         bar = _ProgressBar(enabled=not (quiet or json_out) and err_console.is_terminal)

@@ -34,6 +34,7 @@ from .. import _core
 from .box import Box, ShapeLike, normalize_shape, parse_box_kind
 from .channels import ChannelSpec
 from .crystalview import CubeWindow, cube_window, parse_crystal_view
+from .energy import EnergySpec
 from .kernel import (
     Batch,
     _check_out,
@@ -83,6 +84,10 @@ class GridRecipe:
     typer : a :class:`pgrid_cli.typers.Typer` or None
         Chemistry-typed channels (its ``channels`` and ``memberships``) instead of
         ``channels``; get one with :func:`pgrid_cli.typers.get_typer`.
+    energy : EnergySpec or str or dict, optional
+        An energy channel (``lj:<probe>``) appended after the density channels by
+        ``pgrid grid`` (:mod:`pgrid_cli.core.energy`); the ``grid*`` methods here return
+        the density channels only, :func:`pgrid_cli.core.energy.lj_grid` the energy one.
 
     Raises ValueError (naming the parameter) when any of them is unusable.
     """
@@ -94,6 +99,7 @@ class GridRecipe:
     padding: float = 2.0
     crystal_view: str = "cell"
     typer: Any = None
+    energy: Any = None
     spec: ChannelSpec = field(init=False, repr=False, compare=False)
     _cube_side: float = field(init=False, repr=False, compare=False)
     # What the native per-call path needs, computed once: element → channel (int32,
@@ -131,6 +137,9 @@ class GridRecipe:
         if not (np.isfinite(padding) and padding >= 0):
             raise ValueError(f"padding must be a non-negative length in Å, got {self.padding!r}")
         set_(self, "padding", padding)
+        if self.energy is not None and not isinstance(self.energy, EnergySpec):
+            e = self.energy
+            set_(self, "energy", EnergySpec(**e) if isinstance(e, dict) else EnergySpec(str(e)))
         set_(self, "_outside_limit", OUTSIDE_SIGMAS * self.sigma if side else -1.0)
         set_(self, "_grid_shape", (spec.n_channels, *self.grid_size))  # type: ignore[misc]
         set_(self, "_grid_bytes", 4 * math.prod(self._grid_shape))
@@ -152,8 +161,10 @@ class GridRecipe:
 
     @property
     def channel_names(self) -> tuple[str, ...]:
-        """The channel names, in channel order (element channels or the typer's)."""
-        return self.spec.names
+        """Every channel of a stored grid: the density channels (element channels or the
+        typer's), then the energy one."""
+        extra = (self.energy.channel,) if self.energy is not None else ()
+        return (*self.spec.names, *extra)
 
     def parameters(self) -> dict[str, Any]:
         """The values that determine a grid (JSON-friendly; stored with every shard)."""
@@ -168,6 +179,8 @@ class GridRecipe:
         }
         if self.typer is not None:
             out["typer"] = str(self.typer.name)
+        if self.energy is not None:
+            out["energy"] = self.energy.parameters()
         return out
 
     def captured(self, grid: np.ndarray, structure: Structure) -> float:

@@ -160,7 +160,11 @@ class ShardGrids:
                 problems.append("no channels attribute")
             else:
                 try:
-                    channels = ChannelSpec([str(c) for c in names])
+                    # a computed channel (``lj:CH4``, docs/energy.md) follows the density ones
+                    density = [str(c) for c in names]
+                    if attrs.get("energy") is not None:
+                        density = density[:-1]
+                    channels = ChannelSpec(density)
                 except ValueError as exc:
                     problems.append(f"bad channel list ({exc})")
             problem = f"{shard.path.name}: {', '.join(problems)}" if problems else None
@@ -193,6 +197,8 @@ class ShardGrids:
                     item.ref_weights = item.ref_weights[keep]
             item.box = shard.box(j)
             item.grid = shard.grid(j)
+            if channels is not None:  # the density channels only
+                item.grid = item.grid[: channels.n_channels]
         except (KeyError, ValueError) as exc:
             item.error = f"{shard.path.name}: cannot read structure {j} ({exc})"
             return item

@@ -111,6 +111,7 @@ class _ShardSink:
         self._shard = -1
         self._items = 0  #: input records of the open shard (its ``n_items``)
         self.labels: LabelTable | None = None  #: properties joined by key (``labels``)
+        self._elements: set[int] = set()  #: atomic numbers gridded in the open shard
 
     def _open(self, k: int) -> ShardWriter:
         s = self.settings
@@ -119,7 +120,7 @@ class _ShardSink:
             return ShardWriter(self.out / shard_name(k), ShardMeta.structures(self.command, extra))
         meta = ShardMeta(
             sigma=s.recipe.sigma,
-            channels=s.recipe.spec.names,
+            channels=s.recipe.channel_names,
             grid_shape=s.recipe.shape,
             box=s.recipe.box,
             padding=s.recipe.padding,
@@ -142,7 +143,11 @@ class _ShardSink:
         w = self._writer
         if w is None:
             return
-        path = w.close({"n_items": self._items})
+        attrs: dict[str, object] = {"n_items": self._items}
+        if self.settings.recipe.energy is not None:  # parameters used (docs/format.md §6)
+            attrs["energy"] = self.settings.recipe.energy.attribute(self._elements)
+            self._elements = set()
+        path = w.close(attrs)
         self._writer = None
         self.summary.shards_written += 1
         self.summary.bytes_written += path.stat().st_size
@@ -183,6 +188,11 @@ class _ShardSink:
             self._append_tiles(writer, ids, done)
         elif done:
             structures = [d.structure for d in done]
+            if self.settings.recipe.energy is not None:
+                gone = self.settings.exclude  # the energy sees the gridded atoms
+                self._elements.update(
+                    int(z) for d in done for z in np.unique(d.structure.numbers) if z not in gone
+                )
             args = ([d.box for d in done], *_columns(structures))
             more = {
                 "captured": [d.captured for d in done],  # of the kernel's grid, unrounded

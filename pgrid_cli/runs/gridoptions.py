@@ -14,6 +14,7 @@ import numpy as np
 
 from ..core.box import Box, ShapeLike, normalize_shape
 from ..core.complexes import CENTERS, ComplexRecipe
+from ..core.energy import DEFAULT_CUTOFF, DEFAULT_MAX_ENERGY, DEFAULT_TEMPERATURE, EnergySpec
 from ..core.errors import ParameterError
 from ..core.kernel import check_memory
 from ..core.recipe import GridRecipe
@@ -102,6 +103,10 @@ class GridOptions:
         charges after the others (docs/typing.md)
     conformers : SMILES: conformers per molecule (ETKDG v3, each seeded), each one record
         with the property ``conformer`` 0 … K-1
+    energy, probe, energy_cutoff, energy_max, energy_transform, temperature : an energy
+        channel (``energy="lj"``) appended after the density channels, see
+        :class:`pgrid_cli.core.energy.EnergySpec` (probe, cutoff Å, clip K, ``none`` or
+        ``boltzmann``, T in K); ``energy=None``: none
     store : ``grids``, or ``structures``: shards of atoms, cells and provenance without
         grids (``content = "structures"``, docs/format.md §6), written at parser speed,
         to be gridded at training time (:class:`pgrid_cli.torch.StructureShardDataset`);
@@ -155,6 +160,26 @@ class GridOptions:
 
     charge_channel: str | None = None
     conformers: int = 1
+    # the energy channel (docs/energy.md); None: no energy channel
+    energy: str | None = None
+    probe: str = "CH4"
+    energy_cutoff: float = DEFAULT_CUTOFF
+    energy_max: float = DEFAULT_MAX_ENERGY
+    energy_transform: str = "none"
+    temperature: float = DEFAULT_TEMPERATURE
+
+    def energy_spec(self) -> EnergySpec | None:
+        """The validated energy channel of the options (None without ``energy``)."""
+        if self.energy is None or str(self.energy).strip().lower() in ("", "none"):
+            return None
+        return EnergySpec(
+            self.energy,
+            self.probe,
+            self.energy_cutoff,
+            self.energy_max,
+            self.energy_transform,
+            self.temperature,
+        )
 
     def resolve(self) -> Settings:
         """Validate every option (ValueError with a specific message) → :class:`Settings`."""
@@ -190,9 +215,18 @@ class GridOptions:
                 "typed channels and charges ({channels}, {charge_channel}) cannot yet be combined "
                 "with {tiles} or a cube {crystal_view}"
             )
+        energy = self.energy_spec()
+        if energy is not None and tiles is not None:
+            raise ParameterError("{energy} cannot yet be combined with {tiles}")
         if self.complex:
             recipe: GridRecipe = ComplexRecipe(
-                size, self.sigma, "single" if typer else channels, box, self.padding, typer=typer
+                size,
+                self.sigma,
+                "single" if typer else channels,
+                box,
+                self.padding,
+                typer=typer,
+                energy=energy,
             )
         else:
             recipe = GridRecipe(
@@ -203,6 +237,7 @@ class GridOptions:
                 self.padding,
                 view or sized.view_choice(),
                 typer=typer,
+                energy=energy,
             )
         # Workers allocate at least one grid: refuse a size over the cap before any work.
         check_memory((recipe.n_channels, *recipe.shape), "one grid")

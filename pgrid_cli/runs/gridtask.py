@@ -21,6 +21,7 @@ from ..core.particles import Particles
 from ..core.recipe import GridRecipe
 from ..core.structure import Structure
 from ..readers import CANNOT_GRID, EMPTY, RawRecord, Rejection, parse_record, prepare_structure
+from .gridenergy import append_energy
 from .gridtiles import TileRecord, tile_records
 
 if TYPE_CHECKING:
@@ -120,6 +121,9 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
         _tile(ready, entries, originals, settings, result)
     elif ready:
         grids, failed = _render(ready, recipe, settings.threads)
+        n_density = grids.shape[1]
+        if recipe.energy is not None:  # one more channel: lj:<probe> (runs/gridenergy.py)
+            grids, failed = append_energy(grids, ready, recipe, settings.threads, failed)
         for idx, s, reason in failed:
             entries[idx] = Rejection(s.source, s.record, s.name, reason, CANNOT_GRID)
         t2 = time.process_time()
@@ -128,7 +132,7 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
             if entries[idx] is not None:
                 continue
             g = grids[k]
-            captured = _captured(g, s, ready[k][2][0], recipe)
+            captured = _captured(g[:n_density], s, ready[k][2][0], recipe)
             codec.round(g)  # one structure at a time: its temporaries stay in cache
             notes = _notes(s, settings)
             entries[idx] = Gridded(

@@ -185,7 +185,11 @@ class Shard:
     def channels(self) -> ChannelSpec:
         self._require_grids("grids (no channels)")
         names = [str(c) for c in plain(self.file.attrs["channels"])]
-        if any(":" in n for n in names):  # receptor:C, ligand:C, … (core/complexes.py)
+        # A computed channel (``lj:CH4``, docs/format.md §6) follows the density ones.
+        energy = self.file.attrs.get("energy")
+        if energy is not None:
+            names = names[: len(names) - 1]
+        if any(n.startswith(("receptor:", "ligand:")) for n in names):  # core/complexes.py
             raise ValueError(
                 f"{self.path.name} holds receptor + ligand complex channels ({names[0]}, …), "
                 f"which are not element channels: read its grids with ShardDataset or h5py"

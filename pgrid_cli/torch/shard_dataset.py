@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..core.energy import EnergySpec
 from ..core.recipe import GridRecipe
 from ..readers.records import Rejection
 from ..store.shard import Shard, ShardSet
@@ -130,7 +131,9 @@ class ShardDataset(Dataset):
             grid_size=self.grid_shape[1:],
             box=str(self.attrs.get("box", "fit")),
             padding=float(self.attrs.get("padding", 2.0)),
-            channels=",".join(self.channels),
+            # the density channels; a computed one (``lj:CH4``, last) is the recipe's energy
+            channels=",".join(self.channels[:-1] if self.attrs.get("energy") else self.channels),
+            energy=EnergySpec.from_attribute(e) if (e := self.attrs.get("energy")) else None,
         )
 
     def _target_values(self, shard: Shard, j: int | slice) -> np.ndarray:
