@@ -253,5 +253,3 @@ def default_shard_size(shape: ShapeLike, n_channels: int, codec: GridCodec) -> i
         if n >= m * exp:
             return int(min(m * exp, 100_000))
     return 1
-
-

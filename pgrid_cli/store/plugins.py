@@ -83,7 +83,9 @@ def encode(compression: str, level: int, arr: np.ndarray) -> bytes:
     return bytes(schunk.to_cframe())
 
 
-def decode(compression: str, data: bytes, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+def decode(
+    compression: str, data: bytes, shape: tuple[int, ...], dtype: np.dtype[Any]
+) -> np.ndarray:
     """The grid of a chunk written by :func:`encode` (or by the filter itself)."""
     if compression == "lz4":
         raw = np.frombuffer(_lz4_decode(data), np.uint8)

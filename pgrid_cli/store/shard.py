@@ -33,7 +33,6 @@ from ..core.channels import ChannelSpec
 from ..core.structure import Structure
 from ..readers.records import Rejection
 from .codec import ZSTD_FILTER, load_zstd_filter, zstd_decompressor
-from .plugins import PLUGIN_COMPRESSIONS, load_plugins
 from .layout import (
     CAPTURED,
     FORMAT,
@@ -53,6 +52,7 @@ from .layout import (
     shard_index,
     shard_name,
 )
+from .plugins import PLUGIN_COMPRESSIONS, load_plugins
 from .properties import (
     ATOM_PROPERTIES,
     ID,
