@@ -86,7 +86,8 @@ def encode(compression: str, level: int, arr: np.ndarray) -> bytes:
 def decode(
     compression: str, data: bytes, shape: tuple[int, ...], dtype: np.dtype[Any]
 ) -> np.ndarray:
-    """The grid of a chunk written by :func:`encode` (or by the filter itself)."""
+    """The grid of a chunk written by :func:`encode` (HDF5's Blosc2 filter itself writes
+    B2ND frames, whose block order differs: those are read through h5py)."""
     if compression == "lz4":
         raw = np.frombuffer(_lz4_decode(data), np.uint8)
         size = dtype.itemsize
