@@ -108,6 +108,7 @@ def test_pgrid_grid_shards_verify_and_pgrid_info_shows_the_codec(tmp_path, compr
 
 def test_plugin_levels():
     assert GridCodec.parse("blosc2-lz4").level == 5
+    assert GridCodec.parse("blosc2-zstd-bitshuffle").level == 1
     assert GridCodec.parse("blosc2-zstd:9").level == 9
     with pytest.raises(ValueError, match="blosc2-lz4 level must be 1-9"):
         GridCodec.parse("blosc2-lz4:10")

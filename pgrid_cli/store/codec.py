@@ -119,7 +119,8 @@ class GridCodec:
     @classmethod
     def parse(cls, compression: str, dtype: str = "float32", lossless: bool = False) -> GridCodec:
         """From CLI options: ``gzip``, ``gzip:6``, ``zstd``, ``zstd:3`` (levels), ``lzf``,
-        ``none``, ``lz4``, ``blosc2-lz4``, ``blosc2-zstd:3`` (levels 1-9, default 5), and
+        ``none``, ``lz4``, ``blosc2-lz4``, ``blosc2-zstd:3`` (levels 1-9; default 5 for LZ4, 1
+        for Zstd), and
         the ``-bitshuffle`` variants of the two Blosc2 ones."""
         name, _, level = compression.strip().lower().partition(":")
         if level and name not in LEVELS:
@@ -127,7 +128,8 @@ class GridCodec:
                 f"only gzip, zstd and blosc2-* take a level (gzip:1 … gzip:9, zstd:1 … "
                 f"zstd:22, blosc2-lz4:1 … blosc2-lz4:9), got {compression!r}"
             )
-        default = plugins.BLOSC2_LEVEL if name in plugins.BLOSC2 else DEFAULT_LEVEL
+        blosc2 = plugins.BLOSC2.get(name)
+        default = plugins.BLOSC2_LEVEL[blosc2[0]] if blosc2 else DEFAULT_LEVEL
         try:
             lvl = int(level) if level else default
         except ValueError:

@@ -37,8 +37,9 @@ BLOSC2 = {
     "blosc2-zstd-bitshuffle": ("zstd", "bitshuffle"),
 }
 PLUGIN_COMPRESSIONS = ("lz4", *BLOSC2)
-#: Default Blosc2 compression level (Blosc2's own default; levels are 1-9).
-BLOSC2_LEVEL = 5
+#: Default Blosc2 compression level by codec (levels are 1-9): the fastest on density grids
+#: (docs/benchmarks.md, "Storage codecs"); LZ4's size hardly changes with the level.
+BLOSC2_LEVEL = {"lz4": 5, "zstd": 1}
 #: What readers need, for the shard attributes and ``pgrid info``.
 READER_NOTE = "readers need hdf5plugin: `import hdf5plugin` before h5py opens the shard"
 
