@@ -119,7 +119,7 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
                 continue
             g = grids[k]
             total = float(np.sum(s.weights)) if s.weights is not None else float(len(s))
-            captured = float(g.sum(dtype=np.float64)) / total if total else 1.0
+            captured = _grid_sum(g) / total if total else 1.0
             codec.round(g)  # one structure at a time: its temporaries stay in cache
             notes = _notes(s, settings)
             entries[idx] = Gridded(
@@ -134,6 +134,14 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
         result.encode_s = time.process_time() - t2
     result.entries = [e for e in entries if e is not None]
     return result
+
+
+def _grid_sum(g: np.ndarray) -> float:
+    """Σ of a (C, nx, ny, nz) float32 grid: float32 sums of each (ny, nz) plane (numpy's
+    pairwise summation, relative error ≲ 1e-6 for these non-negative values, ~1e-8 in
+    practice) added in float64 — a fifth of the time of a float64 sum of every value."""
+    rows = g.reshape(g.shape[0] * g.shape[1], -1) if g.ndim >= 2 else g.reshape(1, -1)
+    return float(rows.sum(axis=1).sum(dtype=np.float64))
 
 
 def _without(s: Structure, exclude: tuple[int, ...]) -> Structure | Rejection:
