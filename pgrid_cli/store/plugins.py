@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import struct
+import threading
 from typing import Any
 
 import numpy as np
@@ -80,8 +81,9 @@ def encode(compression: str, level: int, arr: np.ndarray) -> bytes:
     import blosc2
 
     chunk = blosc2.compress2(arr, **_cparams(compression, int(level), arr.dtype.itemsize))
-    schunk.update_chunk(0, chunk)
-    return bytes(schunk.to_cframe())
+    with _FRAME_LOCK:  # one reused frame per process: threads take turns
+        schunk.update_chunk(0, chunk)
+        return bytes(schunk.to_cframe())
 
 
 def decode(
@@ -109,6 +111,9 @@ def _cparams(compression: str, level: int, typesize: int) -> dict[str, Any]:
     flt = blosc2.Filter.BITSHUFFLE if kind == "bitshuffle" else blosc2.Filter.SHUFFLE
     codec = blosc2.Codec.LZ4 if cname == "lz4" else blosc2.Codec.ZSTD
     return {"codec": codec, "clevel": level, "filters": [flt], "typesize": typesize, "nthreads": 1}
+
+
+_FRAME_LOCK = threading.Lock()
 
 
 @functools.cache
