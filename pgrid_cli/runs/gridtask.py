@@ -119,13 +119,14 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
                 continue
             g = grids[k]
             total = float(np.sum(s.weights)) if s.weights is not None else float(len(s))
-            captured = _grid_sum(g) / total if total else 1.0
+            g_sum = _grid_sum(g)
+            captured = g_sum / total if total else 1.0
             codec.round(g)  # one structure at a time: its temporaries stay in cache
             notes = _notes(s, settings)
             entries[idx] = Gridded(
                 structure=originals[idx],
                 box=box,
-                chunk=codec.encode(g) if codec.encodes_chunks else None,
+                chunk=codec.encode(g, g_sum) if codec.encodes_chunks else None,
                 grid=None if codec.encodes_chunks else g.astype(codec.np_dtype),
                 notes=notes,
                 captured=captured,
