@@ -23,11 +23,12 @@ ALLOWED: dict[str, set[str]] = {
     "readers": {"core"},
     "store": {"core", "readers"},
     "invert": {"core", "readers", "store"},
-    "runs": {"core", "readers", "store", "invert"},
+    "typers": {"core", "readers"},
+    "runs": {"core", "readers", "store", "invert", "typers"},
     "plot": {"core", "readers", "store"},
     "export": {"core", "readers", "store"},
-    "torch": {"core", "readers", "store"},
-    "cli": {"core", "readers", "store", "invert", "runs", "plot", "export"},
+    "torch": {"core", "readers", "store", "typers"},
+    "cli": {"core", "readers", "store", "invert", "runs", "plot", "export", "typers"},
 }
 
 

@@ -27,7 +27,11 @@ def ten_molecules(tmp_path_factory: pytest.TempPathFactory):
 
 SCRIPTS = {
     "bench_kernel.py": ["--molecules", "{mols}", "--repeat", "1"],
+    # the libmolgrid side runs when its venv exists (/work/scratch/peers/mg), else it is
+    # reported "not available"
+    "bench_complexes.py": ["--molecules", "{mols}", "--repeat", "1", "--receptor-atoms", "500"],
     "bench_pipeline.py": ["--records", "200", "--grid-size", "16", "--workers", "0"],
+    "bench_smiles.py": ["--molecules", "6", "--grid-size", "16", "--workers", "0", "--relax"],
     "bench_invert.py": ["--data", "{mols}", "--molecules", "2", "--shape", "24"],
     "bench_dataloader.py": [
         "--molecules",

@@ -102,7 +102,10 @@ def test_nothing_written_exits_3(tmp_path):
         (["--compression", "zip"], "unknown compression"),
         (["--dtype", "float64"], "float32 or float16"),
         (["--disorder", "drop"], "unknown disorder policy"),
-        (["--format", "pdb"], "unknown format 'pdb'"),
+        (["--format", "pdbqt"], "unknown format 'pdbqt'"),
+        (["--waters", "maybe"], "--waters must be one of drop, keep"),
+        (["--center", "receptor"], "--center must be one of ligand"),
+        (["--center", "ligand", "--box", "tight"], "--box of a receptor + ligand complex must"),
         (["--shard-index", "3", "--num-shards", "2"], "--shard-index must be in 0..1"),
         (["--workers", "-2"], "Invalid value for '--workers': Input should be greater"),
         (["--threads", "0"], "--threads must be at least 1"),
@@ -117,9 +120,9 @@ def test_bad_inputs_and_output_directories(tmp_path):
     assert_one_line_error(
         pgrid("grid", tmp_path / "nope.sdf", "-o", tmp_path / "o"), 2, "no such file or directory"
     )
-    (tmp_path / "a.pdb").write_text("")
+    (tmp_path / "a.pdbqt").write_text("")
     assert_one_line_error(
-        pgrid("grid", tmp_path / "a.pdb", "-o", tmp_path / "o"), 2, "use --format"
+        pgrid("grid", tmp_path / "a.pdbqt", "-o", tmp_path / "o"), 2, "use --format"
     )
     out = tmp_path / "used"
     out.mkdir()

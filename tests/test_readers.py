@@ -107,12 +107,12 @@ def test_detect_format(name, fmt):
 def test_detect_format_override_and_errors():
     assert detect_format("whatever.txt", "extxyz") == "xyz"
     assert detect_format("a.xyz", "SDF") == "sdf"
-    with pytest.raises(ValueError, match=r"cannot tell the format of a\.pdb"):
-        detect_format("a.pdb")
+    with pytest.raises(ValueError, match=r"cannot tell the format of a\.pdbqt"):
+        detect_format("a.pdbqt")
     with pytest.raises(ValueError, match="cannot tell the format"):
         detect_format("archive.gz")
-    with pytest.raises(ValueError, match="unknown format 'pdb'"):
-        detect_format("a.xyz", "pdb")
+    with pytest.raises(ValueError, match="unknown format 'pdbqt'"):
+        detect_format("a.xyz", "pdbqt")
 
 
 def test_expand_inputs_directories_globs_and_order(tmp_path):

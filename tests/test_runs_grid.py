@@ -631,7 +631,7 @@ def test_bad_options_fail_before_any_work(tmp_path):
         (GridOptions(compression="bz2"), "unknown compression"),
         (GridOptions(dtype="int8"), "float32 or float16"),
         (GridOptions(disorder="drop"), "unknown disorder policy"),
-        (GridOptions(format="pdb"), "unknown format"),
+        (GridOptions(format="pdbqt"), "unknown format"),
         (GridOptions(shard_size=0), "shard_size must be at least 1"),
     ]:
         with pytest.raises(ValueError, match=msg):

@@ -3,6 +3,7 @@ bad SMILES rejected, the same shards for any number of workers."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,31 @@ def test_embed_turns_2d_sdf_records_into_3d(tmp_path):
         assert s.info["properties"]  # the record's tags, kept
     again = list(iter_records(path, options=ReadOptions(embed=True)))
     assert all(np.array_equal(a.positions, b.positions) for a, b in zip(items, again, strict=True))
+
+
+def test_conformers_are_records_identical_for_any_worker_count(tmp_path):
+    """`--conformers 3`: three records per molecule (property conformer 0, 1, 2; the same
+    source and record index), each its own seeded embedding: the same coordinates with 1
+    or 2 workers, conformer 0 that of a run without conformers, the others different."""
+    path = tmp_path / "mols.smi"
+    path.write_text(SMI)
+    runs = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        opts = GridOptions(grid_size=12, conformers=3, shard_size=4)
+        s = grid_files([path], out, opts, workers=workers)
+        assert (s.written, s.rejected) == (9, 3)  # the invalid SMILES: once per conformer
+        runs.append(list(ShardSet(out)))
+    for a, b in zip(*runs, strict=True):
+        assert_array_equal(a.positions, b.positions)
+        assert_array_equal(a.grid, b.grid)
+    recs = runs[0]
+    assert [r.properties["conformer"] for r in recs] == [0, 1, 2] * 3
+    assert [r.record for r in recs] == [0, 0, 0, 1, 1, 1, 3, 3, 3]
+    para = recs[:3]
+    for other in para[1:]:
+        assert not np.allclose(other.positions, para[0].positions, atol=0.05)
+    single = next(iter(iter_records(path)))
+    assert_allclose(para[0].positions, single.positions, atol=1e-12)
+    errors = [json.loads(x) for x in (tmp_path / "w1" / "errors.jsonl").read_text().splitlines()]
+    assert [e["reason"][:12] for e in errors] == ["conformer 0:", "conformer 1:", "conformer 2:"]

@@ -159,4 +159,3 @@ def _root(
     ] = False,
 ) -> None:
     """Exact, fast 3D Gaussian density grids of molecules and crystals for deep learning."""
-

@@ -55,30 +55,36 @@ STRICT = options.strict("Exit 1 when any record was rejected.")
 
 @app.command("grid", epilog=EPILOG)
 def grid_cli(
-    inputs: Annotated[
-        list[str],
-        typer.Argument(
-            help="Input files, directories (searched recursively) or glob patterns: "
-            ".xyz/.extxyz (ASE), .sdf/.mol (RDKit), .cif, POSCAR/CONTCAR/.vasp and pymatgen "
-            ".json (pymatgen), optionally .gz.",
-            show_default=False,
-        ),
-    ],
     out: Annotated[
         Path,
         typer.Option("--out", "-o", help="Output directory for the shards.", show_default=False),
     ],
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Input files, directories (searched recursively) or glob patterns: "
+            ".xyz/.extxyz (ASE), .sdf/.mol (RDKit), .cif, POSCAR/CONTCAR/.vasp and pymatgen "
+            ".json (pymatgen), .pdb/.ent (gemmi), .mol2 (RDKit), .types receptor + ligand "
+            "lists, optionally .gz. May be empty with --receptor/--ligand.",
+            show_default=False,
+        ),
+    ] = None,
     grid_size: Annotated[
-        str, typer.Option("--grid-size", help="Voxels per axis: N or NX,NY,NZ.")
-    ] = "32",
+        str | None,
+        typer.Option(
+            "--grid-size",
+            help="Voxels per axis: N or NX,NY,NZ (default 32; 48 for complexes).",
+            show_default=False,
+        ),
+    ] = None,
     sigma: Annotated[
         float, typer.Option(help="Gaussian standard deviation of every atom.", metavar="Å")
     ] = 0.5,
     channels: Annotated[
         str,
         typer.Option(
-            help="single, elements, auto (one per element in the inputs) or a list such as "
-            "C,H,N,O,* ."
+            help="single, elements, auto (one per element in the inputs), a list such as "
+            "C,H,N,O,*, or a typer: pharmacophore, xs (docs/typing.md)."
         ),
     ] = "elements",
     exclude: Annotated[
@@ -96,11 +102,35 @@ def grid_cli(
         float | None,
         typer.Option(
             help="Voxel edge for molecules: a fixed cube of grid-size × spacing Å around each "
-            "(instead of --box).",
+            "(instead of --box); for crystals with --crystal-view cube.",
             metavar="Å",
             show_default=False,
         ),
     ] = None,
+    crystal_view: Annotated[
+        str,
+        typer.Option(
+            help="Crystals: cell (one periodic unit cell), cube:L (an axis-aligned cube of L Å "
+            "of the infinite periodic density, centred on the cell centre) or cube (with "
+            "--spacing: L = grid-size × spacing)."
+        ),
+    ] = "cell",
+    tiles: Annotated[
+        int | None,
+        typer.Option(
+            help="Cut each structure, gridded at --spacing, into tiles of N³ focus voxels "
+            "(one record each; --grid-size is then unused).",
+            metavar="N",
+            show_default=False,
+        ),
+    ] = None,
+    context: Annotated[
+        int,
+        typer.Option(
+            help="With --tiles: voxels of true surrounding density on every side of a tile.",
+            metavar="M",
+        ),
+    ] = 0,
     dtype: Annotated[str, typer.Option(help="Grid storage: float32 or float16.")] = "float32",
     compression: Annotated[
         str,
@@ -160,6 +190,22 @@ def grid_cli(
             help="Embed 2D SDF/mol records in 3D as SMILES are, instead of rejecting them.",
         ),
     ] = False,
+    charge_channel: Annotated[
+        str | None,
+        typer.Option(
+            help="Add a signed channel 'charge' of partial charges: gasteiger (RDKit) or file "
+            "(the record's own charges; docs/typing.md).",
+            show_default=False,
+        ),
+    ] = None,
+    conformers: Annotated[
+        int,
+        typer.Option(
+            help="SMILES: grid K conformers per molecule (ETKDG v3, each seeded), records "
+            "with the property conformer = 0 … K-1.",
+            metavar="K",
+        ),
+    ] = 1,
     recursive: Annotated[
         bool, typer.Option("--recursive/--no-recursive", help="Search directories recursively.")
     ] = True,
@@ -206,6 +252,51 @@ def grid_cli(
             "one after the other (implies --resume; as one job or a small array).",
         ),
     ] = False,
+    # --- PDB/mol2 policies and receptor + ligand complexes (readers/pdb.py, core/complexes.py)
+    receptor: Annotated[
+        Path | None,
+        typer.Option(
+            help="Receptor file: grid every ligand record with it, as a complex.",
+            show_default=False,
+        ),
+    ] = None,
+    ligand: Annotated[
+        list[str] | None,
+        typer.Option(help="Ligand file (repeatable), paired with --receptor.", show_default=False),
+    ] = None,
+    data_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory that relative paths in .types lists are relative to "
+            "(default: the list file's directory).",
+            show_default=False,
+        ),
+    ] = None,
+    center: Annotated[
+        str | None,
+        typer.Option(
+            help="ligand: grid complexes in a cube (--box cube:L, default cube:24 "
+            "at 48³) centred on the ligand; implied by --receptor and .types inputs.",
+            show_default=False,
+        ),
+    ] = None,
+    waters: Annotated[str, typer.Option(help="PDB waters: drop or keep.")] = "drop",
+    altlocs: Annotated[
+        str,
+        typer.Option(
+            help="PDB alternate locations: highest-occupancy (ties: first), first, "
+            "or all (weighted by occupancy)."
+        ),
+    ] = "highest-occupancy",
+    hydrogens: Annotated[
+        str, typer.Option(help="PDB/mol2 hydrogens: keep, drop or add (RDKit).")
+    ] = "keep",
+    hetatm: Annotated[
+        str, typer.Option(help="PDB HETATM residues other than waters: keep or drop.")
+    ] = "keep",
+    models: Annotated[
+        str, typer.Option(help="PDB models: first, or all (one record each).")
+    ] = "first",
     workers: WORKERS = None,
     threads: Annotated[
         int | None, typer.Option(help="Kernel threads in all (default: one per core).")
@@ -219,8 +310,13 @@ def grid_cli(
     Every input record ends in exactly one shard or in OUT/errors.jsonl with its reason.
     """
     with user_errors():
+        inputs = [*(inputs or []), *(ligand or [])]
+        if ligand and receptor is None:
+            fail("--ligand needs --receptor (or list pairs in a .types file)")
+        if not inputs:
+            fail("no inputs: give files, or --receptor R --ligand L")
         options = GridOptions(
-            grid_size=parse_grid_size(grid_size),
+            grid_size=None if grid_size is None else parse_grid_size(grid_size),
             sigma=sigma,
             channels=channels,
             box=box,
@@ -240,6 +336,19 @@ def grid_cli(
             embed_seed=embed_seed,
             embed=embed,
             store=store,
+            crystal_view=crystal_view,
+            tiles=tiles,
+            context=context,
+            waters=waters,
+            altlocs=altlocs,
+            hydrogens=hydrogens,
+            hetatm=hetatm,
+            models=models,
+            receptor=receptor,
+            data_root=data_root,
+            center=center,
+            charge_channel=charge_channel,
+            conformers=conformers,
         )
         options.resolve()  # bad options fail before any file is touched
         bar = _ProgressBar(enabled=not (quiet or json_out) and err_console.is_terminal)

@@ -46,7 +46,8 @@ FORMAT = Annotated[
     typer.Option(
         "--format",
         help="Read every input as this format (default: from its name): "
-        + ", ".join(formats()) + ".",
+        + ", ".join(formats())
+        + ".",
         metavar="FORMAT",
     ),
 ]

@@ -35,6 +35,10 @@ class UnknownElementError(ValueError):
         )
 
 
+class TypingError(ValueError):
+    """A structure that a channel typer cannot type (rejected as ``cannot type``)."""
+
+
 def element_symbol(z: int) -> str:
     """Chemical symbol of atomic number ``z`` (``X`` for 0 / unknown)."""
     return _Z_TO_SYMBOL[z] if 0 < z < len(_Z_TO_SYMBOL) else "X"
@@ -59,12 +63,13 @@ class ChannelSpec:
         once), or the single name ``"all"`` for one channel holding every atom.
     """
 
-    __slots__ = ("_lookup", "_names")
+    __slots__ = ("_lookup", "_names", "_typed")
 
     def __init__(self, names: Sequence[str]) -> None:
         names = [str(n).strip() for n in names]
         if not names:
             raise ValueError("a channel set needs at least one channel")
+        self._typed = False
         self._lookup = np.full(len(_Z_TO_SYMBOL), -1, dtype=np.int32)
         if names == [SINGLE]:
             self._lookup[:] = 0
@@ -102,6 +107,34 @@ class ChannelSpec:
             raise ValueError(f"no channels in {text!r}: use single, elements or e.g. C,H,N,O,*")
         return cls(parts)
 
+    @classmethod
+    def named(cls, names: Sequence[str]) -> ChannelSpec:
+        """The channels of a typer (``donor``, ``C_H``, ``charge`` …): names only, no
+        element assignment (a typer, :mod:`pgrid_cli.typers`, puts atoms in them), so
+        :meth:`assign` raises. Shards of typed channels read back as such a spec."""
+        spec = cls([SINGLE])
+        names = tuple(str(n) for n in names)
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"typed channel names must be distinct and not empty: {names}")
+        spec._names = names
+        spec._lookup = np.full(len(_Z_TO_SYMBOL), -1, dtype=np.int32)
+        spec._typed = True
+        return spec
+
+    @classmethod
+    def from_names(cls, names: Sequence[str]) -> ChannelSpec:
+        """The spec of stored channel names: element channels when they are, else
+        :meth:`named` (typed channels)."""
+        try:
+            return cls([str(n) for n in names])
+        except ValueError:
+            return cls.named(names)
+
+    @property
+    def typed(self) -> bool:
+        """Channels filled by a typer (:meth:`named`), not by element."""
+        return self._typed
+
     @property
     def names(self) -> tuple[str, ...]:
         """Channel names, in channel order."""
@@ -113,7 +146,7 @@ class ChannelSpec:
 
     @property
     def is_single(self) -> bool:
-        return self._names == (SINGLE,)
+        return self._names == (SINGLE,) and not self._typed
 
     def describe(self) -> str:
         return "the single channel" if self.is_single else f"channels {','.join(self._names)}"
@@ -121,8 +154,11 @@ class ChannelSpec:
     def assign(self, numbers: Any) -> np.ndarray:
         """(M,) int32 channel of each atom, from atomic numbers (M,).
 
-        Raises :class:`UnknownElementError` naming the elements that have no channel.
+        Raises :class:`UnknownElementError` naming the elements that have no channel, and
+        ValueError for typed channels (:meth:`named`).
         """
+        if self._typed:
+            raise ValueError(f"typed channels {','.join(self._names)} are not assigned by element")
         z = np.asarray(numbers, dtype=np.int64).reshape(-1)
         bad = (z < 1) | (z >= len(self._lookup))
         chans = np.full(z.shape, -1, dtype=np.int32)
@@ -135,10 +171,14 @@ class ChannelSpec:
     def element_of_channel(self, c: int, default: str = "X") -> str:
         """Element symbol a channel stands for (``default`` for ``all`` and ``*``)."""
         name = self._names[c]
-        return default if name in (SINGLE, CATCH_ALL) else name
+        return default if self._typed or name in (SINGLE, CATCH_ALL) else name
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ChannelSpec) and self._names == other._names
+        return (
+            isinstance(other, ChannelSpec)
+            and self._names == other._names
+            and self._typed == other._typed
+        )
 
     def __hash__(self) -> int:
         return hash(self._names)

@@ -12,7 +12,13 @@ PyTorch datasets, ``pgrid bench`` and the inversion's checks::
     grids = recipe.grid_structures(structures)    # (B, 11, 32, 32, 32), one kernel call
 
 Crystals (a structure with a lattice) are gridded over their unit cell whatever the box
-policy; molecules in the box the policy puts around them.
+policy (``crystal_view="cell"``), or over an axis-aligned cube of side L Å of their
+infinite periodic density (``crystal_view="cube:L"``, :mod:`pgrid_cli.core.crystalview`);
+molecules in the box the policy puts around them.
+
+With a ``typer`` (:mod:`pgrid_cli.typers`: ``pharmacophore``, ``xs``, charges, your own)
+the channels are the typer's and each atom goes into the channels the typer gives it, with
+a weight per channel (:mod:`~pgrid_cli.core.particles`); ``channels`` is then unused.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import numpy as np
 from .. import _core
 from .box import Box, ShapeLike, normalize_shape, parse_box_kind
 from .channels import ChannelSpec
+from .crystalview import CubeWindow, cube_window, parse_crystal_view
 from .kernel import (
     Batch,
     _check_out,
@@ -37,6 +44,7 @@ from .kernel import (
     render_batch,
     resolve_isa,
 )
+from .particles import Particles, check_memberships, expand
 from .structure import Structure
 
 #: The native kernel's codes of the molecule box policies (pgrid/grid.hpp, BoxKind).
@@ -69,6 +77,12 @@ class GridRecipe:
         bounding box) or ``cube:L`` (a fixed cube of side L Å). Crystals use their cell.
     padding : float
         Å added around the atoms for ``fit`` and ``tight``.
+    crystal_view : str
+        Crystals: ``cell`` (one periodic unit cell) or ``cube:L`` (an axis-aligned cube of
+        side L Å centred on the cell centre, of the infinite periodic density).
+    typer : a :class:`pgrid_cli.typers.Typer` or None
+        Chemistry-typed channels (its ``channels`` and ``memberships``) instead of
+        ``channels``; get one with :func:`pgrid_cli.typers.get_typer`.
 
     Raises ValueError (naming the parameter) when any of them is unusable.
     """
@@ -78,6 +92,8 @@ class GridRecipe:
     channels: Any = "elements"
     box: str = "fit"
     padding: float = 2.0
+    crystal_view: str = "cell"
+    typer: Any = None
     spec: ChannelSpec = field(init=False, repr=False, compare=False)
     _cube_side: float = field(init=False, repr=False, compare=False)
     # What the native per-call path needs, computed once: element → channel (int32,
@@ -87,13 +103,16 @@ class GridRecipe:
     _outside_limit: float = field(init=False, repr=False, compare=False)
     _grid_shape: tuple[int, int, int, int] = field(init=False, repr=False, compare=False)
     _grid_bytes: int = field(init=False, repr=False, compare=False)
+    _view_side: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: the normalised values are set once, here
         set_(self, "grid_size", normalize_shape(self.grid_size))
         set_(self, "sigma", check_sigma(self.sigma))
         spec = self.channels if isinstance(self.channels, ChannelSpec) else None
-        if spec is None:
+        if self.typer is not None:
+            spec = ChannelSpec.named(tuple(self.typer.channels))
+        elif spec is None:
             text = self.channels if isinstance(self.channels, str) else ",".join(self.channels)
             spec = ChannelSpec.parse(text)
         set_(self, "spec", spec)
@@ -115,6 +134,11 @@ class GridRecipe:
         set_(self, "_outside_limit", OUTSIDE_SIGMAS * self.sigma if side else -1.0)
         set_(self, "_grid_shape", (spec.n_channels, *self.grid_size))  # type: ignore[misc]
         set_(self, "_grid_bytes", 4 * math.prod(self._grid_shape))
+        view, view_side = parse_crystal_view(self.crystal_view)
+        set_(self, "crystal_view", f"cube:{view_side:g}" if view == "cube" else view)
+        set_(self, "_view_side", view_side)
+        if self.typer is not None and self._view_side:
+            raise ValueError("typed channels (typer) and a cube:L crystal_view cannot be combined")
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -126,36 +150,109 @@ class GridRecipe:
     def n_channels(self) -> int:
         return self.spec.n_channels
 
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """The channel names, in channel order (element channels or the typer's)."""
+        return self.spec.names
+
     def parameters(self) -> dict[str, Any]:
         """The values that determine a grid (JSON-friendly; stored with every shard)."""
-        return {
+        out = {
             "grid_shape": list(self.shape),
             "sigma": self.sigma,
             "channels": list(self.spec.names),
             "box": self.box,
             "padding": self.padding,
+            # only when not the default, so that the run ids of cell views do not change
+            **({"crystal_view": self.crystal_view} if self._view_side else {}),
         }
+        if self.typer is not None:
+            out["typer"] = str(self.typer.name)
+        return out
+
+    def captured(self, grid: np.ndarray, structure: Structure) -> float:
+        """Share of ``structure``'s weight that its ``grid`` (C, nx, ny, nz) holds (for a
+        ``cube:L`` crystal view, of the cube's share of the crystal: :meth:`expected_sum`)."""
+        total = self.expected_sum(structure)
+        return float(grid.sum(dtype=np.float64)) / total if total else 1.0
 
     # ------------------------------------------------------------------ structures → grids
     def box_for(self, positions: Any, lattice: Any = None) -> Box:
         """The grid box of one structure: its unit cell if ``lattice`` (3, 3) Å is given,
         else the molecule box of the recipe around ``positions`` (M, 3) Å."""
         if lattice is not None:
+            if self._view_side:
+                return self.crystal_window(positions, lattice).box
             return Box.from_lattice(lattice, self.shape)
         return Box.for_molecule(self.box, positions, self.shape, self.padding)
 
-    def prepare(self, structure: Structure) -> tuple[np.ndarray, Box]:
-        """(channel of each atom (M,) int32, box) of one structure.
+    def prepare(
+        self, structure: Structure, exclude: Sequence[int] = ()
+    ) -> tuple[np.ndarray | Particles, Box]:
+        """(channel of each atom (M,) int32, box) of one structure; with a typer,
+        (its :class:`~pgrid_cli.core.particles.Particles`, box), the atoms of the
+        ``exclude`` elements (atomic numbers) typed with the others but not gridded.
 
         Raises :class:`~pgrid_cli.core.channels.UnknownElementError` for an element with
-        no channel, :class:`OutsideBoxError` for atoms far outside a fixed cube and
+        no channel, :class:`~pgrid_cli.core.channels.TypingError` for a structure the
+        typer cannot type, :class:`OutsideBoxError` for atoms far outside a fixed cube and
         ValueError when no box can be placed.
         """
+        if self.typer is not None:
+            return self._prepare_typed(structure, exclude)
         chans = self.spec.assign(structure.numbers)
+        if structure.lattice is not None and self._view_side:
+            window = self.crystal_window(structure.positions, structure.lattice)
+            return chans[window.index], window.box
         box = self.box_for(structure.positions, structure.lattice)
         if structure.lattice is None and self._cube_side:
             self._check_inside(structure.positions, box)
         return chans, box
+
+    def crystal_window(self, positions: Any, lattice: Any, centre: Any = None) -> CubeWindow:
+        """The ``cube:L`` view of a crystal (atoms ``positions`` (M, 3) Å, cell rows
+        ``lattice`` (3, 3) Å): its open box and image atoms (see
+        :func:`~pgrid_cli.core.crystalview.cube_window`; ``centre`` defaults to the cell
+        centre). ValueError when the recipe's crystal view is ``cell``."""
+        if not self._view_side:
+            raise ValueError("crystal_window needs crystal_view='cube:L'")
+        return cube_window(positions, lattice, self._view_side, self.shape, self.sigma, centre)
+
+    def gridded_atoms(self, structure: Structure) -> tuple[np.ndarray, np.ndarray | None]:
+        """(positions (K, 3) Å, weights (K,) or None) of the atoms the grid of ``structure``
+        sums: its own atoms, or for a ``cube:L`` crystal view the images that reach the
+        cube (the order of :meth:`prepare`'s channels)."""
+        if structure.lattice is None or not self._view_side:
+            return structure.positions, structure.weights
+        window = self.crystal_window(structure.positions, structure.lattice)
+        w = structure.weights
+        return window.positions, None if w is None else np.asarray(w)[window.index]
+
+    def expected_sum(self, structure: Structure) -> float:
+        """What the grid of ``structure`` sums to when its box holds all its density: Σ
+        weights, or for a ``cube:L`` crystal view Σ weights × L³ ÷ cell volume (the
+        cube's share of the infinite crystal). The denominator of ``captured``."""
+        total = (
+            float(np.sum(structure.weights)) if structure.weights is not None else len(structure)
+        )
+        if structure.lattice is None or not self._view_side:
+            return total
+        volume = abs(float(np.linalg.det(np.asarray(structure.lattice, dtype=np.float64))))
+        return total * self._view_side**3 / volume
+
+    def _prepare_typed(self, s: Structure, exclude: Sequence[int]) -> tuple[Particles, Box]:
+        typer = self.typer
+        signed = tuple(getattr(typer, "signed_channels", (bool(typer.signed),) * self.n_channels))
+        m = check_memberships(typer.memberships(s), len(s), self.spec.names, signed)
+        keep = None
+        positions = np.asarray(s.positions, dtype=np.float64)
+        if len(exclude):
+            keep = ~np.isin(np.asarray(s.numbers), list(exclude))
+            positions = positions[keep]
+        box = self.box_for(positions, s.lattice)
+        if s.lattice is None and self._cube_side:
+            self._check_inside(positions, box)
+        return expand(m, s.positions, s.weights, keep), box
 
     def _check_inside(self, positions: np.ndarray, box: Box) -> None:
         lo = box.origin
@@ -179,14 +276,24 @@ class GridRecipe:
         :meth:`prepare` results, when already computed)."""
         if prepared is None:
             prepared = [self.prepare(s) for s in structures]
-        weighted = any(s.weights is not None for s in structures)
+        if self.typer is not None:
+            return Batch.from_structures(
+                [p.positions for p, _ in prepared],  # type: ignore[union-attr]
+                [box for _, box in prepared],
+                self.sigma,
+                channels=[p.channels for p, _ in prepared],  # type: ignore[union-attr]
+                n_channels=self.n_channels,
+                weights=[p.weights for p, _ in prepared],  # type: ignore[union-attr]
+            )
+        atoms = [self.gridded_atoms(s) for s in structures]
+        weighted = any(w is not None for _, w in atoms)
         return Batch.from_structures(
-            [s.positions for s in structures],
+            [p for p, _ in atoms],
             [box for _, box in prepared],
             self.sigma,
             channels=[chans for chans, _ in prepared],
             n_channels=self.n_channels,
-            weights=[s.weights if s.weights is not None else np.ones(len(s)) for s in structures]
+            weights=[w if w is not None else np.ones(len(p)) for p, w in atoms]
             if weighted
             else None,
         )
@@ -202,7 +309,9 @@ class GridRecipe:
         """Grids of ``structures``: (B, C, nx, ny, nz) float32, in one kernel call."""
         n = len(structures)
         grids = None
-        if n:
+        if n and self.typer is not None:
+            return render_batch(self.batch(structures), out, threads=threads, isa=isa)
+        if n and not (self._view_side and any(s.lattice is not None for s in structures)):
             try:
                 pos = np.concatenate([s.positions for s in structures])
                 numbers = np.concatenate([np.asarray(s.numbers) for s in structures])
@@ -312,12 +421,18 @@ class GridRecipe:
         a, b, c for a crystal, ``weights`` (M,) (default 1), ``out`` a (C, nx, ny, nz)
         float32 array to fill.
         """
+        if self.typer is not None:
+            lattice = None if lattice is None else np.asarray(lattice, dtype=np.float64)
+            s = Structure(np.asarray(numbers), np.asarray(positions, dtype=np.float64), lattice)
+            s.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
+            target = None if out is None else out[np.newaxis]
+            return self.grid_structures([s], target, threads=threads, isa=isa)[0]
         if lattice is None:
             lattices = None
         else:
             lattices = np.asarray(lattice, dtype=np.float64)
             lattices = lattices.reshape(1, 3, 3) if lattices.shape == (3, 3) else None
-        if lattice is None or lattices is not None:
+        if lattice is None or (lattices is not None and not self._view_side):
             z = np.asarray(numbers)
             grids = self._grid_native(
                 positions,

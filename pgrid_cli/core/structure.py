@@ -19,6 +19,9 @@ class Structure:
     weights : (M,) float64 per-atom weights (default 1; site occupancies for disorder)
     name, source, record : provenance (record = index of the record in its file)
     info : anything else the reader found worth keeping (e.g. ``warnings``)
+    mol : an RDKit ``Mol`` whose atom order is the order of ``positions``, set by the
+        readers that parse with RDKit (SDF, SMILES, PDB, mol2), else None; chemistry typers
+        (:mod:`pgrid_cli.typers`) read bonds and rings from it. Core never imports RDKit.
     """
 
     numbers: np.ndarray
@@ -29,6 +32,7 @@ class Structure:
     source: str = ""
     record: int = 0
     info: dict[str, object] = field(default_factory=dict)
+    mol: object | None = field(default=None, repr=False, compare=False)
 
     @property
     def periodic(self) -> bool:

@@ -9,7 +9,7 @@ Every record of every input file becomes one :class:`~pgrid_cli.core.Structure` 
 from __future__ import annotations
 
 from ..core.structure import Structure
-from . import cif, mpjson, qm9, sdf, smiles, vasp, xyz  # noqa: F401  (each registers its format)
+from . import cif, complexes, mol2, mpjson, pdb, qm9, sdf, smiles, vasp, xyz  # noqa: F401  (registering)
 from .files import (
     expand_inputs,
     iter_raw_records,
@@ -22,6 +22,7 @@ from .files import (
 from .records import (
     BAD_CELL,
     CANNOT_GRID,
+    CANNOT_TYPE,
     DIRECTORY,
     DISORDER,
     DISORDER_POLICIES,
@@ -49,6 +50,7 @@ from .registry import Reader, detect_format, format_from_name, formats, register
 __all__ = [
     "BAD_CELL",
     "CANNOT_GRID",
+    "CANNOT_TYPE",
     "DIRECTORY",
     "DISORDER",
     "DISORDER_POLICIES",

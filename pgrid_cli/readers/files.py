@@ -34,6 +34,7 @@ import re
 import stat
 import zlib
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
@@ -142,14 +143,31 @@ def iter_records(
     """
     fmt = detect_format(path, format)
     opts = options or ReadOptions()
-    for raw in iter_raw_records(path, fmt, max_record_bytes=opts.max_record_bytes):
+    raws = iter_raw_records(
+        path, fmt, max_record_bytes=opts.max_record_bytes, conformers=opts.conformers
+    )
+    for raw in raws:
         yield raw if isinstance(raw, Rejection) else parse_record(raw, opts)
 
 
 def iter_raw_records(
-    path: str | os.PathLike[str], format: str, *, max_record_bytes: int = MAX_RECORD_BYTES
+    path: str | os.PathLike[str],
+    format: str,
+    *,
+    max_record_bytes: int = MAX_RECORD_BYTES,
+    conformers: int = 1,
 ) -> Iterator[RawRecord | Rejection]:
-    """Stream the text of each record of one file (see the module docstring)."""
+    """Stream the text of each record of one file (see the module docstring). With
+    ``conformers`` K > 1, a record of a format that embeds conformers (SMILES) comes K
+    times, as conformer 0 … K-1 (``RawRecord.conformer``), each parsed on its own."""
+    if conformers > 1 and reader(detect_format(path, format)).conformers:
+        for item in iter_raw_records(path, format, max_record_bytes=max_record_bytes):
+            if isinstance(item, RawRecord):
+                for k in range(conformers):
+                    yield replace(item, conformer=k)
+            else:
+                yield item
+        return
     source = source_name(path)
     problem = _not_a_file(path)
     if problem is not None:
@@ -348,11 +366,18 @@ def parse_record(raw: RawRecord, options: ReadOptions | None = None) -> Structur
     if "\x00" in raw.text:
         return reject(raw, "the record holds binary data (NUL bytes), not text", MALFORMED)
     try:
-        item = reader(raw.format).parse(raw, options or ReadOptions())
+        opts = options or ReadOptions()
+        item = reader(raw.format).parse(raw, opts)
     except Exception as exc:  # a library failing on odd input must not stop the run
         return reject(raw, f"{type(exc).__name__}: {one_line(str(exc))}", PARSE_ERROR)
     if isinstance(item, Rejection):
         return item
+    if opts.receptor is not None and raw.format != "types":  # a ligand: pair it
+        from .complexes import with_receptor
+
+        item = with_receptor(item, opts)
+        if isinstance(item, Rejection):
+            return item
     return check_structure(item)
 
 

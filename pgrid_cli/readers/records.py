@@ -15,12 +15,24 @@ from typing import Any
 import numpy as np
 
 from ..core.box import Box
-from ..core.channels import UnknownElementError
+from ..core.channels import TypingError, UnknownElementError
+from ..core.complexes import NotAComplexError
+from ..core.errors import ParameterError
 from ..core.recipe import GridRecipe, OutsideBoxError
 from ..core.structure import Structure
 
 #: Policies for partially occupied CIF sites (``disorder``).
 DISORDER_POLICIES = ("error", "majority", "weight")
+
+#: Policies of the PDB and mol2 readers (docs/grid.md, "PDB and mol2"); the first is the
+#: default of each.
+PDB_POLICIES = {
+    "waters": ("drop", "keep"),
+    "altlocs": ("highest-occupancy", "first", "all"),
+    "hydrogens": ("keep", "drop", "add"),
+    "hetatm": ("keep", "drop"),
+    "models": ("first", "all"),
+}
 
 
 # Rejection kinds: short, stable labels for the summary table (the reason says the rest).
@@ -37,6 +49,9 @@ BAD_CELL = "bad cell"
 OUTSIDE_BOX = "atoms outside box"
 CANNOT_GRID = "cannot grid"
 TOO_LARGE = "record too large"
+MODEL_NOT_KEPT = "model not kept"
+NO_RECEPTOR = "receptor unusable"
+CANNOT_TYPE = "cannot type"
 
 #: The largest record (and line) read, in characters of text (bytes, for ASCII files):
 #: a larger one is skipped to its end and rejected, so memory stays bounded whatever
@@ -58,6 +73,12 @@ class ReadOptions:
     govern SMILES records: their 3D conformer (ETKDG v3, seeded per record), an optional
     MMFF94/UFF relaxation, and whether hydrogens are added; ``embed`` treats 2D SDF records
     the same way instead of rejecting them.
+
+    ``waters``, ``altlocs``, ``hydrogens``, ``hetatm`` and ``models`` are the PDB/mol2
+    policies (:data:`PDB_POLICIES`, defaults first there; see :mod:`.pdb`). ``receptor``
+    (a path) makes every record read a ligand gridded with that receptor, and
+    ``data_root`` is the directory relative paths of a ``.types`` list are resolved
+    against (default: the list file's directory); see :mod:`.complexes`.
     """
 
     disorder: str = "error"
@@ -67,6 +88,16 @@ class ReadOptions:
     relax: bool = False
     add_hydrogens: bool = True
     embed: bool = False  #: embed 2D SDF/mol records in 3D (as SMILES are) instead of rejecting
+    # PDB / mol2 policies (readers/pdb.py, readers/mol2.py)
+    waters: str = "drop"
+    altlocs: str = "highest-occupancy"
+    hydrogens: str = "keep"
+    hetatm: str = "keep"
+    models: str = "first"
+    # complexes (readers/complexes.py)
+    receptor: str | None = None
+    data_root: str | None = None
+    conformers: int = 1  #: SMILES: conformers per molecule, each one record (``conformer``)
 
     def __post_init__(self) -> None:
         if self.disorder not in DISORDER_POLICIES:
@@ -74,11 +105,19 @@ class ReadOptions:
                 f"unknown disorder policy {self.disorder!r}: use one of "
                 f"{', '.join(DISORDER_POLICIES)}"
             )
+        for policy, choices in PDB_POLICIES.items():
+            if getattr(self, policy) not in choices:
+                raise ParameterError(
+                    f"{{{policy}}} must be one of {', '.join(choices)}, got "
+                    f"{getattr(self, policy)!r}"
+                )
         if not isinstance(self.max_record_bytes, int) or self.max_record_bytes < 1:
             raise ValueError(
                 f"max_record_bytes must be a positive number of bytes, got "
                 f"{self.max_record_bytes!r}"
             )
+        if not isinstance(self.conformers, int) or self.conformers < 1:
+            raise ValueError(f"conformers must be a positive integer, got {self.conformers!r}")
 
 
 class UnreadableDirectory(type(Path())):  # type: ignore[misc]
@@ -145,6 +184,7 @@ class RawRecord:
     text: str
     name: str = ""
     offset: int = 0
+    conformer: int | None = None  #: which conformer of a SMILES record (``conformers`` > 1)
 
 
 def reject(raw: RawRecord, reason: str, kind: str, name: str | None = None) -> Rejection:
@@ -240,13 +280,21 @@ def check_structure(s: Structure) -> Structure | Rejection:
     return s
 
 
-def prepare_structure(s: Structure, recipe: GridRecipe) -> tuple[np.ndarray, Box] | Rejection:
-    """(channel of each atom, box) of a parsed structure, or why it cannot be gridded."""
+def prepare_structure(
+    s: Structure, recipe: GridRecipe, exclude: tuple[int, ...] = ()
+) -> tuple[Any, Box] | Rejection:
+    """(channel of each atom, box) of a parsed structure — with a typed recipe, (its
+    particles, box), ``exclude`` the elements typed but not gridded —, or why it cannot
+    be gridded."""
     try:
-        return recipe.prepare(s)
+        return recipe.prepare(s, exclude) if exclude else recipe.prepare(s)
+    except TypingError as exc:
+        return Rejection(s.source, s.record, s.name, f"cannot type: {exc}", CANNOT_TYPE)
     except UnknownElementError as exc:
         return Rejection(s.source, s.record, s.name, str(exc), UNKNOWN_ELEMENT)
     except OutsideBoxError as exc:
         return Rejection(s.source, s.record, s.name, str(exc), OUTSIDE_BOX)
+    except NotAComplexError as exc:
+        return Rejection(s.source, s.record, s.name, str(exc), MALFORMED)
     except ValueError as exc:
         return Rejection(s.source, s.record, s.name, f"no {recipe.box} box: {exc}", OUTSIDE_BOX)

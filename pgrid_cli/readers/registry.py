@@ -46,6 +46,7 @@ class Reader:
     preload: Callable[[], None]
     aliases: tuple[str, ...] = ()
     names: tuple[str, ...] = ()
+    conformers: bool = False  #: records may be read as several conformers (``conformers``)
 
 
 _READERS: dict[str, Reader] = {}

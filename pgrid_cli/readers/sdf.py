@@ -126,7 +126,9 @@ def _parse_sdf(raw: RawRecord, options: ReadOptions) -> Structure | Rejection:
     info: dict[str, object] = {"warnings": notes} if notes else {}
     props, per_atom = sdf_tags(raw.text, len(numbers))
     set_properties(info, props, per_atom)
-    return Structure(numbers, positions, name=name, source=raw.source, record=raw.record, info=info)
+    return Structure(
+        numbers, positions, name=name, source=raw.source, record=raw.record, info=info, mol=mol
+    )
 
 
 @functools.cache

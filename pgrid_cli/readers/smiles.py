@@ -9,6 +9,11 @@ column as the name. Every molecule gets hydrogens (``ReadOptions.add_hydrogens``
 record's index and its SMILES), so a run gives the same coordinates for any number of
 workers; ``relax`` then optimises it with MMFF94 (UFF when MMFF has no parameters).
 Invalid SMILES and embedding failures are rejected records.
+
+With ``ReadOptions.conformers`` K > 1 every line is read K times (records ``conformer``
+0 … K-1, the property ``conformer``), each an ETKDG v3 embedding seeded by the record,
+its SMILES and the conformer number (conformer 0 is the conformer of K = 1); a conformer
+that fails to embed is rejected alone, the others are kept.
 """
 
 from __future__ import annotations
@@ -86,13 +91,21 @@ def _parse_smiles(raw: RawRecord, options: ReadOptions) -> Structure | Rejection
         return reject(raw, "empty SMILES", EMPTY)
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
-        return reject(raw, f"RDKit cannot parse the SMILES {smiles[:80]!r}", PARSE_ERROR)
-    embedded = embed_3d(mol, raw.record, smiles, options)
+        why = f"RDKit cannot parse the SMILES {smiles[:80]!r}"
+        return reject(
+            raw, why if raw.conformer is None else f"conformer {raw.conformer}: {why}", PARSE_ERROR
+        )
+    k = raw.conformer
+    # conformer 0 is the one conformer of a run without conformers; the others are seeded
+    # by their number too
+    embedded = embed_3d(mol, raw.record, f"{smiles}:{k}" if k else smiles, options)
     if isinstance(embedded, str):
-        return reject(raw, embedded, PARSE_ERROR)
+        return reject(raw, f"conformer {k}: {embedded}" if k is not None else embedded, PARSE_ERROR)
     mol, notes = embedded
     info: dict[str, object] = {"warnings": notes} if notes else {}
     props = {k: _number(v) for k, v in row.items() if k.lower() not in ("name", "id", "title")}
+    if k is not None:
+        props["conformer"] = k
     set_properties(info, {"smiles": smiles, **props})
     n = mol.GetNumAtoms()
     return Structure(
@@ -102,6 +115,7 @@ def _parse_smiles(raw: RawRecord, options: ReadOptions) -> Structure | Rejection
         source=raw.source,
         record=raw.record,
         info=info,
+        mol=mol,
     )
 
 
@@ -145,4 +159,14 @@ def _preload() -> None:
     from rdkit.Chem import AllChem  # noqa: F401
 
 
-register(Reader("smiles", (".smi", ".smiles"), _frame_smiles, _parse_smiles, _preload, ("smi",)))
+register(
+    Reader(
+        "smiles",
+        (".smi", ".smiles"),
+        _frame_smiles,
+        _parse_smiles,
+        _preload,
+        ("smi",),
+        conformers=True,
+    )
+)

@@ -116,7 +116,7 @@ def _xyz_elements(text: str) -> set[int]:
 def catch_all_counts(settings: Settings, structures: Sequence[Structure]) -> Counter[str]:
     """Atoms of ``structures`` that go to the catch-all channel ``*``, by element."""
     spec = settings.recipe.spec
-    if "*" not in spec.names:
+    if "*" not in spec.names or spec.typed:
         return Counter()
     named = {atomic_number(n) for n in spec.names if n != "*"}
     named.update(settings.exclude)

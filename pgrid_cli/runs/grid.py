@@ -37,6 +37,7 @@ import numpy as np
 
 from ..core.errors import ParameterError
 from ..core.kernel import available_cores, get_memory_limit
+from ..core.recipe import GridRecipe
 from ..core.structure import Structure
 from ..readers import (
     RawRecord,
@@ -69,9 +70,17 @@ from .gridoptions import (
     voxel_edge,
 )
 from .gridtask import Done, Gridded, Parsed, Task, TaskResult, parse_task, run_task
+from .gridtiles import tile_attributes, tile_columns
 from .slicing import SlurmArray, missing_count, resolve_slice
 from .summary import Progress, RunSummary
 from .workers import process_pool
+
+
+def _view_attributes(recipe: GridRecipe) -> dict[str, Any]:
+    """Shard attributes of a ``cube:L`` crystal view (none for the default ``cell``)."""
+    if recipe.crystal_view == "cell":
+        return {}
+    return {"crystal_view": recipe.crystal_view, "crystal_view_centre": "cell"}
 
 
 # ---------------------------------------------------------------------- the writing side
@@ -100,6 +109,7 @@ class _ShardSink:
         self.written_shards: list[int] = []
         self._writer: ShardWriter | None = None
         self._shard = -1
+        self._items = 0  #: input records of the open shard (its ``n_items``)
         self.labels: LabelTable | None = None  #: properties joined by key (``labels``)
 
     def _open(self, k: int) -> ShardWriter:
@@ -119,8 +129,11 @@ class _ShardSink:
                 "first_item": k * s.shard_size,
                 "disorder": s.read.disorder,
                 **({"spacing": s.spacing} if s.spacing is not None else {}),
+                **_view_attributes(s.recipe),
+                **tile_attributes(s),
                 "exclude": np.array([element_symbol(z) for z in s.exclude], dtype=STR_DTYPE),
                 "channels_auto": s.auto_channels,
+                **({"typer": s.recipe.typer.name} if s.recipe.typer is not None else {}),
             },
         )
         return ShardWriter(self.out / shard_name(k), meta, compression=s.codec)
@@ -129,7 +142,7 @@ class _ShardSink:
         w = self._writer
         if w is None:
             return
-        path = w.close({"n_items": len(w) + w.n_rejected})
+        path = w.close({"n_items": self._items})
         self._writer = None
         self.summary.shards_written += 1
         self.summary.bytes_written += path.stat().st_size
@@ -141,8 +154,10 @@ class _ShardSink:
         if self._writer is None:
             self._writer = self._open(res.shard)
             self._shard = res.shard
+            self._items = 0
             self.written_shards.append(res.shard)
         writer = self._writer
+        self._items += len(res.entries)  # one entry per item (tiles: many records)
         ids = [res.first + i for i, e in enumerate(res.entries) if isinstance(e, Gridded)]
         done = [e for e in res.entries if isinstance(e, Gridded)]
         parsed = [e for e in res.entries if isinstance(e, Parsed)]
@@ -164,7 +179,9 @@ class _ShardSink:
                 atom_properties=[atom_properties(s) for s in ss],
             )
             self._count_notes([n for p in parsed for n in p.notes])
-        if done:
+        if done and self.settings.tiles is not None:
+            self._append_tiles(writer, ids, done)
+        elif done:
             structures = [d.structure for d in done]
             args = ([d.box for d in done], *_columns(structures))
             more = {
@@ -181,14 +198,17 @@ class _ShardSink:
                 writer.append(grids, *args, rounded=True, **more)
         writer.add_rejections(rejected)
         limit = COARSE_VOXELS * self.settings.recipe.sigma
-        for element, n in catch_all_counts(self.settings, structures if done else []).items():
+        gridded = [d.structure for d in done]
+        for element, n in catch_all_counts(self.settings, gridded).items():
             self.summary.catch_all[element] = self.summary.catch_all.get(element, 0) + n
             self.notes[f"atoms of {element} in the catch-all channel *"] += n
         for d in done:
             if voxel_edge(d.box) > limit:
                 self.summary.coarse_voxels += 1
                 self.notes[COARSE_NOTE] += 1
-            if d.captured < CAPTURE_WARNING:
+            # a cube view of a crystal cuts cells by design: its captured is no warning
+            cube_view = d.structure.lattice is not None and not d.box.periodic
+            if d.captured < CAPTURE_WARNING and not cube_view:
                 self.summary.low_capture += 1
             low = self.summary.min_captured
             self.summary.min_captured = d.captured if low is None else min(low, d.captured)
@@ -203,6 +223,25 @@ class _ShardSink:
         self.timings["encode"] += res.encode_s
         self.timings["write"] += time.thread_time() - t
         self.report(res.bytes_end)
+
+    def _append_tiles(self, writer: ShardWriter, items: list[int], done: list[Gridded]) -> None:
+        """The records of a tile run: one per tile, its parent's atoms repeated."""
+        for item, d in zip(items, done, strict=True):
+            tiles = d.tiles or []
+            ids, tile_props = tile_columns(item, tiles)
+            s = d.structure
+            props, atoms = self._properties(s), atom_properties(s)
+            args = ([t.box for t in tiles], *(c * len(tiles) for c in _columns([s])))
+            more = {
+                "captured": [d.captured] * len(tiles),
+                "ids": ids,
+                "properties": [{**props, **p} for p in tile_props],
+                "atom_properties": [atoms] * len(tiles),
+            }
+            if self.settings.codec.encodes_chunks:
+                writer.append([t.chunk for t in tiles], *args, encoded=True, **more)
+            else:
+                writer.append(np.stack([t.grid for t in tiles]), *args, rounded=True, **more)
 
     def _properties(self, s: Structure) -> dict[str, Any]:
         """The reader's properties of ``s``, and the labels table's (which win)."""
@@ -300,6 +339,9 @@ def grid_files(
         found = scan_elements(files, formats, settings.read)
         options = replace(options or GridOptions(), channels=auto_channels(found, settings))
         settings = replace(options.resolve(), auto_channels=True)
+    if "types" in formats and not settings.recipe.parameters().get("complex"):
+        options = replace(options or GridOptions(), center="ligand")  # .types lists: pairs
+        settings = replace(options.resolve(), auto_channels=settings.auto_channels)
     inputs_meta = [input_meta(f, fmt) for f, fmt in zip(files, formats, strict=True)]
     params = settings.parameters()
     run = run_id(params, inputs_meta)
@@ -398,8 +440,10 @@ def _run_slice(job: _Job, claim: SliceClaim, run: str, started: float) -> RunSum
     if settings.labels is not None:
         sink.labels = read_labels(*settings.labels)
     for check in kept.values():
-        summary.read += check.n_structures + check.n_rejected
-        summary.written += check.n_structures
+        # n_items: the input records (a tile run stores several records per item)
+        items = int(check.attrs.get("n_items", check.n_structures + check.n_rejected))
+        summary.read += items
+        summary.written += items - check.n_rejected
         shard = Shard(check.path)
         sink.kinds.update(r.kind for r in shard.rejections())
         shard.close()
@@ -430,7 +474,7 @@ def _run_slice(job: _Job, claim: SliceClaim, run: str, started: float) -> RunSum
             while len(pending) > max_pending or (pending and pending[0].done()):
                 sink.consume(pending.popleft().result())
 
-        items = _numbered_items(files, formats, inputs_meta)
+        items = _numbered_items(files, formats, inputs_meta, settings.read.conformers)
         skipped = 0
         while True:
             t = time.thread_time()
@@ -507,14 +551,17 @@ def _start_pool(n_workers: int) -> ProcessPoolExecutor:
 
 
 def _numbered_items(
-    files: Sequence[Path], formats: Sequence[str], meta: Sequence[dict[str, Any]]
+    files: Sequence[Path],
+    formats: Sequence[str],
+    meta: Sequence[dict[str, Any]],
+    conformers: int = 1,
 ) -> Iterator[tuple[int, RawRecord | Rejection, int]]:
     """(item number, raw record or rejection, bytes of input read) over every file."""
     number = 0
     base = 0
     for f, fmt, m in zip(files, formats, meta, strict=True):
         position = base
-        for item in iter_raw_records(f, fmt):
+        for item in iter_raw_records(f, fmt, conformers=conformers):
             if isinstance(item, RawRecord):
                 position = base + item.offset
             yield number, item, position

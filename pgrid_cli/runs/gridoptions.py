@@ -6,22 +6,26 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..core.box import Box, ShapeLike, normalize_shape
+from ..core.complexes import CENTERS, ComplexRecipe
 from ..core.errors import ParameterError
 from ..core.kernel import check_memory
 from ..core.recipe import GridRecipe
+from ..core.tiles import check_tiles
 from ..readers import (
     ReadOptions,
     detect_format,
 )
 from ..readers.properties import read_labels
+from ..readers.records import PDB_POLICIES
 from ..store.codec import GridCodec
+from ..typers import channel_typer, typer_names
 from .elements import (
     AUTO,
     channels_without,
@@ -29,6 +33,9 @@ from .elements import (
     excluded_numbers,
 )
 
+#: A complex's default cube (Å) and voxels per edge (0.5 Å voxels: the field's choice).
+COMPLEX_CUBE = 24.0
+COMPLEX_GRID_SIZE = 48
 #: Shards aim at about this many bytes on disk when ``shard_size`` is not given.
 TARGET_SHARD_BYTES = 250e6
 #: Assumed compression of rounded, gzip'd grids when choosing the default shard size
@@ -88,13 +95,31 @@ class GridOptions:
     cif_tags : CIF data items kept as properties (names, or one comma-separated string)
     labels, labels_key : a table (.csv or .parquet) of properties joined to the records
         by ``name`` or by ``source,record`` (docs/grid.md, "Properties")
+    tiles, context : cut each structure, gridded at ``spacing``, into tiles of N³ focus
+        voxels with M voxels of context on every side, one record each (docs/grid.md,
+        "Tiles"); ``grid_size`` is then not used (a tile is N + 2M voxels)
+    crystal_view : crystals: ``cell`` (one periodic unit cell, the default), ``cube:L`` (an
+        axis-aligned cube of side L Å of the infinite periodic density, centred on the
+        cell centre) or ``cube`` with ``spacing`` (L = grid_size × spacing)
+    channels may also name a typer (``pharmacophore``, ``xs``, docs/typing.md);
+    charge_channel : ``gasteiger`` or ``file``: a signed channel ``charge`` of partial
+        charges after the others (docs/typing.md)
+    conformers : SMILES: conformers per molecule (ETKDG v3, each seeded), each one record
+        with the property ``conformer`` 0 … K-1
     store : ``grids``, or ``structures``: shards of atoms, cells and provenance without
         grids (``content = "structures"``, docs/format.md §6), written at parser speed,
         to be gridded at training time (:class:`pgrid_cli.torch.StructureShardDataset`);
         the gridding options are then not used and not part of the run
+    waters, altlocs, hydrogens, hetatm, models : PDB/mol2 reading policies
+        (:data:`~pgrid_cli.readers.records.PDB_POLICIES`, :mod:`pgrid_cli.readers.pdb`)
+    receptor : a receptor file: every input record is a ligand gridded with it
+    data_root : the directory relative paths of ``.types`` lists are resolved against
+    center : ``ligand`` grids receptor + ligand complexes (:mod:`pgrid_cli.core.complexes`);
+        implied by ``receptor`` or ``.types`` inputs. A complex's box defaults to
+        ``cube:24`` and ``grid_size`` (None: the default) to 48 (0.5 Å voxels); others' to 32
     """
 
-    grid_size: ShapeLike = 32
+    grid_size: ShapeLike | None = 32
     sigma: float = 0.5
     channels: str = "elements"
     box: str = "fit"
@@ -114,14 +139,75 @@ class GridOptions:
     embed_seed: int = 0
     embed: bool = False
     store: str = "grids"
+    crystal_view: str = "cell"
+    tiles: int | None = None
+    context: int = 0
+    # PDB / mol2 policies and receptor + ligand complexes
+    waters: str = "drop"
+    altlocs: str = "highest-occupancy"
+    hydrogens: str = "keep"
+    hetatm: str = "keep"
+    models: str = "first"
+    receptor: str | os.PathLike[str] | None = None
+    data_root: str | os.PathLike[str] | None = None
+    center: str | None = None
+
+    @property
+    def complex(self) -> bool:
+        """Whether records are receptor + ligand complexes."""
+        return self.receptor is not None or self.center == "ligand"
+
+    charge_channel: str | None = None
+    conformers: int = 1
 
     def resolve(self) -> Settings:
         """Validate every option (ValueError with a specific message) → :class:`Settings`."""
-        box = self.box if self.spacing is None else self.spacing_box()
+        if self.center is not None and self.center not in CENTERS:
+            raise ParameterError(f"{{center}} must be one of {', '.join(CENTERS)}")
+        grid_size = self.grid_size
+        if grid_size is None:
+            grid_size = COMPLEX_GRID_SIZE if self.complex else 32
+        sized = replace(self, grid_size=grid_size)
+        tiles = sized.tile_choice()
+        if tiles is not None:  # the tile's grid; the spacing sets the parent grid (core/tiles.py)
+            if self.complex:
+                raise ParameterError("{tiles} cannot be combined with receptor + ligand complexes")
+            box, view, size = self.box, self.crystal_view, tiles[0] + 2 * tiles[1]
+        elif self.complex and self.box == "fit" and self.spacing is None:
+            box, view, size = f"cube:{COMPLEX_CUBE:g}", None, grid_size
+        else:
+            box = self.box if self.spacing is None else sized.spacing_box()
+            view, size = None, grid_size
         exclude = excluded_numbers(self.exclude)
         # ``auto`` needs the inputs: grid_files resolves it; here a stand-in validates the rest
-        channels = channels_without(self.channels, exclude)
-        recipe = GridRecipe(self.grid_size, self.sigma, channels, box, self.padding)
+        key = self.channels.strip().lower()
+        typed = key in typer_names() and key not in ("elements", "single")
+        channels = self.channels if typed else channels_without(self.channels, exclude)
+        typer = channel_typer(channels, self.charge_channel)
+        if typer is not None and self.store == "structures":
+            raise ParameterError(
+                "typed channels and charges ({channels}, {charge_channel}) need {store} grids: "
+                "structures shards keep no bonds"
+            )
+        if typer is not None and (tiles is not None or view or sized.view_choice() != "cell"):
+            raise ParameterError(
+                "typed channels and charges ({channels}, {charge_channel}) cannot yet be combined "
+                "with {tiles} or a cube {crystal_view}"
+            )
+        if self.complex:
+            recipe: GridRecipe = ComplexRecipe(
+                size, self.sigma, "single" if typer else channels, box, self.padding, typer=typer
+            )
+        else:
+            recipe = GridRecipe(
+                size,
+                self.sigma,
+                "single" if typer else channels,
+                box,
+                self.padding,
+                view or sized.view_choice(),
+                typer=typer,
+            )
         # Workers allocate at least one grid: refuse a size over the cap before any work.
         check_memory((recipe.n_channels, *recipe.shape), "one grid")
         codec = GridCodec.parse(self.compression, self.dtype, self.lossless)
@@ -132,6 +218,14 @@ class GridOptions:
             embed_seed=int(self.embed_seed),
             relax=bool(self.relax),
             embed=bool(self.embed),
+            waters=self.waters,
+            altlocs=self.altlocs,
+            hydrogens=self.hydrogens,
+            hetatm=self.hetatm,
+            models=self.models,
+            receptor=None if self.receptor is None else str(Path(self.receptor).resolve()),
+            data_root=None if self.data_root is None else str(Path(self.data_root).resolve()),
+            conformers=_conformers(self.conformers),
         )
         labels = None
         if self.labels is not None:
@@ -159,6 +253,7 @@ class GridOptions:
             exclude=exclude,
             auto_channels=self.channels.strip().lower() == AUTO,
             store=self.store,
+            tiles=tiles,
         )
 
     def spacing_box(self) -> str:
@@ -166,7 +261,7 @@ class GridOptions:
         h = self.spacing
         if h is None or not (isinstance(h, (int, float)) and math.isfinite(h) and h > 0):
             raise ParameterError(f"{{spacing}} must be a positive number of Å, got {h!r}")
-        shape = normalize_shape(self.grid_size)
+        shape = normalize_shape(32 if self.grid_size is None else self.grid_size)
         if len(set(shape)) != 1:
             raise ParameterError(
                 f"{{spacing}} makes a cube: it needs one {{grid_size}} N, not {shape}"
@@ -177,6 +272,38 @@ class GridOptions:
                 f"{{box}} {self.box} as well"
             )
         return f"cube:{shape[0] * float(h):.10g}"
+
+    def tile_choice(self) -> tuple[int, int] | None:
+        """(N, M) of ``tiles`` and ``context``, checked (they need ``spacing``), or None."""
+        if self.tiles is None:
+            return None
+        n, m = check_tiles(self.tiles, self.context)
+        if self.spacing is None:
+            raise ParameterError("{tiles} needs {spacing}: the voxel edge of the tiled grid, Å")
+        h = self.spacing
+        if not (isinstance(h, (int, float)) and math.isfinite(h) and h > 0):
+            raise ParameterError(f"{{spacing}} must be a positive number of Å, got {h!r}")
+        if str(self.crystal_view).strip().lower() == "cube":
+            raise ParameterError("with {tiles}, give the cube's side: {crystal_view} cube:L")
+        return n, m
+
+    def view_choice(self) -> str:
+        """The recipe's crystal view: ``crystal_view``, with ``cube`` made ``cube:N·H``
+        by ``spacing`` (and ``cube:L`` refused beside ``spacing``: one sets the side)."""
+        text = str(self.crystal_view).strip().lower()
+        if text == "cube":
+            if self.spacing is None:
+                raise ParameterError(
+                    "{crystal_view} cube needs {spacing} (side grid_size × spacing Å), or "
+                    "give the side: cube:L"
+                )
+            return self.spacing_box()  # the same cube:N·H as molecules get
+        if self.spacing is not None and text.startswith("cube:"):
+            raise ParameterError(
+                "{spacing} sets the cube's side (grid_size × spacing Å): give {crystal_view} "
+                "cube, not " + text
+            )
+        return text
 
 
 @dataclass(frozen=True)
@@ -194,6 +321,7 @@ class Settings:
     exclude: tuple[int, ...] = ()  #: atomic numbers of the atoms not gridded
     auto_channels: bool = False  #: channels were chosen from the inputs (``auto``)
     store: str = "grids"  #: or ``structures``: no grids (see :class:`GridOptions`)
+    tiles: tuple[int, int] | None = None  #: (N, M): records are tiles (runs/gridtiles.py)
 
     @property
     def structures_only(self) -> bool:
@@ -224,6 +352,7 @@ class Settings:
             **({"exclude": [element_symbol(z) for z in self.exclude]} if self.exclude else {}),
             **({"labels": list(self.labels)} if self.labels else {}),
             **self._smiles_parameters(),
+            **({"tiles": list(self.tiles), "spacing": self.spacing} if self.tiles else {}),
         }
 
     def _smiles_parameters(self) -> dict[str, Any]:
@@ -233,7 +362,18 @@ class Settings:
             **({"embed_seed": r.embed_seed} if r.embed_seed else {}),
             **({"relax": True} if r.relax else {}),
             **({"embed": True} if r.embed else {}),
+            # PDB/mol2 policies and complexes: only when not the defaults
+            **{k: getattr(r, k) for k, v in PDB_POLICIES.items() if getattr(r, k) != v[0]},
+            **({"receptor": r.receptor} if r.receptor else {}),
+            **({"data_root": r.data_root} if r.data_root else {}),
+            **({"conformers": r.conformers} if r.conformers != 1 else {}),
         }
+
+
+def _conformers(k: object) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ParameterError(f"{{conformers}} must be a positive integer, got {k!r}")
+    return k
 
 
 def default_shard_size(shape: ShapeLike, n_channels: int, codec: GridCodec) -> int:

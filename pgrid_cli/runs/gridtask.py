@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core.box import Box
+from ..core.complexes import PARTS_KEY
 from ..core.kernel import render_batch
+from ..core.particles import Particles
 from ..core.recipe import GridRecipe
 from ..core.structure import Structure
 from ..readers import CANNOT_GRID, EMPTY, RawRecord, Rejection, parse_record, prepare_structure
+from .gridtiles import TileRecord, tile_records
 
 if TYPE_CHECKING:
     from .grid import Settings
@@ -37,6 +40,7 @@ class Gridded:
     grid: np.ndarray | None  # the rounded grid when h5py compresses (lzf)
     notes: list[str]
     captured: float = 1.0  #: Σ grid ÷ Σ weights, before rounding
+    tiles: list[TileRecord] | None = None  #: a tile run's records of this structure
 
 
 @dataclass
@@ -99,7 +103,11 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
         if isinstance(gridded, Rejection):
             entries.append(gridded)
             continue
-        prepared = prepare_structure(gridded, recipe)
+        if recipe.typer is not None:  # typed with every atom, excluded ones not gridded
+            gridded = s
+            prepared = prepare_structure(s, recipe, settings.exclude)
+        else:
+            prepared = prepare_structure(gridded, recipe)
         if isinstance(prepared, Rejection):
             entries.append(prepared)
             continue
@@ -108,7 +116,9 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
         entries.append(None)
     t1 = time.process_time()
     result = TaskResult(task.shard, [], task.bytes_end, parse_s=t1 - t0, first=task.first)
-    if ready:
+    if ready and settings.tiles is not None:
+        _tile(ready, entries, originals, settings, result)
+    elif ready:
         grids, failed = _render(ready, recipe, settings.threads)
         for idx, s, reason in failed:
             entries[idx] = Rejection(s.source, s.record, s.name, reason, CANNOT_GRID)
@@ -118,13 +128,12 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
             if entries[idx] is not None:
                 continue
             g = grids[k]
-            total = float(np.sum(s.weights)) if s.weights is not None else float(len(s))
-            g_sum = _grid_sum(g)
-            captured = g_sum / total if total else 1.0
+            g_sum = _grid_sum(g)  # before rounding
+            captured = _captured(g, s, ready[k][2][0], recipe, g_sum)
             codec.round(g)  # one structure at a time: its temporaries stay in cache
             notes = _notes(s, settings)
             entries[idx] = Gridded(
-                structure=originals[idx],
+                structure=_for_writer(originals[idx]),  # the main process needs no Mol
                 box=box,
                 chunk=codec.encode(g, g_sum) if codec.encodes_chunks else None,
                 grid=None if codec.encodes_chunks else g.astype(codec.np_dtype),
@@ -135,6 +144,47 @@ def run_task(task: Task, settings: Settings) -> TaskResult:
         result.encode_s = time.process_time() - t2
     result.entries = [e for e in entries if e is not None]
     return result
+
+
+def _tile(ready, entries, originals, settings: Settings, result: TaskResult) -> None:
+    """A tile run: each ready structure's tiles (runs/gridtiles.py), or its rejection."""
+    t1 = time.process_time()
+    for idx, s, (_, box) in ready:
+        try:
+            tiles, captured = tile_records(s, settings)
+        except ValueError as exc:
+            entries[idx] = Rejection(s.source, s.record, s.name, str(exc), CANNOT_GRID)
+            continue
+        entries[idx] = Gridded(
+            originals[idx], box, None, None, _notes(s, settings), captured, tiles
+        )
+    result.grid_s = time.process_time() - t1
+
+
+def _captured(
+    g: np.ndarray, s: Structure, prepared: object, recipe: GridRecipe, g_sum: float
+) -> float:
+    """Σ grid ÷ Σ weights of the structure (before rounding; ``g_sum`` = Σ grid); with a
+    typer, over its unsigned channels only (a charge channel may sum to 0)."""
+    if isinstance(prepared, Particles):
+        signed = getattr(recipe.typer, "signed_channels", None)
+        if signed is None:
+            signed = (bool(recipe.typer.signed),) * recipe.n_channels
+        unsigned = ~np.asarray(signed, dtype=bool)
+        total = float(prepared.weights[unsigned[prepared.channels]].sum())
+        got = _grid_sum(g[unsigned]) if total else 0.0
+        return got / total if total else 1.0
+    total = recipe.expected_sum(s)  # what recipe.captured divides by
+    return g_sum / total if total else 1.0
+
+
+def _for_writer(s: Structure) -> Structure:
+    """``s`` as the main process writes it: no RDKit Mol, no complex parts (their
+    molecules are for typing in this worker; pickling them back would cost more)."""
+    info = s.info
+    if PARTS_KEY in info:
+        info = {k: v for k, v in info.items() if k != PARTS_KEY}
+    return replace(s, mol=None, info=info)
 
 
 def _grid_sum(g: np.ndarray) -> float:
@@ -154,11 +204,17 @@ def _without(s: Structure, exclude: tuple[int, ...]) -> Structure | Rejection:
         return s
     if not keep.any():
         return Rejection(s.source, s.record, s.name, "every atom is of an excluded element", EMPTY)
+    per_atom = s.info.get("atom_properties")
+    info = s.info
+    if isinstance(per_atom, dict):  # kept aligned with the atoms (complexes read them)
+        info = {**s.info, "atom_properties": {k: np.asarray(v)[keep] for k, v in per_atom.items()}}
     return replace(
         s,
         numbers=np.asarray(s.numbers)[keep],
         positions=np.asarray(s.positions)[keep],
         weights=None if s.weights is None else np.asarray(s.weights)[keep],
+        info=info,
+        mol=None,  # its atoms are no longer the structure's
     )
 
 
@@ -171,7 +227,7 @@ def parse_task(task: Task, settings: Settings) -> TaskResult:
         if isinstance(s, Rejection):
             entries.append(s)
         else:
-            entries.append(Parsed(s, _notes(s, settings)))
+            entries.append(Parsed(_for_writer(s), _notes(s, settings)))
     parse_s = time.process_time() - t0
     return TaskResult(task.shard, entries, task.bytes_end, parse_s=parse_s, first=task.first)
 

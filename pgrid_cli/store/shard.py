@@ -188,7 +188,13 @@ class Shard:
     @property
     def channels(self) -> ChannelSpec:
         self._require_grids("grids (no channels)")
-        return ChannelSpec([str(c) for c in plain(self.file.attrs["channels"])])
+        names = [str(c) for c in plain(self.file.attrs["channels"])]
+        if any(":" in n for n in names):  # receptor:C, ligand:C, … (core/complexes.py)
+            raise ValueError(
+                f"{self.path.name} holds receptor + ligand complex channels ({names[0]}, …), "
+                f"which are not element channels: read its grids with ShardDataset or h5py"
+            )
+        return ChannelSpec.from_names(names)
 
     @property
     def grid_shape(self) -> tuple[int, int, int]:

@@ -184,8 +184,13 @@ def _shard_problem(f: h5py.File, check: ShardCheck, expect: dict[str, Any], deep
     check.n_rejected = n_rej
     if int(attrs.get("n_rejected", n_rej)) != n_rej:
         return f"n_rejected attribute is {attrs['n_rejected']}, but {n_rej} are stored"
-    if "n_items" in attrs and int(attrs["n_items"]) != n + n_rej:
-        return f"holds {n} structures + {n_rej} rejections, but n_items is {attrs['n_items']}"
+    n_parents = n
+    if "tile" in attrs and "properties/parent_id" in f:  # a tile run: records per item
+        n_parents = len(np.unique(f["properties/parent_id"][()]))
+    if "n_items" in attrs and int(attrs["n_items"]) != n_parents + n_rej:
+        return (
+            f"holds {n_parents} structures + {n_rej} rejections, but n_items is {attrs['n_items']}"
+        )
     for key, want in expect.items():
         got = attrs.get(key)
         if got != want:

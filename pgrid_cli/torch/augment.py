@@ -7,7 +7,7 @@ the number of workers or the order in which items are read, and every epoch diff
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,8 @@ _EYE = np.eye(3)
 
 @dataclass(frozen=True)
 class Transform:
-    """A rigid motion of one structure: ``x -> R (x - centre) + centre + translation``.
+    """A rigid motion of one structure: ``x -> R (x - centre) + centre + translation``,
+    and for a crystal a lattice translation by ``shift`` (fractional, in the rotated cell).
 
     The grid box is built around the rotated atoms *before* the translation, so the
     translation moves the density inside the box (a box centred on the atoms would
@@ -28,12 +29,16 @@ class Transform:
     ----------
     rotation : (3, 3) float64, a proper rotation matrix (det +1)
     translation : (3,) float64, Å
-    centre : (3,) float64, Å, the point the rotation keeps fixed (the atoms' centroid)
+    centre : (3,) float64, Å, the point the rotation keeps fixed (the atoms' centroid;
+        for a crystal in a ``cube:L`` view, the cell centre, where the cube stays)
+    shift : (3,) float64, fractional coordinates of the rotated cell: a crystal's atoms
+        move by ``shift @ R lattice`` (zeros for molecules)
     """
 
     rotation: np.ndarray
     translation: np.ndarray
     centre: np.ndarray
+    shift: np.ndarray = field(default_factory=lambda: np.zeros(3))
 
     @classmethod
     def identity(cls, centre: Any = (0.0, 0.0, 0.0)) -> Transform:
@@ -50,6 +55,15 @@ class Transform:
         """(M, 3) positions (Å) rotated, then translated."""
         return self.rotate(positions) + self.translation
 
+    def crystal(self, positions: np.ndarray, lattice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A crystal moved: ((M, 3) positions, (3, 3) lattice rows), Å — the lattice and
+        atoms rotated about :attr:`centre`, then translated by ``translation`` and by
+        ``shift @ rotated lattice`` (a whole lattice vector changes no density)."""
+        lat = np.asarray(lattice, dtype=np.float64)
+        if not np.array_equal(self.rotation, _EYE):
+            lat = lat @ self.rotation.T
+        return self(positions) + self.shift @ lat, lat
+
 
 class Augmentation:
     """Random rigid motions for data augmentation.
@@ -57,18 +71,28 @@ class Augmentation:
     Parameters
     ----------
     rotate : bool
-        Rotate each molecule uniformly over SO(3) about its centroid. Crystals are not
-        rotated: their grid covers the unit cell and turns with the lattice, so a rotation
-        would leave it unchanged.
+        Rotate each molecule uniformly over SO(3) about its centroid. Crystals are rotated
+        (lattice and atoms, about the cell centre) only in a ``cube:L`` crystal view, where
+        the cube stays axis-aligned and the crystal turns inside it; a unit-cell grid turns
+        with the lattice, so a rotation would leave it unchanged.
     translate : float
         Shift each structure by a vector whose components are uniform in
         [-translate, translate] Å (as libmolgrid's ``random_translation``).
+    shift_lattice : bool
+        Move each crystal by a random lattice translation: fractional coordinates uniform
+        in [0, 1)³ of its (rotated) cell (:attr:`Transform.shift`). Molecules are not moved.
     seed : int, optional
         Non-negative seed; ``None`` draws one from the OS once, at construction (then
         read :attr:`seed` to repeat the run).
     """
 
-    def __init__(self, rotate: bool = False, translate: float = 0.0, seed: int | None = None):
+    def __init__(
+        self,
+        rotate: bool = False,
+        translate: float = 0.0,
+        seed: int | None = None,
+        shift_lattice: bool = False,
+    ):
         translate = float(translate)
         if not np.isfinite(translate) or translate < 0:
             raise ValueError(f"translate must be a non-negative distance in Å, got {translate!r}")
@@ -79,15 +103,25 @@ class Augmentation:
         self.rotate = bool(rotate)
         self.translate = translate
         self.seed = int(seed)
+        self.shift_lattice = bool(shift_lattice)
 
     @property
     def active(self) -> bool:
-        return self.rotate or self.translate > 0
+        return self.rotate or self.translate > 0 or self.shift_lattice
 
     def transform(
-        self, index: int, epoch: int = 0, centre: Any = None, periodic: bool = False
+        self,
+        index: int,
+        epoch: int = 0,
+        centre: Any = None,
+        periodic: bool = False,
+        rotate_crystal: bool = False,
     ) -> Transform:
-        """The transform of item ``index`` in ``epoch`` (rotation about ``centre``, Å)."""
+        """The transform of item ``index`` in ``epoch`` (rotation about ``centre``, Å).
+
+        A ``periodic`` item is rotated only with ``rotate_crystal`` (a ``cube:L`` view) and
+        is the only kind given a lattice ``shift``. The draws come in a fixed order
+        (rotation, translation, shift), so adding one option leaves the others' values."""
         c = np.zeros(3) if centre is None else np.asarray(centre, dtype=np.float64)
         if not self.active:
             return Transform.identity(c)
@@ -96,12 +130,21 @@ class Augmentation:
         rotation = np.eye(3)
         if self.rotate:
             drawn = Rotation.random(rng=rng).as_matrix()
-            if not periodic:
+            if not periodic or rotate_crystal:
                 rotation = drawn
         translation = np.zeros(3)
         if self.translate > 0:
             translation = rng.uniform(-self.translate, self.translate, size=3)
-        return Transform(rotation, translation, c)
+        shift = np.zeros(3)
+        if self.shift_lattice:
+            drawn_shift = rng.random(3)
+            if periodic:
+                shift = drawn_shift
+        return Transform(rotation, translation, c, shift)
 
     def __repr__(self) -> str:
-        return f"Augmentation(rotate={self.rotate}, translate={self.translate}, seed={self.seed})"
+        more = ", shift_lattice=True" if self.shift_lattice else ""
+        return (
+            f"Augmentation(rotate={self.rotate}, translate={self.translate}, "
+            f"seed={self.seed}{more})"
+        )

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..core.complexes import LIGAND_FLAG, ComplexRecipe, ligand_center
+from ..core.crystalview import cell_centre
 from ..core.kernel import grid
 from ..core.recipe import GridRecipe
 from ..core.structure import Structure
@@ -47,7 +49,10 @@ class StructureTable:
     targets : (N, ...) float32, or None
     property_targets : (N, T) float32 named stored properties (NaN: missing), or None
     atom_targets : (M, Ta) float32 per-atom ones, or None
+    ligand : (M,) bool, the ligand atoms of receptor + ligand complexes, or None
     """
+
+    ligand: np.ndarray | None = None
 
     def __init__(
         self,
@@ -118,7 +123,7 @@ class StructureTable:
         def cat(arrays: list[np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
             return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(shape, dtype)
 
-        return cls(
+        table = cls(
             offsets=offsets,
             numbers=cat([np.asarray(s.numbers).reshape(-1) for s in items], (0,), np.int16),
             positions=cat(
@@ -140,6 +145,10 @@ class StructureTable:
             records=np.array([s.record for s in items], dtype=np.int64),
             targets=packed,
         )
+        flags = [atom_properties(s).get(LIGAND_FLAG) for s in items]
+        if items and all(f is not None for f in flags):  # complexes
+            table.ligand = np.concatenate([np.asarray(f) > 0.5 for f in flags])
+        return table
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -164,6 +173,9 @@ class StructureTable:
             name=self.name(i),
             source=self.source(i),
             record=int(self.records[i]),
+            info={}
+            if self.ligand is None
+            else {"atom_properties": {LIGAND_FLAG: self.ligand[a0:a1].astype(np.float64)}},
         )
 
 
@@ -191,9 +203,14 @@ class StructureDataset(Dataset):
     table : StructureTable
     recipe : GridRecipe
         σ, grid size, box, padding and channels, exactly as ``pgrid grid`` takes them.
-    rotate, translate, seed
+    rotate, translate, seed, shift_lattice
         Augmentation (see :class:`Augmentation`): item ``i`` of epoch ``e`` is transformed
-        by a generator seeded with (seed, e, i), the same in every worker.
+        by a generator seeded with (seed, e, i), the same in every worker. With a
+        ``cube:L`` crystal view (``recipe.crystal_view``) crystals are rotated too —
+        lattice and atoms about the cell centre, the cube staying axis-aligned — and
+        ``shift_lattice`` moves them by a random fractional lattice translation (item key
+        ``shift`` (3,), zeros for molecules; the cell as gridded is ``lattice @
+        rotation.T``). Such a dataset grids per item (``render="item"``).
     render : ``"item"`` or ``"batch"``
         Grid in ``__getitem__`` (works with any collate function), or leave it to
         :attr:`collate` (one multi-threaded kernel call per batch).
@@ -213,12 +230,22 @@ class StructureDataset(Dataset):
         seed: int | None = None,
         render: Render = "item",
         threads: int | None = None,
+        shift_lattice: bool = False,
     ) -> None:
         if render not in ("item", "batch"):
             raise ValueError(f"render must be 'item' or 'batch', got {render!r}")
         self.table = table
         self.recipe = _recipe(recipe)
-        self.augmentation = Augmentation(rotate, translate, seed)
+        if render == "batch" and self._cube_view and bool(np.any(table.periodic)):
+            raise ValueError(
+                "a cube:L crystal view grids the images of each crystal: use render='item'"
+            )
+        if isinstance(self.recipe, ComplexRecipe) and (table.ligand is None or render != "item"):
+            raise ValueError(
+                "a ComplexRecipe grids receptor + ligand complexes (read from a .types list or "
+                "with ReadOptions(receptor=...)), with render='item'"
+            )
+        self.augmentation = Augmentation(rotate, translate, seed, shift_lattice)
         self.render = render
         self.threads = threads
         self.rejections: list[Rejection] = []
@@ -372,8 +399,21 @@ class StructureDataset(Dataset):
         """The augmentation of item ``index`` in the current epoch."""
         i = self._index(index)
         a0, a1 = self.table.atom_range(i)
-        centre = self.table.positions[a0:a1].mean(axis=0)
-        return self.augmentation.transform(i, self.epoch, centre, bool(self.table.periodic[i]))
+        periodic = bool(self.table.periodic[i])
+        cube = periodic and self._cube_view
+        if cube:  # the cube stays on the cell centre; the crystal turns about it
+            centre = cell_centre(self.table.lattices[i])
+        elif isinstance(self.recipe, ComplexRecipe):  # rotations about the ligand's centre
+            lig = np.asarray(self.table.ligand[a0:a1]) > 0.5  # type: ignore[index]
+            pos = self.table.positions[a0:a1]
+            centre = ligand_center(pos[lig], self.table.numbers[a0:a1][lig])
+        else:
+            centre = self.table.positions[a0:a1].mean(axis=0)
+        return self.augmentation.transform(i, self.epoch, centre, periodic, rotate_crystal=cube)
+
+    @property
+    def _cube_view(self) -> bool:
+        return getattr(self.recipe, "crystal_view", "cell") != "cell"
 
     def _index(self, index: int) -> int:
         i = operator.index(index)
@@ -384,24 +424,49 @@ class StructureDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         i = self._index(index)
+        return self._item(i, self.transform(i))
+
+    def _item(self, i: int, xf: Transform) -> dict[str, Any]:
+        """Item ``i`` moved by ``xf`` (what ``__getitem__`` returns for its transform)."""
         t = self.table
         a0, a1 = t.atom_range(i)
         numbers = t.numbers[a0:a1]
-        xf = self.transform(i)
-        rotated = xf.rotate(t.positions[a0:a1])
-        box = self.recipe.box_for(rotated, t.lattices[i] if t.periodic[i] else None)
-        positions = rotated + xf.translation
         weights = None if t.weights is None else t.weights[a0:a1].copy()
+        recipe = self.recipe
         item: dict[str, Any] = {}
-        if self.render == "item":
-            recipe = self.recipe
+        if isinstance(recipe, ComplexRecipe):
+            rotated = xf.rotate(t.positions[a0:a1])
+            positions = rotated + xf.translation
+            flags = np.asarray(t.ligand[a0:a1], dtype=np.float64)  # type: ignore[index]
+            lig = flags > 0.5
+            box = recipe.box_for(rotated[lig], None, numbers[lig])
+            s = Structure(
+                numbers, positions, weights=weights, info={"atom_properties": {LIGAND_FLAG: flags}}
+            )
+            g = recipe.grid_in_box(s, box, threads=self.threads or 1)
+            item["grid"] = torch.from_numpy(g)
+        else:
+            chans = recipe.spec.assign(numbers)
+            if t.periodic[i] and self._cube_view:
+                positions, lattice = xf.crystal(t.positions[a0:a1], t.lattices[i])
+                window = recipe.crystal_window(positions, lattice, xf.centre)
+                box, gridded, chans = window.box, window.positions, chans[window.index]
+                w_grid = None if weights is None else weights[window.index]
+            else:
+                rotated = xf.rotate(t.positions[a0:a1])
+                box = recipe.box_for(rotated, t.lattices[i] if t.periodic[i] else None)
+                positions = rotated + xf.translation
+                if t.periodic[i]:
+                    positions = positions + xf.shift @ t.lattices[i]
+                gridded, w_grid = positions, weights
+        if self.render == "item" and "grid" not in item:
             g = grid(
-                positions,
+                gridded,
                 box,
                 recipe.sigma,
-                channels=recipe.spec.assign(numbers),
+                channels=chans,
                 n_channels=recipe.n_channels,
-                weights=weights,
+                weights=w_grid,
                 threads=self.threads or 1,  # one structure is too little work to split
             )
             item["grid"] = torch.from_numpy(g)
@@ -415,6 +480,7 @@ class StructureDataset(Dataset):
             periodic=bool(box.periodic),
             rotation=torch.from_numpy(xf.rotation.copy()),
             translation=torch.from_numpy(xf.translation.copy()),
+            shift=torch.from_numpy(np.asarray(xf.shift, dtype=np.float64).copy()),
             index=i,
             name=t.name(i),
             source=t.source(i),

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.complexes import LIGAND_FLAG
 from ..core.recipe import GridRecipe
 from ..readers.records import Rejection
 from ..store.layout import LATTICE, plain
@@ -34,6 +35,7 @@ from .structure_dataset import Render, StructureDataset
 
 #: Group of per-record properties in a shard: ``properties/<name>``, one entry per structure.
 PROPERTIES = "properties"
+ATOM_PROPERTIES = "atom_properties"
 
 _LIVE: weakref.WeakSet[StructureShardDataset] = weakref.WeakSet()
 
@@ -86,6 +88,10 @@ class ShardTable:
         self.numbers = _AtomColumn(self, "atomic_numbers")
         self.positions = _AtomColumn(self, "positions")
         self.weights = _AtomColumn(self, "weights")
+        # receptor + ligand complexes: which atoms are the ligand's (ComplexRecipe)
+        flag = f"{ATOM_PROPERTIES}/{LIGAND_FLAG}"
+        complexes = bool(self.shards) and all(flag in s.file for s in self.shards)
+        self.ligand = _AtomColumn(self, flag) if complexes else None
         self.lattices = _Column(self, lambda o, j: np.asarray(o.ds[LATTICE][j], np.float64))
         self.periodic = _Column(self, lambda o, j: bool(o.periodic[j]))
         self.records = _Column(self, lambda o, j: int(o.records[j]))
@@ -93,9 +99,7 @@ class ShardTable:
         # other datasets' ``targets=[...]`` do (NaN where a record lacks one).
         self.targets = None
         self.atom_targets = None
-        self.property_targets = (
-            None if self.target_names is None else _Column(self, self._target)
-        )
+        self.property_targets = None if self.target_names is None else _Column(self, self._target)
 
     def opened(self, k: int) -> _OpenShard:
         """Shard ``k`` open in this process, its datasets looked up once, and its small
@@ -219,7 +223,7 @@ class StructureShardDataset(StructureDataset):
     targets : names of per-record properties (datasets ``properties/<name>`` of the
         shards, one entry per structure); item ``target`` is the property's value as
         float32, or with several names their values flattened and concatenated
-    rotate, translate, seed, render, threads : as for :class:`StructureDataset`
+    rotate, translate, seed, render, threads, shift_lattice : as for :class:`StructureDataset`
 
     A structure the recipe cannot grid (an element without a channel, atoms outside a
     ``cube:L``) raises ValueError when its item is read: the shards keep every parsed
@@ -237,6 +241,7 @@ class StructureShardDataset(StructureDataset):
         seed: int | None = None,
         render: Render = "item",
         threads: int | None = None,
+        shift_lattice: bool = False,
     ) -> None:
         self.path = Path(path)
         shards = ShardSet(self.path).shards
@@ -255,6 +260,7 @@ class StructureShardDataset(StructureDataset):
             seed=seed,
             render=render,
             threads=threads,
+            shift_lattice=shift_lattice,
         )
         _LIVE.add(self)
 

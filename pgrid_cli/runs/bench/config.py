@@ -44,7 +44,6 @@ class VerificationError(ValueError):
     """An implementation disagrees with the float64 reference beyond docs/format.md §3."""
 
 
-
 # ---------------------------------------------------------------------- configuration
 @dataclass(frozen=True)
 class BenchConfig:
