@@ -144,7 +144,7 @@ def test_codec_options():
         ("gzip:0", "gzip level must be 1-9"),
         ("gzip:x", "gzip level must be a whole number"),
         ("zstd:23", "zstd level must be 1-22"),
-        ("lzf:3", "only gzip and zstd take a level"),
+        ("lzf:3", r"only gzip, zstd and blosc2-\* take a level"),
     ]:
         with pytest.raises(ValueError, match=msg):
             GridCodec.parse(bad)

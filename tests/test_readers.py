@@ -162,6 +162,33 @@ def test_sdf_matches_rdkit_supplier():
     assert [s.record for s in ours] == list(range(126))
 
 
+def test_sdf_atomic_numbers_from_symbols_or_rdkit():
+    """pgrid reads the atomic numbers of a V2000 block off its element symbols (faster than
+    asking RDKit atom by atom) and asks RDKit for anything else: they must agree with
+    RDKit's atoms for V2000, V3000, D/T isotopes and query atoms alike."""
+    from pgrid_cli.readers.sdf import atomic_numbers
+
+    block = (SAMPLE / "drugs.sdf").read_text().split("$$$$\n")[0]
+    mol = Chem.MolFromMolBlock(block, sanitize=False, removeHs=False)
+    ref = [a.GetAtomicNum() for a in mol.GetAtoms()]
+    assert_array_equal(atomic_numbers(mol, block), ref)
+    v3000 = Chem.MolToV3KMolBlock(mol)
+    assert "V3000" in v3000
+    assert_array_equal(atomic_numbers(Chem.MolFromMolBlock(v3000, sanitize=False), v3000), ref)
+    lines = block.split("\n")
+    h = next(i for i, ln in enumerate(lines[4:], 4) if ln[31:34].strip() == "H")
+    for symbol, z in (("D", 1), ("T", 1), ("A", 0), ("Q", 0)):
+        edited = "\n".join(
+            [*lines[:h], lines[h][:31] + symbol.ljust(3) + lines[h][34:], *lines[h + 1 :]]
+        )
+        m = Chem.MolFromMolBlock(edited, sanitize=False, removeHs=False)
+        got = atomic_numbers(m, edited)
+        assert_array_equal(got, [a.GetAtomicNum() for a in m.GetAtoms()])
+        assert got[h - 4] == z
+    raw = RawRecord("x.sdf", 0, "sdf", edited, "x", 0)  # a query atom: no element
+    assert pio.parse_record(raw).kind == pio.UNKNOWN_ELEMENT
+
+
 def test_gzipped_sdf_equals_plain(tmp_path):
     gz = tmp_path / "drugs.sdf.gz"
     with open(SAMPLE / "drugs.sdf", "rb") as src, gzip.open(gz, "wb") as dst:
@@ -182,6 +209,7 @@ def test_rdkit_contrib_sdf():
     for s, m in zip(ours, mols, strict=True):
         assert isinstance(s, Structure)
         assert_allclose(s.positions, m.GetConformer().GetPositions(), rtol=0, atol=0)
+        assert_array_equal(s.numbers, [a.GetAtomicNum() for a in m.GetAtoms()])
 
 
 @pytest.mark.skipif(not RDKIT_NCI_2D.exists(), reason="RDKit's Data/NCI/first_200.props.sdf absent")

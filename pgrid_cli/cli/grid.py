@@ -161,7 +161,9 @@ def grid_cli(
         str,
         typer.Option(
             help="gzip (with shuffle; gzip:1 … gzip:9 sets the level; any HDF5 reader), zstd "
-            "(zstd:1 … zstd:22; faster; readers need hdf5plugin), lzf or none."
+            "(zstd:1 … zstd:22; readers need hdf5plugin), lz4, blosc2-lz4, blosc2-zstd "
+            "(blosc2-zstd:1 … :9; also -bitshuffle variants; the fastest; readers need "
+            "hdf5plugin), lzf or none."
         ),
     ] = "gzip",
     lossless: Annotated[

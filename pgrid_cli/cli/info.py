@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ..store.plugins import PLUGIN_COMPRESSIONS, READER_NOTE
 from ..store.rundir import describe, write_index
 from ._app import app, user_errors
 
@@ -79,6 +80,10 @@ def print_description(d: dict[str, Any], console: Console) -> None:
     if params.get("compression"):
         level = params.get("compression_level")
         storage.append(f"{params['compression']}" + (f" level {level}" if level else ""))
+        if params.get("reading"):  # a plugin filter (hdf5plugin)
+            storage.append(f"{params.get('hdf5_filters', '')}; {params['reading']}")
+        elif params["compression"] in ("zstd", *PLUGIN_COMPRESSIONS):
+            storage.append(READER_NOTE)
     step = params.get("rounding_step")
     if step:
         storage.append(f"rounded to a step ≤ {step:.3g} and ≤ 5e-5 × each grid's max")

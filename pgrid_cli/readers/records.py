@@ -253,8 +253,11 @@ def check_structure(s: Structure) -> Structure | Rejection:
 
     if len(s.numbers) == 0:
         return reject("empty structure (no atoms)", EMPTY)
-    bad = ~np.all(np.isfinite(s.positions), axis=1)
-    if np.any(bad):
+    if np.isfinite(s.positions).all():  # the common case, in one pass
+        bad = None
+    else:
+        bad = ~np.all(np.isfinite(s.positions), axis=1)
+    if bad is not None:
         i = int(np.flatnonzero(bad)[0])
         return reject(
             f"non-finite coordinates (NaN or inf) for {int(bad.sum())} atom(s), first atom {i}",
@@ -262,7 +265,7 @@ def check_structure(s: Structure) -> Structure | Rejection:
         )
     z = np.asarray(s.numbers)
     unknown = (z < 1) | (z > 118)
-    if np.any(unknown):
+    if unknown.any():
         i = int(np.flatnonzero(unknown)[0])
         return reject(
             f"atom {i} has no chemical element (atomic number {int(z[i])}: a dummy or query atom)",

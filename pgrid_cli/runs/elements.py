@@ -121,10 +121,11 @@ def catch_all_counts(settings: Settings, structures: Sequence[Structure]) -> Cou
     named = {atomic_number(n) for n in spec.names if n != "*"}
     named.update(settings.exclude)
     counts: Counter[str] = Counter()
-    for s in structures:
-        z = np.asarray(s.numbers)
-        rest = z[~np.isin(z, list(named))]
-        if rest.size:
-            values, n = np.unique(rest, return_counts=True)
-            counts.update({element_symbol(int(v)): int(k) for v, k in zip(values, n, strict=True)})
+    if not structures:
+        return counts
+    z = np.concatenate([np.asarray(s.numbers) for s in structures])  # one pass per task
+    rest = z[~np.isin(z, list(named))]
+    if rest.size:
+        values, n = np.unique(rest, return_counts=True)
+        counts.update({element_symbol(int(v)): int(k) for v, k in zip(values, n, strict=True)})
     return counts

@@ -42,6 +42,9 @@ TARGET_SHARD_BYTES = 250e6
 #: Assumed compression of rounded, gzip'd grids when choosing the default shard size
 #: (drug-like molecules at 32³ with element channels compress about 35×).
 _ASSUMED_RATIO = {"gzip": 35.0, "zstd": 35.0, "lzf": 8.0, "none": 1.0}
+# Plugin filters (docs/benchmarks.md, "Storage codecs"): 30x for shuffle + LZ4 or Zstd.
+_ASSUMED_RATIO.update({"lz4": 30.0, "blosc2-lz4": 30.0, "blosc2-zstd": 40.0})
+_ASSUMED_RATIO.update({"blosc2-lz4-bitshuffle": 15.0, "blosc2-zstd-bitshuffle": 30.0})
 #: Grids per worker task: about this many bytes of raw float32 (bounded to 1..64).
 _TASK_BYTES = 32 << 20
 _MAX_NOTES = 50
@@ -78,7 +81,8 @@ class GridOptions:
     ----------
     grid_size, sigma, channels, box, padding : the :class:`~pgrid_cli.core.GridRecipe`
     dtype : ``float32`` or ``float16`` storage
-    compression : ``gzip`` (``gzip:1``…``gzip:9``), ``lzf`` or ``none``
+    compression : ``gzip`` (``gzip:1``…``gzip:9``), ``zstd``, ``lz4``, ``blosc2-lz4``,
+        ``blosc2-zstd`` (and ``-bitshuffle``), ``lzf`` or ``none`` (:class:`GridCodec`)
     lossless : store the kernel's float32 values unrounded (see :mod:`pgrid_cli.store.codec`)
     disorder : CIF partial occupancy policy, ``error``, ``majority`` or ``weight``
     format : force an input format (``xyz``, ``sdf``, ``cif``) instead of the extension

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
+from . import plugins
 from .checksums import crc32
 
 try:  # ISA-L writes the same zlib/deflate format, several times faster than zlib
@@ -46,11 +47,13 @@ except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fall
 #: Compression choices for ``--compression``. ``zstd`` is HDF5's registered Zstandard
 #: filter (id 32015, from ``hdf5plugin``): readers need ``import hdf5plugin`` before h5py
 #: opens the shard (pgrid's own readers do it themselves).
-COMPRESSIONS = ("gzip", "zstd", "lzf", "none")
+#: ``lz4`` and ``blosc2-*`` are HDF5's LZ4 and Blosc2 plugin filters (:mod:`.plugins`):
+#: the same ``import hdf5plugin`` lets h5py read them.
+COMPRESSIONS = ("gzip", "zstd", "lzf", "none", *plugins.PLUGIN_COMPRESSIONS)
 #: HDF5's filter id of Zstandard (as registered with The HDF Group; hdf5plugin carries it).
 ZSTD_FILTER = 32015
 #: Levels of each compression that takes one (the default is the fastest).
-LEVELS = {"gzip": range(1, 10), "zstd": range(1, 23)}
+LEVELS = {"gzip": range(1, 10), "zstd": range(1, 23), **{b: range(1, 10) for b in plugins.BLOSC2}}
 #: Default (largest) rounding step: a power of two, so that rounding is exact in float32.
 DEFAULT_STEP = 2.0**-21
 #: A grid's step is also at most this fraction of its largest value.
@@ -80,8 +83,9 @@ class GridCodec:
     ----------
     dtype : ``float32`` or ``float16``
     compression : ``gzip`` (with shuffle; encoded by :meth:`encode`), ``lzf`` (h5py's own
-        filter, applied by h5py when writing) or ``none``
-    level : deflate level 1-9 for gzip
+        filter, applied by h5py when writing), ``none``, or a plugin filter encoded by
+        :meth:`encode` (``zstd``; ``lz4`` and ``blosc2-*``, see :mod:`.plugins`)
+    level : deflate level 1-9 for gzip, 1-22 for zstd, 1-9 for Blosc2
     step : largest rounding step (absolute, in the grid's units: the fraction of an atom
         in a voxel); 0 keeps values unchanged
     """
@@ -100,6 +104,8 @@ class GridCodec:
             )
         if self.compression == "zstd":
             load_zstd_filter()  # refuse up front, in one line, when the libraries are missing
+        if self.compression in plugins.PLUGIN_COMPRESSIONS:
+            plugins.load_plugins(self.compression)
         levels = LEVELS.get(self.compression, range(1, 10))
         if int(self.level) not in levels:
             raise ValueError(
@@ -112,16 +118,20 @@ class GridCodec:
 
     @classmethod
     def parse(cls, compression: str, dtype: str = "float32", lossless: bool = False) -> GridCodec:
-        """From CLI options: ``gzip``, ``gzip:6``, ``zstd``, ``zstd:3`` (levels), ``lzf``
-        or ``none``."""
+        """From CLI options: ``gzip``, ``gzip:6``, ``zstd``, ``zstd:3`` (levels), ``lzf``,
+        ``none``, ``lz4``, ``blosc2-lz4``, ``blosc2-zstd:3`` (levels 1-9; default 5 for LZ4, 1
+        for Zstd), and
+        the ``-bitshuffle`` variants of the two Blosc2 ones."""
         name, _, level = compression.strip().lower().partition(":")
         if level and name not in LEVELS:
             raise ValueError(
-                f"only gzip and zstd take a level (gzip:1 … gzip:9, zstd:1 … zstd:22), "
-                f"got {compression!r}"
+                f"only gzip, zstd and blosc2-* take a level (gzip:1 … gzip:9, zstd:1 … "
+                f"zstd:22, blosc2-lz4:1 … blosc2-lz4:9), got {compression!r}"
             )
+        blosc2 = plugins.BLOSC2.get(name)
+        default = plugins.BLOSC2_LEVEL[blosc2[0]] if blosc2 else DEFAULT_LEVEL
         try:
-            lvl = int(level) if level else DEFAULT_LEVEL
+            lvl = int(level) if level else default
         except ValueError:
             raise ValueError(f"{name} level must be a whole number, got {compression!r}") from None
         return cls(dtype=dtype, compression=name, level=lvl, step=0.0 if lossless else DEFAULT_STEP)
@@ -168,6 +178,8 @@ class GridCodec:
             return {"shuffle": True, **load_zstd_filter().Zstd(clevel=int(self.level))}
         if self.compression == "lzf":
             return {"compression": "lzf", "shuffle": True}
+        if self.compression in plugins.PLUGIN_COMPRESSIONS:
+            return plugins.h5_options(self.compression, self.level)
         return {}
 
     def attrs(self) -> dict[str, Any]:
@@ -176,11 +188,25 @@ class GridCodec:
             "compression": self.compression,
             "compression_level": int(self.level) if self.compression in LEVELS else 0,
             "shuffle": self.compression != "none",
+            **(
+                {"hdf5_filters": self.filters_note(), "reading": plugins.READER_NOTE}
+                if self.compression in plugins.PLUGIN_COMPRESSIONS or self.compression == "zstd"
+                else {}
+            ),
             "rounding": ROUNDING if self.step else "none (lossless)",
             "rounding_step": float(self.step),
             "rounding_relative": RELATIVE_STEP if self.step else 0.0,
             "max_rounding_error": float(self.max_rounding_error),
         }
+
+    def filters_note(self) -> str:
+        """The HDF5 filters of a plugin compression, in words (a shard attribute)."""
+        if self.compression == "zstd":
+            return f"shuffle, Zstandard (filter {ZSTD_FILTER})"
+        if self.compression == "lz4":
+            return f"shuffle, LZ4 (filter {plugins.LZ4_FILTER})"
+        cname, kind = plugins.BLOSC2[self.compression]
+        return f"Blosc2 (filter {plugins.BLOSC2_FILTER}: {cname}, {kind} inside)"
 
     def round(self, grids: np.ndarray) -> np.ndarray:
         """Round float32 ``grids`` in place as the module docstring says; returns them.
@@ -201,8 +227,11 @@ class GridCodec:
             _core.round_grid(grids.reshape(grids.shape[0], -1), self.step, RELATIVE_STEP)
         return grids
 
-    def encode(self, grid: np.ndarray) -> EncodedChunk:
+    def encode(self, grid: np.ndarray, total: float | None = None) -> EncodedChunk:
         """(chunk bytes, HDF5 filter mask) of one structure's (already rounded) grid.
+
+        ``total``: the grid's sum when the caller has it (``pgrid grid``'s workers pass the
+        sum before rounding, within C × step / 2 of the rounded grid's), saving a pass.
 
         The bytes are what the dataset's filter pipeline (:meth:`h5_options`) would
         store; the mask is 0, or marks deflate as skipped when it would not shrink the
@@ -212,11 +241,14 @@ class GridCodec:
             raise ValueError(f"{self.compression} chunks are written by h5py, not encoded here")
         src = np.asarray(grid)
         with np.errstate(all="ignore"):  # any bits can be stored (inf, NaN: not our business)
-            total = float(src.sum()) if src.size else 0.0  # float32 pairwise: ~1e-7 relative
+            if total is None:  # float32 pairwise: ~1e-7 relative
+                total = float(src.sum()) if src.size else 0.0
             peak = float(src.max()) if src.size and self.dtype == "float16" else 0.0
         arr = np.ascontiguousarray(src, dtype=self.np_dtype)
         if self.compression == "none":
             data, mask = arr.tobytes(), 0
+        elif self.compression in plugins.PLUGIN_COMPRESSIONS:
+            data, mask = plugins.encode(self.compression, self.level, arr), 0
         elif self.compression == "zstd":
             shuffled = shuffle(arr, out=_work("shuffled", arr.nbytes, np.uint8))
             data, mask = _zstd_compressor(int(self.level)).compress(shuffled), 0
@@ -236,6 +268,8 @@ class GridCodec:
         """The grid of an encoded chunk (the inverse of :meth:`encode`)."""
         if self.compression == "none":
             return np.frombuffer(data, dtype=self.np_dtype).reshape(shape).copy()
+        if self.compression in plugins.PLUGIN_COMPRESSIONS:
+            return plugins.decode(self.compression, data, shape, self.np_dtype)
         if self.compression == "zstd":
             raw = np.frombuffer(zstd_decompressor().decompress(data), np.uint8)
         else:

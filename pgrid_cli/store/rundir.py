@@ -419,6 +419,8 @@ def _shard_parameters(attrs: dict[str, Any]) -> dict[str, Any]:
         "dtype",
         "compression",
         "compression_level",
+        "hdf5_filters",
+        "reading",
         "rounding_step",
         "max_rounding_error",
         "disorder",

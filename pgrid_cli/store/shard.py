@@ -52,6 +52,7 @@ from .layout import (
     shard_index,
     shard_name,
 )
+from .plugins import PLUGIN_COMPRESSIONS, load_plugins
 from .properties import (
     ATOM_PROPERTIES,
     ID,
@@ -133,8 +134,11 @@ class Shard:
                 raise OSError(f"{self.path}: not a readable HDF5 file ({why})") from None
             self._pid = os.getpid()
             check_format(self._file, self.path)
-            if plain(self._file.attrs.get("compression", "")) == "zstd":
+            compression = plain(self._file.attrs.get("compression", ""))
+            if compression == "zstd":
                 load_zstd_filter()  # lets h5py decode the chunks too (other datasets, VDS)
+            elif compression in PLUGIN_COMPRESSIONS:
+                load_plugins(compression)  # h5py decodes these chunks (hdf5plugin's filters)
         return self._file
 
     def __getstate__(self) -> dict[str, Any]:

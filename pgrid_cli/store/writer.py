@@ -107,7 +107,7 @@ class ShardWriter:
             return  # no grids: everything is written by close()
         c = len(self.meta.channels)
         gshape = (c, *self.meta.grid_shape)
-        f.create_dataset(
+        self._grids = f.create_dataset(
             "grids",
             shape=(0, *gshape),
             maxshape=(None, *gshape),
@@ -115,6 +115,7 @@ class ShardWriter:
             chunks=(1, *gshape),
             **self._filters,
         )
+        self._chunk_zeros = (0,) * len(gshape)  # a chunk's offset after its structure index
 
     def __len__(self) -> int:
         return self._n
@@ -149,7 +150,7 @@ class ShardWriter:
         ``properties[s]`` its properties and ``atom_properties[s]`` its per-atom arrays
         (:mod:`pgrid_cli.store.properties`); any of them makes a format version 2 shard.
         """
-        f = self._require_open()
+        self._require_open()
         if self.structures_only:
             raise ValueError("a structures shard holds no grids: use append_structures()")
         k = len(grids)
@@ -163,7 +164,7 @@ class ShardWriter:
             raise ValueError("encoded chunks need a writer made with a gzip/none GridCodec")
         if captured is not None and len(captured) != k:
             raise ValueError("append() needs one captured fraction per grid")
-        g = f["grids"]
+        g = self._grids  # (looking it up by name, per call, costs more than writing a chunk)
         totals: list[float] = []
         try:
             g.resize(self._n + k, axis=0)
@@ -284,7 +285,7 @@ class ShardWriter:
         if encoded:
             assert codec is not None
             data, mask = grid
-            g.id.write_direct_chunk((index, *(0,) * (g.ndim - 1)), data, mask)
+            g.id.write_direct_chunk((index, *self._chunk_zeros), data, mask)
             if isinstance(grid, EncodedChunk):
                 self._crcs.append(grid.crc)
                 peak, total = grid.peak, grid.total
