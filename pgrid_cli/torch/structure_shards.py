@@ -24,12 +24,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from ..core.recipe import GridRecipe
 from ..readers.records import Rejection
 from ..store.layout import LATTICE, plain
 from ..store.shard import Shard, ShardSet
+from .batching import Gathered, atom_index
 from .structure_dataset import Render, StructureDataset
 
 #: Group of per-record properties in a shard: ``properties/<name>``, one entry per structure.
@@ -93,9 +95,7 @@ class ShardTable:
         # other datasets' ``targets=[...]`` do (NaN where a record lacks one).
         self.targets = None
         self.atom_targets = None
-        self.property_targets = (
-            None if self.target_names is None else _Column(self, self._target)
-        )
+        self.property_targets = None if self.target_names is None else _Column(self, self._target)
 
     def opened(self, k: int) -> _OpenShard:
         """Shard ``k`` open in this process, its datasets looked up once, and its small
@@ -139,10 +139,89 @@ class ShardTable:
         values = [np.asarray(o.ds[f"{PROPERTIES}/{n}"][j], dtype=np.float32) for n in names]
         return np.concatenate([v.reshape(-1) for v in values])
 
+    def gather(self, idx: np.ndarray) -> Gathered:
+        """Structures ``idx`` (B,) int64: per shard, each per-atom dataset read once (a
+        union of hyperslabs, in file order) and the per-structure ones by one sorted
+        selection; see :class:`~pgrid_cli.torch.batching.Gathered`."""
+        b = len(idx)
+        ends = self._ends
+        shard_of = np.searchsorted(ends, idx, side="right")
+        local = idx - np.where(shard_of > 0, ends[np.maximum(shard_of - 1, 0)], 0)
+        counts = np.zeros(b, dtype=np.int64)
+        parts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, _OpenShard]] = {}
+        for k in np.unique(shard_of):
+            where = np.flatnonzero(shard_of == k)
+            o = self.opened(int(k))
+            js, inverse = np.unique(local[where], return_inverse=True)
+            parts[int(k)] = (where, js, inverse.reshape(-1), o)
+            counts[where] = o.offsets[local[where] + 1] - o.offsets[local[where]]
+        offsets = np.zeros(b + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        m = int(offsets[-1])
+        numbers = np.empty(m, dtype=np.int16)
+        positions = np.empty((m, 3), dtype=np.float64)
+        weights = np.empty(m, dtype=np.float64)
+        lattices = np.empty((b, 3, 3))
+        names: list[str] = [""] * b
+        sources: list[str] = [""] * b
+        records = np.empty(b, dtype=np.int64)
+        periodic = np.empty(b, dtype=bool)
+        prop = None if self.target_names is None else [None] * b
+        for where, js, inverse, o in parts.values():
+            starts, stops = o.offsets[js], o.offsets[js + 1]
+            # Atoms of the unique structures js, in file order, then placed in batch order.
+            dst = atom_index(offsets[where], counts[where])
+            seg = np.zeros(len(js) + 1, dtype=np.int64)
+            np.cumsum(stops - starts, out=seg[1:])
+            take = atom_index(seg[inverse], counts[where])  # rows of the read, batch order
+            numbers[dst] = _read_runs(o.ds["atomic_numbers"], starts, stops)[take]
+            positions[dst] = _read_runs(o.ds["positions"], starts, stops)[take]
+            weights[dst] = _read_runs(o.ds["weights"], starts, stops)[take]
+            lattices[where] = np.asarray(o.ds[LATTICE][js], np.float64)[inverse]
+            periodic[where] = o.periodic[js][inverse]
+            records[where] = o.records[js][inverse]
+            for key, target in (("name", names), ("source", sources)):
+                values = o.ds[key][js]
+                for w, v in zip(where, inverse, strict=True):
+                    target[w] = str(plain(values[v]))
+            if prop is not None:
+                for w, j in zip(where, local[where], strict=True):
+                    prop[w] = self._target(o, int(j))
+        return Gathered(
+            offsets=offsets,
+            numbers=numbers,
+            positions=positions,
+            weights=weights,
+            lattices=lattices,
+            periodic=periodic,
+            records=records,
+            names=names,
+            sources=sources,
+            property_targets=None if prop is None else np.stack(prop),  # type: ignore[arg-type]
+        )
+
     def close(self) -> None:
         self._open.clear()
         for s in self.shards:
             s.close()
+
+
+def _read_runs(ds: Any, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """Rows ``starts[k]:stops[k]`` of an HDF5 dataset (sorted, disjoint runs), one after
+    another, in one read: a union of hyperslabs."""
+    n = int((stops - starts).sum())
+    tail = tuple(ds.shape[1:])
+    out = np.empty((n, *tail), dtype=ds.dtype)
+    if n == 0:
+        return out
+    space = ds.id.get_space()
+    space.select_none()
+    zeros = (0,) * len(tail)
+    for a, z in zip(starts.tolist(), stops.tolist(), strict=True):
+        if z > a:
+            space.select_hyperslab((a, *zeros), (z - a, *tail), op=h5py.h5s.SELECT_OR)
+    ds.id.read(h5py.h5s.create_simple(out.shape), space, out)
+    return out
 
 
 class _OpenShard:
@@ -219,7 +298,7 @@ class StructureShardDataset(StructureDataset):
     targets : names of per-record properties (datasets ``properties/<name>`` of the
         shards, one entry per structure); item ``target`` is the property's value as
         float32, or with several names their values flattened and concatenated
-    rotate, translate, seed, render, threads : as for :class:`StructureDataset`
+    rotate, translate, seed, render, threads, buffers : as for :class:`StructureDataset`
 
     A structure the recipe cannot grid (an element without a channel, atoms outside a
     ``cube:L``) raises ValueError when its item is read: the shards keep every parsed
@@ -237,6 +316,7 @@ class StructureShardDataset(StructureDataset):
         seed: int | None = None,
         render: Render = "item",
         threads: int | None = None,
+        buffers: int = 0,
     ) -> None:
         self.path = Path(path)
         shards = ShardSet(self.path).shards
@@ -255,6 +335,7 @@ class StructureShardDataset(StructureDataset):
             seed=seed,
             render=render,
             threads=threads,
+            buffers=buffers,
         )
         _LIVE.add(self)
 

@@ -1,0 +1,307 @@
+"""Batched fetching for the on-the-fly datasets: one batch = one read, one augmentation
+draw, one kernel call into one output tensor (issue 11, item 4).
+
+A ``torch.utils.data.DataLoader`` with automatic batching calls a dataset's
+``__getitems__(indices)`` when it has one, and passes what it returns to the collate
+function. :class:`~pgrid_cli.torch.StructureDataset` returns an :class:`ItemBatch`; its
+collate functions (:attr:`StructureDataset.collate`, :func:`collate`) turn it into the
+batch with :func:`fetch_batch`: the atoms of every item gathered in one vectorised read
+(:meth:`StructureTable.gather`; structures shards: one HDF5 read per dataset and shard),
+every augmentation of the batch drawn (:meth:`Augmentation.draws`), the boxes computed
+for the whole batch, and one native ``grid_batch`` call into the batch's grid tensor.
+The result is bit for bit the collated per-item path (``collate([ds[i] for i in
+indices])``, render ``"item"`` or ``"batch"``): same grids, positions, boxes,
+augmentations, targets and identities for the same seed and epoch.
+
+Output buffers: with ``buffers=k`` (k ≥ 1) a dataset grids batch n into slot n mod k of a
+ring of k tensors of its own process (created on first use, in shared memory inside a
+DataLoader worker) instead of a new tensor per batch, so no batch pays for first-touch
+page faults on a fresh 46 MB tensor (32 × 11 × 32³ float32). See
+:class:`BatchBuffers` for how long a batch stays valid.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import get_worker_info
+
+from .. import _core
+from ..core.box import _SAFE_SIDE
+from ..core.kernel import _threads, resolve_isa
+from . import targets as tg
+from .collate import default_threads, empty_shared
+
+if TYPE_CHECKING:
+    from .structure_dataset import StructureDataset
+
+_EYE = np.eye(3)
+
+
+@dataclass
+class Gathered:
+    """The structures of one batch in the flat (CSR) layout, in batch order.
+
+    offsets (B+1,) int64; numbers (M,) integer; positions (M, 3) float64 Å (a new array,
+    owned by the caller); weights (M,) float64 or None; lattices (B, 3, 3) float64 Å;
+    periodic (B,) bool; records (B,) int64; names, sources: B str; targets (B, ...)
+    float32 or None; property_targets (B, T) and atom_targets (M, Ta) float32 or None.
+    """
+
+    offsets: np.ndarray
+    numbers: np.ndarray
+    positions: np.ndarray
+    weights: np.ndarray | None
+    lattices: np.ndarray
+    periodic: np.ndarray
+    records: np.ndarray
+    names: list[str]
+    sources: list[str]
+    targets: np.ndarray | None = None
+    property_targets: np.ndarray | None = None
+    atom_targets: np.ndarray | None = None
+
+
+def atom_index(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(sum(counts),) int64: ``starts[s] + 0 .. counts[s]-1`` for every s, in order."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return np.repeat(np.asarray(starts, np.int64) - offsets[:-1], counts) + np.arange(
+        offsets[-1], dtype=np.int64
+    )
+
+
+class BatchBuffers:
+    """A ring of ``slots`` reused grid tensors, one ring per process.
+
+    Batch n of a process is gridded into slot n mod ``slots`` (grown when a larger batch
+    comes), so it **stays valid until the process has gridded ``slots`` more batches**:
+
+    * main process (``num_workers=0``): until the ``slots``-th next batch is fetched —
+      ``slots=1`` until the next one, ``slots=2`` also while the next one is in use;
+    * DataLoader workers: each worker has its own ring, in shared memory (the main
+      process receives it without a copy) and runs up to ``prefetch_factor`` batches
+      ahead of the training loop; with ``slots ≥ prefetch_factor + 2`` a batch stays valid
+      at least until the next batch is fetched (the DataLoader's own ``pin_memory=True``
+      copies every batch, and so ends the question).
+
+    Keep a batch longer by copying it (``batch["grid"].clone()``), or use ``buffers=0``
+    (the default): a new tensor per batch, valid for ever.
+    """
+
+    def __init__(self, slots: int) -> None:
+        if int(slots) < 0:
+            raise ValueError(f"buffers must be a non-negative number of batches, got {slots}")
+        self.slots = int(slots)
+        self._pid = -1
+        self._ring: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        self._next = 0
+
+    def take(self, shape: tuple[int, ...], aux: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a float32 tensor of ``shape`` (B, C, nx, ny, nz), a uint8 tensor of ``aux``
+        bytes for the batch's small arrays): the next slot of the ring (grown when a larger
+        batch comes), or new tensors without a ring; in shared memory inside a worker."""
+        if self.slots == 0:
+            return empty_shared(shape), empty_shared((aux,), torch.uint8)
+        if self._pid != os.getpid():  # first use in this process (a fresh worker)
+            self._pid, self._ring, self._next = os.getpid(), [None] * self.slots, 0
+        k = self._next
+        self._next = (k + 1) % self.slots
+        slot = self._ring[k]
+        if slot is None or slot[0].shape[1:] != shape[1:] or slot[0].shape[0] < shape[0]:
+            slot = (empty_shared(shape), slot[1] if slot else empty_shared((0,), torch.uint8))
+        if slot[1].shape[0] < aux:  # with room for larger batches of atoms
+            slot = (slot[0], empty_shared((max(aux + aux // 2, 1 << 16),), torch.uint8))
+        self._ring[k] = slot
+        return slot[0][: shape[0]], slot[1]
+
+    def __getstate__(self) -> dict[str, Any]:  # a pickled dataset takes no buffers along
+        return {"slots": self.slots, "_pid": -1, "_ring": [], "_next": 0}
+
+
+class ItemBatch(Sequence):  # type: ignore[type-arg]
+    """What ``StructureDataset.__getitems__`` returns: the items of a batch, fetched
+    together by the dataset's collate functions (:meth:`collate`), or one by one
+    (``batch[k]`` is ``dataset[indices[k]]``) by any other collate function."""
+
+    def __init__(self, dataset: StructureDataset, indices: Sequence[int]) -> None:
+        self.dataset = dataset
+        self.indices = [dataset._index(i) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return [self.dataset[i] for i in self.indices[k]]
+        return self.dataset[self.indices[k]]
+
+    def collate(self, threads: int | None = None) -> dict[str, Any]:
+        return fetch_batch(self.dataset, self.indices, threads)
+
+
+def _boxes(ds: StructureDataset, g: Gathered, rotated: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(origins (B, 3), axes (B, 3, 3), periodic (B,)) of the batch, bit for bit
+    ``recipe.box_for`` of each item (which still builds the unusual ones: crystals, and
+    anything it would refuse, so that the error is the same)."""
+    recipe = ds.recipe
+    b = len(g.offsets) - 1
+    counts = np.diff(g.offsets)
+    for s in np.flatnonzero(counts == 0):  # no atoms: the error box_for gives
+        recipe.box_for(rotated[:0], g.lattices[s] if g.periodic[s] else None)
+    starts = g.offsets[:-1]
+    lo = np.minimum.reduceat(rotated, starts, axis=0)
+    hi = np.maximum.reduceat(rotated, starts, axis=0)
+    kind = recipe._box_code  # 0 fit, 1 tight, 2 cube
+    pad = recipe.padding
+    if kind == 1:
+        origins = lo - pad
+        lengths = (hi - lo) + 2.0 * pad
+        axes = _EYE[np.newaxis] * lengths[:, np.newaxis, :]
+        ok = (lengths > 0).all(axis=1)
+    else:
+        side = (hi - lo).max(axis=1) + 2.0 * pad if kind == 0 else np.full(b, recipe._cube_side)
+        origins = (lo + hi) / 2.0 - (side / 2.0)[:, np.newaxis]
+        axes = _EYE[np.newaxis] * side[:, np.newaxis, np.newaxis]
+        ok = (side >= _SAFE_SIDE[0]) & (side <= _SAFE_SIDE[1])  # as Box._centred_cube
+    ok &= np.isfinite(origins).all(axis=1) & np.isfinite(axes).all(axis=(1, 2))
+    ok &= ~g.periodic
+    for s in np.flatnonzero(~ok):
+        a0, a1 = int(g.offsets[s]), int(g.offsets[s + 1])
+        box = recipe.box_for(rotated[a0:a1], g.lattices[s] if g.periodic[s] else None)
+        origins[s], axes[s] = box.origin, box.axes
+    return origins, axes, g.periodic.copy()
+
+
+def fetch_batch(
+    ds: StructureDataset, indices: Sequence[int], threads: int | None = None
+) -> dict[str, Any]:
+    """The collated batch of ``ds`` items ``indices`` (already in 0..len-1), equal to
+    ``collate([ds[i] for i in indices])`` with the grids, in one gather, one augmentation
+    draw and one kernel call (``threads``: default the dataset's, else one per worker and
+    every core in the main process)."""
+    if not len(indices):
+        raise ValueError("cannot collate an empty batch")
+    idx = np.asarray(indices, dtype=np.int64)
+    g = ds.table.gather(idx)
+    b = len(idx)
+    counts = np.diff(g.offsets)
+    rotations, translations = ds.augmentation.draws(idx, ds.epoch, g.periodic)
+    pos = g.positions  # rotated in place, item by item, exactly as Transform.rotate does
+    for s in range(b):
+        rot = rotations[s]
+        if not np.array_equal(rot, _EYE):
+            a0, a1 = int(g.offsets[s]), int(g.offsets[s + 1])
+            p = pos[a0:a1]
+            centre = p.mean(axis=0)
+            pos[a0:a1] = (p - centre) @ rot.T + centre
+    origins, axes, periodic = _boxes(ds, g, pos)
+    positions = pos + np.repeat(translations, counts, axis=0)
+    recipe = ds.recipe
+    numbers = g.numbers.astype(np.int64)
+    try:
+        channels = recipe.spec.assign(numbers)
+    except ValueError:  # raise the error of the first item that has no channel
+        for s in range(b):
+            recipe.spec.assign(numbers[g.offsets[s] : g.offsets[s + 1]])
+        raise
+    weights = g.weights
+    # Everything but the grid and the strings, in item key order (what collate gives).
+    arrays: dict[str, Any] = {"positions": positions, "numbers": numbers}
+    if weights is not None:
+        arrays["weights"] = weights
+    arrays.update(
+        origin=origins,
+        axes=axes,
+        periodic=periodic,
+        rotation=rotations,
+        translation=translations,
+        index=idx,
+        name=g.names,
+        source=g.sources,
+        record=np.asarray(g.records, dtype=np.int64),
+    )
+    if g.targets is not None:
+        arrays["target"] = np.asarray(g.targets, dtype=np.float32)
+    mask = ds.nan_targets == "mask"
+    for values, key in ((g.property_targets, "targets"), (g.atom_targets, "atom_targets")):
+        if values is not None:
+            arrays.update({k: v.numpy() for k, v in tg.item_targets(values, key, mask).items()})
+    arrays["offsets"] = g.offsets.astype(np.int64)
+    in_worker = get_worker_info() is not None
+    aux = sum(_align(a.nbytes) for a in arrays.values() if isinstance(a, np.ndarray))
+    grids, aux_buffer = ds.buffers.take((b, recipe.n_channels, *recipe.shape), aux * in_worker)
+    m = len(positions)
+    _core.grid_batch(
+        positions,
+        g.offsets,
+        channels,
+        np.full(m, recipe.sigma),
+        np.ones(m) if weights is None else weights,
+        origins,
+        axes,
+        periodic,
+        grids.numpy(),
+        _threads(default_threads(ds.threads if threads is None else threads)),
+        resolve_isa(None),
+    )
+    if not in_worker:
+        tensors = {k: torch.from_numpy(a) for k, a in arrays.items() if isinstance(a, np.ndarray)}
+        return {"grid": grids, **{k: tensors.get(k, a) for k, a in arrays.items()}}
+    return PackedBatch.pack(grids, aux_buffer, arrays)
+
+
+def _align(nbytes: int) -> int:
+    return -(-nbytes // 8) * 8
+
+
+class PackedBatch(dict):  # type: ignore[type-arg]
+    """A batch made in a DataLoader worker: its small tensors are views of one shared
+    uint8 buffer, and it pickles as two tensors (that buffer and the grids) plus the
+    layout, so the main process receives two shared-memory handles per batch instead of
+    one per tensor (each costs a file-descriptor exchange), and gets a plain dict."""
+
+    @classmethod
+    def pack(cls, grids: torch.Tensor, aux: torch.Tensor, arrays: dict[str, Any]) -> PackedBatch:
+        layout: dict[str, tuple[torch.dtype, tuple[int, ...], int]] = {}
+        storage = aux.untyped_storage()
+        entries: dict[str, Any] = {"grid": grids}
+        offset = 0
+        for key, a in arrays.items():
+            if not isinstance(a, np.ndarray):
+                entries[key] = a
+                continue
+            a = np.ascontiguousarray(a)
+            dtype = torch.from_numpy(a[:0].reshape(-1)).dtype
+            layout[key] = (dtype, tuple(a.shape), offset // a.itemsize)
+            t = entries[key] = _view(storage, *layout[key])
+            t.numpy()[...] = a
+            offset += _align(a.nbytes)
+        batch = cls(entries)
+        batch._packed = (grids, aux, layout)
+        return batch
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        grids, aux, layout = self._packed
+        rest = {k: v for k, v in self.items() if k not in layout and k != "grid"}
+        return (_unpack, (list(self.keys()), grids, aux, layout, rest))
+
+
+def _view(storage: Any, dtype: torch.dtype, shape: tuple[int, ...], offset: int) -> torch.Tensor:
+    return torch.empty(0, dtype=dtype).set_(storage, offset, shape)
+
+
+def _unpack(
+    keys: list[str], grids: torch.Tensor, aux: torch.Tensor, layout: dict[str, Any], rest: dict
+) -> dict[str, Any]:
+    """A :class:`PackedBatch` as a plain dict again (run where it is unpickled)."""
+    storage = aux.untyped_storage()
+    return {
+        k: grids if k == "grid" else _view(storage, *layout[k]) if k in layout else rest[k]
+        for k in keys
+    }
