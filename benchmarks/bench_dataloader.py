@@ -72,11 +72,12 @@ def kernel_rate(
     threads: int,
     samples: int,
     fresh: bool = False,
-) -> float:
-    """Structures/s of the native batch call alone: ``structures`` (parsed, boxed and put
-    in the kernel's arrays beforehand) gridded ``batch_size`` per call with ``threads``
-    threads into one reused buffer, or (``fresh``) into a new array per batch, as a
-    DataLoader without buffers must; over at least ``samples`` structures."""
+) -> tuple[float, float]:
+    """(structures/s, CPU ms per structure) of the native batch call alone:
+    ``structures`` (parsed, boxed and put in the kernel's arrays beforehand) gridded
+    ``batch_size`` per call with ``threads`` threads into one reused buffer, or
+    (``fresh``) into a new array per batch, as a DataLoader without buffers must; over at
+    least ``samples`` structures."""
     batches = [
         recipe.batch(structures[k : k + batch_size]) for k in range(0, len(structures), batch_size)
     ]
@@ -84,14 +85,14 @@ def kernel_rate(
     for b in batches:  # warm-up: first touch of the buffer, thread pool
         render_batch(b, out[: b.grid_shape[0]], threads=threads)
     done = 0
-    t0 = time.perf_counter()
+    cpu0, t0 = time.process_time(), time.perf_counter()
     while done < samples:
         for b in batches:
             if fresh:
                 out = np.empty((batch_size, recipe.n_channels, *recipe.shape), np.float32)
             render_batch(b, out[: b.grid_shape[0]], threads=threads)
             done += b.grid_shape[0]
-    return done / (time.perf_counter() - t0)
+    return done / (time.perf_counter() - t0), (time.process_time() - cpu0) / done * 1e3
 
 
 def measure(dataset, collate, workers: int, batch_size: int, samples: int) -> tuple[float, float]:
@@ -154,12 +155,16 @@ def main() -> None:
     n_cores = len(os.sched_getaffinity(0))
     structures = [r for r in iter_records(args.molecules) if not isinstance(r, Rejection)]
 
-    def kernel(w: int) -> float:
+    def kernel(w: int) -> tuple[float, float]:
         threads = w if w else n_cores
         return kernel_rate(opts, structures, args.batch_size, threads, args.samples // 2)
 
     def record(
-        source: str, rotate: bool, w: int, result: tuple[float, float], k: float | None = None
+        source: str,
+        rotate: bool,
+        w: int,
+        result: tuple[float, float],
+        k: tuple[float, float] | None = None,
     ) -> None:
         rate, cpu_ms = result
         rows.append(
@@ -169,24 +174,29 @@ def main() -> None:
                 "workers": w,
                 "samples_per_s": rate,
                 "cpu_ms_per_sample": cpu_ms,
-                "kernel_samples_per_s": k,
+                "kernel_samples_per_s": k[0] if k else None,
+                "kernel_cpu_ms_per_sample": k[1] if k else None,
                 "kernel_threads": (w if w else n_cores) if k else None,
-                "ratio_to_kernel": rate / k if k else None,
+                "ratio_to_kernel": rate / k[0] if k else None,
+                "cpu_ratio_to_kernel": k[1] / cpu_ms if k else None,
             }
         )
         aug = "rotate+translate" if rotate else "-"
-        ratio = f"{k:10.0f} {rate / k:6.2f}" if k else ""
-        print(f"{source:<34} {aug:<17} {w:>7} {rate:10.0f} {cpu_ms:10.2f} {ratio}", flush=True)
+        ratio = f"{k[0]:10.0f} {k[1]:7.3f} {rate / k[0]:6.2f} {k[1] / cpu_ms:6.2f}" if k else ""
+        print(f"{source:<34} {aug:<17} {w:>7} {rate:10.0f} {cpu_ms:7.3f} {ratio}", flush=True)
 
     kernel_fresh = kernel_rate(opts, structures, args.batch_size, 1, args.samples, fresh=True)
     kernel_reused = kernel_rate(opts, structures, args.batch_size, 1, args.samples)
     print(
-        f"kernel only, 1 thread: {kernel_reused:,.0f}/s into a reused buffer, "
-        f"{kernel_fresh:,.0f}/s into a new array per batch\n"
+        f"kernel only, 1 thread: {kernel_reused[0]:,.0f}/s ({kernel_reused[1]:.3f} CPU ms "
+        f"each) into a reused buffer, {kernel_fresh[0]:,.0f}/s ({kernel_fresh[1]:.3f} CPU ms) "
+        f"into a new array per batch\n"
+        "ratio: samples/s ÷ the kernel's with the same cores, measured just before and after;"
+        " CPU ratio: the kernel's CPU ms per sample ÷ the setting's (robust to load)\n"
     )
     print(
         f"{'source':<34} {'augmentation':<17} {'workers':>7} {'samples/s':>10} "
-        f"{'CPU ms/sample':>10} {'kernel/s':>10} {'ratio':>6}"
+        f"{'CPU ms':>7} {'kernel/s':>10} {'CPU ms':>7} {'ratio':>6} {'CPU r.':>6}"
     )
     for rotate in (False, True):
         for render in ("item", "batch"):
@@ -203,7 +213,8 @@ def main() -> None:
                 for w in workers:
                     before = kernel(w)
                     result = measure(ds, ds.collate, w, args.batch_size, args.samples)
-                    k = (before + kernel(w)) / 2
+                    after = kernel(w)
+                    k = ((before[0] + after[0]) / 2, (before[1] + after[1]) / 2)
                     label = f"on the fly, per {render}, buffers={buffers}"
                     record(label, rotate, w, result, k)
 
@@ -268,7 +279,12 @@ def main() -> None:
                     "machine": {"cpu": platform.processor() or platform.machine(), **info},
                     "load_average": load,
                     "molecules": str(args.molecules),
-                    "kernel_one_thread": {"reused": kernel_reused, "fresh": kernel_fresh},
+                    "kernel_one_thread": {
+                        "reused": dict(
+                            zip(("samples_per_s", "cpu_ms"), kernel_reused, strict=True)
+                        ),
+                        "fresh": dict(zip(("samples_per_s", "cpu_ms"), kernel_fresh, strict=True)),
+                    },
                     "options": {
                         "grid_size": args.grid_size,
                         "channels": args.channels,

@@ -110,15 +110,28 @@ class BatchBuffers:
             return empty_shared(shape), empty_shared((aux,), torch.uint8)
         if self._pid != os.getpid():  # first use in this process (a fresh worker)
             self._pid, self._ring, self._next = os.getpid(), [None] * self.slots, 0
+            for k in range(self.slots):  # every slot made and touched now, not in use
+                self._ring[k] = self._slot(None, shape, aux)
         k = self._next
         self._next = (k + 1) % self.slots
-        slot = self._ring[k]
-        if slot is None or slot[0].shape[1:] != shape[1:] or slot[0].shape[0] < shape[0]:
-            slot = (empty_shared(shape), slot[1] if slot else empty_shared((0,), torch.uint8))
-        if slot[1].shape[0] < aux:  # with room for larger batches of atoms
-            slot = (slot[0], empty_shared((max(aux + aux // 2, 1 << 16),), torch.uint8))
-        self._ring[k] = slot
+        slot = self._ring[k] = self._slot(self._ring[k], shape, aux)
         return slot[0][: shape[0]], slot[1]
+
+    @staticmethod
+    def _slot(
+        slot: tuple[torch.Tensor, torch.Tensor] | None, shape: tuple[int, ...], aux: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``slot``, or a new one where it is too small (new memory prefaulted: its first
+        touch, page faults and zeroing, costs more than gridding into it)."""
+        grids = None if slot is None else slot[0]
+        if grids is None or grids.shape[1:] != shape[1:] or grids.shape[0] < shape[0]:
+            grids = empty_shared(shape)
+            _core.zero_fill(grids.numpy(), 1)
+        buf = None if slot is None else slot[1]
+        if buf is None or buf.shape[0] < aux:  # with room for larger batches of atoms
+            buf = empty_shared((max(aux + aux // 2, 1 << 16),), torch.uint8)
+            buf.zero_()
+        return grids, buf
 
     def __getstate__(self) -> dict[str, Any]:  # a pickled dataset takes no buffers along
         return {"slots": self.slots, "_pid": -1, "_ring": [], "_next": 0}
