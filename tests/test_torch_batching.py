@@ -193,6 +193,24 @@ def test_reused_buffers_keep_a_batch_until_the_kth_next_one(mixed):
         assert_same_batch(b, per_item(fresh, indices))
 
 
+def test_default_buffers_reuse_only_memory_nothing_holds(mixed):
+    ds = StructureDataset.from_structures(mixed[:24], RECIPE, rotate=True, seed=2)
+    batches = [list(range(s, s + 8)) for s in range(0, 24, 8)]
+    first = ds.collate(ds.__getitems__(batches[0]))
+    second = ds.collate(ds.__getitems__(batches[1]))
+    kept = first["grid"].numpy()  # a NumPy view holds the memory too
+    ptr = first["grid"].data_ptr()
+    del first
+    third = ds.collate(ds.__getitems__(batches[2]))
+    assert third["grid"].data_ptr() not in (ptr, second["grid"].data_ptr())
+    assert_same_batch(second, per_item(ds, batches[1]))
+    assert kept.tobytes() == per_item(ds, batches[0])["grid"].numpy().tobytes()
+    del kept, third  # nothing holds the first batch's memory now: it is reused
+    fourth = ds.collate(ds.__getitems__(batches[0]))
+    assert fourth["grid"].data_ptr() == ptr
+    assert_same_batch(fourth, per_item(ds, batches[0]))
+
+
 def test_worker_rings_are_shared_and_valid_until_the_next_batch(mixed):
     prefetch = 2
     ds = StructureDataset.from_structures(

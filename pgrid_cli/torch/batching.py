@@ -91,7 +91,9 @@ class BatchBuffers:
       copies every batch, and so ends the question).
 
     Keep a batch longer by copying it (``batch["grid"].clone()``), or use ``buffers=0``
-    (the default): a new tensor per batch, valid for ever.
+    (the default): every batch valid for ever — a new tensor per batch, except that the
+    main process reuses one of the last :data:`RECYCLED` whose memory nothing references
+    any more (:meth:`_unreferenced`).
     """
 
     def __init__(self, slots: int) -> None:
@@ -107,6 +109,8 @@ class BatchBuffers:
         bytes for the batch's small arrays): the next slot of the ring (grown when a larger
         batch comes), or new tensors without a ring; in shared memory inside a worker."""
         if self.slots == 0:
+            if get_worker_info() is None:
+                return self._unreferenced(shape), empty_shared((aux,), torch.uint8)
             return empty_shared(shape), empty_shared((aux,), torch.uint8)
         if self._pid != os.getpid():  # first use in this process (a fresh worker)
             self._pid, self._ring, self._next = os.getpid(), [None] * self.slots, 0
@@ -133,8 +137,46 @@ class BatchBuffers:
             buf.zero_()
         return grids, buf
 
+    def _unreferenced(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """A grid tensor of ``shape`` that nothing else holds: one of the last
+        :data:`RECYCLED` made in this process whose batch has been dropped (no tensor,
+        view or NumPy array uses its memory any more), else a new one. Only in the main
+        process: there the storage's reference count tells; a worker cannot see what the
+        main process still holds."""
+        if self._pid != os.getpid():
+            self._pid, self._ring, self._next = os.getpid(), [], 0
+        for slot in self._ring:
+            grids = slot[0] if slot else None
+            if grids is not None and grids.shape[1:] == shape[1:] and grids.shape[0] >= shape[0]:
+                if _only_ours(grids):
+                    return _new_view(grids, shape)
+        grids = empty_shared(shape)
+        if _USE_COUNT is None:
+            return grids
+        self._ring = [*self._ring[-(RECYCLED - 1) :], (grids, grids)]
+        return _new_view(grids, shape)
+
     def __getstate__(self) -> dict[str, Any]:  # a pickled dataset takes no buffers along
         return {"slots": self.slots, "_pid": -1, "_ring": [], "_next": 0}
+
+
+#: How many dropped batch tensors the main process keeps for reuse with ``buffers=0``.
+RECYCLED = 4
+_USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)
+
+
+def _new_view(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """The first ``shape[0]`` entries of ``t`` as a tensor object of their own (so that
+    holding it counts as a use of the memory)."""
+    return torch.empty(0, dtype=t.dtype).set_(t.untyped_storage(), 0, shape)
+
+
+def _only_ours(t: torch.Tensor) -> bool:
+    """Whether the memory of ``t`` is referenced by ``t`` alone (the ring keeps it twice,
+    plus the temporary storage object of this call)."""
+    if _USE_COUNT is None:
+        return False
+    return int(_USE_COUNT(t.untyped_storage()._cdata)) <= 1 + 1
 
 
 class ItemBatch(Sequence):  # type: ignore[type-arg]
@@ -206,13 +248,14 @@ def fetch_batch(
     counts = np.diff(g.offsets)
     rotations, translations = ds.augmentation.draws(idx, ds.epoch, g.periodic)
     pos = g.positions  # rotated in place, item by item, exactly as Transform.rotate does
-    for s in range(b):
-        rot = rotations[s]
-        if not np.array_equal(rot, _EYE):
-            a0, a1 = int(g.offsets[s]), int(g.offsets[s + 1])
-            p = pos[a0:a1]
-            centre = p.mean(axis=0)
-            pos[a0:a1] = (p - centre) @ rot.T + centre
+    turned = np.flatnonzero(~(rotations == _EYE).all(axis=(1, 2))).tolist()
+    bounds = g.offsets.tolist()
+    add = np.add.reduce
+    for s in turned:
+        a0, a1 = bounds[s], bounds[s + 1]
+        p = pos[a0:a1]
+        centre = add(p, axis=0) / (a1 - a0)  # p.mean(axis=0), bit for bit
+        pos[a0:a1] = (p - centre) @ rotations[s].T + centre
     origins, axes, periodic = _boxes(ds, g, pos)
     positions = pos + np.repeat(translations, counts, axis=0)
     recipe = ds.recipe

@@ -225,10 +225,12 @@ class StructureDataset(Dataset):
         and per batch inside a DataLoader worker (the workers are the parallelism); every
         core for a batch gridded in the main process.
     buffers : int
-        0 (default): every batch gets a new grid tensor. k ≥ 1: batches are gridded into
-        a ring of k reused tensors per process (no first-touch page faults on a fresh
-        tensor per batch); a batch then stays valid until k more batches have been
-        gridded by the same process (see :class:`~pgrid_cli.torch.batching.BatchBuffers`).
+        0 (default): every batch stays valid for ever (in the main process its grid tensor
+        is that of an earlier batch nothing references any more, or a new one). k ≥ 1:
+        batches are gridded into a ring of k reused tensors per process (no first-touch
+        page faults on a new tensor per batch, in workers too); a batch then stays valid
+        until k more batches have been gridded by the same process (see
+        :class:`~pgrid_cli.torch.batching.BatchBuffers`).
 
     In a DataLoader (automatic batching), :meth:`__getitems__` fetches a whole batch at
     once and :attr:`collate` grids it in one kernel call; the batch is bit for bit the
