@@ -174,10 +174,22 @@ class ShardTable:
             seg = np.zeros(len(js) + 1, dtype=np.int64)
             np.cumsum(stops - starts, out=seg[1:])
             take = atom_index(seg[inverse], counts[where])  # rows of the read, batch order
-            numbers[dst] = _read_runs(o.ds["atomic_numbers"], starts, stops)[take]
-            positions[dst] = _read_runs(o.ds["positions"], starts, stops)[take]
-            weights[dst] = _read_runs(o.ds["weights"], starts, stops)[take]
-            lattices[where] = np.asarray(o.ds[LATTICE][js], np.float64)[inverse]
+            src = None  # the rows in batch order, for datasets mapped into memory
+            for key, column in (
+                ("atomic_numbers", numbers),
+                ("positions", positions),
+                ("weights", weights),
+            ):
+                mapped = o.mapped(key)
+                if mapped is None:
+                    column[dst] = _read_runs(o.ds[key], starts, stops)[take]
+                    continue
+                if src is None:
+                    src = atom_index(o.offsets[local[where]], counts[where])
+                column[dst] = mapped[src]
+            mapped = o.mapped(LATTICE)
+            lat = o.ds[LATTICE][js] if mapped is None else mapped[js]
+            lattices[where] = np.asarray(lat, np.float64)[inverse]
             periodic[where] = o.periodic[js][inverse]
             records[where] = o.records[js][inverse]
             for key, target in (("name", names), ("source", sources)):
@@ -235,6 +247,30 @@ class _OpenShard:
         self.offsets = f["atom_offset"][:]
         self.periodic = f["periodic"][:]
         self.records = f["record"][:]
+        self.path = shard.path
+        self._maps: dict[str, np.ndarray | None] = {}
+
+    def mapped(self, name: str) -> np.ndarray | None:
+        """Dataset ``name`` as a read-only NumPy memory map of its bytes in the file
+        (read lazily by the OS, page by page), when HDF5 stores it contiguous,
+        unfiltered and in native byte order (as ``pgrid grid`` writes the per-atom
+        datasets and ``lattice``); else None (read it through h5py)."""
+        if name not in self._maps:
+            self._maps[name] = None
+            ds = self.ds[name]
+            offset = ds.id.get_offset()
+            dtype = ds.dtype
+            if (
+                offset is not None
+                and ds.chunks is None
+                and dtype.kind in "iuf"
+                and dtype.isnative
+                and ds.size > 0
+            ):
+                self._maps[name] = np.memmap(
+                    self.path, dtype=dtype, mode="r", offset=offset, shape=ds.shape
+                )
+        return self._maps[name]
 
 
 class _Datasets(dict):  # type: ignore[type-arg]
