@@ -135,14 +135,17 @@ def test_targets_and_masks_are_batched_like_items(tmp_path: Path):
         assert_same_batch(next(iter(loader)), want)
 
 
-def test_dataloader_calls_getitems_not_getitem(mixed):
+def test_dataloader_calls_getitems_not_getitem(mixed, monkeypatch):
     calls = {"items": 0, "batches": 0}
+    per_item_path = StructureDataset.__getitem__
+
+    def counted(self, index):
+        calls["items"] += 1
+        return per_item_path(self, index)
+
+    monkeypatch.setattr(StructureDataset, "__getitem__", counted)
 
     class Counting(StructureDataset):
-        def __getitem__(self, index):
-            calls["items"] += 1
-            return super().__getitem__(index)
-
         def __getitems__(self, indices):
             calls["batches"] += 1
             return super().__getitems__(indices)
@@ -156,6 +159,21 @@ def test_dataloader_calls_getitems_not_getitem(mixed):
     first = next(iter(got))
     assert isinstance(first, list) and len(first) == 8 and calls["items"] == 8
     assert isinstance(ds.__getitems__([0, 1]), ItemBatch)
+
+
+def test_a_subclass_that_makes_its_own_items_keeps_them(mixed):
+    class Tagged(StructureDataset):
+        def __getitem__(self, index):
+            item = super().__getitem__(index)
+            item["tag"] = 2 * item["index"]
+            return item
+
+    ds = Tagged.from_structures(mixed[:12], RECIPE, rotate=True, seed=5)
+    batch = next(iter(DataLoader(ds, batch_size=6, collate_fn=ds.collate)))
+    assert batch["tag"].tolist() == [2 * i for i in range(6)]
+    plain = StructureDataset(ds.table, RECIPE, rotate=True, seed=5)
+    want = per_item(plain, range(6))
+    assert batch["grid"].numpy().tobytes() == want["grid"].numpy().tobytes()
 
 
 def test_unknown_element_raises_the_per_item_error(mixed):

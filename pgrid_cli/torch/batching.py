@@ -197,6 +197,13 @@ class ItemBatch(Sequence):  # type: ignore[type-arg]
         return self.dataset[self.indices[k]]
 
     def collate(self, threads: int | None = None) -> dict[str, Any]:
+        """The collated batch: fetched as one (:func:`fetch_batch`), or item by item when
+        a subclass of the dataset makes its own items (overrides ``__getitem__``)."""
+        from .collate import GridCollate
+        from .structure_dataset import StructureDataset
+
+        if type(self.dataset).__getitem__ is not StructureDataset.__getitem__:
+            return GridCollate(self.dataset.recipe, threads)(list(self))
         return fetch_batch(self.dataset, self.indices, threads)
 
 
