@@ -90,7 +90,8 @@ def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     Grids are stacked into one tensor (in shared memory inside a worker), per-atom
     tensors concatenated with ``offsets``, other tensors stacked, numbers turned into
     tensors and strings kept as lists. Items without a ``grid`` stay without one: use
-    :class:`GridCollate` to render them.
+    :class:`GridCollate` to render them. What ``StructureDataset.__getitems__`` returns
+    (an :class:`~pgrid_cli.torch.batching.ItemBatch`) is fetched and gridded as one batch.
     """
     if not items:
         raise ValueError("cannot collate an empty batch")
