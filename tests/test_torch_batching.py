@@ -6,6 +6,7 @@ in the main process and in workers; and reused output buffers keep their contrac
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import h5py
@@ -133,6 +134,15 @@ def test_targets_and_masks_are_batched_like_items(tmp_path: Path):
             ds, batch_sampler=[[2, 0, 1]], collate_fn=ds.collate, num_workers=workers
         )
         assert_same_batch(next(iter(loader)), want)
+
+
+def test_a_pickled_dataset_batches_the_same(mixed):
+    """What a ``spawn`` worker gets: the dataset pickled (its arrays then carry NumPy
+    dtype instances of their own, which the native call must still take)."""
+    ds = StructureDataset.from_structures(mixed, RECIPE, rotate=True, seed=3, buffers=2)
+    clone = pickle.loads(pickle.dumps(ds))
+    indices = [9, 2, 30, 7]
+    assert_same_batch(clone.collate(clone.__getitems__(indices)), per_item(ds, indices))
 
 
 def test_dataloader_calls_getitems_not_getitem(mixed, monkeypatch):

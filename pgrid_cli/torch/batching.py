@@ -301,14 +301,14 @@ def fetch_batch(
     grids, aux_buffer = ds.buffers.take((b, recipe.n_channels, *recipe.shape), aux * in_worker)
     m = len(positions)
     _core.grid_batch(
-        positions,
-        g.offsets,
-        channels,
+        _native(positions, np.float64),
+        _native(g.offsets, np.int64),
+        _native(channels, np.int32),
         np.full(m, recipe.sigma),
-        np.ones(m) if weights is None else weights,
-        origins,
-        axes,
-        periodic,
+        np.ones(m) if weights is None else _native(weights, np.float64),
+        _native(origins, np.float64),
+        _native(axes, np.float64),
+        _native(periodic, np.bool_),
         grids.numpy(),
         _threads(default_threads(ds.threads if threads is None else threads)),
         resolve_isa(None),
@@ -317,6 +317,14 @@ def fetch_batch(
         tensors = {k: torch.from_numpy(a) for k, a in arrays.items() if isinstance(a, np.ndarray)}
         return {"grid": grids, **{k: tensors.get(k, a) for k, a in arrays.items()}}
     return PackedBatch.pack(grids, aux_buffer, arrays)
+
+
+def _native(a: np.ndarray, dtype: Any) -> np.ndarray:
+    """``a`` (C-contiguous, of dtype ``dtype`` already) with NumPy's own instance of that
+    dtype, which the native kernel checks by identity: arrays unpickled in a ``spawn``
+    worker, and everything computed from them, carry an equal but distinct instance."""
+    want = np.dtype(dtype)
+    return a if a.dtype is want else np.ascontiguousarray(a).view(want)
 
 
 def _align(nbytes: int) -> int:
