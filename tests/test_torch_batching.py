@@ -27,6 +27,7 @@ from pgrid_cli.torch import (  # noqa: E402
     Augmentation,
     StructureDataset,
     StructureShardDataset,
+    batching,
     collate,
 )
 from pgrid_cli.torch.batching import BatchBuffers, ItemBatch  # noqa: E402
@@ -261,15 +262,19 @@ def test_worker_rings_are_shared_and_valid_until_the_next_batch(mixed):
             if previous is not None:
                 assert_same_batch(previous, per_item(ds, batches[n - 1]))
             previous = b
+    # Each slot of each worker's ring reached this process once (then named, not sent).
+    pids = {w.pid for w in loader._iterator._workers}
+    slots = [k for k in batching._RECEIVED if k[0] in pids]
+    assert len(slots) == 2 * (prefetch + 2)
 
 
 def test_buffers_option_is_checked_and_not_pickled(mixed):
     with pytest.raises(ValueError, match="buffers"):
         StructureDataset.from_structures(mixed[:2], RECIPE, buffers=-1)
     ring = BatchBuffers(2)
-    a, _ = ring.take((2, 1, 4, 4, 4), 16)
-    b, _ = ring.take((2, 1, 4, 4, 4), 16)
-    c, _ = ring.take((1, 1, 4, 4, 4), 16)
+    a, _, _ = ring.take((2, 1, 4, 4, 4), 16)
+    b, _, _ = ring.take((2, 1, 4, 4, 4), 16)
+    c, _, _ = ring.take((1, 1, 4, 4, 4), 16)
     assert a.data_ptr() == c.data_ptr() != b.data_ptr() and c.shape == (1, 1, 4, 4, 4)
     assert BatchBuffers(2).__getstate__()["_ring"] == []
 

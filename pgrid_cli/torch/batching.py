@@ -103,23 +103,33 @@ class BatchBuffers:
         self._pid = -1
         self._ring: list[tuple[torch.Tensor, torch.Tensor] | None] = []
         self._next = 0
+        self._generation: list[int] = []  # of each slot: +1 whenever it is made anew
+        self._sent: list[int] = []  # the generation of each slot a batch has carried
 
-    def take(self, shape: tuple[int, ...], aux: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def take(
+        self, shape: tuple[int, ...], aux: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, _Ticket | None]:
         """(a float32 tensor of ``shape`` (B, C, nx, ny, nz), a uint8 tensor of ``aux``
         bytes for the batch's small arrays): the next slot of the ring (grown when a larger
-        batch comes), or new tensors without a ring; in shared memory inside a worker."""
+        batch comes), or new tensors without a ring; in shared memory inside a worker.
+        Third: the slot's :class:`_Ticket` (None without a ring)."""
         if self.slots == 0:
             if get_worker_info() is None:
-                return self._unreferenced(shape), empty_shared((aux,), torch.uint8)
-            return empty_shared(shape), empty_shared((aux,), torch.uint8)
+                return self._unreferenced(shape), empty_shared((aux,), torch.uint8), None
+            return empty_shared(shape), empty_shared((aux,), torch.uint8), None
         if self._pid != os.getpid():  # first use in this process (a fresh worker)
             self._pid, self._ring, self._next = os.getpid(), [None] * self.slots, 0
+            self._generation, self._sent = [0] * self.slots, [0] * self.slots
             for k in range(self.slots):  # every slot made and touched now, not in use
                 self._ring[k] = self._slot(None, shape, aux)
+                self._generation[k] = 1
         k = self._next
         self._next = (k + 1) % self.slots
-        slot = self._ring[k] = self._slot(self._ring[k], shape, aux)
-        return slot[0][: shape[0]], slot[1]
+        old = self._ring[k]
+        slot = self._ring[k] = self._slot(old, shape, aux)
+        if slot is not old:
+            self._generation[k] += 1
+        return slot[0][: shape[0]], slot[1], _Ticket(self, k)
 
     @staticmethod
     def _slot(
@@ -128,10 +138,13 @@ class BatchBuffers:
         """``slot``, or a new one where it is too small (new memory prefaulted: its first
         touch, page faults and zeroing, costs more than gridding into it)."""
         grids = None if slot is None else slot[0]
+        buf = None if slot is None else slot[1]
+        if grids is not None and buf is not None:
+            if grids.shape[1:] == shape[1:] and grids.shape[0] >= shape[0] and len(buf) >= aux:
+                return slot  # type: ignore[return-value]
         if grids is None or grids.shape[1:] != shape[1:] or grids.shape[0] < shape[0]:
             grids = empty_shared(shape)
             _core.zero_fill(grids.numpy(), 1)
-        buf = None if slot is None else slot[1]
         if buf is None or buf.shape[0] < aux:  # with room for larger batches of atoms
             buf = empty_shared((max(aux + aux // 2, 1 << 16),), torch.uint8)
             buf.zero_()
@@ -157,7 +170,36 @@ class BatchBuffers:
         return _new_view(grids, shape)
 
     def __getstate__(self) -> dict[str, Any]:  # a pickled dataset takes no buffers along
-        return {"slots": self.slots, "_pid": -1, "_ring": [], "_next": 0}
+        return {
+            "slots": self.slots,
+            "_pid": -1,
+            "_ring": [],
+            "_next": 0,
+            "_generation": [],
+            "_sent": [],
+        }
+
+
+class _Ticket:
+    """Slot ``k`` of a worker's ring as one batch used it: a batch pickles its slot's
+    tensors (two shared-memory file descriptors for the main process to fetch) only the
+    first time that slot, as made, is sent; later batches name it, and the main process
+    takes the tensors it keeps (:func:`_unpack_ring`)."""
+
+    def __init__(self, ring: BatchBuffers, k: int) -> None:
+        self.ring = ring
+        self.k = k
+        self.generation = ring._generation[k]
+        self.tensors = ring._ring[k]
+        self.key = (os.getpid(), id(ring), k)
+
+    def claim(self) -> bool:
+        """Whether this batch must carry the slot's tensors (marks them sent)."""
+        sent = self.ring._sent
+        if sent[self.k] == self.generation:
+            return False
+        sent[self.k] = self.generation
+        return True
 
 
 #: How many dropped batch tensors the main process keeps for reuse with ``buffers=0``.
@@ -298,7 +340,9 @@ def fetch_batch(
     arrays["offsets"] = g.offsets.astype(np.int64)
     in_worker = get_worker_info() is not None
     aux = sum(_align(a.nbytes) for a in arrays.values() if isinstance(a, np.ndarray))
-    grids, aux_buffer = ds.buffers.take((b, recipe.n_channels, *recipe.shape), aux * in_worker)
+    grids, aux_buffer, ticket = ds.buffers.take(
+        (b, recipe.n_channels, *recipe.shape), aux * in_worker
+    )
     m = len(positions)
     _core.grid_batch(
         _native(positions, np.float64),
@@ -316,7 +360,7 @@ def fetch_batch(
     if not in_worker:
         tensors = {k: torch.from_numpy(a) for k, a in arrays.items() if isinstance(a, np.ndarray)}
         return {"grid": grids, **{k: tensors.get(k, a) for k, a in arrays.items()}}
-    return PackedBatch.pack(grids, aux_buffer, arrays)
+    return PackedBatch.pack(grids, aux_buffer, arrays, ticket)
 
 
 def _native(a: np.ndarray, dtype: Any) -> np.ndarray:
@@ -335,10 +379,17 @@ class PackedBatch(dict):  # type: ignore[type-arg]
     """A batch made in a DataLoader worker: its small tensors are views of one shared
     uint8 buffer, and it pickles as two tensors (that buffer and the grids) plus the
     layout, so the main process receives two shared-memory handles per batch instead of
-    one per tensor (each costs a file-descriptor exchange), and gets a plain dict."""
+    one per tensor (each costs a file-descriptor exchange), and gets a plain dict. From
+    a ring (``buffers=k``) the handles go once per slot (see :class:`_Ticket`)."""
 
     @classmethod
-    def pack(cls, grids: torch.Tensor, aux: torch.Tensor, arrays: dict[str, Any]) -> PackedBatch:
+    def pack(
+        cls,
+        grids: torch.Tensor,
+        aux: torch.Tensor,
+        arrays: dict[str, Any],
+        ticket: _Ticket | None = None,
+    ) -> PackedBatch:
         layout: dict[str, tuple[torch.dtype, tuple[int, ...], int]] = {}
         storage = aux.untyped_storage()
         entries: dict[str, Any] = {"grid": grids}
@@ -354,13 +405,18 @@ class PackedBatch(dict):  # type: ignore[type-arg]
             t.numpy()[...] = a
             offset += _align(a.nbytes)
         batch = cls(entries)
-        batch._packed = (grids, aux, layout)
+        batch._packed = (grids, aux, layout, ticket)
         return batch
 
     def __reduce__(self) -> tuple[Any, ...]:
-        grids, aux, layout = self._packed
+        grids, aux, layout, ticket = self._packed
         rest = {k: v for k, v in self.items() if k not in layout and k != "grid"}
-        return (_unpack, (list(self.keys()), grids, aux, layout, rest))
+        keys = list(self.keys())
+        if ticket is None:
+            return (_unpack, (keys, grids, aux, layout, rest))
+        tensors = ticket.tensors if ticket.claim() else (None, None)
+        args = (keys, ticket.key, ticket.generation, *tensors, len(grids), layout, rest)
+        return (_unpack_ring, args)
 
 
 def _view(storage: Any, dtype: torch.dtype, shape: tuple[int, ...], offset: int) -> torch.Tensor:
@@ -376,3 +432,41 @@ def _unpack(
         k: grids if k == "grid" else _view(storage, *layout[k]) if k in layout else rest[k]
         for k in keys
     }
+
+
+#: The ring slots of DataLoader workers this process has received, by (worker pid, ring,
+#: slot): (generation, grids, aux buffer).
+_RECEIVED: dict[tuple[int, int, int], tuple[int, torch.Tensor, torch.Tensor]] = {}
+
+
+def _unpack_ring(
+    keys: list[str],
+    key: tuple[int, int, int],
+    generation: int,
+    grids: torch.Tensor | None,
+    aux: torch.Tensor | None,
+    b: int,
+    layout: dict[str, Any],
+    rest: dict,
+) -> dict[str, Any]:
+    """A :class:`PackedBatch` from a worker's ring as a plain dict again: with the slot's
+    tensors when they come (kept for the next batches of that slot), else those kept."""
+    if grids is not None and aux is not None:
+        if all(k[0] != key[0] for k in _RECEIVED):  # a new worker: forget the exited ones
+            for old in [k for k in _RECEIVED if not _alive(k[0])]:
+                del _RECEIVED[old]
+        _RECEIVED[key] = (generation, grids, aux)
+    kept = _RECEIVED.get(key)
+    if kept is None or kept[0] != generation:
+        raise RuntimeError(f"a DataLoader worker's batch buffer {key} never arrived")
+    return _unpack(keys, kept[1][:b], kept[2], layout, rest)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
