@@ -7,14 +7,20 @@ Builds a corpus of ``--copies`` × sample_data/drugs.sdf (126 drug-like molecule
 disk as /tmp), writes it once as structures shards (``pgrid grid --store structures``)
 and once as stored grids (``pgrid grid``'s defaults: 32³, 11 element channels, σ = 0.5 Å,
 fit box, rounded + gzip), then measures samples/s out of a ``torch.utils.data.DataLoader``
-(batch 32, random order, random rotation + 1 Å translation where the source grids), and
+(batch 32, random order, random rotation + 1 Å translation where the source grids; timed
+after 10 warm-up batches), and
 the memory of each process (RSS and PSS, from /proc), for
 
-* kernel only: the molecules already parsed, in memory, gridded with the batch entry
-  point (``render_batch``, one thread, 32 per call) into a reused buffer — the bound;
-* StructureShardDataset (render="batch": one kernel call per batch in the collate);
+* kernel only: the molecules already parsed, boxed and in the kernel's arrays, gridded
+  by the native batch call (32 per call) into one reused buffer with as many threads as
+  the setting has cores (0 workers: every core, as the main process grids; w workers:
+  w threads) — the bound, measured just before and after every DataLoader setting so that
+  each ratio compares rates taken under the same load;
+* StructureShardDataset: a batch fetched with ``__getitems__`` (one HDF5 read per
+  dataset and shard), one kernel call, into a new tensor per batch (``buffers=0``) or a
+  ring of ``--buffers`` reused ones;
 * ShardDataset over the stored grids (no augmentation possible: the grids are fixed);
-* StructureDataset (render="batch"): every molecule parsed into memory first.
+* StructureDataset: every molecule parsed into memory first, then as above.
 
 Page cache: this machine has far more RAM than any corpus written here in reasonable time,
 and dropping the system's caches is not allowed, so before every measurement each file
@@ -34,16 +40,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_dataloader import cpu_seconds
+from bench_dataloader import cpu_seconds, kernel_rate
+from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader
 
-from pgrid_cli import GridRecipe, kernel_info, render_batch
+from pgrid_cli import GridRecipe, kernel_info
 from pgrid_cli.readers import iter_records
 from pgrid_cli.runs.grid import GridOptions, grid_files
 from pgrid_cli.torch import ShardDataset, StructureDataset, StructureShardDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 DRUGS = ROOT / "sample_data" / "drugs.sdf"
+#: Batches read before the timed loop: worker start, and the first touch of each worker's
+#: ring of reused batch buffers (amortised over a training run, not over 100 batches).
+WARM_UP = 10
 
 
 def evict(paths: list[Path]) -> None:
@@ -69,7 +79,7 @@ def memory_mb(pid: int) -> tuple[float, float]:
 
 
 def measure(ds, workers: int, samples: int, batch: int, files: list[Path]) -> dict:
-    """samples/s over ``samples`` random samples (after the first batch: worker start),
+    """samples/s over ``samples`` random samples (after :data:`WARM_UP` batches),
     CPU ms per sample, and the memory of the main process and of each worker at the end."""
     evict(files)
     loader = DataLoader(
@@ -81,7 +91,8 @@ def measure(ds, workers: int, samples: int, batch: int, files: list[Path]) -> di
         generator=torch.Generator().manual_seed(0),
     )
     it = iter(loader)
-    next(it)  # workers started, files opened
+    for _ in range(WARM_UP):  # workers started, files opened, batch buffers first touched
+        next(it)
     pids = [w.pid for w in it._workers] if workers else []  # type: ignore[attr-defined]
     done = 0
     cpu0, t0 = time.process_time() + cpu_seconds(pids), time.perf_counter()
@@ -104,33 +115,13 @@ def measure(ds, workers: int, samples: int, batch: int, files: list[Path]) -> di
     }
 
 
-def kernel_only(
-    recipe: GridRecipe, structures: list, samples: int, batch: int, fresh: bool = False
-) -> float:
-    """Structures/s of the kernel alone, one thread, ``batch`` structures per call, into
-    a reused buffer, or (``fresh``) into a new array per batch, as a DataLoader must."""
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(structures))[:samples]
-    prepared = [recipe.prepare(structures[i]) for i in order]
-    picked = [structures[i] for i in order]
-    out = np.empty((batch, recipe.n_channels, *recipe.shape), dtype=np.float32)
-    warm = recipe.batch(picked[:batch], prepared[:batch])  # first touch of the buffer
-    render_batch(warm, out[: warm.grid_shape[0]], threads=1)
-    t0 = time.perf_counter()
-    for k in range(0, len(picked), batch):
-        b = recipe.batch(picked[k : k + batch], prepared[k : k + batch])
-        if fresh:
-            out = np.empty((batch, recipe.n_channels, *recipe.shape), dtype=np.float32)
-        render_batch(b, out[: b.grid_shape[0]], threads=1)
-    return len(picked) / (time.perf_counter() - t0)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--copies", type=int, default=160, help="copies of drugs.sdf (126 each)")
     ap.add_argument("--samples", type=int, default=3200, help="samples timed per setting")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", default="0,2", help="worker counts, comma-separated")
+    ap.add_argument("--buffers", type=int, default=4, help="reused batch buffers (ring)")
     ap.add_argument("--work", type=Path, help="where to write the corpus (default: a temp dir)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -173,16 +164,30 @@ def main() -> None:
         f"{t_grid:.1f} s, {g.written / t_grid:,.0f}/s), {n_cores} workers\n"
     )
     structures = [r for r in iter_records(DRUGS)] * args.copies
+    rng = np.random.default_rng(0)
+    picked = [structures[i] for i in rng.permutation(len(structures))[: args.samples]]
+
+    def kernel(w: int, fresh: bool = False) -> tuple[float, float]:
+        threads = w if w else n_cores
+        return kernel_rate(recipe, picked, args.batch_size, threads, args.samples // 2, fresh)
+
     rows = [
         {
-            "source": f"kernel only{label}",
-            "workers": 0,
-            "samples_per_s": kernel_only(recipe, structures, args.samples, args.batch_size, fresh),
+            "source": f"kernel only, 1 thread{label}",
+            "workers": 1,
+            "samples_per_s": rate[0],
+            "cpu_ms_per_sample": rate[1],
         }
-        for label, fresh in ((", reused buffer", False), (", new array per batch", True))
+        for label, rate in (
+            (", reused buffer", kernel(1)),
+            (", new array per batch", kernel(1, fresh=True)),
+        )
     ]
     head = "RSS/PSS MB (main; worker)"
-    print(f"{'source':<44} {'workers':>7} {'samples/s':>10} {'CPU ms':>7} {head:>28}")
+    print(
+        f"{'source':<46} {'workers':>7} {'samples/s':>10} {'CPU ms':>7} {head:>28} "
+        f"{'kernel/s':>9} {'CPU ms':>7} {'ratio':>6} {'CPU r.':>6}"
+    )
 
     def show(row: dict) -> None:
         mem = ""
@@ -192,33 +197,56 @@ def main() -> None:
                 mem += f"; {row['worker_rss_mb']:.0f}/{row['worker_pss_mb']:.0f}"
         cpu = f"{row['cpu_ms_per_sample']:.2f}" if "cpu_ms_per_sample" in row else ""
         rate = row["samples_per_s"]
+        k = row.get("kernel_samples_per_s")
+        kc = row.get("kernel_cpu_ms_per_sample")
+        ratio = (
+            f"{k:9.0f} {kc:7.3f} {rate / k:6.2f} {kc / row['cpu_ms_per_sample']:6.2f}" if k else ""
+        )
         print(
-            f"{row['source']:<44} {row['workers']:>7} {rate:>10.0f} {cpu:>7} {mem:>28}", flush=True
+            f"{row['source']:<46} {row['workers']:>7} {rate:>10.0f} {cpu:>7} {mem:>28} {ratio}",
+            flush=True,
         )
 
     show(rows[0])
     show(rows[1])
     aug = dict(rotate=True, translate=1.0, seed=0)
     t0 = time.perf_counter()
-    in_memory = StructureDataset.from_files([sdf], recipe, render="batch", **aug)
+    in_memory = StructureDataset.from_files([sdf], recipe, **aug)
     t_parse = time.perf_counter() - t0
-    on_disk = StructureShardDataset(work / "structures", recipe, render="batch", **aug)
+    in_memory_reused = StructureDataset(in_memory.table, recipe, buffers=args.buffers, **aug)
+    b = args.buffers
+    stored = work / "structures"
     sets = [
-        ("StructureShardDataset (structures shards)", on_disk, struct_files),
-        ("ShardDataset (stored grids, gzip)", ShardDataset(work / "grids"), grid_files_),
-        ("StructureDataset (parsed into memory)", in_memory, [sdf]),
-    ]
-    for label, ds, files in sets:
+        ("StructureShardDataset, buffers=0", StructureShardDataset(stored, recipe, **aug)),
+        (f"StructureShardDataset, buffers={b}", StructureShardDataset(stored, recipe, buffers=b, **aug)),  # noqa: E501
+        ("ShardDataset (stored grids, gzip)", ShardDataset(work / "grids")),
+        ("StructureDataset (in memory), buffers=0", in_memory),
+        (f"StructureDataset (in memory), buffers={b}", in_memory_reused),
+    ]  # fmt: skip
+    files_of = {"Struct": struct_files, "ShardD": grid_files_}
+    for label, ds in sets:
+        files = files_of.get(label[:6], [sdf])
         for w in workers:
+            before = kernel(w)
             got = measure(ds, w, args.samples, args.batch_size, files)
-            rows.append({"source": label, "workers": w, **got})
+            after = kernel(w)
+            k, kc = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
+            rows.append({"source": label, "workers": w, **got, "kernel_samples_per_s": k,
+                         "kernel_cpu_ms_per_sample": kc, "kernel_threads": w if w else n_cores,
+                         "ratio_to_kernel": got["samples_per_s"] / k,
+                         "cpu_ratio_to_kernel": kc / got["cpu_ms_per_sample"]})  # fmt: skip
             show(rows[-1])
     print(f"\nStructureDataset.from_files parsed the SDF in {t_parse:.1f} s ({n / t_parse:,.0f}/s)")
-    print("share of the kernel-only rate (reused buffer / new array per batch), 0 workers:")
+    print(
+        "share of the kernel-only rate with the same cores, measured around each setting "
+        "(samples/s; CPU ms per sample):"
+    )
     for row in rows[2:]:
-        if row["workers"] == 0:
-            a, b = (row["samples_per_s"] / r["samples_per_s"] for r in rows[:2])
-            print(f"  {row['source']:<44} {a:5.0%} / {b:5.0%}")
+        if row.get("ratio_to_kernel"):
+            print(
+                f"  {row['source']:<46} {row['workers']} workers {row['ratio_to_kernel']:6.0%} "
+                f"{row['cpu_ratio_to_kernel']:6.0%}"
+            )
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -238,4 +266,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with threadpool_limits(limits=1, user_api="blas"):  # spinning BLAS threads slow the kernel
+        main()

@@ -22,6 +22,9 @@ it. The pieces::
 * :func:`collate` / :class:`GridCollate` batch items: grids stacked (or rendered with the
   kernel's multi-threaded batch path) into one preallocated tensor, atoms concatenated
   with ``offsets`` (CSR, as in shards).
+* In a DataLoader, both grid a batch at a time (``__getitems__``: one gather, one
+  augmentation draw, one kernel call, bit for bit the per-item items), into reused
+  buffers with ``buffers=k`` (:mod:`pgrid_cli.torch.batching`).
 * :func:`grid_tensor` and :class:`GridLayer` make grids from position tensors with
   autograd: the backward pass is the kernel's analytic gradient.
 """

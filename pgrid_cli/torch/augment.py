@@ -7,6 +7,7 @@ the number of workers or the order in which items are read, and every epoch diff
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,9 +143,60 @@ class Augmentation:
                 shift = drawn_shift
         return Transform(rotation, translation, c, shift)
 
+    def draws(
+        self, indices: Sequence[int], epoch: int, periodic: Sequence[bool]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(B, 3, 3) rotations and (B, 3) translations (Å) of items ``indices`` in
+        ``epoch``, bit for bit those of :meth:`transform` (``periodic[k]``: item k is a
+        crystal, not rotated), with the rotation matrices of the whole batch built in one
+        SciPy call instead of one ``Rotation.random`` per item."""
+        b = len(indices)
+        rotations = np.broadcast_to(_EYE, (b, 3, 3)).copy()
+        translations = np.zeros((b, 3))
+        if not self.active:
+            return rotations, translations
+        if self.rotate and not _batched_rotations_match():
+            for k, i in enumerate(indices):  # a SciPy that draws differently: per item
+                xf = self.transform(i, epoch, None, bool(periodic[k]))
+                rotations[k], translations[k] = xf.rotation, xf.translation
+            return rotations, translations
+        quats = np.empty((b, 4))
+        for k, i in enumerate(indices):
+            seq = np.random.SeedSequence(self.seed, spawn_key=(int(epoch), int(i)))
+            rng = np.random.default_rng(seq)
+            if self.rotate:
+                quats[k] = rng.normal(size=4)  # what Rotation.random(rng=rng) draws
+            if self.translate > 0:
+                translations[k] = rng.uniform(-self.translate, self.translate, size=3)
+        if self.rotate and b:
+            keep = ~np.asarray(periodic, dtype=bool)
+            rotations[keep] = Rotation.from_quat(quats).as_matrix()[keep]
+        return rotations, translations
+
     def __repr__(self) -> str:
         more = ", shift_lattice=True" if self.shift_lattice else ""
         return (
             f"Augmentation(rotate={self.rotate}, translate={self.translate}, "
             f"seed={self.seed}{more})"
         )
+
+
+_BATCHED_OK: bool | None = None
+
+
+def _batched_rotations_match() -> bool:
+    """Whether ``Rotation.from_quat(rng.normal(size=4))`` is bit for bit
+    ``Rotation.random(rng=rng)`` in this SciPy (checked once per process on a few
+    seeds): :meth:`Augmentation.draws` relies on it, and falls back to per-item draws
+    otherwise."""
+    global _BATCHED_OK
+    if _BATCHED_OK is None:
+        ok = True
+        for k in range(4):
+            seq = np.random.SeedSequence(12345, spawn_key=(k, 7 * k))
+            want = Rotation.random(rng=np.random.default_rng(seq)).as_matrix()
+            quat = np.random.default_rng(seq).normal(size=4)
+            got = Rotation.from_quat(quat[np.newaxis]).as_matrix()[0]
+            ok = ok and np.array_equal(want, got)
+        _BATCHED_OK = ok
+    return _BATCHED_OK

@@ -90,10 +90,13 @@ def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     Grids are stacked into one tensor (in shared memory inside a worker), per-atom
     tensors concatenated with ``offsets``, other tensors stacked, numbers turned into
     tensors and strings kept as lists. Items without a ``grid`` stay without one: use
-    :class:`GridCollate` to render them.
+    :class:`GridCollate` to render them. What ``StructureDataset.__getitems__`` returns
+    (an :class:`~pgrid_cli.torch.batching.ItemBatch`) is fetched and gridded as one batch.
     """
     if not items:
         raise ValueError("cannot collate an empty batch")
+    if hasattr(items, "collate"):  # an ItemBatch (StructureDataset.__getitems__)
+        return items.collate()  # type: ignore[attr-defined,no-any-return]
     keys = list(items[0].keys())
     for n, item in enumerate(items):
         if list(item.keys()) != keys:
@@ -153,7 +156,10 @@ class GridCollate:
         self.threads = threads
 
     def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        out = collate(items)
+        dataset = getattr(items, "dataset", None)  # an ItemBatch: fetched as one batch
+        if hasattr(items, "collate") and getattr(dataset, "recipe", None) == self.recipe:
+            return items.collate(self.threads)  # type: ignore[attr-defined,no-any-return]
+        out = collate(list(items) if hasattr(items, "collate") else items)
         if "grid" in out:
             return out
         missing = [k for k in RENDER_KEYS if k not in out]

@@ -26,6 +26,7 @@ from ..readers import ReadOptions, Rejection, expand_inputs, iter_records, prepa
 from ..readers.properties import atom_properties, properties
 from . import targets as tg
 from .augment import Augmentation, Transform
+from .batching import BatchBuffers, Gathered, ItemBatch, atom_index
 from .collate import GridCollate
 
 Errors = Literal["warn", "raise", "ignore"]
@@ -156,6 +157,28 @@ class StructureTable:
     def atom_range(self, i: int) -> tuple[int, int]:
         return int(self.offsets[i]), int(self.offsets[i + 1])
 
+    def gather(self, idx: np.ndarray) -> Gathered:
+        """Structures ``idx`` (B,) int64 in one vectorised read (see :class:`Gathered`)."""
+        starts = self.offsets[idx]
+        counts = self.offsets[idx + 1] - starts
+        atoms = atom_index(starts, counts)
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return Gathered(
+            offsets=offsets,
+            numbers=self.numbers[atoms],
+            positions=self.positions[atoms],
+            weights=None if self.weights is None else self.weights[atoms],
+            lattices=self.lattices[idx],
+            periodic=self.periodic[idx],
+            records=self.records[idx],
+            names=[self.name(i) for i in idx],
+            sources=[str(self.sources[k]) for k in self._source_index[idx]],
+            targets=None if self.targets is None else self.targets[idx],
+            property_targets=None if self.property_targets is None else self.property_targets[idx],
+            atom_targets=None if self.atom_targets is None else self.atom_targets[atoms],
+        )
+
     def name(self, i: int) -> str:
         return bytes(self._name_bytes[self._name_offsets[i] : self._name_offsets[i + 1]]).decode()
 
@@ -218,6 +241,17 @@ class StructureDataset(Dataset):
         Kernel threads. Default: 1 per item (one structure is too little work to share)
         and per batch inside a DataLoader worker (the workers are the parallelism); every
         core for a batch gridded in the main process.
+    buffers : int
+        0 (default): every batch stays valid for ever (in the main process its grid tensor
+        is that of an earlier batch nothing references any more, or a new one). k ≥ 1:
+        batches are gridded into a ring of k reused tensors per process (no first-touch
+        page faults on a new tensor per batch, in workers too); a batch then stays valid
+        until k more batches have been gridded by the same process (see
+        :class:`~pgrid_cli.torch.batching.BatchBuffers`).
+
+    In a DataLoader (automatic batching), :meth:`__getitems__` fetches a whole batch at
+    once and :attr:`collate` grids it in one kernel call; the batch is bit for bit the
+    per-item one, whatever ``render`` says.
     """
 
     def __init__(
@@ -231,6 +265,7 @@ class StructureDataset(Dataset):
         render: Render = "item",
         threads: int | None = None,
         shift_lattice: bool = False,
+        buffers: int = 0,
     ) -> None:
         if render not in ("item", "batch"):
             raise ValueError(f"render must be 'item' or 'batch', got {render!r}")
@@ -248,6 +283,7 @@ class StructureDataset(Dataset):
         self.augmentation = Augmentation(rotate, translate, seed, shift_lattice)
         self.render = render
         self.threads = threads
+        self.buffers = BatchBuffers(buffers)
         self.rejections: list[Rejection] = []
         self.nan_targets: str = "error"  #: how missing targets were handled
         # Shared memory, so set_epoch() reaches persistent workers too.
@@ -421,6 +457,12 @@ class StructureDataset(Dataset):
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for a dataset of {n} structures")
         return i % n
+
+    def __getitems__(self, indices: Sequence[int]) -> ItemBatch:
+        """The items ``indices``, for :attr:`collate` to fetch and grid as one batch
+        (:func:`~pgrid_cli.torch.batching.fetch_batch`); any other collate function gets
+        them one by one (``self[i]``)."""
+        return ItemBatch(self, indices)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         i = self._index(index)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from ..core.complexes import LIGAND_FLAG
@@ -31,6 +32,7 @@ from ..core.recipe import GridRecipe
 from ..readers.records import Rejection
 from ..store.layout import LATTICE, plain
 from ..store.shard import Shard, ShardSet
+from .batching import Gathered, atom_index
 from .structure_dataset import Render, StructureDataset
 
 #: Group of per-record properties in a shard: ``properties/<name>``, one entry per structure.
@@ -143,10 +145,101 @@ class ShardTable:
         values = [np.asarray(o.ds[f"{PROPERTIES}/{n}"][j], dtype=np.float32) for n in names]
         return np.concatenate([v.reshape(-1) for v in values])
 
+    def gather(self, idx: np.ndarray) -> Gathered:
+        """Structures ``idx`` (B,) int64: per shard, each per-atom dataset read once (a
+        union of hyperslabs, in file order) and the per-structure ones by one sorted
+        selection; see :class:`~pgrid_cli.torch.batching.Gathered`."""
+        b = len(idx)
+        ends = self._ends
+        shard_of = np.searchsorted(ends, idx, side="right")
+        local = idx - np.where(shard_of > 0, ends[np.maximum(shard_of - 1, 0)], 0)
+        counts = np.zeros(b, dtype=np.int64)
+        parts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, _OpenShard]] = {}
+        for k in np.unique(shard_of):
+            where = np.flatnonzero(shard_of == k)
+            o = self.opened(int(k))
+            js, inverse = np.unique(local[where], return_inverse=True)
+            parts[int(k)] = (where, js, inverse.reshape(-1), o)
+            counts[where] = o.offsets[local[where] + 1] - o.offsets[local[where]]
+        offsets = np.zeros(b + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        m = int(offsets[-1])
+        numbers = np.empty(m, dtype=np.int16)
+        positions = np.empty((m, 3), dtype=np.float64)
+        weights = np.empty(m, dtype=np.float64)
+        lattices = np.empty((b, 3, 3))
+        names: list[str] = [""] * b
+        sources: list[str] = [""] * b
+        records = np.empty(b, dtype=np.int64)
+        periodic = np.empty(b, dtype=bool)
+        prop = None if self.target_names is None else [None] * b
+        for where, js, inverse, o in parts.values():
+            starts, stops = o.offsets[js], o.offsets[js + 1]
+            # Atoms of the unique structures js, in file order, then placed in batch order.
+            dst = atom_index(offsets[where], counts[where])
+            seg = np.zeros(len(js) + 1, dtype=np.int64)
+            np.cumsum(stops - starts, out=seg[1:])
+            take = atom_index(seg[inverse], counts[where])  # rows of the read, batch order
+            src = None  # the rows in batch order, for datasets mapped into memory
+            for key, column in (
+                ("atomic_numbers", numbers),
+                ("positions", positions),
+                ("weights", weights),
+            ):
+                mapped = o.mapped(key)
+                if mapped is None:
+                    column[dst] = _read_runs(o.ds[key], starts, stops)[take]
+                    continue
+                if src is None:
+                    src = atom_index(o.offsets[local[where]], counts[where])
+                column[dst] = mapped[src]
+            mapped = o.mapped(LATTICE)
+            lat = o.ds[LATTICE][js] if mapped is None else mapped[js]
+            lattices[where] = np.asarray(lat, np.float64)[inverse]
+            periodic[where] = o.periodic[js][inverse]
+            records[where] = o.records[js][inverse]
+            for key, target in (("name", names), ("source", sources)):
+                values = o.ds[key][js]
+                for w, v in zip(where, inverse, strict=True):
+                    target[w] = str(plain(values[v]))
+            if prop is not None:
+                for w, j in zip(where, local[where], strict=True):
+                    prop[w] = self._target(o, int(j))
+        return Gathered(
+            offsets=offsets,
+            numbers=numbers,
+            positions=positions,
+            weights=weights,
+            lattices=lattices,
+            periodic=periodic,
+            records=records,
+            names=names,
+            sources=sources,
+            property_targets=None if prop is None else np.stack(prop),  # type: ignore[arg-type]
+        )
+
     def close(self) -> None:
         self._open.clear()
         for s in self.shards:
             s.close()
+
+
+def _read_runs(ds: Any, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """Rows ``starts[k]:stops[k]`` of an HDF5 dataset (sorted, disjoint runs), one after
+    another, in one read: a union of hyperslabs."""
+    n = int((stops - starts).sum())
+    tail = tuple(ds.shape[1:])
+    out = np.empty((n, *tail), dtype=ds.dtype)
+    if n == 0:
+        return out
+    space = ds.id.get_space()
+    space.select_none()
+    zeros = (0,) * len(tail)
+    for a, z in zip(starts.tolist(), stops.tolist(), strict=True):
+        if z > a:
+            space.select_hyperslab((a, *zeros), (z - a, *tail), op=h5py.h5s.SELECT_OR)
+    ds.id.read(h5py.h5s.create_simple(out.shape), space, out)
+    return out
 
 
 class _OpenShard:
@@ -160,6 +253,30 @@ class _OpenShard:
         self.offsets = f["atom_offset"][:]
         self.periodic = f["periodic"][:]
         self.records = f["record"][:]
+        self.path = shard.path
+        self._maps: dict[str, np.ndarray | None] = {}
+
+    def mapped(self, name: str) -> np.ndarray | None:
+        """Dataset ``name`` as a read-only NumPy memory map of its bytes in the file
+        (read lazily by the OS, page by page), when HDF5 stores it contiguous,
+        unfiltered and in native byte order (as ``pgrid grid`` writes the per-atom
+        datasets and ``lattice``); else None (read it through h5py)."""
+        if name not in self._maps:
+            self._maps[name] = None
+            ds = self.ds[name]
+            offset = ds.id.get_offset()
+            dtype = ds.dtype
+            if (
+                offset is not None
+                and ds.chunks is None
+                and dtype.kind in "iuf"
+                and dtype.isnative
+                and ds.size > 0
+            ):
+                self._maps[name] = np.memmap(
+                    self.path, dtype=dtype, mode="r", offset=offset, shape=ds.shape
+                )
+        return self._maps[name]
 
 
 class _Datasets(dict):  # type: ignore[type-arg]
@@ -223,7 +340,8 @@ class StructureShardDataset(StructureDataset):
     targets : names of per-record properties (datasets ``properties/<name>`` of the
         shards, one entry per structure); item ``target`` is the property's value as
         float32, or with several names their values flattened and concatenated
-    rotate, translate, seed, render, threads, shift_lattice : as for :class:`StructureDataset`
+    rotate, translate, seed, render, threads, shift_lattice, buffers : as for
+        :class:`StructureDataset`
 
     A structure the recipe cannot grid (an element without a channel, atoms outside a
     ``cube:L``) raises ValueError when its item is read: the shards keep every parsed
@@ -242,6 +360,7 @@ class StructureShardDataset(StructureDataset):
         render: Render = "item",
         threads: int | None = None,
         shift_lattice: bool = False,
+        buffers: int = 0,
     ) -> None:
         self.path = Path(path)
         shards = ShardSet(self.path).shards
@@ -261,6 +380,7 @@ class StructureShardDataset(StructureDataset):
             render=render,
             threads=threads,
             shift_lattice=shift_lattice,
+            buffers=buffers,
         )
         _LIVE.add(self)
 
