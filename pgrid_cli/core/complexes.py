@@ -39,7 +39,7 @@ from .box import Box, parse_box_kind
 from .channels import TypingError
 from .errors import ParameterError
 from .kernel import Batch, render_batch
-from .particles import check_memberships
+from .particles import Particles, check_memberships, expand
 from .recipe import GridRecipe, OutsideBoxError
 from .structure import Structure
 
@@ -110,21 +110,6 @@ def assemble_channels(
         r += m.shape[0]
         c += m.shape[1]
     return out, tuple(names)
-
-
-#: The kernel's particles: (atom index (P,) int64, channel (P,) int32, weight (P,) float64).
-Particles = tuple[np.ndarray, np.ndarray, np.ndarray]
-
-
-def particles(memberships: np.ndarray, weights: np.ndarray | None = None) -> Particles:
-    """The kernel's particles of typed atoms: every non-zero membership (atom m, channel
-    c) is one particle of weight w_m·M[m, c]. Returns (atom index (P,) int64, channel (P,)
-    int32, weight (P,) float64), atom-major."""
-    atom, chan = np.nonzero(memberships)
-    w = memberships[atom, chan]
-    if weights is not None:
-        w = w * np.asarray(weights, dtype=np.float64)[atom]
-    return atom, chan.astype(np.int32), w
 
 
 class NotAComplexError(ValueError):
@@ -251,7 +236,7 @@ class ComplexRecipe(GridRecipe):
 
         With element channels (one-hot memberships) the particles are the atoms with
         their channel (:meth:`element_particles`, the same result as expanding
-        :meth:`memberships` with :func:`particles`, without the (M, 2C) matrix)."""
+        :meth:`memberships` with :func:`~.particles.expand`, without the (M, 2C) matrix)."""
         lig = ligand_mask(structure)
         pos = np.asarray(structure.positions, dtype=np.float64)
         box = self.box_for(pos[lig], structure.lattice, np.asarray(structure.numbers)[lig])
@@ -265,14 +250,14 @@ class ComplexRecipe(GridRecipe):
         if self.typer is None:
             return self.element_particles(structure, lig, keep), box
         _, m = self.memberships(structure)
-        m[~keep] = 0.0
-        return particles(m, structure.weights), box
+        return expand(m, structure.positions, structure.weights, keep), box
 
     def element_particles(
         self, structure: Structure, lig: np.ndarray, keep: np.ndarray
     ) -> Particles:
         """Particles of the ``keep`` atoms ((M,) bool), each in its element's channel of
-        its part (``lig`` (M,) bool: the ligand's atoms)."""
+        its part (``lig`` (M,) bool: the ligand's atoms): what :func:`~.particles.expand`
+        makes of :meth:`memberships`, without the (M, 2C) matrix."""
         atom = np.flatnonzero(keep)
         chans = self.part_spec.assign(np.asarray(structure.numbers)[atom]).astype(np.int32)
         chans += np.where(lig[atom], self.part_spec.n_channels, 0).astype(np.int32)
@@ -281,7 +266,8 @@ class ComplexRecipe(GridRecipe):
             if structure.weights is None
             else np.asarray(structure.weights, dtype=np.float64)[atom]
         )
-        return atom, chans, w
+        pos = np.asarray(structure.positions, dtype=np.float64)[atom].reshape(-1, 3)
+        return Particles(pos, chans, w, atom.astype(np.int64))
 
     def batch(
         self,
@@ -290,17 +276,13 @@ class ComplexRecipe(GridRecipe):
     ) -> Batch:
         if prepared is None:
             prepared = [self.prepare(s) for s in structures]
-        pos = [
-            np.asarray(s.positions, dtype=np.float64)[p[0]]
-            for s, (p, _) in zip(structures, prepared, strict=True)
-        ]
         return Batch.from_structures(
-            pos,
+            [p.positions for p, _ in prepared],
             [box for _, box in prepared],
             self.sigma,
-            channels=[p[1] for p, _ in prepared],
+            channels=[p.channels for p, _ in prepared],
             n_channels=self.n_channels,
-            weights=[p[2] for p, _ in prepared],
+            weights=[p.weights for p, _ in prepared],
         )
 
     def grid_structures(
@@ -321,15 +303,15 @@ class ComplexRecipe(GridRecipe):
         cube of the ligand before an augmentation's translation moved the atoms)."""
         _, m = self.memberships(structure)
         pos = np.asarray(structure.positions, dtype=np.float64)
-        m[~reaches(pos, box, self.sigma)] = 0.0  # every part: nothing of theirs reaches it
-        atom, c, w = particles(m, structure.weights)
+        # every part: what cannot reach the box is left out
+        p = expand(m, pos, structure.weights, reaches(pos, box, self.sigma))
         batch = Batch.from_structures(
-            [pos[atom]],
+            [p.positions],
             [box],
             self.sigma,
-            channels=[c],
+            channels=[p.channels],
             n_channels=self.n_channels,
-            weights=[w],
+            weights=[p.weights],
         )
         return render_batch(batch, threads=threads)[0]
 

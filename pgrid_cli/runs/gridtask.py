@@ -171,6 +171,8 @@ def _captured(
 ) -> float:
     """Σ grid ÷ Σ weights of the structure (before rounding; ``g_sum`` = Σ grid); with a
     typer, over its unsigned channels only (a charge channel may sum to 0)."""
+    if type(recipe).captured is not GridRecipe.captured:  # e.g. complexes: the ligand's share
+        return recipe.captured(g, s)
     if isinstance(prepared, Particles):
         signed = getattr(recipe.typer, "signed_channels", None)
         if signed is None:
@@ -179,8 +181,6 @@ def _captured(
         total = float(prepared.weights[unsigned[prepared.channels]].sum())
         got = _grid_sum(g[unsigned]) if total else 0.0
         return got / total if total else 1.0
-    if type(recipe).captured is not GridRecipe.captured:  # e.g. complexes: the ligand's share
-        return recipe.captured(g, s)
     total = recipe.expected_sum(s)  # what recipe.captured divides by
     return g_sum / total if total else 1.0
 
