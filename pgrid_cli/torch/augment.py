@@ -1,8 +1,13 @@
 """Random rotations and translations of structures, reproducible per (seed, epoch, item).
 
-Each item draws from its own generator, ``SeedSequence(seed, spawn_key=(epoch, index))``:
-the same seed, epoch and index give the same transform in any worker process, whatever
-the number of workers or the order in which items are read, and every epoch differs.
+Every item's draws are a counter-based hash of (seed, epoch, index): nine uniforms in
+[0, 1) at fixed positions (rotation 0–2, translation 3–5, lattice shift 6–8) from
+SplitMix64's finaliser (a bijective 64-bit mix). The same seed, epoch and index give the
+same transform in any process, whatever the number of workers or the order in which items
+are read; every epoch differs; and a whole batch is drawn in a few vectorised NumPy
+operations — bit for bit the draws of its items one by one (:func:`uniforms`).
+Rotations are uniform over SO(3) (Shoemake's quaternion from three uniforms), applied
+with the same element-wise arithmetic to one item or a batch (:func:`rotate_points`).
 """
 
 from __future__ import annotations
@@ -12,9 +17,81 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 _EYE = np.eye(3)
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+#: Positions of each draw in an item's stream (fixed, so adding an option leaves the
+#: other draws' values): rotation, translation, lattice shift.
+_ROT, _TRANS, _SHIFT, _DRAWS = 0, 3, 6, 9
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on a uint64 array (wrapping arithmetic): a bijective hash."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _key(seed: int, epoch: int) -> int:
+    """A 64-bit key of (seed, epoch): the seed's 64-bit words and the epoch, mixed in."""
+    words = [seed & _MASK64]
+    rest = seed >> 64
+    while rest:
+        words.append(rest & _MASK64)
+        rest >>= 64
+    h = np.zeros(1, dtype=np.uint64)
+    for w in (*words, len(words), int(epoch) & _MASK64):
+        h = _mix(h ^ np.uint64((w + _GOLDEN) & _MASK64))
+    return int(h[0])
+
+
+def uniforms(seed: int, epoch: int, indices: Any) -> np.ndarray:
+    """(B, 9) float64 in [0, 1): the draws of items ``indices`` (B,) in ``epoch`` — a
+    function of (seed, epoch, index) only, element-wise over the batch."""
+    idx = np.asarray(indices, dtype=np.int64).astype(np.uint64).reshape(-1, 1)
+    k = np.arange(1, _DRAWS + 1, dtype=np.uint64)[np.newaxis, :]
+    with np.errstate(over="ignore"):
+        item = _mix(np.uint64(_key(int(seed), int(epoch))) ^ (idx * np.uint64(_GOLDEN)))
+        bits = _mix(item + k * np.uint64(_GOLDEN))
+    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def rotations_from(u: np.ndarray) -> np.ndarray:
+    """(B, 3, 3) rotation matrices, uniform over SO(3), from (B, 3) uniforms in [0, 1)
+    (Shoemake 1992: a uniform unit quaternion), element-wise over the batch."""
+    u1, u2, u3 = u[:, 0], 2.0 * np.pi * u[:, 1], 2.0 * np.pi * u[:, 2]
+    a, b = np.sqrt(1.0 - u1), np.sqrt(u1)
+    x, y, z, w = a * np.sin(u2), a * np.cos(u2), b * np.sin(u3), b * np.cos(u3)
+    r = np.empty((len(u), 3, 3))
+    r[:, 0, 0] = 1.0 - 2.0 * (y * y + z * z)
+    r[:, 0, 1] = 2.0 * (x * y - z * w)
+    r[:, 0, 2] = 2.0 * (x * z + y * w)
+    r[:, 1, 0] = 2.0 * (x * y + z * w)
+    r[:, 1, 1] = 1.0 - 2.0 * (x * x + z * z)
+    r[:, 1, 2] = 2.0 * (y * z - x * w)
+    r[:, 2, 0] = 2.0 * (x * z - y * w)
+    r[:, 2, 1] = 2.0 * (y * z + x * w)
+    r[:, 2, 2] = 1.0 - 2.0 * (x * x + y * y)
+    return r
+
+
+def rotate_points(positions: np.ndarray, rotation: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """(M, 3) ``positions`` (Å) rotated about ``centre``: R (x − c) + c, with ``rotation``
+    (3, 3) or one per point (M, 3, 3) and ``centre`` (3,) or (M, 3). Element-wise in a
+    fixed order, so a point moves bit for bit the same alone or in a batch."""
+    r = rotation if rotation.ndim == 3 else rotation[np.newaxis]
+    d = positions - centre
+    out = d[:, 0:1] * r[:, :, 0] + d[:, 1:2] * r[:, :, 1] + d[:, 2:3] * r[:, :, 2]
+    return out + centre
+
+
+def centroids(positions: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(B, 3) mean positions of the structures ``offsets`` (B+1,) delimit in ``positions``
+    (M, 3) — one summation order for one structure or a batch (none may be empty)."""
+    starts = np.asarray(offsets[:-1], dtype=np.int64)
+    counts = np.diff(np.asarray(offsets, dtype=np.int64))
+    return np.add.reduceat(positions, starts, axis=0) / counts[:, np.newaxis]
 
 
 @dataclass(frozen=True)
@@ -50,7 +127,7 @@ class Transform:
         bit, when the rotation is the identity)."""
         if np.array_equal(self.rotation, _EYE):
             return np.array(positions, dtype=np.float64)
-        return (positions - self.centre) @ self.rotation.T + self.centre
+        return rotate_points(np.asarray(positions, dtype=np.float64), self.rotation, self.centre)
 
     def __call__(self, positions: np.ndarray) -> np.ndarray:
         """(M, 3) positions (Å) rotated, then translated."""
@@ -126,21 +203,16 @@ class Augmentation:
         c = np.zeros(3) if centre is None else np.asarray(centre, dtype=np.float64)
         if not self.active:
             return Transform.identity(c)
-        seq = np.random.SeedSequence(self.seed, spawn_key=(int(epoch), int(index)))
-        rng = np.random.default_rng(seq)
+        u = uniforms(self.seed, epoch, [index])[0]
         rotation = np.eye(3)
-        if self.rotate:
-            drawn = Rotation.random(rng=rng).as_matrix()
-            if not periodic or rotate_crystal:
-                rotation = drawn
+        if self.rotate and (not periodic or rotate_crystal):
+            rotation = rotations_from(u[np.newaxis, _ROT : _ROT + 3])[0]
         translation = np.zeros(3)
         if self.translate > 0:
-            translation = rng.uniform(-self.translate, self.translate, size=3)
+            translation = self.translate * (2.0 * u[_TRANS : _TRANS + 3] - 1.0)
         shift = np.zeros(3)
-        if self.shift_lattice:
-            drawn_shift = rng.random(3)
-            if periodic:
-                shift = drawn_shift
+        if self.shift_lattice and periodic:
+            shift = u[_SHIFT : _SHIFT + 3].copy()
         return Transform(rotation, translation, c, shift)
 
     def draws(
@@ -148,29 +220,18 @@ class Augmentation:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(B, 3, 3) rotations and (B, 3) translations (Å) of items ``indices`` in
         ``epoch``, bit for bit those of :meth:`transform` (``periodic[k]``: item k is a
-        crystal, not rotated), with the rotation matrices of the whole batch built in one
-        SciPy call instead of one ``Rotation.random`` per item."""
+        crystal, not rotated), drawn for the whole batch at once."""
         b = len(indices)
         rotations = np.broadcast_to(_EYE, (b, 3, 3)).copy()
         translations = np.zeros((b, 3))
-        if not self.active:
+        if not self.active or not b:
             return rotations, translations
-        if self.rotate and not _batched_rotations_match():
-            for k, i in enumerate(indices):  # a SciPy that draws differently: per item
-                xf = self.transform(i, epoch, None, bool(periodic[k]))
-                rotations[k], translations[k] = xf.rotation, xf.translation
-            return rotations, translations
-        quats = np.empty((b, 4))
-        for k, i in enumerate(indices):
-            seq = np.random.SeedSequence(self.seed, spawn_key=(int(epoch), int(i)))
-            rng = np.random.default_rng(seq)
-            if self.rotate:
-                quats[k] = rng.normal(size=4)  # what Rotation.random(rng=rng) draws
-            if self.translate > 0:
-                translations[k] = rng.uniform(-self.translate, self.translate, size=3)
-        if self.rotate and b:
+        u = uniforms(self.seed, epoch, indices)
+        if self.rotate:
             keep = ~np.asarray(periodic, dtype=bool)
-            rotations[keep] = Rotation.from_quat(quats).as_matrix()[keep]
+            rotations[keep] = rotations_from(u[keep, _ROT : _ROT + 3])
+        if self.translate > 0:
+            translations = self.translate * (2.0 * u[:, _TRANS : _TRANS + 3] - 1.0)
         return rotations, translations
 
     def __repr__(self) -> str:
@@ -179,24 +240,3 @@ class Augmentation:
             f"Augmentation(rotate={self.rotate}, translate={self.translate}, "
             f"seed={self.seed}{more})"
         )
-
-
-_BATCHED_OK: bool | None = None
-
-
-def _batched_rotations_match() -> bool:
-    """Whether ``Rotation.from_quat(rng.normal(size=4))`` is bit for bit
-    ``Rotation.random(rng=rng)`` in this SciPy (checked once per process on a few
-    seeds): :meth:`Augmentation.draws` relies on it, and falls back to per-item draws
-    otherwise."""
-    global _BATCHED_OK
-    if _BATCHED_OK is None:
-        ok = True
-        for k in range(4):
-            seq = np.random.SeedSequence(12345, spawn_key=(k, 7 * k))
-            want = Rotation.random(rng=np.random.default_rng(seq)).as_matrix()
-            quat = np.random.default_rng(seq).normal(size=4)
-            got = Rotation.from_quat(quat[np.newaxis]).as_matrix()[0]
-            ok = ok and np.array_equal(want, got)
-        _BATCHED_OK = ok
-    return _BATCHED_OK

@@ -35,6 +35,7 @@ from .. import _core
 from ..core.box import _SAFE_SIDE
 from ..core.kernel import _threads, resolve_isa
 from . import targets as tg
+from .augment import centroids, rotate_points
 from .collate import default_threads, empty_shared
 
 if TYPE_CHECKING:
@@ -313,15 +314,18 @@ def fetch_batch(
     b = len(idx)
     counts = np.diff(g.offsets)
     rotations, translations = ds.augmentation.draws(idx, ds.epoch, g.periodic)
-    pos = g.positions  # rotated in place, item by item, exactly as Transform.rotate does
-    turned = np.flatnonzero(~(rotations == _EYE).all(axis=(1, 2))).tolist()
-    bounds = g.offsets.tolist()
-    add = np.add.reduce
-    for s in turned:
-        a0, a1 = bounds[s], bounds[s + 1]
-        p = pos[a0:a1]
-        centre = add(p, axis=0) / (a1 - a0)  # p.mean(axis=0), bit for bit
-        pos[a0:a1] = (p - centre) @ rotations[s].T + centre
+    pos = g.positions  # rotated in place, with Transform.rotate's element-wise arithmetic
+    turned = ~(rotations == _EYE).all(axis=(1, 2)) & (counts > 0)
+    if turned.any():
+        centres = np.zeros((b, 3))
+        centres[counts > 0] = centroids(pos, g.offsets[np.r_[counts > 0, True]])
+        atoms = np.repeat(turned, counts)
+        n_at = counts[turned]
+        pos[atoms] = rotate_points(
+            pos[atoms],
+            np.repeat(rotations[turned], n_at, axis=0),
+            np.repeat(centres[turned], n_at, axis=0),
+        )
     origins, axes, periodic = _boxes(ds, g, pos)
     positions = pos + np.repeat(translations, counts, axis=0)
     recipe = ds.recipe

@@ -25,7 +25,7 @@ from ..core.structure import Structure
 from ..readers import ReadOptions, Rejection, expand_inputs, iter_records, prepare_structure
 from ..readers.properties import atom_properties, properties
 from . import targets as tg
-from .augment import Augmentation, Transform
+from .augment import Augmentation, Transform, centroids
 from .batching import BatchBuffers, Gathered, ItemBatch, atom_index
 from .collate import GridCollate
 
@@ -444,7 +444,8 @@ class StructureDataset(Dataset):
             pos = self.table.positions[a0:a1]
             centre = ligand_center(pos[lig], self.table.numbers[a0:a1][lig])
         else:
-            centre = self.table.positions[a0:a1].mean(axis=0)
+            pos = self.table.positions[a0:a1]
+            centre = centroids(pos, np.array([0, a1 - a0]))[0] if a1 > a0 else np.zeros(3)
         return self.augmentation.transform(i, self.epoch, centre, periodic, rotate_crystal=cube)
 
     @property
