@@ -375,6 +375,11 @@ def test_cli_round_trip(tmp_path: Path) -> None:
         assert_allclose(
             rec.grid[0], recipe.grid(s.positions, s.numbers, lattice=s.lattice)[0], atol=1e-6
         )
+    info = CliRunner().invoke(app, ["info", str(out), "--json"])
+    assert info.exit_code == 0, info.output
+    assert json.loads(info.output)["parameters"]["energy"]["channel"] == "lj:Ar"
+    text = CliRunner().invoke(app, ["info", str(out)], terminal_width=200).output
+    assert "2: all, lj:Ar" in text and "Ar probe" in text and "cutoff 10.0 Å" in text
 
 
 def test_shard_dataset_recipe_keeps_the_energy(tmp_path: Path) -> None:

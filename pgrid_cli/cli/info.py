@@ -70,8 +70,24 @@ def print_description(d: dict[str, Any], console: Console) -> None:
     if "grid_shape" in params:
         table.add_row("grid", " × ".join(str(v) for v in params["grid_shape"]))
     if "channels" in params:
-        chans = params["channels"]
-        table.add_row("channels", f"{len(chans)}: {', '.join(chans)}")
+        chans = list(params["channels"])
+        energy = params.get("energy")
+        if isinstance(energy, dict) and energy.get("channel") and energy["channel"] not in chans:
+            chans.append(str(energy["channel"]))  # the computed channel follows the density
+        typer = f" (typer {params['typer']})" if params.get("typer") else ""
+        table.add_row("channels", f"{len(chans)}: {', '.join(chans)}{typer}")
+        if isinstance(energy, dict):
+            probe = energy.get("probe", {})
+            transform = energy.get("transform", "none")
+            table.add_row(
+                "energy",
+                f"{energy.get('channel')}: {probe.get('name')} probe (σ {probe.get('sigma')} Å, "
+                f"ε {probe.get('epsilon')} K), cutoff {energy.get('cutoff')} Å, "
+                f"clipped at {energy.get('max_energy'):g} K"
+                + (f", exp(−E/T) at {energy.get('temperature')} K" if transform != "none" else ""),
+            )
+    if params.get("crystal_view") and params["crystal_view"] != "cell":
+        table.add_row("crystal view", str(params["crystal_view"]))
     if "sigma" in params:
         table.add_row("sigma", f"{params['sigma']} Å")
     if "box" in params:
