@@ -380,6 +380,12 @@ def test_cli_round_trip(tmp_path: Path) -> None:
     assert json.loads(info.output)["parameters"]["energy"]["channel"] == "lj:Ar"
     text = CliRunner().invoke(app, ["info", str(out)], terminal_width=200).output
     assert "2: all, lj:Ar" in text and "Ar probe" in text and "cutoff 10.0 Å" in text
+    # export writes the density channels (the energy one is not a density); read back by ASE
+    cube = tmp_path / "w.cube"
+    res = CliRunner().invoke(app, ["export", str(out), "--index", "1", "-o", str(cube)])
+    assert res.exit_code == 0, res.output
+    data = read(cube, format="cube", read_data=True, full_output=True)["data"]
+    assert data.shape == (8, 8, 8) and np.isfinite(data).all()
 
 
 def test_shard_dataset_recipe_keeps_the_energy(tmp_path: Path) -> None:
@@ -434,3 +440,30 @@ def test_cli_rejects_bad_energy_options(tmp_path: Path) -> None:
     )  # fmt: skip
     assert res.exit_code != 0
     assert "--energy-transform must be one of none, boltzmann" in res.output
+
+
+def test_datasets_append_the_energy_channel_per_item() -> None:
+    """StructureDataset grids the energy channel too, at each (rotated, translated) item's
+    voxel centres: a rotated crystal's cube view and a molecule, against the brute force."""
+    pytest.importorskip("torch")
+    from pgrid_cli.torch import StructureDataset
+
+    nacl = structure_of(bulk("NaCl", "rocksalt", a=5.64, cubic=True))
+    water = structure_of(molecule("H2O"))
+    spec = EnergySpec(cutoff=8.0, max_energy=5e3)
+    recipe = GridRecipe(8, 0.5, "elements", crystal_view="cube:6", energy=spec)
+    ds = StructureDataset.from_structures([nacl, water], recipe, rotate=True, translate=0.5, seed=4)
+    for k, s in enumerate((nacl, water)):
+        item = ds[k]
+        g = item["grid"].numpy()
+        assert g.shape == (recipe.n_channels + 1, 8, 8, 8)
+        box = Box(item["origin"].numpy(), item["axes"].numpy(), (8, 8, 8), bool(item["periodic"]))
+        rot = item["rotation"].numpy()
+        assert not np.allclose(rot, np.eye(3))
+        lat = None if s.lattice is None else s.lattice @ rot.T
+        sig, eps = spec.mixed(s.numbers)
+        pos = item["positions"].numpy()
+        want = reference(centres(box), pos, sig, eps, lat, spec.cutoff, spec.max_energy)
+        assert_allclose(g[-1].reshape(-1), want, rtol=RTOL, atol=ATOL)
+    with pytest.raises(ValueError, match="render='item'"):
+        StructureDataset.from_structures([water], recipe, render="batch")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -61,8 +62,9 @@ def export_cli(
     from ..export import export_record
 
     def export(record: ShardRecord, shard: Shard, target: Path) -> list[Path]:
-        return export_record(
-            record, target, shard.channels, fmt=fmt, channel=channel, quantity=quantity
-        )
+        density = shard.channels  # an energy channel (lj:CH4, last) is not a density
+        if record.grid is not None and len(record.grid) > density.n_channels:
+            record = replace(record, grid=record.grid[: density.n_channels])
+        return export_record(record, target, density, fmt=fmt, channel=channel, quantity=quantity)
 
     write_each(path, index, out, export, json_out)

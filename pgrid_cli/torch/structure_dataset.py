@@ -275,6 +275,13 @@ class StructureDataset(Dataset):
             raise ValueError(
                 "a cube:L crystal view grids the images of each crystal: use render='item'"
             )
+        if getattr(self.recipe, "energy", None) is not None and (
+            render != "item" or isinstance(self.recipe, ComplexRecipe)
+        ):
+            raise ValueError(
+                "an energy channel (recipe.energy) is computed per item: use render='item' "
+                "(and not with receptor + ligand complexes)"
+            )
         if isinstance(self.recipe, ComplexRecipe) and (table.ligand is None or render != "item"):
             raise ValueError(
                 "a ComplexRecipe grids receptor + ligand complexes (read from a .types list or "
@@ -490,6 +497,7 @@ class StructureDataset(Dataset):
             item["grid"] = torch.from_numpy(g)
         else:
             chans = recipe.spec.assign(numbers)
+            lattice = t.lattices[i] if t.periodic[i] else None
             if t.periodic[i] and self._cube_view:
                 positions, lattice = xf.crystal(t.positions[a0:a1], t.lattices[i])
                 window = recipe.crystal_window(positions, lattice, xf.centre)
@@ -512,6 +520,9 @@ class StructureDataset(Dataset):
                 weights=w_grid,
                 threads=self.threads or 1,  # one structure is too little work to split
             )
+            if recipe.energy is not None:  # the channel pgrid grid appends (docs/energy.md)
+                e = recipe.energy.grid_box(positions, numbers, box, lattice, threads=self.threads)
+                g = np.concatenate([g, e[np.newaxis]])
             item["grid"] = torch.from_numpy(g)
         item["positions"] = torch.from_numpy(positions)
         item["numbers"] = torch.from_numpy(numbers.astype(np.int64))
