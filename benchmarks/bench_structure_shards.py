@@ -123,6 +123,7 @@ def main() -> None:
     ap.add_argument("--workers", default="0,2", help="worker counts, comma-separated")
     ap.add_argument("--buffers", type=int, default=4, help="reused batch buffers (ring)")
     ap.add_argument("--work", type=Path, help="where to write the corpus (default: a temp dir)")
+    ap.add_argument("--no-augment", action="store_true", help="no random rotation and translation")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
@@ -209,7 +210,11 @@ def main() -> None:
 
     show(rows[0])
     show(rows[1])
-    aug = dict(rotate=True, translate=1.0, seed=0)
+    aug = (
+        dict(rotate=False, translate=0.0, seed=0)
+        if args.no_augment
+        else dict(rotate=True, translate=1.0, seed=0)
+    )
     t0 = time.perf_counter()
     in_memory = StructureDataset.from_files([sdf], recipe, **aug)
     t_parse = time.perf_counter() - t0
