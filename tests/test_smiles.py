@@ -154,3 +154,16 @@ def test_conformers_are_records_identical_for_any_worker_count(tmp_path):
     assert_allclose(para[0].positions, single.positions, atol=1e-12)
     errors = [json.loads(x) for x in (tmp_path / "w1" / "errors.jsonl").read_text().splitlines()]
     assert [e["reason"][:12] for e in errors] == ["conformer 0:", "conformer 1:", "conformer 2:"]
+
+
+def test_conformers_without_a_smiles_input_is_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from pgrid_cli.cli import app
+
+    sdf = Path(__file__).resolve().parents[1] / "sample_data" / "drugs.sdf"
+    out = tmp_path / "o"
+    res = CliRunner().invoke(app, ["grid", str(sdf), "-o", str(out), "--conformers", "3"])
+    assert res.exit_code == 2, res.output
+    assert "--conformers applies to SMILES inputs" in res.output
+    assert not out.exists()  # refused before any file is touched

@@ -48,6 +48,7 @@ from ..readers import (
     preload_readers,
 )
 from ..readers.properties import LabelTable, atom_properties, properties, read_labels
+from ..readers.registry import reader
 from ..store.claim import SliceClaim, claim_slice
 from ..store.layout import STR_DTYPE
 from ..store.rundir import canonical_path, input_meta, read_slice_states, read_slicing, run_id
@@ -345,6 +346,11 @@ def grid_files(
         raise ParameterError(f"{{threads}} must be at least 1, got {n_threads}")
     files = [canonical_path(f) for f in expand_inputs(inputs, recursive=recursive)]
     formats = [detect_format(f, settings.format) for f in files]
+    if settings.read.conformers > 1 and files and not any(reader(f).conformers for f in formats):
+        raise ParameterError(
+            "{conformers} applies to SMILES inputs (.smi, .smiles or --format smiles), "
+            "and none of the inputs is one"
+        )
     if settings.auto_channels:  # one channel per element present: a first pass over the inputs
         found = scan_elements(files, formats, settings.read)
         options = replace(options or GridOptions(), channels=auto_channels(found, settings))
