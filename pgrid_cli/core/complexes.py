@@ -39,7 +39,7 @@ from .box import Box, parse_box_kind
 from .channels import TypingError
 from .errors import ParameterError
 from .kernel import Batch, render_batch
-from .particles import Particles, check_memberships, expand
+from .particles import Particles, check_memberships, expand, signed_channels
 from .recipe import GridRecipe, OutsideBoxError
 from .structure import Structure
 
@@ -59,12 +59,12 @@ _TYPED_KEY = "_typed_memberships"
 def part_memberships(part: Structure, typer: Any) -> np.ndarray:
     """(M_p, C) memberships of one part by ``typer``, cached on the part (a receptor read
     once is typed once, however many ligands it is paired with)."""
-    cache = part.info.setdefault(_TYPED_KEY, {})
-    key = (getattr(typer, "name", ""), id(typer))
-    m = cache.get(key)  # type: ignore[union-attr]
-    if m is None:
-        m = np.asarray(typer.memberships(part), dtype=np.float64)
-        cache[key] = m  # type: ignore[index]
+    cache: list[tuple[Any, np.ndarray]] = part.info.setdefault(_TYPED_KEY, [])  # type: ignore[assignment]
+    for known, m in cache:  # by identity: the typer object itself is kept, never an id
+        if known is typer:
+            return m
+    m = np.asarray(typer.memberships(part), dtype=np.float64)
+    cache.append((typer, m))
     return m
 
 
@@ -216,9 +216,7 @@ class ComplexRecipe(GridRecipe):
         if len(rec) != int((~lig).sum()) or len(ligand) != int(lig.sum()):
             raise TypingError("the complex's parts do not match its atoms")
         names = self.part_spec.names
-        signed = tuple(
-            getattr(self.typer, "signed_channels", (bool(self.typer.signed),) * len(names))
-        )
+        signed = signed_channels(self.typer, len(names))
         out = []
         for label, part in zip(PARTS, (rec, ligand), strict=True):
             try:
@@ -315,8 +313,15 @@ class ComplexRecipe(GridRecipe):
         )
         return render_batch(batch, threads=threads)[0]
 
-    def captured(self, grid: np.ndarray, structure: Structure) -> float:
-        """Share of the ligand's weight in the ligand channels of ``grid`` (C, …)."""
+    def captured(
+        self,
+        grid: np.ndarray,
+        structure: Structure,
+        prepared: Any = None,  # noqa: ARG002 (the recipe's signature)
+        grid_sum: float | None = None,  # noqa: ARG002
+    ) -> float:
+        """Share of the ligand's weight in the ligand channels of ``grid`` (C, …) (typed:
+        of its unsigned channels); ``prepared`` and ``grid_sum`` are not needed."""
         lig = ligand_mask(structure)
         w = np.ones(len(lig)) if structure.weights is None else np.asarray(structure.weights)
         n = self.part_spec.n_channels
@@ -324,7 +329,7 @@ class ComplexRecipe(GridRecipe):
             total = float(w[lig].sum())
             return float(grid[n:].sum(dtype=np.float64)) / total if total else 1.0
         # typed: the ligand's unsigned channels against what its memberships put there
-        signed = getattr(self.typer, "signed_channels", (bool(self.typer.signed),) * n)
+        signed = signed_channels(self.typer, n)
         unsigned = ~np.asarray(signed, dtype=bool)
         _, lig_m = self._typed_parts(structure, lig)
         total = float((lig_m[:, unsigned] * w[lig][:, None]).sum())

@@ -37,6 +37,12 @@ class Particles:
         return len(self.atoms)
 
 
+def signed_channels(typer: Any, n: int) -> tuple[bool, ...]:
+    """Which of a typer's ``n`` channels may hold negative weights: its
+    ``signed_channels`` when it has them (combined typers), else ``signed`` for all."""
+    return tuple(bool(x) for x in getattr(typer, "signed_channels", (bool(typer.signed),) * n))
+
+
 def check_memberships(
     memberships: Any, n_atoms: int, names: tuple[str, ...], signed: tuple[bool, ...]
 ) -> np.ndarray:

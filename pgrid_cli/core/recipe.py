@@ -45,7 +45,7 @@ from .kernel import (
     render_batch,
     resolve_isa,
 )
-from .particles import Particles, check_memberships, expand
+from .particles import Particles, check_memberships, expand, signed_channels
 from .structure import Structure
 
 #: The native kernel's codes of the molecule box policies (pgrid/grid.hpp, BoxKind).
@@ -58,6 +58,14 @@ OUTSIDE_SIGMAS = 3.0
 
 class OutsideBoxError(ValueError):
     """Atoms of a molecule lie too far outside the fixed cube of the recipe."""
+
+
+def grid_total(g: np.ndarray) -> float:
+    """Σ of a (C, nx, ny, nz) float32 grid: float32 sums of each (ny, nz) plane (numpy's
+    pairwise summation, relative error ≲ 1e-6 for these non-negative values, ~1e-8 in
+    practice) added in float64 — a fifth of the time of a float64 sum of every value."""
+    rows = g.reshape(g.shape[0] * g.shape[1], -1) if g.ndim >= 2 else g.reshape(1, -1)
+    return float(rows.sum(axis=1).sum(dtype=np.float64))
 
 
 @dataclass(frozen=True)
@@ -183,11 +191,30 @@ class GridRecipe:
             out["energy"] = self.energy.parameters()
         return out
 
-    def captured(self, grid: np.ndarray, structure: Structure) -> float:
-        """Share of ``structure``'s weight that its ``grid`` (C, nx, ny, nz) holds (for a
-        ``cube:L`` crystal view, of the cube's share of the crystal: :meth:`expected_sum`)."""
+    def captured(
+        self,
+        grid: np.ndarray,
+        structure: Structure,
+        prepared: Any = None,
+        grid_sum: float | None = None,
+    ) -> float:
+        """Share of ``structure``'s weight that its (density) ``grid`` (C, nx, ny, nz) holds
+        — for a ``cube:L`` crystal view, of the cube's share of the crystal
+        (:meth:`expected_sum`); with a typer, over its unsigned channels only (a charge
+        channel may sum to 0). ``prepared``: :meth:`prepare`'s first result when already
+        computed; ``grid_sum``: Σ ``grid`` when the caller has it."""
+        if self.typer is not None:
+            p = (
+                prepared
+                if isinstance(prepared, Particles)
+                else self._prepare_typed(structure, ())[0]
+            )
+            unsigned = ~np.asarray(signed_channels(self.typer, self.n_channels), dtype=bool)
+            total = float(p.weights[unsigned[p.channels]].sum())
+            return grid_total(grid[unsigned]) / total if total else 1.0
         total = self.expected_sum(structure)
-        return float(grid.sum(dtype=np.float64)) / total if total else 1.0
+        got = grid_total(grid) if grid_sum is None else grid_sum
+        return got / total if total else 1.0
 
     # ------------------------------------------------------------------ structures → grids
     def box_for(self, positions: Any, lattice: Any = None) -> Box:
@@ -255,7 +282,7 @@ class GridRecipe:
 
     def _prepare_typed(self, s: Structure, exclude: Sequence[int]) -> tuple[Particles, Box]:
         typer = self.typer
-        signed = tuple(getattr(typer, "signed_channels", (bool(typer.signed),) * self.n_channels))
+        signed = signed_channels(typer, self.n_channels)
         m = check_memberships(typer.memberships(s), len(s), self.spec.names, signed)
         keep = None
         positions = np.asarray(s.positions, dtype=np.float64)

@@ -36,6 +36,7 @@ from ..core.channels import ChannelSpec, atomic_number
 from ..core.errors import ParameterError
 from ..core.kernel import check_sigma
 from ..readers import source_name
+from ..store.layout import density_channels
 from ..store.shard import Shard, ShardSet, plain
 
 __all__ = [
@@ -160,11 +161,7 @@ class ShardGrids:
                 problems.append("no channels attribute")
             else:
                 try:
-                    # a computed channel (``lj:CH4``, docs/energy.md) follows the density ones
-                    density = [str(c) for c in names]
-                    if attrs.get("energy") is not None:
-                        density = density[:-1]
-                    channels = ChannelSpec(density)
+                    channels = ChannelSpec(density_channels(attrs))
                 except ValueError as exc:
                     problems.append(f"bad channel list ({exc})")
             problem = f"{shard.path.name}: {', '.join(problems)}" if problems else None

@@ -104,6 +104,14 @@ class ShardMeta:
         return out
 
 
+def density_channels(attrs: Any) -> list[str]:
+    """The density channels' names of a grids shard (its ``attrs``): every channel but a
+    computed one, which follows them (the energy channel ``lj:CH4`` when the shard has
+    the attribute ``energy``; docs/format.md §6)."""
+    names = [str(c) for c in plain(attrs["channels"])]
+    return names[:-1] if attrs.get("energy") is not None else names
+
+
 def check_format(f: h5py.File, path: Path | str) -> None:
     """Raise ValueError unless ``f`` is a pgrid shard of a version this code reads."""
     fmt = plain(f.attrs.get("format", ""))

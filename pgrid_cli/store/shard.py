@@ -46,6 +46,7 @@ from .layout import (
     ShardMeta,
     check_format,
     content,
+    density_channels,
     n_structures,
     partial_index,
     plain,
@@ -188,11 +189,7 @@ class Shard:
     @property
     def channels(self) -> ChannelSpec:
         self._require_grids("grids (no channels)")
-        names = [str(c) for c in plain(self.file.attrs["channels"])]
-        # A computed channel (``lj:CH4``, docs/format.md §6) follows the density ones.
-        energy = self.file.attrs.get("energy")
-        if energy is not None:
-            names = names[: len(names) - 1]
+        names = density_channels(self.file.attrs)
         if any(n.startswith(("receptor:", "ligand:")) for n in names):  # core/complexes.py
             raise ValueError(
                 f"{self.path.name} holds receptor + ligand complex channels ({names[0]}, …), "

@@ -203,24 +203,19 @@ class Augmentation:
         c = np.zeros(3) if centre is None else np.asarray(centre, dtype=np.float64)
         if not self.active:
             return Transform.identity(c)
-        u = uniforms(self.seed, epoch, [index])[0]
-        rotation = np.eye(3)
-        if self.rotate and (not periodic or rotate_crystal):
-            rotation = rotations_from(u[np.newaxis, _ROT : _ROT + 3])[0]
-        translation = np.zeros(3)
-        if self.translate > 0:
-            translation = self.translate * (2.0 * u[_TRANS : _TRANS + 3] - 1.0)
+        # One item is a batch of one: the same draws and arithmetic as :meth:`draws`.
+        rotations, translations = self.draws([index], epoch, [periodic and not rotate_crystal])
         shift = np.zeros(3)
         if self.shift_lattice and periodic:
-            shift = u[_SHIFT : _SHIFT + 3].copy()
-        return Transform(rotation, translation, c, shift)
+            shift = uniforms(self.seed, epoch, [index])[0, _SHIFT : _SHIFT + 3]
+        return Transform(rotations[0], translations[0], c, shift)
 
     def draws(
         self, indices: Sequence[int], epoch: int, periodic: Sequence[bool]
     ) -> tuple[np.ndarray, np.ndarray]:
         """(B, 3, 3) rotations and (B, 3) translations (Å) of items ``indices`` in
-        ``epoch``, bit for bit those of :meth:`transform` (``periodic[k]``: item k is a
-        crystal, not rotated), drawn for the whole batch at once."""
+        ``epoch`` (``periodic[k]``: item k is not rotated — a crystal in its unit cell),
+        drawn for the whole batch at once; :meth:`transform` is a batch of one."""
         b = len(indices)
         rotations = np.broadcast_to(_EYE, (b, 3, 3)).copy()
         translations = np.zeros((b, 3))

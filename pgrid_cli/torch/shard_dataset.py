@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from ..core.energy import EnergySpec
 from ..core.recipe import GridRecipe
 from ..readers.records import Rejection
+from ..store.layout import density_channels
 from ..store.shard import Shard, ShardSet
 from . import targets as tg
 from .collate import collate
@@ -132,7 +133,7 @@ class ShardDataset(Dataset):
             box=str(self.attrs.get("box", "fit")),
             padding=float(self.attrs.get("padding", 2.0)),
             # the density channels; a computed one (``lj:CH4``, last) is the recipe's energy
-            channels=",".join(self.channels[:-1] if self.attrs.get("energy") else self.channels),
+            channels=",".join(density_channels(self.attrs)),
             energy=EnergySpec.from_attribute(e) if (e := self.attrs.get("energy")) else None,
         )
 
