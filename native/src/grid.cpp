@@ -67,7 +67,8 @@ std::size_t held_bytes(const ThreadScratch& t) {
     const auto& b = t.pbuf;
     std::size_t n = (b.targs.capacity() + b.cdf.capacity() + b.pdf.capacity()) * 8 +
                     t.plan.dbuf.capacity() * 8 + t.plan.fbuf.capacity() * 4 +
-                    t.plan.oatoms.capacity() * sizeof(detail::OrthoAtom) + t.render.plane.size * 4 +
+                    t.plan.oatoms.capacity() * sizeof(detail::OrthoAtom) +
+                    t.plan.yorder.capacity() * 4 + t.render.plane.size * 4 +
                     t.render.work.capacity() * 4;
     for (int d = 0; d < 3; ++d)
         n += (b.fac[d].capacity() + b.dfac[d].capacity() + b.dist2[d].capacity()) * 8;

@@ -184,12 +184,21 @@ PGRID_INLINE void ortho_tile(float* dst, int ny, int nz, int row_vecs, int j0, i
     }
 }
 
+/// Every tile of a plane. The active atoms come ordered by y window (jlo, then jhi), so
+/// the atoms that can reach a block of rows are a run [lo, hi) of them, found by two
+/// pointers that only move forward (each tile still tests the atoms of its run).
+/// Testing every atom of the plane at every tile cost more than the arithmetic.
 template <int RB, int NT>
 PGRID_INLINE void ortho_plane_tiles(float* dst, int ny, int nz, int row_vecs,
                                     const detail::ActiveAtom* act, int n_act) {
-    for (int t0 = 0; t0 < row_vecs; t0 += NT)
-        for (int j0 = 0; j0 < ny; j0 += RB)
-            ortho_tile<RB, NT>(dst, ny, nz, row_vecs, j0, t0, act, n_act);
+    for (int t0 = 0; t0 < row_vecs; t0 += NT) {
+        int lo = 0, hi = 0;
+        for (int j0 = 0; j0 < ny; j0 += RB) {
+            while (hi < n_act && act[hi].jlo < j0 + RB) ++hi;
+            while (lo < hi && act[lo].jhi < j0) ++lo;
+            ortho_tile<RB, NT>(dst, ny, nz, row_vecs, j0, t0, act + lo, hi - lo);
+        }
+    }
 }
 
 // ------------------------------------------------------------------ orthogonal boxes
@@ -200,12 +209,13 @@ void render_ortho(const OrthoPlan& P, int c, int i_begin, int i_end, float* out_
     constexpr int kAcc = VF::W == 16 ? 16 : 8;
     const int nx = P.n[0], ny = P.n[1], nz = P.n[2];
     const std::size_t plane_n = static_cast<std::size_t>(ny) * nz;
-    const OrthoAtom* a_begin = P.atoms + P.chan_begin[c];
-    const OrthoAtom* a_end = P.atoms + P.chan_begin[c + 1];
+    const std::int32_t* o_begin = P.yorder + P.chan_begin[c];
+    const std::int32_t* o_end = P.yorder + P.chan_begin[c + 1];
     for (int i = i_begin; i < i_end; ++i) {
-        // The atoms reaching plane i, with their x factor and remaining reach.
+        // The atoms reaching plane i, with their x factor and remaining reach, in y order.
         int n_act = 0;
-        for (const OrthoAtom* a = a_begin; a != a_end; ++a) {
+        for (const std::int32_t* o = o_begin; o != o_end; ++o) {
+            const OrthoAtom* a = P.atoms + *o;
             if (a->nseg == 0) continue;
             int di = i - a->xs;
             if (di < 0) di += nx;

@@ -59,6 +59,10 @@ struct OrthoPlan {
     std::int32_t n_channels;
     const OrthoAtom* atoms;          ///< sorted by channel, input order within a channel
     const std::int32_t* chan_begin;  ///< n_channels + 1 offsets into atoms
+    /// Render plans: the atoms of each channel (the same chan_begin ranges) ordered by
+    /// their y window (jlo, then jhi), so the atoms reaching a block of rows are a short
+    /// run of this order; null in gradient plans.
+    const std::int32_t* yorder;
     std::int32_t n_atoms;
     const double* dbuf;
     const float* fbuf;

@@ -53,74 +53,92 @@ void add_render_rows(OrthoAtom& rec, const int* start, const int* length,
     rec.kv1 = zwrap ? row_vecs : (start[2] + length[2] - 1) / W + 1;
 }
 
-}  // namespace
-
-void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const IsaKernels& K,
-                 bool gradient, PlanBuffers& buf, Plan& plan) {
-    const std::int64_t a0 = in.offsets[s], a1 = in.offsets[s + 1];
-    const std::int64_t na = a1 - a0;
-    const int W = K.float_width;
-    double h[3];
-    for (int d = 0; d < 3; ++d) {
-        const double len = norm(box.axis[d]);
-        plan.frame[d] = scaled(box.axis[d], 1.0 / len);
-        h[d] = len / in.shape[d];
-    }
-    // 1. Windows and the boundary arguments (b - p)/sigma of every atom and axis.
-    buf.targs.clear();
-    buf.targs.reserve(static_cast<std::size_t>(na) * 3 * 32);
-    buf.arg_off.assign(3 * na, 0);
-    buf.lo.assign(3 * na, 0);
-    buf.len.assign(3 * na, 0);
-    Vec3 recip[3];
-    if (box.periodic) reciprocal_rows(box, recip);
+/// Render plans in an open (non-periodic) box, where no window wraps or folds: each
+/// atom's factors go straight to where the render reads them (x in dbuf; the padded y
+/// rows and the z row in fbuf), with one zero-filled resize of each buffer. Values and
+/// layout are those of the general path below (add_render_rows).
+void open_render_atoms(const BatchInput& in, std::int64_t a0, std::int64_t na, int W,
+                       const PlanBuffers& buf, Plan& plan) {
+    const int nz = in.shape[2];
+    const int row_vecs = (nz + W - 1) / W;
+    const std::size_t zlen = static_cast<std::size_t>(row_vecs + kPadV) * W;
+    const std::int32_t* len = buf.len.data();
+    const std::int32_t* lo = buf.lo.data();
+    std::size_t nd = 0, nf = 0;
     for (std::int64_t a = 0; a < na; ++a) {
-        // Periodic cells: far images are moved into the cell first, in double, so that
-        // every window below stays within a few cells of it (and within int32).
-        const Vec3 off = sub(atom_pos(in, a0 + a), box.origin);
-        const Vec3 rel = box.periodic ? wrap_into_cell(off, box, recip) : off;
-        const double sigma = in.sigmas[a0 + a];
-        for (int d = 0; d < 3; ++d) {
-            const int n = in.shape[d];
-            const double p = dot(rel, plan.frame[d]);
-            const double reach = kTruncSigmas * sigma;
-            double flo = std::floor((p - reach) / h[d]), fhi = std::floor((p + reach) / h[d]);
-            // The voxel below p stays in the window when p is on a voxel face, even if the
-            // reach is below the resolution of p (p - reach == p): a point mass on a face
-            // is split between the two voxels. (Nothing changes unless p/h is a whole
-            // number and (p - reach)/h rounds to it.)
-            flo = std::min(flo, std::ceil(p / h[d]) - 1);
-            if (!box.periodic) {
-                flo = std::max(flo, 0.0);
-                fhi = std::min(fhi, n - 1.0);
-            } else if (fhi - flo + 1 > static_cast<double>(kMaxImageSpan) * n) {
-                fail("structure ", s, ", atom ", a, ": sigma = ", sigma,
-                     " A is too wide for this periodic cell (the Gaussian spans more than ",
-                     kMaxImageSpan, " cells)");
-            }
-            const std::int64_t k = 3 * a + d;
-            buf.arg_off[k] = static_cast<std::int64_t>(buf.targs.size());
-            if (fhi < flo) continue;  // outside an open box along this axis
-            buf.lo[k] = static_cast<std::int32_t>(flo);
-            buf.len[k] = static_cast<std::int32_t>(fhi - flo + 1);
-            // Boundary arguments (b - p)/sigma, stepping by h/sigma.
-            const std::size_t at = buf.targs.size();
-            buf.targs.resize(at + buf.len[k] + 1);
-            const double inv_s = 1.0 / sigma, t0 = (flo * h[d] - p) * inv_s, dt = h[d] * inv_s;
-            double* t = buf.targs.data() + at;
-            for (int m = 0; m <= buf.len[k]; ++m) t[m] = t0 + m * dt;
-        }
+        const std::int32_t* L = len + 3 * a;
+        if (L[0] == 0 || L[1] == 0 || L[2] == 0) continue;
+        nd += 2 * static_cast<std::size_t>(L[0]);
+        nf += 2 * static_cast<std::size_t>(L[1] + 2 * kPadJ) + zlen;
     }
-    // 2. Normal cdf (and pdf) at every boundary, vectorised over the whole structure.
-    buf.cdf.resize(buf.targs.size());
-    buf.pdf.resize(gradient ? buf.targs.size() : 0);
-    K.normal_cdf(buf.targs.data(), buf.targs.size(), buf.cdf.data(),
-                 gradient ? buf.pdf.data() : nullptr);
-    // 3. Factors g = cdf differences (and dg/dp), folded onto the periodic axis.
-    plan.oatoms.clear();
-    plan.oatoms.reserve(na);
-    plan.dbuf.clear();
-    plan.fbuf.clear();
+    plan.dbuf.assign(nd, 0.0);
+    plan.fbuf.assign(nf, 0.0f);
+    std::size_t od = 0, of = 0;
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    for (std::int64_t a = 0; a < na; ++a) {
+        OrthoAtom rec{};
+        rec.atom = a0 + a;
+        rec.channel = in.channels[a0 + a];
+        rec.w = in.weights[a0 + a];
+        const std::int32_t* L = len + 3 * a;
+        if (L[0] == 0 || L[1] == 0 || L[2] == 0) {
+            rec.nseg = 0;  // outside the box along some axis: contributes nothing
+            plan.oatoms.push_back(rec);
+            continue;
+        }
+        const double* t[3];
+        const double* c[3];
+        for (int d = 0; d < 3; ++d) {
+            t[d] = buf.targs.data() + buf.arg_off[3 * a + d];
+            c[d] = buf.cdf.data() + buf.arg_off[3 * a + d];
+        }
+        // Distance (in sigmas) from the atom to slab m: 0 if the atom is inside.
+        auto gap2 = [](const double* tt, int m) {
+            const double gap = tt[m] > 0 ? tt[m] : (tt[m + 1] < 0 ? -tt[m + 1] : 0.0);
+            return gap * gap;
+        };
+        // x: factors and squared distances, in double.
+        double* gx = plan.dbuf.data() + od;
+        for (int m = 0; m < L[0]; ++m) {
+            gx[m] = c[0][m + 1] - c[0][m];
+            gx[L[0] + m] = gap2(t[0], m);
+        }
+        rec.xs = lo[3 * a];
+        rec.xl = L[0];
+        rec.xoff = static_cast<std::int64_t>(od);
+        od += 2 * static_cast<std::size_t>(L[0]);
+        // y: gy (zero padding) and dy2 (infinite padding), kPadJ rows each side.
+        rec.ys = lo[3 * a + 1];
+        rec.yl = L[1];
+        rec.jlo = rec.ys;
+        rec.jhi = rec.ys + L[1] - 1;
+        rec.jfirst = rec.jlo - kPadJ;
+        rec.ylen = L[1] + 2 * kPadJ;
+        rec.yfoff = static_cast<std::int64_t>(of);
+        float* gy = plan.fbuf.data() + of;
+        float* dy2 = gy + rec.ylen;
+        for (int m = 0; m < kPadJ; ++m) dy2[m] = dy2[kPadJ + L[1] + m] = inf;
+        for (int m = 0; m < L[1]; ++m) {
+            gy[kPadJ + m] = static_cast<float>(c[1][m + 1] - c[1][m]);
+            dy2[kPadJ + m] = static_cast<float>(gap2(t[1], m));
+        }
+        of += 2 * static_cast<std::size_t>(rec.ylen);
+        // z: the row of factors by absolute voxel, zero outside the window.
+        rec.zfoff = static_cast<std::int64_t>(of);
+        float* gz = plan.fbuf.data() + of + lo[3 * a + 2];
+        for (int m = 0; m < L[2]; ++m) gz[m] = static_cast<float>(c[2][m + 1] - c[2][m]);
+        rec.kv0 = lo[3 * a + 2] / W;
+        rec.kv1 = (lo[3 * a + 2] + L[2] - 1) / W + 1;
+        of += zlen;
+        rec.nseg = 1;
+        plan.oatoms.push_back(rec);
+    }
+}
+
+/// Plans of any orthogonal box (periodic windows folded or wrapped) and gradient plans:
+/// each atom's factors per axis in scratch first, then copied to the plan's layouts.
+void general_atoms(const BatchInput& in, std::int64_t a0, std::int64_t na, const BoxGeom& box,
+                   int W, bool gradient, PlanBuffers& buf, Plan& plan) {
     auto& fac = buf.fac;
     auto& dfac = buf.dfac;
     auto& dist2 = buf.dist2;
@@ -204,8 +222,99 @@ void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const
         }
         plan.oatoms.push_back(rec);
     }
+}
+
+}  // namespace
+
+void build_ortho(const BatchInput& in, std::int64_t s, const BoxGeom& box, const IsaKernels& K,
+                 bool gradient, PlanBuffers& buf, Plan& plan) {
+    const std::int64_t a0 = in.offsets[s], a1 = in.offsets[s + 1];
+    const std::int64_t na = a1 - a0;
+    const int W = K.float_width;
+    double h[3];
+    for (int d = 0; d < 3; ++d) {
+        const double len = norm(box.axis[d]);
+        plan.frame[d] = scaled(box.axis[d], 1.0 / len);
+        h[d] = len / in.shape[d];
+    }
+    // 1. Windows and the boundary arguments (b - p)/sigma of every atom and axis.
+    buf.targs.clear();
+    buf.targs.reserve(static_cast<std::size_t>(na) * 3 * 32);
+    buf.arg_off.assign(3 * na, 0);
+    buf.lo.assign(3 * na, 0);
+    buf.len.assign(3 * na, 0);
+    Vec3 recip[3];
+    if (box.periodic) reciprocal_rows(box, recip);
+    for (std::int64_t a = 0; a < na; ++a) {
+        // Periodic cells: far images are moved into the cell first, in double, so that
+        // every window below stays within a few cells of it (and within int32).
+        const Vec3 off = sub(atom_pos(in, a0 + a), box.origin);
+        const Vec3 rel = box.periodic ? wrap_into_cell(off, box, recip) : off;
+        const double sigma = in.sigmas[a0 + a];
+        for (int d = 0; d < 3; ++d) {
+            const int n = in.shape[d];
+            const double p = dot(rel, plan.frame[d]);
+            const double reach = kTruncSigmas * sigma;
+            double flo = std::floor((p - reach) / h[d]), fhi = std::floor((p + reach) / h[d]);
+            // The voxel below p stays in the window when p is on a voxel face, even if the
+            // reach is below the resolution of p (p - reach == p): a point mass on a face
+            // is split between the two voxels. (Nothing changes unless p/h is a whole
+            // number and (p - reach)/h rounds to it.)
+            flo = std::min(flo, std::ceil(p / h[d]) - 1);
+            if (!box.periodic) {
+                flo = std::max(flo, 0.0);
+                fhi = std::min(fhi, n - 1.0);
+            } else if (fhi - flo + 1 > static_cast<double>(kMaxImageSpan) * n) {
+                fail("structure ", s, ", atom ", a, ": sigma = ", sigma,
+                     " A is too wide for this periodic cell (the Gaussian spans more than ",
+                     kMaxImageSpan, " cells)");
+            }
+            const std::int64_t k = 3 * a + d;
+            buf.arg_off[k] = static_cast<std::int64_t>(buf.targs.size());
+            if (fhi < flo) continue;  // outside an open box along this axis
+            buf.lo[k] = static_cast<std::int32_t>(flo);
+            buf.len[k] = static_cast<std::int32_t>(fhi - flo + 1);
+            // Boundary arguments (b - p)/sigma, stepping by h/sigma.
+            const std::size_t at = buf.targs.size();
+            buf.targs.resize(at + buf.len[k] + 1);
+            const double inv_s = 1.0 / sigma, t0 = (flo * h[d] - p) * inv_s, dt = h[d] * inv_s;
+            double* t = buf.targs.data() + at;
+            for (int m = 0; m <= buf.len[k]; ++m) t[m] = t0 + m * dt;
+        }
+    }
+    // 2. Normal cdf (and pdf) at every boundary, vectorised over the whole structure.
+    buf.cdf.resize(buf.targs.size());
+    buf.pdf.resize(gradient ? buf.targs.size() : 0);
+    K.normal_cdf(buf.targs.data(), buf.targs.size(), buf.cdf.data(),
+                 gradient ? buf.pdf.data() : nullptr);
+    // 3. Factors g = cdf differences (and dg/dp), folded onto the periodic axis.
+    plan.oatoms.clear();
+    plan.oatoms.reserve(na);
+    plan.dbuf.clear();
+    plan.fbuf.clear();
+    if (!gradient && !box.periodic)
+        open_render_atoms(in, a0, na, W, buf, plan);
+    else
+        general_atoms(in, a0, na, box, W, gradient, buf, plan);
     sort_by_channel(plan.oatoms, in.n_channels, plan.chan_begin);
     OrthoPlan& op = plan.op;
+    op.yorder = nullptr;
+    if (!gradient) {
+        // Each channel's atoms by y window: the render sweeps rows with two pointers into
+        // this order instead of testing every atom of a plane against every block of rows.
+        const auto& at = plan.oatoms;
+        plan.yorder.resize(at.size());
+        for (std::size_t k = 0; k < at.size(); ++k) plan.yorder[k] = static_cast<std::int32_t>(k);
+        for (int c = 0; c < in.n_channels; ++c)
+            std::sort(plan.yorder.begin() + plan.chan_begin[c],
+                      plan.yorder.begin() + plan.chan_begin[c + 1],
+                      [&at](std::int32_t x, std::int32_t y) {
+                          if (at[x].jlo != at[y].jlo) return at[x].jlo < at[y].jlo;
+                          if (at[x].jhi != at[y].jhi) return at[x].jhi < at[y].jhi;
+                          return x < y;
+                      });
+        op.yorder = plan.yorder.data();
+    }
     for (int d = 0; d < 3; ++d) op.n[d] = in.shape[d];
     op.reach2 = kTruncSigmas * kTruncSigmas;
     op.n_channels = in.n_channels;

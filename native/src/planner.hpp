@@ -36,6 +36,7 @@ struct Plan {
     std::vector<double> gl_x, gl_w;
     TricPlan tp{};
     std::vector<std::int32_t> chan_begin;
+    std::vector<std::int32_t> yorder;  // render plans: OrthoPlan::yorder
 };
 
 /// Plan structure s of a validated batch: render plans, or with `gradient` the factors the
