@@ -35,6 +35,20 @@ def grid_batch(
     isa: str = "",
     streaming: int = -1,
 ) -> None: ...
+def grid_one(
+    positions: npt.NDArray[np.float64],
+    channels: npt.NDArray[np.int32] | None,
+    sigma: float,
+    origin: npt.NDArray[np.float64],
+    axes: npt.NDArray[np.float64],
+    periodic: bool,
+    out: npt.NDArray[np.float32],
+    threads: int = 0,
+    isa: str = "",
+) -> None: ...
+def bounds(
+    positions: npt.NDArray[np.float64],
+) -> tuple[float, float, float, float, float, float]: ...
 def grid_structures(
     positions: npt.NDArray[np.float64],
     numbers: npt.NDArray[np.int32] | npt.NDArray[np.int64],

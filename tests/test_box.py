@@ -102,3 +102,32 @@ def test_molecule_boxes_need_atoms_and_sane_options():
     with pytest.raises(ValueError, match="zero padding"):
         Box.tight(np.zeros((1, 3)), padding=0.0)
     assert Box.fit(np.zeros((1, 3)), padding=1.0).lengths.tolist() == [2.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fit_and_cube_are_bitwise_the_numpy_formula(seed):
+    # Box.fit and Box.cube compute in Python floats from one native bounds pass; the
+    # values must be exactly those of the array formula (the native per-call path and
+    # the stored box of every shard depend on it).
+    rng = np.random.default_rng(seed)
+    pos = rng.normal(scale=10.0 ** rng.integers(-3, 4), size=(rng.integers(1, 60), 3))
+    lo, hi = pos.min(0), pos.max(0)
+    side = float(np.max(hi - lo)) + 2.0 * 1.7
+    box = Box.fit(pos, 16, padding=1.7)
+    assert np.array_equal(box.origin, (lo + hi) / 2.0 - side / 2.0)
+    assert np.array_equal(box.axes, np.eye(3) * side)
+    cube = Box.cube(pos, 23.5, 16)
+    assert np.array_equal(cube.origin, (lo + hi) / 2.0 - 23.5 / 2.0)
+    assert np.array_equal(cube.axes, np.eye(3) * 23.5)
+    # non-contiguous and integer inputs are converted like any positions
+    assert Box.fit(np.asfortranarray(pos), 16, padding=1.7) == box
+    assert Box.fit(np.round(pos).astype(np.int64), 16) == Box.fit(np.round(pos), 16)
+
+
+def test_fit_rejects_infinite_and_misshapen_positions():
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        Box.fit(np.array([[0.0, 0.0, 0.0], [np.inf, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        Box.cube(np.array([[-np.inf, 0.0, 0.0]]), 10.0)
+    with pytest.raises(ValueError, match=r"shape \(M, 3\)"):
+        Box.fit(np.zeros((4, 2)))

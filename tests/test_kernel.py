@@ -429,6 +429,65 @@ def test_native_boundary_rejects_bad_arrays(change, message):
         _core.grid_batch(**args)
 
 
+def _one_args(m=3, c=1):
+    return dict(
+        positions=np.zeros((m, 3)),
+        channels=None,
+        sigma=0.5,
+        origin=np.zeros(3),
+        axes=np.eye(3) * 4,
+        periodic=False,
+        out=np.zeros((c, 4, 4, 4), np.float32),
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"positions": np.zeros((3, 3), np.float32)}, "positions must have dtype float64"),
+        ({"channels": np.zeros(3, np.int64)}, "channels must have dtype int32"),
+        ({"channels": np.zeros(2, np.int32)}, "channels has shape"),
+        ({"channels": np.array([0, 1, 0], np.int32)}, r"channel 1 is out of range \[0, 1\)"),
+        ({"sigma": 0.0}, "sigma must be a positive length"),
+        ({"sigma": "wide"}, "sigma must be a real number"),
+        ({"origin": np.zeros(2)}, "origin has shape"),
+        ({"axes": np.zeros((3, 3))}, "degenerate"),
+        ({"positions": np.array([[0, 0, 0], [np.nan, 0, 0], [0, 0, 0.0]])}, "atom 1"),
+        ({"out": np.zeros((1, 1, 4, 4, 4), np.float32)}, "out must have 4 dimensions"),
+    ],
+)
+def test_grid_one_boundary_rejects_bad_arguments(change, message):
+    # The one-structure entry point grid() uses: every argument checked as in grid_batch.
+    args = _one_args()
+    args.update(change)
+    with pytest.raises((ValueError, TypeError), match=message):
+        _core.grid_one(**args)
+
+
+def test_grid_one_equals_grid_batch_bitwise():
+    rng = np.random.default_rng(3)
+    pos = rng.uniform(0.5, 3.5, size=(7, 3))
+    chans = rng.integers(0, 2, size=7).astype(np.int32)
+    one = np.full((2, 4, 4, 4), np.nan, np.float32)
+    _core.grid_one(pos, chans, 0.6, np.zeros(3), np.eye(3) * 4, False, one)
+    batch = _args(m=7, c=2)
+    batch.update(positions=pos, channels=chans, sigmas=np.full(7, 0.6))
+    _core.grid_batch(**batch)
+    assert np.array_equal(one, batch["out"][0])
+
+
+def test_bounds_are_min_and_max_and_refuse_empty_or_non_finite():
+    pos = np.random.default_rng(0).normal(size=(9, 3))
+    assert _core.bounds(pos) == (*pos.min(0).tolist(), *pos.max(0).tolist())
+    with pytest.raises(ValueError, match="no atoms"):
+        _core.bounds(np.zeros((0, 3)))
+    for bad, at in [(np.nan, (4, 1)), (np.nan, (0, 0)), (np.inf, (8, 2)), (-np.inf, (0, 1))]:
+        p = pos.copy()
+        p[at] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            _core.bounds(p)
+
+
 def test_native_boundary_rejects_read_only_output_and_bad_isa():
     args = _args()
     args["out"].flags.writeable = False

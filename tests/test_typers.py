@@ -349,8 +349,7 @@ def test_file_charges_need_no_bonds_extended_xyz(tmp_path):
     """`--charge-channel file` reads an extended-XYZ `charges` column (no molecule needed)."""
     path = tmp_path / "hydroxide.extxyz"
     path.write_text(
-        "2\nProperties=species:S:1:pos:R:3:charges:R:1\n"
-        "O 0.0 0.0 0.0 -1.3\nH 0.97 0.0 0.0 0.3\n"
+        "2\nProperties=species:S:1:pos:R:3:charges:R:1\nO 0.0 0.0 0.0 -1.3\nH 0.97 0.0 0.0 0.3\n"
     )
     out = tmp_path / "o"
     args = ["grid", str(path), "-o", str(out), "--charge-channel", "file", "--channels", "O,H"]

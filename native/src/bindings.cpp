@@ -181,6 +181,77 @@ PYBIND11_MODULE(_core, m) {
         "Fill out (B, C, nx, ny, nz) float32 with the densities of a batch (see grid.hpp).");
 
     m.def(
+        "grid_one",
+        [](const py::array& positions, const py::object& channels, const py::object& sigma,
+           const py::array& origin, const py::array& axes, const py::object& periodic,
+           py::array out, const py::object& threads, const std::string& isa) {
+            // grid_batch for one structure with one sigma, unit weights and a given box:
+            // the per-atom arrays are made here rather than in NumPy, whose small-array
+            // calls cost more than gridding a small molecule.
+            pgrid::Options opt;
+            opt.threads = threads_arg(threads);
+            require<double>(positions, "positions", {-1, 3});
+            const py::ssize_t m = positions.shape(0);
+            std::vector<std::int32_t> chan;
+            const std::int32_t* chan_ptr = nullptr;
+            if (channels.is_none()) {
+                chan.assign(static_cast<std::size_t>(m), 0);
+                chan_ptr = chan.data();
+            } else {
+                const auto arr = py::reinterpret_borrow<py::array>(channels);
+                require<std::int32_t>(arr, "channels", {m});
+                chan_ptr = static_cast<const std::int32_t*>(arr.data());
+            }
+            const std::vector<double> sigmas(static_cast<std::size_t>(m),
+                                             float_arg(sigma, "sigma"));
+            const std::vector<double> weights(static_cast<std::size_t>(m), 1.0);
+            require<double>(origin, "origin", {3});
+            require<double>(axes, "axes", {3, 3});
+            const std::uint8_t per = periodic.cast<bool>() ? 1 : 0;
+            require<float>(out, "out", {-1, -1, -1, -1}, true);
+            const std::int64_t extent[3] = {out.shape(1), out.shape(2), out.shape(3)};
+            pgrid::check_grid_shape(1, out.shape(0), extent, "out");
+            const std::int64_t offsets[2] = {0, static_cast<std::int64_t>(m)};
+            pgrid::BatchInput in;
+            in.positions = static_cast<const double*>(positions.data());
+            in.offsets = offsets;
+            in.channels = chan_ptr;
+            in.sigmas = sigmas.data();
+            in.weights = weights.data();
+            in.origins = static_cast<const double*>(origin.data());
+            in.axes = static_cast<const double*>(axes.data());
+            in.periodic = &per;
+            in.n_structures = 1;
+            in.n_atoms = m;
+            in.n_channels = static_cast<int>(out.shape(0));
+            for (int d = 0; d < 3; ++d) in.shape[d] = static_cast<int>(out.shape(1 + d));
+            opt.isa = isa_from(isa);
+            float* dst = static_cast<float*>(out.mutable_data());
+            py::gil_scoped_release release;
+            pgrid::grid_batch(in, dst, opt);
+        },
+        py::arg("positions"), py::arg("channels"), py::arg("sigma"), py::arg("origin"),
+        py::arg("axes"), py::arg("periodic"), py::arg("out"), py::arg("threads") = 0,
+        py::arg("isa") = "",
+        "grid_batch for one structure: one sigma, unit weights, channels (M,) int32 or None "
+        "(all 0), the box as origin (3,) and axes (3, 3); out (C, nx, ny, nz) float32.");
+
+    m.def(
+        "bounds",
+        [](const py::array& positions) {
+            require<double>(positions, "positions", {-1, 3});
+            if (positions.shape(0) == 0)
+                value_error("cannot place a box around a structure with no atoms");
+            double lo[3], hi[3];
+            if (!pgrid::atom_bounds(static_cast<const double*>(positions.data()),
+                                    positions.shape(0), lo, hi))
+                value_error("positions contain NaN or infinite coordinates");
+            return py::make_tuple(lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]);
+        },
+        py::arg("positions"),
+        "(lo_x, lo_y, lo_z, hi_x, hi_y, hi_z) of float64 (M, 3) positions (M >= 1, finite).");
+
+    m.def(
         "grid_structures",
         [](const py::array& positions, const py::array& numbers, const py::object& offsets_arg,
            const py::object& lattices, const py::object& periodic, const py::object& weights,

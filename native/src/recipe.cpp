@@ -22,16 +22,12 @@ void molecule_box(const RecipeInput& in, std::int64_t s, std::int64_t a0, std::i
                   double* origin, double* axes) {
     if (a1 == a0) fail("structure ", s, ": cannot place a box around a structure with no atoms");
     double lo[3], hi[3];
-    for (int d = 0; d < 3; ++d) lo[d] = hi[d] = in.positions[3 * a0 + d];
-    for (std::int64_t a = a0; a < a1; ++a)
-        for (int d = 0; d < 3; ++d) {
-            const double v = in.positions[3 * a + d];
-            if (!std::isfinite(v))
-                fail("structure ", s, ", atom ", a - a0,
-                     ": positions contain NaN or infinite coordinates (positions[", a, "])");
-            lo[d] = std::min(lo[d], v);
-            hi[d] = std::max(hi[d], v);
-        }
+    if (!atom_bounds(in.positions + 3 * a0, a1 - a0, lo, hi))
+        for (std::int64_t a = a0; a < a1; ++a)
+            for (int d = 0; d < 3; ++d)
+                if (!std::isfinite(in.positions[3 * a + d]))
+                    fail("structure ", s, ", atom ", a - a0,
+                         ": positions contain NaN or infinite coordinates (positions[", a, "])");
     std::fill(axes, axes + 9, 0.0);
     if (in.box_kind == BoxKind::tight) {
         // Box.tight: origin lo - padding, edges (hi - lo) + 2 padding.
@@ -75,6 +71,23 @@ void molecule_box(const RecipeInput& in, std::int64_t s, std::int64_t a0, std::i
 }
 
 }  // namespace
+
+bool atom_bounds(const double* positions, std::int64_t n, double* lo, double* hi) {
+    for (int d = 0; d < 3; ++d) lo[d] = hi[d] = positions[d];
+    // NaN fails every comparison and infinities end up in lo or hi: finite bounds mean
+    // finite coordinates, checked once at the end.
+    bool nan = false;
+    for (std::int64_t a = 0; a < n; ++a)
+        for (int d = 0; d < 3; ++d) {
+            const double v = positions[3 * a + d];
+            nan = nan || v != v;
+            lo[d] = std::min(lo[d], v);
+            hi[d] = std::max(hi[d], v);
+        }
+    for (int d = 0; d < 3; ++d)
+        if (!std::isfinite(lo[d]) || !std::isfinite(hi[d])) return false;
+    return !nan;
+}
 
 void grid_recipe(const RecipeInput& in, float* out, double* origins, double* axes,
                  const Options& opt) {

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import _core
+
 ShapeLike = int | Sequence[int]
 
 #: Relative tolerance under which two edge vectors count as orthogonal. Orthogonal
@@ -64,6 +66,17 @@ def _bounds(positions: Any) -> tuple[np.ndarray, np.ndarray]:
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
         raise ValueError("positions contain NaN or infinite coordinates")
     return lo, hi
+
+
+def _float_bounds(positions: Any) -> tuple[float, float, float, float, float, float]:
+    """(lo_x, lo_y, lo_z, hi_x, hi_y, hi_z), Å, in one native pass; the errors of
+    :func:`_bounds`."""
+    pos = positions
+    if not (type(pos) is np.ndarray and pos.dtype == np.float64 and pos.flags.c_contiguous):
+        pos = np.ascontiguousarray(positions, dtype=np.float64)
+    if pos.ndim != 2 or pos.shape[1] != 3:
+        raise ValueError(f"positions must have shape (M, 3), got {pos.shape}")
+    return _core.bounds(pos)
 
 
 class Box:
@@ -112,9 +125,9 @@ class Box:
         Side = largest extent + 2·padding (Å), so the resolution adapts per molecule.
         """
         _check_padding(padding)
-        lo, hi = _bounds(positions)
-        side = float(np.max(hi - lo)) + 2.0 * padding
-        return cls._centred_cube((lo + hi) / 2.0, side, shape)
+        lx, ly, lz, hx, hy, hz = _float_bounds(positions)
+        side = max(hx - lx, hy - ly, hz - lz) + 2.0 * padding
+        return cls._centred_cube(((lx + hx) / 2.0, (ly + hy) / 2.0, (lz + hz) / 2.0), side, shape)
 
     @classmethod
     def tight(cls, positions: Any, shape: ShapeLike = 32, padding: float = 2.0) -> Box:
@@ -135,8 +148,9 @@ class Box:
         """
         if not np.isfinite(side) or side <= 0:
             raise ValueError(f"cube side must be a positive length in Å, got {side!r}")
-        lo, hi = _bounds(positions)
-        return cls._centred_cube((lo + hi) / 2.0, float(side), shape)
+        lx, ly, lz, hx, hy, hz = _float_bounds(positions)
+        centre = ((lx + hx) / 2.0, (ly + hy) / 2.0, (lz + hz) / 2.0)
+        return cls._centred_cube(centre, float(side), shape)
 
     @classmethod
     def from_lattice(
@@ -166,15 +180,23 @@ class Box:
             raise ValueError(f"box description lacks {exc.args[0]!r}") from None
 
     @classmethod
-    def _centred_cube(cls, centre: np.ndarray, side: float, shape: ShapeLike) -> Box:
-        origin = centre - side / 2.0
-        if not (_SAFE_SIDE[0] <= side <= _SAFE_SIDE[1] and np.isfinite(origin).all()):
-            return cls(origin, np.eye(3) * side, shape)  # the checks name what is wrong
+    def _centred_cube(cls, centre: Any, side: float, shape: ShapeLike) -> Box:
+        """The cube of ``side`` Å centred on ``centre`` (three floats, Å), computed in
+        Python floats: the float64 operations of ``centre - side / 2.0`` on arrays, in a
+        tenth of the time of small-array NumPy."""
+        half = side / 2.0
+        cx, cy, cz = (float(c) for c in centre)
+        ox, oy, oz = cx - half, cy - half, cz - half
+        safe = _SAFE_SIDE[0] <= side <= _SAFE_SIDE[1]
+        if not (safe and math.isfinite(ox) and math.isfinite(oy) and math.isfinite(oz)):
+            return cls((ox, oy, oz), np.eye(3) * side, shape)  # the checks name what is wrong
         # A cube of finite, moderate side: __init__'s checks (finite, non-degenerate)
         # cannot fail, so skip them (norms and a determinant cost more than gridding a
         # small molecule). Same values as __init__ would store.
         box = object.__new__(cls)
-        axes = np.eye(3) * side
+        origin = np.array((ox, oy, oz))
+        axes = np.zeros((3, 3))
+        axes[0, 0] = axes[1, 1] = axes[2, 2] = side
         origin.flags.writeable = False
         axes.flags.writeable = False
         box._origin = origin

@@ -461,32 +461,27 @@ def grid(
         fast = chans.dtype.kind in "iu" and chans.shape == (m,)
     if fast:
         # The common forms, without Batch.from_structures' per-structure machinery.
-        if channels is None:
-            chan_arr = np.zeros(m, dtype=np.int32)
-        else:
-            chan_arr = chans.astype(np.int32)
+        chan_arr = None if channels is None else chans.astype(np.int32)
         if n_channels is None:
             n_channels = int(chan_arr.max()) + 1 if m and channels is not None else 1
         c_shape = (int(n_channels), *box.shape)
         if out is None:
             check_memory(c_shape)
-            target = np.empty((1, *c_shape), dtype=np.float32)
+            target = np.empty(c_shape, dtype=np.float32)
         else:
-            target = _check_out(out, c_shape)[np.newaxis]
-        _core.grid_batch(
+            target = _check_out(out, c_shape)
+        _core.grid_one(  # positional: pybind11 matches keywords slowly
             positions,
-            np.array((0, m), dtype=np.int64),
             chan_arr,
-            np.full(m, sigma),
-            np.ones(m),
-            box.origin.reshape(1, 3),
-            box.axes.reshape(1, 3, 3),
-            np.array((box.periodic,)),
+            sigma,
+            box.origin,
+            box.axes,
+            box.periodic,
             target,
-            _threads(threads),  # positional: pybind11 matches keywords slowly
+            _threads(threads),
             resolve_isa(isa),
         )
-        return target[0]
+        return target
     batch = Batch.from_structures(
         [positions],
         [box],

@@ -128,6 +128,10 @@ struct RecipeInput {
 /// origins (B, 3) and axes (B, 3, 3), assign channels from the element table, and grid
 /// the batch into out as grid_batch does. Throws std::invalid_argument naming the
 /// structure (and atom) at fault.
+/// Bounding box of n >= 1 atoms (positions (n, 3), Å) into lo[3] and hi[3]; false if a
+/// coordinate is NaN or infinite.
+bool atom_bounds(const double* positions, std::int64_t n, double* lo, double* hi);
+
 void grid_recipe(const RecipeInput& in, float* out, double* origins, double* axes,
                  const Options& opt);
 
