@@ -18,8 +18,10 @@ moses100.xyz), σ = 0.5 Å, a cubic box = bounding box ± 2 Å centred on it (pg
 atom in channel 0) or 8 element channels (C N O S F Cl Br H). Paths:
 
 * ``per molecule``: one call per molecule returning a new array
-  (pgrid ``grid(pos, Box.fit(pos, n, 2.0), 0.5, channels=..., n_channels=C)``;
-  ParticleGrid ``molecule_grid``; libmolgrid ``GridMaker.forward`` into a new array);
+  (pgrid ``grid(pos, Box.fit(pos, n, 2.0), 0.5, channels=..., n_channels=C)``, and
+  ``GridRecipe(grid_size=n, channels=...).grid(pos, numbers)``, the recommended call, which
+  places the same box natively; ParticleGrid ``molecule_grid``; libmolgrid
+  ``GridMaker.forward`` into a new array);
 * ``batch``: all 100 molecules at once (pgrid ``grid_batch(..., out=buf)`` into a
   preallocated array; ParticleGrid ``list_grid``, its batch call, which returns a new
   array; libmolgrid: a loop of ``forward`` into views of one preallocated buffer, since its
@@ -205,7 +207,7 @@ class Contestant:
 
     runner: str
     threads: int | None = None  # pgrid only: 1, or None = its default (every core)
-    variant: str = ""  # batch: pgrid "prebuilt-boxes", ParticleGrid "loop"
+    variant: str = ""  # batch: pgrid "prebuilt-boxes", ParticleGrid "loop"; pgrid "recipe"
 
     @property
     def label(self) -> str:
@@ -337,6 +339,7 @@ def ratio_cell(case_result: dict[str, Any], mine: str, peer: str) -> str:
 
 
 PATHS = (
+    ("single", 1, "recipe", "per molecule, new array, 1 thread, `GridRecipe.grid`"),
     ("single", 1, "", "per molecule, new array, 1 thread"),
     ("single", None, "", "per molecule, new array, pgrid default threads"),
     ("batch", 1, "", "batch, 1 thread (boxes made in the timed call)"),
@@ -601,6 +604,7 @@ def main() -> None:
                         contestants.append(Contestant(key, 1, "prebuilt-boxes"))
                     else:
                         contestants.append(Contestant(key, None))
+                        contestants.append(Contestant(key, 1, "recipe"))
                 for p in peers:
                     contestants.append(Contestant(p))
                     if p == "particlegrid" and case["path"] == "batch":
