@@ -252,6 +252,34 @@ def _batch(rng, n=7, shape=20, channels=3):
 
 
 @pytest.mark.parametrize("streaming", [0, 1])
+def test_empty_channels_and_planes_are_written_as_zeros(isa, streaming):
+    # Planes no atom reaches are zeroed directly (not by the tiles): an output full of
+    # NaN must come back with exact zeros there, and the reference elsewhere.
+    pos = np.array([[1.0, 1.2, 1.4], [1.3, 0.9, 1.1]])
+    box = Box(np.zeros(3), np.eye(3) * 12.0, (24, 16, 20))  # atoms in the first planes only
+    chans = np.array([0, 2], np.int32)
+    out = np.full((1, 4, 24, 16, 20), np.nan, np.float32)
+    _core.grid_batch(
+        pos,
+        np.array([0, 2]),
+        chans,
+        np.full(2, 0.4),
+        np.ones(2),
+        np.zeros((1, 3)),
+        box.axes[None],
+        np.zeros(1, bool),
+        out,
+        1,
+        isa,
+        streaming,
+    )
+    ref = reference_grid(pos, box, 0.4, channels=chans, n_channels=4)
+    assert_allclose(out[0], ref, atol=1e-6, rtol=0)
+    assert np.all(out[0, 1] == 0) and np.all(out[0, 3] == 0)
+    assert np.all(out[0, 0, 12:] == 0)  # 6σ = 2.4 Å = 4.8 planes from the atoms
+
+
+@pytest.mark.parametrize("streaming", [0, 1])
 def test_threads_and_streaming_give_identical_output(isa, streaming):
     rng = np.random.default_rng(12)
     b = _batch(rng)

@@ -129,8 +129,10 @@ PGRID_INLINE void copy_out(float* dst, const float* src, std::size_t n, bool str
     for (; i < n; ++i) dst[i] = src[i];
 }
 
-void zero(float* dst, std::size_t n, bool stream) {
-    if (!stream || VF::W == 1) {
+/// n zeros to dst with non-temporal stores for whole aligned vectors (no fence: the
+/// caller fences once after its last streamed store).
+PGRID_INLINE void copy_zero_stream(float* dst, std::size_t n) {
+    if (VF::W == 1) {
         std::memset(dst, 0, n * sizeof(float));
         return;
     }
@@ -142,6 +144,14 @@ void zero(float* dst, std::size_t n, bool stream) {
     const VF z = VF::zero();
     for (; i + VF::W <= n; i += VF::W) z.stream(dst + i);
     for (; i < n; ++i) dst[i] = 0.0f;
+}
+
+void zero(float* dst, std::size_t n, bool stream) {
+    if (!stream || VF::W == 1) {
+        std::memset(dst, 0, n * sizeof(float));
+        return;
+    }
+    copy_zero_stream(dst, n);
     store_fence();
 }
 
@@ -236,6 +246,15 @@ void render_ortho(const OrthoPlan& P, int c, int i_begin, int i_end, float* out_
             t.kv1 = a->kv1;
         }
         float* dst_plane = out_c + static_cast<std::size_t>(i) * plane_n;
+        if (n_act == 0) {
+            // No atom reaches the plane (an empty channel, or past the atoms): memset
+            // speed rather than the tiles' loop storing zeros.
+            if (stream)
+                copy_zero_stream(dst_plane, plane_n);
+            else
+                std::memset(dst_plane, 0, plane_n * sizeof(float));
+            continue;
+        }
         float* dst = stream ? plane : dst_plane;
         const int rv = P.row_vecs;
         if (rv == 1)
