@@ -773,6 +773,14 @@ def test_small_calls_run_inline_and_match_every_thread_count(isa):
         want = grid(pos, box, 0.5, threads=1, isa=isa)
         for t in (2, 3, None):
             assert grid(pos, box, 0.5, threads=t, isa=isa).tobytes() == want.tobytes()
+    # A small triclinic cell is costly (quadrature) and so split over the pool: the same
+    # bytes too.
+    lattice = triclinic_lattice()
+    pos = rng.uniform(0, 1, (30, 3)) @ lattice
+    tric = Box.from_lattice(lattice, 20)
+    want = grid(pos, tric, 0.5, threads=1, isa=isa)
+    for t in (2, 3, None):
+        assert grid(pos, tric, 0.5, threads=t, isa=isa).tobytes() == want.tobytes()
 
 
 def test_streamed_orthogonal_call_leaves_no_trace_in_a_later_triclinic_one(isa):

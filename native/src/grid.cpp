@@ -101,13 +101,29 @@ void render_planes(const Plan& plan, const IsaKernels& K, int c, int i_begin, in
 
 /// Work below which a call runs on the calling thread whatever `threads` says: waking
 /// the pool's workers costs more than they would save (measured: docs/kernel.md,
-/// "Threads"). Work is counted as output voxels plus kAtomWork per atom.
-constexpr std::int64_t kInlineWork = std::int64_t(1) << 19;
-constexpr std::int64_t kAtomWork = 256;
+/// "Threads"). Work is counted in output voxels plus, per atom, the voxels of its 6σ window
+/// over 8 (about its vector FMAs; ~350 for a drug-like atom at 32³), times kTricWork in a
+/// triclinic cell (quadrature: ~60-75x the orthogonal time).
+constexpr double kInlineWork = double(1 << 19);
+constexpr double kTricWork = 64.0;
 
-/// Threads for a call of `B` structures whose output holds `voxels` floats.
+/// Threads for a call whose output holds `voxels` floats. The estimate stops as soon as
+/// it passes kInlineWork, so a large batch costs a few structures' worth of it.
 int threads_for(const BatchInput& in, std::int64_t voxels, int threads) {
-    const std::int64_t work = voxels + kAtomWork * in.offsets[in.n_structures];
+    double work = static_cast<double>(voxels);
+    for (std::int64_t s = 0; s < in.n_structures && work < kInlineWork; ++s) {
+        const detail::BoxGeom box = detail::box_of(in, s);
+        double h[3];
+        for (int d = 0; d < 3; ++d) h[d] = detail::norm(box.axis[d]) / in.shape[d];
+        const double scale = detail::is_orthogonal(box) ? 1.0 / 8 : kTricWork / 8;
+        for (std::int64_t a = in.offsets[s]; a < in.offsets[s + 1]; ++a) {
+            const double reach = 2 * kTruncSigmas * in.sigmas[a];
+            // Capped per axis at the grid's extent (a window wider than a cell folds).
+            double w = scale;
+            for (int d = 0; d < 3; ++d) w *= std::min(reach / h[d] + 1, 2.0 * in.shape[d]);
+            work += w;
+        }
+    }
     return work < kInlineWork ? 1 : resolve_threads(threads);
 }
 
