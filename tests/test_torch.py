@@ -678,3 +678,74 @@ def test_training_example_runs_from_shards(tmp_path):
     )
     assert "stored in shards" in done.stdout and "epoch   1" in done.stdout
     assert (tmp_path / "s" / "shard-00000.h5").exists()
+
+
+# ------------------------------------------------------------------------ typed channels
+def test_typed_channels_on_the_fly_match_pgrid_grid_and_the_reference(tmp_path):
+    """Typed channels (pharmacophore + a signed Gasteiger charge channel) gridded on the
+    fly: without augmentation they are the grids ``pgrid grid`` stores for the same recipe
+    (within its rounding step); rotated, they are the float64 reference of the rotated
+    atoms expanded with the typer's own memberships."""
+    from pgrid_cli.typers import channel_typer
+
+    typer = channel_typer("pharmacophore", "gasteiger")
+    recipe = GridRecipe(grid_size=16, sigma=0.5, box="cube:20", typer=typer)
+    run = GridOptions(
+        grid_size=16, sigma=0.5, box="cube:20", channels="pharmacophore", charge_channel="gasteiger"
+    )
+    summary = grid_files([SAMPLE / "drugs.sdf"], tmp_path / "out", run, workers=0)
+    stored = ShardDataset(tmp_path / "out")
+    fly = StructureDataset.from_files(SAMPLE / "drugs.sdf", recipe)
+    assert len(fly) == len(stored) == summary.written
+    assert fly[0]["grid"].shape == (len(typer.channels), 16, 16, 16)
+    for i in (0, 57, len(fly) - 1):
+        a, b = stored[i], fly[i]
+        assert a["name"] == b["name"]
+        assert_allclose(b["grid"].numpy(), a["grid"].numpy(), rtol=0, atol=DEFAULT_STEP)
+
+    rotated = StructureDataset.from_files(
+        SAMPLE / "drugs.sdf", recipe, rotate=True, translate=0.5, seed=7
+    )
+    structures = [s for s in iter_records(SAMPLE / "drugs.sdf") if not isinstance(s, Rejection)]
+    for i in (3, 90):
+        item = rotated[i]
+        m = typer.memberships(structures[i])  # typed independently of the dataset
+        atoms, chans = np.nonzero(m)
+        box = Box(item["origin"].numpy(), item["axes"].numpy(), 16)
+        ref = reference_grid(
+            item["positions"].numpy()[atoms],
+            box,
+            0.5,
+            channels=chans,
+            n_channels=len(typer.channels),
+            weights=m[atoms, chans],
+        )
+        assert_allclose(item["grid"].numpy(), ref, rtol=0, atol=1e-6)
+        assert np.any(item["grid"].numpy()[-1] < 0)  # the signed charge channel
+
+
+def test_typed_channels_in_a_dataloader_are_the_items(drugs):
+    from pgrid_cli.typers import get_typer
+
+    recipe = GridRecipe(grid_size=12, sigma=0.5, box="cube:20", typer=get_typer("xs"))
+    ds = StructureDataset.from_files(SAMPLE / "drugs.sdf", recipe, rotate=True, seed=3)
+    loader = DataLoader(ds, batch_size=4, collate_fn=ds.collate, num_workers=0)
+    batch = next(iter(loader))
+    want = torch.stack([ds[i]["grid"] for i in range(4)])
+    assert torch.equal(batch["grid"], want)
+
+
+def test_typed_channels_are_refused_where_there_is_no_chemistry(tmp_path, drugs):
+    from pgrid_cli.torch import StructureShardDataset
+    from pgrid_cli.torch.structure_dataset import StructureTable
+    from pgrid_cli.typers import get_typer
+
+    recipe = GridRecipe(grid_size=12, typer=get_typer("xs"))
+    with pytest.raises(ValueError, match="need each structure's chemistry"):
+        StructureDataset(StructureTable.from_structures(drugs[:3]), recipe)
+    with pytest.raises(ValueError, match="gridded per item"):
+        StructureDataset.from_files(SAMPLE / "drugs.sdf", recipe, render="batch")
+    run = GridOptions(grid_size=12, store="structures")
+    grid_files([SAMPLE / "drugs.sdf"], tmp_path / "st", run, workers=0)
+    with pytest.raises(ValueError, match="need each structure's chemistry"):
+        StructureShardDataset(tmp_path / "st", recipe)

@@ -42,8 +42,9 @@ from .augment import Augmentation, Transform
 from .collate import GridCollate, collate
 from .layer import GridLayer, grid_tensor
 from .shard_dataset import ShardDataset
-from .structure_dataset import StructureDataset, StructureTable
+from .structure_dataset import StructureDataset
 from .structure_shards import StructureShardDataset
+from .table import StructureTable, TypedParticles
 
 __all__ = [
     "Augmentation",
@@ -54,6 +55,7 @@ __all__ = [
     "StructureShardDataset",
     "StructureTable",
     "Transform",
+    "TypedParticles",
     "collate",
     "grid_tensor",
 ]

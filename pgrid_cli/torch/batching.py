@@ -256,13 +256,14 @@ class ItemBatch(Sequence):  # type: ignore[type-arg]
 
 def per_item_only(ds: StructureDataset) -> bool:
     """Whether ``ds`` makes items the batched path does not build: receptor + ligand
-    complexes, crystals in a ``cube:L`` view (their image atoms), an energy channel and
-    lattice shifts."""
+    complexes, typed channels, crystals in a ``cube:L`` view (their image atoms), an
+    energy channel and lattice shifts."""
     from ..core.complexes import ComplexRecipe
 
     recipe = ds.recipe
     return (
         isinstance(recipe, ComplexRecipe)
+        or getattr(recipe, "typer", None) is not None
         or getattr(recipe, "crystal_view", "cell") != "cell"
         or getattr(recipe, "energy", None) is not None
         or ds.augmentation.shift_lattice
