@@ -171,8 +171,24 @@ def test_cli_receptor_ligand_and_types_through_shards(pairs, tmp_path):
         props = shard.file["properties"]
         assert_allclose(props["affinity"][:], [7.5, 6.25])
         assert_allclose(props["pose"][:], [1, 0])
+        stored = shard[1].grid
+        box = shard[1].box
     finally:
         shard.close()
+    # export and show read complex shards: one file per non-empty channel, named after it
+    # ("receptor:C" → g.receptor-C.cube), read back by ASE as amount / voxel volume (Bohr³)
+    from ase.io.cube import read_cube
+    from ase.units import Bohr
+
+    r = runner.invoke(app, ["export", str(out), "--index", "1", "-o", str(tmp_path / "g.cube")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "g.receptor-C.cube").exists() and (tmp_path / "g.ligand-C.cube").exists()
+    with open(tmp_path / "g.ligand-C.cube") as fh:
+        back = read_cube(fh)["data"]
+    assert_allclose(back, stored[4] / (box.voxel_volume / Bohr**3), rtol=1e-5, atol=1e-9)
+    r = runner.invoke(app, ["show", str(out), "--index", "0", "-o", str(tmp_path / "c.png")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "c.png").stat().st_size > 1000
     out2 = tmp_path / "out2"
     r = runner.invoke(
         app,

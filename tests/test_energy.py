@@ -386,6 +386,28 @@ def test_cli_round_trip(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     data = read(cube, format="cube", read_data=True, full_output=True)["data"]
     assert data.shape == (8, 8, 8) and np.isfinite(data).all()
+    # --channel energy writes the energy channel itself, in K as stored (not divided by
+    # the voxel volume): read back by ASE (cube) and GridDataFormats (dx)
+    stored = shard[1].grid[1]
+    for name in ("energy", "lj:Ar"):
+        e_cube = tmp_path / f"e-{name.replace(':', '')}.cube"
+        args = ["export", str(out), "--index", "1", "-o", str(e_cube), "--channel", name]
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+        back = read(e_cube, format="cube", read_data=True, full_output=True)["data"]
+        assert_allclose(back, stored, rtol=1e-5, atol=1e-3)
+    from gridData import Grid
+
+    e_dx = tmp_path / "e.dx"
+    args = ["export", str(out), "--index", "1", "-o", str(e_dx), "--channel", "energy"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    dx = Grid(str(e_dx))
+    assert_allclose(dx.grid, stored, rtol=1e-5, atol=1e-3)
+    assert dx.grid.max() > 100 and dx.grid.min() < 0  # the water's core and its well
+    res = CliRunner().invoke(
+        app, ["export", str(out), "-o", str(tmp_path / "CHGCAR"), "--channel", "energy"]
+    )
+    assert res.exit_code != 0 and "CHGCAR stores ρ·V of a density" in res.output
 
 
 def test_shard_dataset_recipe_keeps_the_energy(tmp_path: Path) -> None:

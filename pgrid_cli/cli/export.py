@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -39,9 +38,10 @@ def export_cli(
         typer.Option(
             "--channel",
             "-c",
-            help="all: one file per non-empty channel (OUT with the channel name inserted "
-            "before the suffix: g.C.cube; '*' is written 'other'); sum: the channels "
-            "summed into OUT; a name (C) into OUT; or a list (C,N,O).",
+            help="all: one file per non-empty density channel (OUT with the channel name "
+            "inserted before the suffix: g.C.cube; '*' is written 'other'); sum: the "
+            "channels summed into OUT; a name (C) into OUT; a list (C,N,O); or energy: "
+            "the energy channel (lj:…, values in K as stored) into OUT.",
         ),
     ] = "all",
     quantity: Annotated[
@@ -49,7 +49,7 @@ def export_cli(
         typer.Option(
             help="density: amount / voxel volume (per Bohr³ in cube files, per Å³ "
             "otherwise); amount: pgrid's values (atoms per voxel). CHGCAR always stores "
-            "ρ·V_cell.",
+            "ρ·V_cell; the energy channel is always written as stored (K).",
         ),
     ] = "density",
     json_out: options.JSON = False,
@@ -62,9 +62,14 @@ def export_cli(
     from ..export import export_record
 
     def export(record: ShardRecord, shard: Shard, target: Path) -> list[Path]:
-        density = shard.channels  # an energy channel (lj:CH4, last) is not a density
-        if record.grid is not None and len(record.grid) > density.n_channels:
-            record = replace(record, grid=record.grid[: density.n_channels])
-        return export_record(record, target, density, fmt=fmt, channel=channel, quantity=quantity)
+        return export_record(
+            record,
+            target,
+            shard.channels,  # the density channels; an energy one follows them
+            fmt=fmt,
+            channel=channel,
+            quantity=quantity,
+            energy=shard.energy_channel,
+        )
 
     write_each(path, index, out, export, json_out)

@@ -45,6 +45,7 @@ QUANTITIES = ("density", "amount")
 #: ``channel=`` choices of :func:`export_record` besides channel names.
 ALL = "all"
 SUM = "sum"
+ENERGY = "energy"  #: the energy channel, whatever its name
 
 
 class ExportAtoms(NamedTuple):
@@ -169,8 +170,9 @@ def _atoms(numbers: Any, positions: Any) -> ExportAtoms | None:
 
 
 def channel_label(name: str) -> str:
-    """A channel's name as it goes into a file name (``*`` becomes ``other``)."""
-    return "other" if name == CATCH_ALL else name
+    """A channel's name as it goes into a file name (``*`` becomes ``other``, the ``:`` of
+    ``receptor:C`` a ``-``)."""
+    return "other" if name == CATCH_ALL else name.replace(":", "-")
 
 
 def channel_path(path: Path, label: str) -> Path:
@@ -225,6 +227,7 @@ def export_record(
     fmt: str | None = None,
     channel: str = ALL,
     quantity: str = "density",
+    energy: str | None = None,
 ) -> list[Path]:
     """Write one structure of a shard (a :class:`~pgrid_cli.store.shard.ShardRecord`) with its
     atoms; returns the files written.
@@ -232,11 +235,38 @@ def export_record(
     ``channel``: ``all`` (one file per non-empty channel, named ``path`` with the channel
     inserted before the suffix: ``g.C.cube``, ``g.other.cube`` for ``*``), ``sum`` (the
     channels summed into ``path``), a channel name (into ``path``) or a comma list.
+    ``energy``: the name of the record's energy channel (``lj:CH4``, stored after the
+    density channels; docs/energy.md), written when ``channel`` is that name or
+    ``energy``: its values (K, or exp(−E/kT)) as stored, whatever ``quantity`` says —
+    they are values at the voxel centres, not amounts — and not to CHGCAR (ρ·V).
     """
     out = Path(path)
     f = get_format(fmt) if fmt else format_for_path(out)
+    names = list(channels.names if isinstance(channels, ChannelSpec) else channels)
+    grid = np.asarray(record.grid)
+    if energy is not None and channel.strip() in (energy, ENERGY):
+        if f.name == "chgcar":
+            raise ValueError(
+                "CHGCAR stores ρ·V of a density: write the energy channel to cube, dx or mrc"
+            )
+        comment = (
+            f"pgrid {record.name or 'structure'} ({record.source}#{record.record}) "
+            f"energy channel {energy}"
+        )
+        return [
+            write(
+                out,
+                grid[len(names)],  # the energy channel follows the density ones
+                record.box,
+                fmt=f.name,
+                numbers=record.numbers,
+                positions=record.positions,
+                quantity="amount",
+                comment=comment,
+            )
+        ]
     written = []
-    for label, g in select_channels(np.asarray(record.grid), channels, channel):
+    for label, g in select_channels(grid[: len(names)], names, channel):
         target = out if label is None else channel_path(out, label)
         what = (
             "sum of channels" if channel.strip().lower() == SUM else f"channel {label or channel}"
@@ -268,6 +298,7 @@ _load_formats()
 
 __all__ = [
     "ALL",
+    "ENERGY",
     "QUANTITIES",
     "SUM",
     "ExportAtoms",

@@ -112,6 +112,14 @@ def density_channels(attrs: Any) -> list[str]:
     return names[:-1] if attrs.get("energy") is not None else names
 
 
+def energy_channel(attrs: Any) -> str | None:
+    """The name of a grids shard's energy channel (``lj:CH4``, stored after the density
+    channels), or None."""
+    if attrs.get("energy") is None:
+        return None
+    return str(plain(attrs["channels"])[-1])
+
+
 def check_format(f: h5py.File, path: Path | str) -> None:
     """Raise ValueError unless ``f`` is a pgrid shard of a version this code reads."""
     fmt = plain(f.attrs.get("format", ""))

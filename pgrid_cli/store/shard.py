@@ -47,6 +47,7 @@ from .layout import (
     check_format,
     content,
     density_channels,
+    energy_channel,
     n_structures,
     partial_index,
     plain,
@@ -188,14 +189,17 @@ class Shard:
 
     @property
     def channels(self) -> ChannelSpec:
+        """The density channels: element channels, or named ones (typed channels,
+        ``receptor:*`` / ``ligand:*`` of complexes), without an energy channel."""
         self._require_grids("grids (no channels)")
-        names = density_channels(self.file.attrs)
-        if any(n.startswith(("receptor:", "ligand:")) for n in names):  # core/complexes.py
-            raise ValueError(
-                f"{self.path.name} holds receptor + ligand complex channels ({names[0]}, …), "
-                f"which are not element channels: read its grids with ShardDataset or h5py"
-            )
-        return ChannelSpec.from_names(names)
+        return ChannelSpec.from_names(density_channels(self.file.attrs))
+
+    @property
+    def energy_channel(self) -> str | None:
+        """The name of the energy channel stored after the density ones (docs/energy.md),
+        or None."""
+        self._require_grids("grids (no channels)")
+        return energy_channel(self.file.attrs)
 
     @property
     def grid_shape(self) -> tuple[int, int, int]:
