@@ -166,4 +166,52 @@ def test_conformers_without_a_smiles_input_is_refused(tmp_path):
     res = CliRunner().invoke(app, ["grid", str(sdf), "-o", str(out), "--conformers", "3"])
     assert res.exit_code == 2, res.output
     assert "--conformers applies to SMILES inputs" in res.output
+    assert "with --embed, to SDF/mol inputs" in res.output
     assert not out.exists()  # refused before any file is touched
+
+
+def test_conformers_of_sdf_records_with_embed(tmp_path):
+    """`--conformers K --embed` on SDF: a 2D record is embedded K times (each seeded;
+    conformer 0 is the plain `--embed` one); a 3D record keeps its own coordinates as
+    conformer 0 and gets K - 1 new embeddings of the same atoms in the same order. The
+    shards are the same for 1 and 2 workers."""
+    from rdkit import RDConfig
+
+    drugs = Path(__file__).resolve().parents[1] / "sample_data" / "drugs.sdf"
+    three_d = drugs.read_text().split("$$$$\n")[:2]
+    nci = Path(RDConfig.RDDataDir) / "NCI" / "first_200.props.sdf"
+    if not nci.exists():
+        pytest.skip("RDKit's Data/NCI/first_200.props.sdf absent")
+    flat = nci.read_text().split("$$$$\n")[:2]
+    path = tmp_path / "mixed.sdf"
+    path.write_text("$$$$\n".join(three_d + flat) + "$$$$\n")
+    opts = ReadOptions(embed=True, conformers=3)
+    items = list(iter_records(path, options=opts))
+    assert len(items) == 12 and not [r for r in items if isinstance(r, Rejection)]
+    assert [r.info["properties"]["conformer"] for r in items] == [0, 1, 2] * 4
+    assert [r.record for r in items] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    plain = list(iter_records(path, options=ReadOptions(embed=True)))
+    for m in range(4):
+        confs = items[3 * m : 3 * m + 3]
+        assert_allclose(confs[0].positions, plain[m].positions, atol=0)  # conformer 0
+        for c in confs[1:]:
+            assert_array_equal(c.numbers, confs[0].numbers)  # the same atoms, in order
+            assert not np.allclose(c.positions, confs[0].positions, atol=0.05)
+            # a real conformer: the bonded distances of conformer 0, within 0.1 Å
+            mol = Chem.MolFromMolBlock(three_d[m], removeHs=False) if m < 2 else None
+            if mol is not None:
+                for b in mol.GetBonds():
+                    i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+                    d0 = np.linalg.norm(confs[0].positions[i] - confs[0].positions[j])
+                    d1 = np.linalg.norm(c.positions[i] - c.positions[j])
+                    assert abs(d1 - d0) < 0.1
+    runs = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        g = GridOptions(grid_size=12, conformers=3, embed=True, shard_size=5)
+        summary = grid_files([path], out, g, workers=workers)
+        assert (summary.written, summary.rejected) == (12, 0)
+        runs.append(list(ShardSet(out)))
+    for a, b in zip(*runs, strict=True):
+        assert_array_equal(a.positions, b.positions)
+        assert_array_equal(a.grid, b.grid)

@@ -226,8 +226,9 @@ def grid_cli(
     conformers: Annotated[
         int,
         typer.Option(
-            help="SMILES: grid K conformers per molecule (ETKDG v3, each seeded), records "
-            "with the property conformer = 0 … K-1.",
+            help="SMILES (and SDF/mol with --embed): grid K conformers per molecule (ETKDG "
+            "v3, each seeded; a 3D record's own coordinates are conformer 0), records with "
+            "the property conformer = 0 … K-1.",
             metavar="K",
         ),
     ] = 1,

@@ -45,7 +45,7 @@ from .records import (
     prepare_structure,
     printable,
 )
-from .registry import Reader, detect_format, format_from_name, formats, register
+from .registry import Reader, conformers_of, detect_format, format_from_name, formats, register
 
 __all__ = [
     "BAD_CELL",
@@ -72,6 +72,7 @@ __all__ = [
     "Structure",
     "UnreadableDirectory",
     "check_structure",
+    "conformers_of",
     "detect_format",
     "expand_inputs",
     "format_from_name",

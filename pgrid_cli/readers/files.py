@@ -54,7 +54,7 @@ from .records import (
     printable,
     reject,
 )
-from .registry import detect_format, format_from_name, reader
+from .registry import conformers_of, detect_format, format_from_name, reader
 from .registry import formats as registered_formats
 
 
@@ -144,7 +144,7 @@ def iter_records(
     fmt = detect_format(path, format)
     opts = options or ReadOptions()
     raws = iter_raw_records(
-        path, fmt, max_record_bytes=opts.max_record_bytes, conformers=opts.conformers
+        path, fmt, max_record_bytes=opts.max_record_bytes, conformers=conformers_of(fmt, opts)
     )
     for raw in raws:
         yield raw if isinstance(raw, Rejection) else parse_record(raw, opts)
@@ -158,8 +158,9 @@ def iter_raw_records(
     conformers: int = 1,
 ) -> Iterator[RawRecord | Rejection]:
     """Stream the text of each record of one file (see the module docstring). With
-    ``conformers`` K > 1, a record of a format that embeds conformers (SMILES) comes K
-    times, as conformer 0 … K-1 (``RawRecord.conformer``), each parsed on its own."""
+    ``conformers`` K > 1, a record of a format that embeds conformers (SMILES, and SDF/mol
+    read with ``embed``: :func:`~pgrid_cli.readers.registry.conformers_of`) comes K times,
+    as conformer 0 … K-1 (``RawRecord.conformer``), each parsed on its own."""
     if conformers > 1 and reader(detect_format(path, format)).conformers:
         for item in iter_raw_records(path, format, max_record_bytes=max_record_bytes):
             if isinstance(item, RawRecord):

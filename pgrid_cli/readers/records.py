@@ -97,7 +97,8 @@ class ReadOptions:
     # complexes (readers/complexes.py)
     receptor: str | None = None
     data_root: str | None = None
-    conformers: int = 1  #: SMILES: conformers per molecule, each one record (``conformer``)
+    #: SMILES (SDF/mol with ``embed``): conformers per molecule, each one record (``conformer``)
+    conformers: int = 1
 
     def __post_init__(self) -> None:
         if self.disorder not in DISORDER_POLICIES:
@@ -184,7 +185,7 @@ class RawRecord:
     text: str
     name: str = ""
     offset: int = 0
-    conformer: int | None = None  #: which conformer of a SMILES record (``conformers`` > 1)
+    conformer: int | None = None  #: which conformer of the record (``conformers`` > 1)
 
 
 def reject(raw: RawRecord, reason: str, kind: str, name: str | None = None) -> Rejection:

@@ -47,9 +47,21 @@ class Reader:
     aliases: tuple[str, ...] = ()
     names: tuple[str, ...] = ()
     conformers: bool = False  #: records may be read as several conformers (``conformers``)
+    #: … only when its records are embedded (``ReadOptions.embed``; SDF/mol)
+    conformers_need_embed: bool = False
 
 
 _READERS: dict[str, Reader] = {}
+
+
+def conformers_of(fmt: str, options: ReadOptions) -> int:
+    """How many conformers each record of format ``fmt`` is read as, under ``options``
+    (:class:`~pgrid_cli.readers.records.ReadOptions`): its ``conformers`` for a format
+    that embeds them (SMILES; SDF/mol with ``embed``), else 1."""
+    r = _READERS[fmt]
+    if not r.conformers or (r.conformers_need_embed and not options.embed):
+        return 1
+    return int(options.conformers)
 
 
 def register(reader: Reader) -> Reader:

@@ -6,6 +6,7 @@ import functools
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -107,24 +108,33 @@ def _parse_sdf(raw: RawRecord, options: ReadOptions) -> Structure | Rejection:
         return reject(raw, "empty structure (no atoms)", EMPTY, name)
     notes: list[str] = []
     text = raw.text  # the atoms of ``mol``, in order (not after an embedding)
-    if mol.GetNumConformers() == 0 or not mol.GetConformer().Is3D():
-        if not options.embed:
+    k = raw.conformer  # with conformers K > 1 (and embed): 0 … K-1
+    flat = mol.GetNumConformers() == 0 or not mol.GetConformer().Is3D()
+    if flat or k:
+        if flat and not options.embed:
             return reject(
                 raw,
                 "no 3D coordinates (a 2D record; embed it in 3D first, or embed=True)",
                 NO_3D,
                 name,
             )
-        embedded = _embed_2d(mol, raw, options)
+        # A 2D record is embedded (hydrogens added); conformer k >= 1 of a 3D record is
+        # a new embedding of the record's own atoms. Conformer 0 of a 3D record is the
+        # record as it is.
+        embedded = _embed_2d(mol, raw, options, k) if flat else _embed_again(mol, raw, options, k)
         if isinstance(embedded, str):
-            return reject(raw, embedded, PARSE_ERROR, name)
+            return reject(
+                raw, embedded if k is None else f"conformer {k}: {embedded}", PARSE_ERROR, name
+            )
         mol, notes = embedded
-        text = ""
+        text = "" if flat else text
     positions = np.array(mol.GetConformer().GetPositions(), dtype=np.float64)
     numbers = atomic_numbers(mol, text)
     notes = [_TIMESTAMP.sub("", m).strip() for m in capture.messages if m.strip()] + notes
     info: dict[str, object] = {"warnings": notes} if notes else {}
     props, per_atom = sdf_tags(raw.text, len(numbers))
+    if k is not None:
+        props["conformer"] = k
     set_properties(info, props, per_atom)
     return Structure(
         numbers, positions, name=name, source=raw.source, record=raw.record, info=info, mol=mol
@@ -159,9 +169,12 @@ def atomic_numbers(mol: Any, text: str) -> np.ndarray:
     return np.array([mol.GetAtomWithIdx(i).GetAtomicNum() for i in range(n)], dtype=np.int64)
 
 
-def _embed_2d(mol: Any, raw: RawRecord, options: ReadOptions) -> tuple[Any, list[str]] | str:
+def _embed_2d(
+    mol: Any, raw: RawRecord, options: ReadOptions, k: int | None = None
+) -> tuple[Any, list[str]] | str:
     """A 2D record in 3D (``ReadOptions.embed``): sanitised, hydrogens added, one ETKDG v3
-    conformer seeded by the record and its canonical SMILES, as SMILES inputs are."""
+    conformer seeded by the record and its canonical SMILES (and ``k``, conformer k >= 1),
+    as SMILES inputs are."""
     from rdkit import Chem
 
     try:
@@ -169,10 +182,31 @@ def _embed_2d(mol: Any, raw: RawRecord, options: ReadOptions) -> tuple[Any, list
     except Exception as exc:  # RDKit raises its own exception types
         return f"cannot embed the 2D record: RDKit cannot sanitise it ({exc})"
     mol = Chem.RemoveHs(mol)  # explicit 2D hydrogens are placed again in 3D
-    embedded = embed_3d(mol, raw.record, Chem.MolToSmiles(mol), options)
+    smiles = Chem.MolToSmiles(mol)
+    embedded = embed_3d(mol, raw.record, f"{smiles}:{k}" if k else smiles, options)
     if isinstance(embedded, str):
         return embedded
     return embedded[0], [*embedded[1], "embedded in 3D from a 2D record (ETKDG v3)"]
+
+
+def _embed_again(
+    mol: Any, raw: RawRecord, options: ReadOptions, k: int
+) -> tuple[Any, list[str]] | str:
+    """Conformer ``k`` >= 1 of a 3D record: a new ETKDG v3 embedding of the record's own
+    atoms (none added, the order kept, so every conformer has the atoms of conformer 0),
+    seeded like a SMILES conformer by the record, its canonical SMILES and ``k``."""
+    from rdkit import Chem
+
+    mol = Chem.Mol(mol)
+    try:
+        Chem.SanitizeMol(mol)
+    except Exception as exc:  # RDKit raises its own exception types
+        return f"cannot embed another conformer: RDKit cannot sanitise the record ({exc})"
+    key = f"{Chem.MolToSmiles(mol)}:{k}"
+    embedded = embed_3d(mol, raw.record, key, replace(options, add_hydrogens=False))
+    if isinstance(embedded, str):
+        return embedded
+    return embedded[0], [*embedded[1], f"conformer {k}: a new ETKDG v3 embedding of the record"]
 
 
 #: What ``str.splitlines`` splits at.
@@ -243,4 +277,15 @@ def _preload() -> None:
     from rdkit import Chem  # noqa: F401
 
 
-register(Reader("sdf", (".sdf", ".sd", ".mol"), _frame_sdf, _parse_sdf, _preload, ("mol", "sd")))
+register(
+    Reader(
+        "sdf",
+        (".sdf", ".sd", ".mol"),
+        _frame_sdf,
+        _parse_sdf,
+        _preload,
+        ("mol", "sd"),
+        conformers=True,
+        conformers_need_embed=True,  # ReadOptions.embed: conformers are new embeddings
+    )
+)

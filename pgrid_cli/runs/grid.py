@@ -41,14 +41,15 @@ from ..core.recipe import GridRecipe
 from ..core.structure import Structure
 from ..readers import (
     RawRecord,
+    ReadOptions,
     Rejection,
+    conformers_of,
     detect_format,
     expand_inputs,
     iter_raw_records,
     preload_readers,
 )
 from ..readers.properties import LabelTable, atom_properties, properties, read_labels
-from ..readers.registry import reader
 from ..store.claim import SliceClaim, claim_slice
 from ..store.layout import STR_DTYPE
 from ..store.rundir import canonical_path, input_meta, read_slice_states, read_slicing, run_id
@@ -346,9 +347,14 @@ def grid_files(
         raise ParameterError(f"{{threads}} must be at least 1, got {n_threads}")
     files = [canonical_path(f) for f in expand_inputs(inputs, recursive=recursive)]
     formats = [detect_format(f, settings.format) for f in files]
-    if settings.read.conformers > 1 and files and not any(reader(f).conformers for f in formats):
+    if (
+        settings.read.conformers > 1
+        and files
+        and not any(conformers_of(f, settings.read) > 1 for f in formats)
+    ):
         raise ParameterError(
-            "{conformers} applies to SMILES inputs (.smi, .smiles or --format smiles), "
+            "{conformers} applies to SMILES inputs (.smi, .smiles or --format smiles) and, "
+            "with {embed}, to SDF/mol inputs, "
             "and none of the inputs is one"
         )
     if settings.auto_channels:  # one channel per element present: a first pass over the inputs
@@ -490,7 +496,7 @@ def _run_slice(job: _Job, claim: SliceClaim, run: str, started: float) -> RunSum
             while len(pending) > max_pending or (pending and pending[0].done()):
                 sink.consume(pending.popleft().result())
 
-        items = _numbered_items(files, formats, inputs_meta, settings.read.conformers)
+        items = _numbered_items(files, formats, inputs_meta, settings.read)
         skipped = 0
         while True:
             t = time.thread_time()
@@ -570,14 +576,15 @@ def _numbered_items(
     files: Sequence[Path],
     formats: Sequence[str],
     meta: Sequence[dict[str, Any]],
-    conformers: int = 1,
+    read: ReadOptions,
 ) -> Iterator[tuple[int, RawRecord | Rejection, int]]:
-    """(item number, raw record or rejection, bytes of input read) over every file."""
+    """(item number, raw record or rejection, bytes of input read) over every file; a
+    record read as K conformers (``read.conformers``) is K items."""
     number = 0
     base = 0
     for f, fmt, m in zip(files, formats, meta, strict=True):
         position = base
-        for item in iter_raw_records(f, fmt, conformers=conformers):
+        for item in iter_raw_records(f, fmt, conformers=conformers_of(fmt, read)):
             if isinstance(item, RawRecord):
                 position = base + item.offset
             yield number, item, position

@@ -105,8 +105,8 @@ class GridOptions:
     channels may also name a typer (``pharmacophore``, ``xs``, docs/typing.md);
     charge_channel : ``gasteiger`` or ``file``: a signed channel ``charge`` of partial
         charges after the others (docs/typing.md)
-    conformers : SMILES: conformers per molecule (ETKDG v3, each seeded), each one record
-        with the property ``conformer`` 0 … K-1
+    conformers : SMILES (and SDF/mol with ``embed``): conformers per molecule (ETKDG v3,
+        each seeded), each one record with the property ``conformer`` 0 … K-1
     energy, probe, energy_cutoff, energy_max, energy_transform, temperature : an energy
         channel (``energy="lj"``) appended after the density channels, see
         :class:`pgrid_cli.core.energy.EnergySpec` (probe, cutoff Å, clip K, ``none`` or
