@@ -735,6 +735,31 @@ def test_typed_channels_in_a_dataloader_are_the_items(drugs):
     assert torch.equal(batch["grid"], want)
 
 
+def test_typed_structures_shards_grid_like_the_in_memory_dataset(tmp_path):
+    """`pgrid grid --store structures --channels pharmacophore --charge-channel gasteiger`
+    types in the workers and stores the memberships; StructureShardDataset grids them
+    bit for bit as StructureDataset.from_files does (rotated, 2 workers writing); another
+    typer is refused."""
+    from pgrid_cli.torch import StructureShardDataset
+    from pgrid_cli.typers import channel_typer, get_typer
+
+    run = GridOptions(store="structures", channels="pharmacophore", charge_channel="gasteiger")
+    summary = grid_files([SAMPLE / "drugs.sdf"], tmp_path / "st", run, workers=2)
+    assert summary.written == 126
+    typer = channel_typer("pharmacophore", "gasteiger")
+    recipe = GridRecipe(grid_size=16, sigma=0.5, box="cube:20", typer=typer)
+    disk = StructureShardDataset(tmp_path / "st", recipe, rotate=True, seed=11)
+    memory = StructureDataset.from_files(SAMPLE / "drugs.sdf", recipe, rotate=True, seed=11)
+    assert len(disk) == len(memory) == 126
+    for i in (0, 64, 125):
+        assert torch.equal(disk[i]["grid"], memory[i]["grid"])
+    loader = DataLoader(disk, batch_size=4, collate_fn=disk.collate, num_workers=2)
+    batch = next(iter(loader))
+    assert torch.equal(batch["grid"], torch.stack([memory[i]["grid"] for i in range(4)]))
+    with pytest.raises(ValueError, match="memberships of typer 'pharmacophore\\+gasteiger'"):
+        StructureShardDataset(tmp_path / "st", GridRecipe(grid_size=16, typer=get_typer("xs")))
+
+
 def test_typed_channels_are_refused_where_there_is_no_chemistry(tmp_path, drugs):
     from pgrid_cli.torch import StructureShardDataset
     from pgrid_cli.torch.structure_dataset import StructureTable

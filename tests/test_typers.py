@@ -298,11 +298,15 @@ def test_cli_typed_inputs_without_bonds_are_rejected_and_sdf_is_typed(tmp_path):
     opts = GridOptions(grid_size=16, channels="xs", exclude="H")
     summary = grid_files([SAMPLE / "drugs.sdf"], sdf, opts, workers=0)
     assert summary.written > 0 and summary.rejected == 0
+    # structures shards type their records too (the memberships are stored): the same
+    # rejection, nothing written
     res = runner.invoke(
         app, ["grid", str(xyz), "-o", str(tmp_path / "t"), "--channels", "xs", "--store",
-              "structures"],
+              "structures", "-q"],
     )  # fmt: skip
-    assert res.exit_code == 2 and "--store" in res.output
+    assert res.exit_code == 3, res.output
+    (err,) = [json.loads(x) for x in (tmp_path / "t" / "errors.jsonl").read_text().splitlines()]
+    assert err["kind"] == "cannot type" and "no bonds" in err["reason"]
 
 
 def test_typed_records_from_rdkit_sdf_match_the_typer(tmp_path):

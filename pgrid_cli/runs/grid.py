@@ -23,6 +23,7 @@ The output directory's files and states are :mod:`pgrid_cli.store.rundir`'s.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -119,6 +120,9 @@ class _ShardSink:
         s = self.settings
         extra = {"run_id": self.run, "first_item": k * s.shard_size, "disorder": s.read.disorder}
         if s.structures_only:
+            if s.recipe.typer is not None:  # the memberships' typer and channels
+                extra["typer"] = str(s.recipe.typer.name)
+                extra["typer_channels"] = json.dumps(list(s.recipe.spec.names))
             return ShardWriter(self.out / shard_name(k), ShardMeta.structures(self.command, extra))
         meta = ShardMeta(
             sigma=s.recipe.sigma,

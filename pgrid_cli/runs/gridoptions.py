@@ -209,10 +209,10 @@ class GridOptions:
         typed = key in typer_names() and key not in ("elements", "single")
         channels = self.channels if typed else channels_without(self.channels, exclude)
         typer = channel_typer(channels, self.charge_channel)
-        if typer is not None and self.store == "structures":
+        if typer is not None and self.store == "structures" and self.complex:
             raise ParameterError(
-                "typed channels and charges ({channels}, {charge_channel}) need {store} grids: "
-                "structures shards keep no bonds"
+                "typed channels and charges ({channels}, {charge_channel}) of complexes need "
+                "{store} grids"
             )
         if typer is not None and (tiles is not None or view or sized.view_choice() != "cell"):
             raise ParameterError(
@@ -365,12 +365,18 @@ class Settings:
     def parameters(self) -> dict[str, Any]:
         """The parameters that determine shard contents (JSON-friendly)."""
         if self.structures_only:  # nothing of the recipe or codec is stored
+            typer = self.recipe.typer  # the stored memberships' (only when typed)
             return {
                 "content": "structures",
                 "disorder": self.read.disorder,
                 "format": self.format,
                 "shard_size": self.shard_size,
                 **self._smiles_parameters(),
+                **(
+                    {"typer": str(typer.name), "channels": list(self.recipe.spec.names)}
+                    if typer is not None
+                    else {}
+                ),
             }
         c = self.codec
         return {

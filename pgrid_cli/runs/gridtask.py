@@ -15,11 +15,23 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core.box import Box
+from ..core.channels import TypingError
 from ..core.complexes import PARTS_KEY
 from ..core.kernel import render_batch
+from ..core.particles import check_memberships, signed_channels
 from ..core.recipe import GridRecipe, grid_total
 from ..core.structure import Structure
-from ..readers import CANNOT_GRID, EMPTY, RawRecord, Rejection, parse_record, prepare_structure
+from ..readers import (
+    CANNOT_GRID,
+    CANNOT_TYPE,
+    EMPTY,
+    RawRecord,
+    Rejection,
+    parse_record,
+    prepare_structure,
+)
+from ..readers.properties import set_properties
+from ..store.layout import TYPED_MEMBERSHIPS
 from .gridenergy import append_energy
 from .gridtiles import TileRecord, tile_records
 
@@ -201,14 +213,34 @@ def parse_task(task: Task, settings: Settings) -> TaskResult:
     """Parse and check the records of one task, no gridding (``--store structures``)."""
     t0 = time.process_time()
     entries: list[Gridded | Parsed | Rejection] = []
+    typer = settings.recipe.typer
     for item in task.items:
         s = item if isinstance(item, Rejection) else parse_record(item, settings.read)
+        if not isinstance(s, Rejection) and typer is not None:
+            s = _typed(s, settings.recipe)
         if isinstance(s, Rejection):
             entries.append(s)
         else:
             entries.append(Parsed(_for_writer(s), _notes(s, settings)))
     parse_s = time.process_time() - t0
     return TaskResult(task.shard, entries, task.bytes_end, parse_s=parse_s, first=task.first)
+
+
+def _typed(s: Structure, recipe: GridRecipe) -> Structure | Rejection:
+    """``s`` with its atoms' channel memberships (M, C) as the atom property
+    ``typed_memberships`` (docs/format.md, structures shards), or why it cannot be typed."""
+    typer = recipe.typer
+    names = recipe.spec.names
+    try:
+        m = check_memberships(
+            typer.memberships(s), len(s), names, signed_channels(typer, len(names))
+        )
+    except TypingError as exc:
+        return Rejection(s.source, s.record, s.name, f"cannot type: {exc}", CANNOT_TYPE)
+    info = dict(s.info)
+    info["atom_properties"] = dict(info.get("atom_properties") or {})  # not the reader's
+    set_properties(info, atoms={TYPED_MEMBERSHIPS: m})
+    return replace(s, info=info)
 
 
 def _notes(s: Structure, settings: Settings) -> list[str]:

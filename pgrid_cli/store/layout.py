@@ -33,6 +33,11 @@ CAPTURED = "captured"
 #: Shards with grids have no ``content`` attribute (or ``content = "grids"``).
 STRUCTURES = "structures"
 GRIDS = "grids"
+#: Atom property of a structures shard written with a typer (``pgrid grid --store
+#: structures --channels pharmacophore``): each atom's (C,) channel memberships, float64;
+#: the file attributes ``typer`` and ``typer_channels`` name the typer and its channels.
+TYPED_MEMBERSHIPS = "typed_memberships"
+
 #: Per-structure datasets of a structures shard: the cell (rows a, b, c; zeros for a
 #: molecule) and whether it is periodic.
 LATTICE = "lattice"

@@ -121,9 +121,19 @@ class StructureDataset(Dataset):
             if getattr(table, "typed", None) is None:
                 raise ValueError(
                     "typed channels (recipe.typer) need each structure's chemistry, which a "
-                    "StructureTable or structures shards do not keep: build the dataset with "
-                    "StructureDataset.from_files or from_structures (each structure is typed "
-                    "once), or store typed grids with pgrid grid --channels"
+                    "StructureTable or untyped structures shards do not keep: build the "
+                    "dataset with StructureDataset.from_files or from_structures (each "
+                    "structure is typed once), or write the shards with pgrid grid --store "
+                    "structures --channels <typer>"
+                )
+            stored = getattr(table, "typer_name", None)  # structures shards: their typer
+            if stored is not None and (
+                stored != str(typer.name) or tuple(table.typer_channels) != self.recipe.spec.names
+            ):
+                raise ValueError(
+                    f"these structures shards hold the memberships of typer {stored!r} "
+                    f"(channels {', '.join(table.typer_channels)}), not of the recipe's "
+                    f"{typer.name!r} ({', '.join(self.recipe.spec.names)})"
                 )
             if render != "item":
                 raise ValueError(

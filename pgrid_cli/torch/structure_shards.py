@@ -18,6 +18,7 @@ never inherit an open file.
 
 from __future__ import annotations
 
+import json
 import os
 import weakref
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ import numpy as np
 from ..core.complexes import LIGAND_FLAG
 from ..core.recipe import GridRecipe
 from ..readers.records import Rejection
-from ..store.layout import LATTICE, plain
+from ..store.layout import LATTICE, TYPED_MEMBERSHIPS, plain
 from ..store.shard import Shard, ShardSet
 from .batching import Gathered, atom_index
 from .structure_dataset import Render, StructureDataset
@@ -102,6 +103,18 @@ class ShardTable:
         self.targets = None
         self.atom_targets = None
         self.property_targets = None if self.target_names is None else _Column(self, self._target)
+        # Typed channels: the memberships stored by pgrid grid --store structures --channels
+        # <typer>, expanded to particles per item (the typer itself needs bonds)
+        typers = {(str(s.attrs.get("typer", "")), str(s.attrs.get("typer_channels", "")))
+                  for s in self.shards}  # fmt: skip
+        if len(typers) > 1:
+            raise ValueError(
+                "these structures shards were written with different typers (or some without "
+                f"one): {sorted(t[0] or 'none' for t in typers)}"
+            )
+        self.typer_name, channels = typers.pop() if typers else ("", "")
+        self.typer_channels = tuple(json.loads(channels)) if channels else ()
+        self.typed = _StoredTyped(self) if self.typer_name else None
 
     def opened(self, k: int) -> _OpenShard:
         """Shard ``k`` open in this process, its datasets looked up once, and its small
@@ -310,6 +323,24 @@ class _AtomColumn:
         values = self.table.read_atoms(self.name, a0, a1)
         self._last = (tag, values)
         return values
+
+
+class _StoredTyped:
+    """The typed particles of each structure (the interface of
+    :class:`~pgrid_cli.torch.table.TypedParticles`), from the memberships the shards store:
+    atom m in channel c with weight ``memberships[m, c]`` times the atom's weight."""
+
+    def __init__(self, table: ShardTable) -> None:
+        self.memberships = _AtomColumn(table, f"{ATOM_PROPERTIES}/{TYPED_MEMBERSHIPS}")
+        self.table = table
+
+    def of(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(atoms, channels, weights) of structure ``i``, in atom then channel order."""
+        a0, a1 = self.table.atom_range(i)
+        m = np.asarray(self.memberships[a0:a1], dtype=np.float64)
+        atoms, chans = np.nonzero(m)
+        w = m[atoms, chans] * np.asarray(self.table.weights[a0:a1], dtype=np.float64)[atoms]
+        return atoms.astype(np.int32), chans.astype(np.int32), w
 
 
 class _Column:
