@@ -247,7 +247,9 @@ def grid_cli(
         typer.Option(
             help="grids, or structures: shards of atoms, cells and provenance without grids "
             "(parser speed; grid them at training time with "
-            "pgrid_cli.torch.StructureShardDataset). The gridding options are then unused."
+            "pgrid_cli.torch.StructureShardDataset). The gridding options are then unused; "
+            "a typer (--channels pharmacophore|xs, --charge-channel) stores each atom's "
+            "channel memberships."
         ),
     ] = "grids",
     resume: Annotated[
