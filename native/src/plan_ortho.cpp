@@ -14,6 +14,21 @@
 namespace pgrid::detail {
 namespace {
 
+/// The rows and row vectors an atom reaches, and its stored y rows: the window of y rows
+/// [start, start + length) (all rows when it wraps), kPadJ padding rows each side, and the
+/// row vectors [kv0, kv1) of the z window (all when it wraps).
+void set_row_window(OrthoAtom& rec, const int* start, const int* length, int ny, int nz, int W) {
+    const int row_vecs = (nz + W - 1) / W;
+    const bool ywrap = start[1] + length[1] > ny;
+    rec.jlo = ywrap ? 0 : start[1];
+    rec.jhi = ywrap ? ny - 1 : start[1] + length[1] - 1;
+    rec.jfirst = rec.jlo - kPadJ;
+    rec.ylen = rec.jhi - rec.jlo + 1 + 2 * kPadJ;
+    const bool zwrap = start[2] + length[2] > nz;
+    rec.kv0 = zwrap ? 0 : start[2] / W;
+    rec.kv1 = zwrap ? row_vecs : (start[2] + length[2] - 1) / W + 1;
+}
+
 /// Render layout of one atom: gy and dy2 by absolute row (zero / +inf outside the
 /// window, kPadJ padding each side), gz by absolute voxel along a row (zero outside,
 /// kPadV spare vectors), and the rows and row vectors the atom reaches.
@@ -24,12 +39,7 @@ void add_render_rows(OrthoAtom& rec, const int* start, const int* length,
     using detail::kPadV;
     const int ny = shape[1], nz = shape[2];
     const int row_vecs = (nz + W - 1) / W;
-    // y: the window's rows (all rows if it wraps) with kPadJ padding on each side.
-    const bool ywrap = start[1] + length[1] > ny;
-    rec.jlo = ywrap ? 0 : start[1];
-    rec.jhi = ywrap ? ny - 1 : start[1] + length[1] - 1;
-    rec.jfirst = rec.jlo - kPadJ;
-    rec.ylen = rec.jhi - rec.jlo + 1 + 2 * kPadJ;
+    set_row_window(rec, start, length, ny, nz, W);
     rec.yfoff = static_cast<std::int64_t>(plan.fbuf.size());
     plan.fbuf.resize(plan.fbuf.size() + 2 * static_cast<std::size_t>(rec.ylen), 0.0f);
     float* gy = plan.fbuf.data() + rec.yfoff;
@@ -48,9 +58,6 @@ void add_render_rows(OrthoAtom& rec, const int* start, const int* length,
         if (k == nz) k = 0;
         gz[k] = static_cast<float>(fac[2][m]);
     }
-    const bool zwrap = start[2] + length[2] > nz;
-    rec.kv0 = zwrap ? 0 : start[2] / W;
-    rec.kv1 = zwrap ? row_vecs : (start[2] + length[2] - 1) / W + 1;
 }
 
 /// Render plans in an open (non-periodic) box, where no window wraps or folds: each
@@ -110,10 +117,7 @@ void open_render_atoms(const BatchInput& in, std::int64_t a0, std::int64_t na, i
         // y: gy (zero padding) and dy2 (infinite padding), kPadJ rows each side.
         rec.ys = lo[3 * a + 1];
         rec.yl = L[1];
-        rec.jlo = rec.ys;
-        rec.jhi = rec.ys + L[1] - 1;
-        rec.jfirst = rec.jlo - kPadJ;
-        rec.ylen = L[1] + 2 * kPadJ;
+        set_row_window(rec, lo + 3 * a, L, in.shape[1], nz, W);  // no window wraps here
         rec.yfoff = static_cast<std::int64_t>(of);
         float* gy = plan.fbuf.data() + of;
         float* dy2 = gy + rec.ylen;
@@ -127,8 +131,6 @@ void open_render_atoms(const BatchInput& in, std::int64_t a0, std::int64_t na, i
         rec.zfoff = static_cast<std::int64_t>(of);
         float* gz = plan.fbuf.data() + of + lo[3 * a + 2];
         for (int m = 0; m < L[2]; ++m) gz[m] = static_cast<float>(c[2][m + 1] - c[2][m]);
-        rec.kv0 = lo[3 * a + 2] / W;
-        rec.kv1 = (lo[3 * a + 2] + L[2] - 1) / W + 1;
         of += zlen;
         rec.nseg = 1;
         plan.oatoms.push_back(rec);

@@ -54,29 +54,21 @@ def _as_positions(positions: Any) -> np.ndarray:
     return pos
 
 
-def _bounds(positions: Any) -> tuple[np.ndarray, np.ndarray]:
-    pos = np.asarray(positions, dtype=np.float64)
-    if pos.ndim != 2 or pos.shape[1] != 3:
-        raise ValueError(f"positions must have shape (M, 3), got {pos.shape}")
-    if len(pos) == 0:
-        raise ValueError("cannot place a box around a structure with no atoms")
-    lo, hi = pos.min(axis=0), pos.max(axis=0)
-    # NaN propagates through min and max, and ±inf ends up in one of them: finite bounds
-    # mean finite positions (one pass less than isfinite over every coordinate).
-    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
-        raise ValueError("positions contain NaN or infinite coordinates")
-    return lo, hi
-
-
 def _float_bounds(positions: Any) -> tuple[float, float, float, float, float, float]:
-    """(lo_x, lo_y, lo_z, hi_x, hi_y, hi_z), Å, in one native pass; the errors of
-    :func:`_bounds`."""
+    """(lo_x, lo_y, lo_z, hi_x, hi_y, hi_z), Å, of (M, 3) positions in one native pass;
+    ValueError for another shape, no atoms, or a NaN or infinite coordinate."""
     pos = positions
     if not (type(pos) is np.ndarray and pos.dtype == np.float64 and pos.flags.c_contiguous):
         pos = np.ascontiguousarray(positions, dtype=np.float64)
     if pos.ndim != 2 or pos.shape[1] != 3:
         raise ValueError(f"positions must have shape (M, 3), got {pos.shape}")
     return _core.bounds(pos)
+
+
+def _bounds(positions: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi), (3,) float64 Å each: the bounding box of :func:`_float_bounds`."""
+    b = _float_bounds(positions)
+    return np.array(b[:3]), np.array(b[3:])
 
 
 class Box:

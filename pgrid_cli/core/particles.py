@@ -66,6 +66,19 @@ def check_memberships(
     return m
 
 
+def entries(
+    memberships: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The non-zero entries of (M, C) ``memberships`` in atom then channel order: (atoms
+    (P,) int64, channels (P,) int64, weights (P,) float64 = membership × the atom's
+    weight, ``weights`` (M,) or None for 1)."""
+    atoms, chans = np.nonzero(memberships)
+    w = memberships[atoms, chans]
+    if weights is not None:
+        w = w * np.asarray(weights, dtype=np.float64)[atoms]
+    return atoms, chans, np.ascontiguousarray(w, dtype=np.float64)
+
+
 def expand(
     memberships: np.ndarray,
     positions: np.ndarray,
@@ -76,13 +89,10 @@ def expand(
     atom weights (M,) (None: 1) and ``keep`` (M,) bool (None: every atom), in atom order
     then channel order."""
     m = memberships if keep is None else memberships * keep[:, np.newaxis]
-    atoms, chans = np.nonzero(m)
-    w = m[atoms, chans]
-    if weights is not None:
-        w = w * np.asarray(weights, dtype=np.float64)[atoms]
+    atoms, chans, w = entries(m, weights)
     return Particles(
         np.ascontiguousarray(np.asarray(positions, dtype=np.float64)[atoms]).reshape(-1, 3),
         chans.astype(np.int32),
-        np.ascontiguousarray(w, dtype=np.float64),
+        w,
         atoms.astype(np.int64),
     )

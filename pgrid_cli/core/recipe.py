@@ -280,10 +280,18 @@ class GridRecipe:
         volume = abs(float(np.linalg.det(np.asarray(structure.lattice, dtype=np.float64))))
         return total * self._view_side**3 / volume
 
-    def _prepare_typed(self, s: Structure, exclude: Sequence[int]) -> tuple[Particles, Box]:
+    def memberships(self, structure: Structure) -> np.ndarray:
+        """(M, C) float64: the weight of each atom of ``structure`` in each channel of the
+        recipe's typer, checked (:func:`~pgrid_cli.core.particles.check_memberships`).
+        Raises TypingError when the typer cannot type it."""
         typer = self.typer
         signed = signed_channels(typer, self.n_channels)
-        m = check_memberships(typer.memberships(s), len(s), self.spec.names, signed)
+        return check_memberships(
+            typer.memberships(structure), len(structure), self.spec.names, signed
+        )
+
+    def _prepare_typed(self, s: Structure, exclude: Sequence[int]) -> tuple[Particles, Box]:
+        m = self.memberships(s)
         keep = None
         positions = np.asarray(s.positions, dtype=np.float64)
         if len(exclude):

@@ -244,47 +244,35 @@ def export_record(
     f = get_format(fmt) if fmt else format_for_path(out)
     names = list(channels.names if isinstance(channels, ChannelSpec) else channels)
     grid = np.asarray(record.grid)
+    # (file, 3D grid, what it is, quantity written)
+    files: list[tuple[Path, np.ndarray, str, str]] = []
     if energy is not None and channel.strip() in (energy, ENERGY):
         if f.name == "chgcar":
             raise ValueError(
                 "CHGCAR stores ρ·V of a density: write the energy channel to cube, dx or mrc"
             )
-        comment = (
-            f"pgrid {record.name or 'structure'} ({record.source}#{record.record}) "
-            f"energy channel {energy}"
+        # the energy channel follows the density ones; its values are not amounts
+        files.append((out, grid[len(names)], f"energy channel {energy}", "amount"))
+    else:
+        summed = channel.strip().lower() == SUM
+        for label, g in select_channels(grid[: len(names)], names, channel):
+            what = "sum of channels" if summed else f"channel {label or channel}"
+            target = out if label is None else channel_path(out, label)
+            files.append((target, g, what, quantity))
+    where = f"pgrid {record.name or 'structure'} ({record.source}#{record.record})"
+    return [
+        write(
+            target,
+            g,
+            record.box,
+            fmt=f.name,
+            numbers=record.numbers,
+            positions=record.positions,
+            quantity=q,
+            comment=f"{where} {what}",
         )
-        return [
-            write(
-                out,
-                grid[len(names)],  # the energy channel follows the density ones
-                record.box,
-                fmt=f.name,
-                numbers=record.numbers,
-                positions=record.positions,
-                quantity="amount",
-                comment=comment,
-            )
-        ]
-    written = []
-    for label, g in select_channels(grid[: len(names)], names, channel):
-        target = out if label is None else channel_path(out, label)
-        what = (
-            "sum of channels" if channel.strip().lower() == SUM else f"channel {label or channel}"
-        )
-        comment = f"pgrid {record.name or 'structure'} ({record.source}#{record.record}) {what}"
-        written.append(
-            write(
-                target,
-                g,
-                record.box,
-                fmt=f.name,
-                numbers=record.numbers,
-                positions=record.positions,
-                quantity=quantity,
-                comment=comment,
-            )
-        )
-    return written
+        for target, g, what, q in files
+    ]
 
 
 def _load_formats() -> None:

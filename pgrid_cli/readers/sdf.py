@@ -121,7 +121,7 @@ def _parse_sdf(raw: RawRecord, options: ReadOptions) -> Structure | Rejection:
         # A 2D record is embedded (hydrogens added); conformer k >= 1 of a 3D record is
         # a new embedding of the record's own atoms. Conformer 0 of a 3D record is the
         # record as it is.
-        embedded = _embed_2d(mol, raw, options, k) if flat else _embed_again(mol, raw, options, k)
+        embedded = _embed(mol, raw, options, k, flat)
         if isinstance(embedded, str):
             return reject(
                 raw, embedded if k is None else f"conformer {k}: {embedded}", PARSE_ERROR, name
@@ -169,44 +169,42 @@ def atomic_numbers(mol: Any, text: str) -> np.ndarray:
     return np.array([mol.GetAtomWithIdx(i).GetAtomicNum() for i in range(n)], dtype=np.int64)
 
 
-def _embed_2d(
-    mol: Any, raw: RawRecord, options: ReadOptions, k: int | None = None
+def _embed(
+    mol: Any, raw: RawRecord, options: ReadOptions, k: int | None, flat: bool
 ) -> tuple[Any, list[str]] | str:
-    """A 2D record in 3D (``ReadOptions.embed``): sanitised, hydrogens added, one ETKDG v3
-    conformer seeded by the record and its canonical SMILES (and ``k``, conformer k >= 1),
-    as SMILES inputs are."""
-    from rdkit import Chem
-
-    try:
-        Chem.SanitizeMol(mol)
-    except Exception as exc:  # RDKit raises its own exception types
-        return f"cannot embed the 2D record: RDKit cannot sanitise it ({exc})"
-    mol = Chem.RemoveHs(mol)  # explicit 2D hydrogens are placed again in 3D
-    smiles = Chem.MolToSmiles(mol)
-    embedded = embed_3d(mol, raw.record, f"{smiles}:{k}" if k else smiles, options)
-    if isinstance(embedded, str):
-        return embedded
-    return embedded[0], [*embedded[1], "embedded in 3D from a 2D record (ETKDG v3)"]
-
-
-def _embed_again(
-    mol: Any, raw: RawRecord, options: ReadOptions, k: int
-) -> tuple[Any, list[str]] | str:
-    """Conformer ``k`` >= 1 of a 3D record: a new ETKDG v3 embedding of the record's own
-    atoms (none added, the order kept, so every conformer has the atoms of conformer 0),
-    seeded like a SMILES conformer by the record, its canonical SMILES and ``k``."""
+    """One ETKDG v3 conformer of a record, seeded by the record, its canonical SMILES and
+    ``k`` (conformer k >= 1), as SMILES inputs are: of a 2D record (``flat``; sanitised,
+    hydrogens placed anew), or conformer k >= 1 of a 3D record (its own atoms: none added,
+    the order kept, so every conformer has the atoms of conformer 0)."""
     from rdkit import Chem
 
     mol = Chem.Mol(mol)
     try:
         Chem.SanitizeMol(mol)
     except Exception as exc:  # RDKit raises its own exception types
-        return f"cannot embed another conformer: RDKit cannot sanitise the record ({exc})"
-    key = f"{Chem.MolToSmiles(mol)}:{k}"
-    embedded = embed_3d(mol, raw.record, key, replace(options, add_hydrogens=False))
+        what = (
+            "the 2D record: RDKit cannot sanitise it"
+            if flat
+            else "another conformer: RDKit cannot sanitise the record"
+        )
+        return f"cannot embed {what} ({exc})"
+    if flat:
+        mol = Chem.RemoveHs(mol)  # explicit 2D hydrogens are placed again in 3D
+    smiles = Chem.MolToSmiles(mol)
+    embedded = embed_3d(
+        mol,
+        raw.record,
+        f"{smiles}:{k}" if k else smiles,
+        options if flat else replace(options, add_hydrogens=False),
+    )
     if isinstance(embedded, str):
         return embedded
-    return embedded[0], [*embedded[1], f"conformer {k}: a new ETKDG v3 embedding of the record"]
+    note = (
+        "embedded in 3D from a 2D record (ETKDG v3)"
+        if flat
+        else f"conformer {k}: a new ETKDG v3 embedding of the record"
+    )
+    return embedded[0], [*embedded[1], note]
 
 
 #: What ``str.splitlines`` splits at.

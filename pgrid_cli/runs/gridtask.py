@@ -18,7 +18,6 @@ from ..core.box import Box
 from ..core.channels import TypingError
 from ..core.complexes import PARTS_KEY
 from ..core.kernel import render_batch
-from ..core.particles import check_memberships, signed_channels
 from ..core.recipe import GridRecipe, grid_total
 from ..core.structure import Structure
 from ..readers import (
@@ -229,12 +228,8 @@ def parse_task(task: Task, settings: Settings) -> TaskResult:
 def _typed(s: Structure, recipe: GridRecipe) -> Structure | Rejection:
     """``s`` with its atoms' channel memberships (M, C) as the atom property
     ``typed_memberships`` (docs/format.md, structures shards), or why it cannot be typed."""
-    typer = recipe.typer
-    names = recipe.spec.names
     try:
-        m = check_memberships(
-            typer.memberships(s), len(s), names, signed_channels(typer, len(names))
-        )
+        m = recipe.memberships(s)
     except TypingError as exc:
         return Rejection(s.source, s.record, s.name, f"cannot type: {exc}", CANNOT_TYPE)
     info = dict(s.info)

@@ -118,7 +118,7 @@ class StructureDataset(Dataset):
             )
         typer = getattr(self.recipe, "typer", None)
         if typer is not None and not isinstance(self.recipe, ComplexRecipe):
-            if getattr(table, "typed", None) is None:
+            if table.typed is None:
                 raise ValueError(
                     "typed channels (recipe.typer) need each structure's chemistry, which a "
                     "StructureTable or untyped structures shards do not keep: build the "
@@ -359,8 +359,7 @@ class StructureDataset(Dataset):
             g = recipe.grid_in_box(s, box, threads=self.threads or 1)
             item["grid"] = torch.from_numpy(g)
         else:
-            table_typed = getattr(t, "typed", None)
-            typed = None if table_typed is None else table_typed.of(i)
+            typed = None if t.typed is None else t.typed.of(i)
             chans = recipe.spec.assign(numbers) if typed is None else typed[1]
             lattice = t.lattices[i] if t.periodic[i] else None
             if t.periodic[i] and self._cube_view:

@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 
 from ..core.complexes import LIGAND_FLAG
+from ..core.particles import entries
 from ..core.recipe import GridRecipe
 from ..readers.records import Rejection
 from ..store.layout import LATTICE, TYPED_MEMBERSHIPS, plain
@@ -338,8 +339,7 @@ class _StoredTyped:
         """(atoms, channels, weights) of structure ``i``, in atom then channel order."""
         a0, a1 = self.table.atom_range(i)
         m = np.asarray(self.memberships[a0:a1], dtype=np.float64)
-        atoms, chans = np.nonzero(m)
-        w = m[atoms, chans] * np.asarray(self.table.weights[a0:a1], dtype=np.float64)[atoms]
+        atoms, chans, w = entries(m, self.table.weights[a0:a1])
         return atoms.astype(np.int32), chans.astype(np.int32), w
 
 

@@ -21,6 +21,11 @@ from ..readers.properties import atom_properties
 from .batching import Gathered, atom_index
 
 
+def _cat(arrays: list[np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """The arrays concatenated as ``dtype`` (an empty one of ``shape`` when there are none)."""
+    return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(shape, dtype)
+
+
 @dataclass(frozen=True)
 class TypedParticles:
     """The typed channels of every structure of a table (docs/typing.md), as particles:
@@ -45,15 +50,11 @@ class TypedParticles:
     def from_particles(cls, items: Sequence[Particles]) -> TypedParticles:
         offsets = np.zeros(len(items) + 1, dtype=np.int64)
         np.cumsum([len(p) for p in items], out=offsets[1:])
-
-        def cat(arrays: list[np.ndarray], dtype: Any) -> np.ndarray:
-            return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype)
-
         return cls(
             offsets,
-            cat([p.atoms for p in items], np.int32),
-            cat([p.channels for p in items], np.int32),
-            cat([p.weights for p in items], np.float64),
+            _cat([p.atoms for p in items], (0,), np.int32),
+            _cat([p.channels for p in items], (0,), np.int32),
+            _cat([p.weights for p in items], (0,), np.float64),
         )
 
     def of(self, s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -150,18 +151,15 @@ class StructureTable:
                 raise ValueError(f"target values have different shapes: {sorted(shapes)}")
             packed = np.stack(values) if values else np.zeros((0,), np.float32)
 
-        def cat(arrays: list[np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-            return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(shape, dtype)
-
         table = cls(
             offsets=offsets,
-            numbers=cat([np.asarray(s.numbers).reshape(-1) for s in items], (0,), np.int16),
-            positions=cat(
+            numbers=_cat([np.asarray(s.numbers).reshape(-1) for s in items], (0,), np.int16),
+            positions=_cat(
                 [np.asarray(s.positions, np.float64).reshape(-1, 3) for s in items],
                 (0, 3),
                 np.float64,
             ),
-            weights=cat(
+            weights=_cat(
                 [np.ones(len(s.numbers)) if s.weights is None else s.weights for s in items],
                 (0,),
                 np.float64,
